@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 # %% auto #0
 __all__ = ['cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_info', 'cmd_demo', 'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #f193cd13
+# %% ../nbs/14_cli.ipynb #a9a7b937
 import argparse
 import json
 import sys
@@ -37,7 +37,7 @@ from intraday.data import (
 from .obs import setup_logging
 from .report import market_figure, write_report
 
-# %% ../nbs/14_cli.ipynb #585309fb
+# %% ../nbs/14_cli.ipynb #0236566f
 def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
     "Print the effective settings (secrets as set/unset only), as a table or JSON."
     secrets = {k: ("set" if v else "unset") for k, v in settings.secrets.model_dump().items()}
@@ -63,7 +63,7 @@ def _bars_summary(bars: pd.DataFrame) -> list[tuple[str, str]]:
         ("bars", f"{len(bars):,}"),
         ("first", str(bars.index[0])),
         ("last", str(bars.index[-1])),
-        ("timeframe", tf),
+        ("timeframe", f"{tf} (inferred)"),
         ("gaps", f"{len(gaps)} ({int(gaps['missing'].sum()):,} bars missing)"),
         ("close", f"first {bars.close.iloc[0]:.4f}  last {bars.close.iloc[-1]:.4f}  "
                   f"min {bars.low.min():.4f}  max {bars.high.max():.4f}"),
@@ -121,7 +121,7 @@ def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
     _print_rows(rows)
     return 0
 
-# %% ../nbs/14_cli.ipynb #5cfeb0ff
+# %% ../nbs/14_cli.ipynb #fcd873e9
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     "The workbench demo: default synthetic market, validated, summarised, and plotted to an HTML report."
     d = settings.data
@@ -144,12 +144,12 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     print(f"report: {report}")
     return 0
 
-# %% ../nbs/14_cli.ipynb #f0ee48e3
+# %% ../nbs/14_cli.ipynb #555c3ab2
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of the `intraday` command."
     p = argparse.ArgumentParser(prog="intraday", description="intraday: RL trading research-to-live workbench")
     p.add_argument("--settings", help="settings file (default: $INTRADAY_SETTINGS or the nearest settings.ini)")
-    p.add_argument("--log-level", help="log level of the JSON log lines on stderr (default: [obs] log_level)")
+    p.add_argument("--log-level", help="level of the JSON log lines (default: WARNING on stderr, [obs] to a log_file)")
     sub = p.add_subparsers(dest="room", required=True, metavar="{config,data,demo}")
 
     cfg = sub.add_parser("config", help="settings").add_subparsers(dest="cmd", required=True)
@@ -189,7 +189,9 @@ def main(
     except SettingsError as e:
         print(f"intraday: {e}", file=sys.stderr)
         return 2
-    setup_logging(args.log_level or settings.obs.log_level, settings=settings)
+    # JSON lines on a terminal are noise for a person: stderr gets warnings unless asked; a log file gets [obs]
+    level = args.log_level or (settings.obs.log_level if settings.obs.log_file else "WARNING")
+    setup_logging(level, settings=settings)
     try:
         return args.func(args, settings)
     except (BarsFileError, StoreError, BarsError) as e:

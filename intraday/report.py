@@ -7,7 +7,8 @@ Docs: https://intraday-workbench.github.io/intraday/report.html.md"""
 # %% auto #0
 __all__ = ['intraday_profile', 'market_figure', 'write_report']
 
-# %% ../nbs/09_report.ipynb #01ab863a
+# %% ../nbs/09_report.ipynb #920d60bd
+import html
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from .data import atomic_write
 
-# %% ../nbs/09_report.ipynb #8621722f
+# %% ../nbs/09_report.ipynb #658f1157
 def intraday_profile(
     bars: pd.DataFrame,  # bars with a UTC index
     bucket_minutes: int = 30,  # width of a time-of-day bucket
@@ -64,6 +65,7 @@ def write_report(
 ) -> Path:
     "Write a self-contained HTML report (plotly.js embedded once, works offline), atomically."
     parts = [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figures)]
+    title = html.escape(title)
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:24px;}table{border-collapse:collapse}"

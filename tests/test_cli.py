@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+from conftest import ROOT
+from test_data import write_bad_frame
+
+from intraday.cli import main
+from intraday.data import BarStore, read_bars, read_parquet_meta
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    "Run each command from a scratch folder with the shipped settings and a clean environment."
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    for var in ("INTRADAY_API_KEY", "INTRADAY_API_SECRET", "INTRADAY_SECRETS_FILE"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_config_show_table_and_json_hide_secrets(capsys, monkeypatch):
+    monkeypatch.setenv("INTRADAY_API_SECRET", "top-secret-value")
+    monkeypatch.setenv("INTRADAY__DATA__DAYS", "12")
+    code, out, err = run(capsys, "config", "show")
+    assert code == 0
+    assert "data.days" in out and "12" in out and "# env INTRADAY__DATA__DAYS" in out
+    assert "secrets.api_secret" in out and "set" in out
+    code, out, _ = run(capsys, "config", "show", "--json")
+    shown = json.loads(out)
+    assert shown["data"]["days"] == 12 and shown["secrets"] == {"api_key": "unset", "api_secret": "set"}
+    assert "top-secret-value" not in out + err
+
+
+def test_bad_settings_exit_2_naming_key(capsys, monkeypatch):
+    monkeypatch.setenv("INTRADAY__DATA__TIMEFRAME", "7x")
+    code, out, err = run(capsys, "config", "show")
+    assert code == 2 and "data.timeframe = '7x'" in err and out == ""
+
+
+def test_data_synth_check_info(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "synth", "--days", "2", "--seed", "3", "--alpha", "0", "--out", "b.parquet")
+    assert code == 0 and "wrote 2,880 1m bars of SYN/USDT (seed 3, alpha 0.0)" in out
+    meta = read_parquet_meta(tmp_path / "b.parquet")
+    assert meta["seed"] == 3 and meta["alpha"] == 0.0 and meta["timeframe"] == "1m"
+    code, out, _ = run(capsys, "data", "check", "b.parquet")
+    assert code == 0 and out.startswith("OK b.parquet: 2,880 bars") and "0 gap(s)" in out
+    code, out, _ = run(capsys, "data", "info", "b.parquet")
+    assert code == 0 and "valid        yes" in out and "1m (inferred)" in out and "excess kurtosis" in out
+    code, out, _ = run(capsys, "data", "synth", "--days", "1", "--timeframe", "5m", "--out", "b.csv")
+    assert code == 0 and len(read_bars(tmp_path / "b.csv", validate=True)) == 288
+
+
+def test_data_synth_into_store(capsys, tmp_path):
+    code, out, _ = run(capsys, "data", "synth", "--days", "1", "--symbol", "ABC/USD")
+    assert code == 0
+    store = BarStore(tmp_path / "data" / "store")
+    assert store.keys() == [("synthetic", "ABC/USD", "1m")]
+    assert len(store.load("synthetic", "ABC/USD", "1m")) == 1440
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_data_check_reports_each_problem_and_exits_1(capsys, tmp_path, month, suffix):
+    "Acceptance: one duplicate timestamp, one NaN close and one bar with high < low: exit 1, all three reported."
+    bad = write_bad_frame(month)
+    path = tmp_path / f"bad{suffix}"
+    bad.to_csv(path) if suffix == ".csv" else bad.to_parquet(path)
+    code, out, err = run(capsys, "data", "check", str(path))
+    assert code == 1
+    lines = out.splitlines()
+    assert len(lines) == 3, out
+    assert "row 10" in lines[0] and "duplicate timestamp" in lines[0]
+    assert "row 20" in lines[1] and "close: NaN" in lines[1]
+    assert "row 30" in lines[2] and "high < low" in lines[2]
+    assert "3 problem(s)" in err
+    code, out, _ = run(capsys, "data", "info", str(path))
+    assert code == 0 and "NO: 3 problem(s)" in out
+
+
+def test_unreadable_file_is_one_line_exit_1(capsys, tmp_path):
+    (tmp_path / "x.parquet").write_bytes(b"garbage")
+    code, out, err = run(capsys, "data", "check", "x.parquet")
+    assert code == 1 and err.startswith("intraday: x.parquet: cannot read as parquet") and len(err.splitlines()) == 1
+    code, _, err = run(capsys, "data", "info", "missing.csv")
+    assert code == 1 and "no such file" in err
+
+
+def test_demo_writes_report(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTRADAY__DATA__DAYS", "3")
+    code, out, _ = run(capsys, "demo", "--out", "demo")
+    assert code == 0
+    html = (tmp_path / "demo" / "market.html").read_text()
+    assert html.count("Plotly.newPlot") == 1 and "candlestick" in html and "planted IC" in html
+    assert "validation" in out and "passed" in out and "report: demo/market.html" in out
+    assert len(read_bars(tmp_path / "demo" / "market.parquet", validate=True)) == 3 * 1440
+
+
+def test_log_file_gets_json_at_settings_level(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("INTRADAY__OBS__LOG_FILE", str(tmp_path / "run.log"))
+    code, _, err = run(capsys, "data", "synth", "--days", "1", "--out", "b.parquet")
+    from loguru import logger
+
+    logger.complete()
+    assert code == 0 and err == ""
+    rec = json.loads((tmp_path / "run.log").read_text().splitlines()[-1])["record"]
+    assert rec["message"] == "wrote synthetic bars" and rec["extra"]["bars"] == 1440
+    assert np.isfinite(rec["elapsed"]["seconds"])
