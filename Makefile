@@ -1,0 +1,49 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both create .venv when absent and install
+# torch 2.13.0 (CPU build) first, so the package's own install never pulls a CUDA build.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test check-sync lint pytest nbval lab export clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/intraday demo --out reports/demo
+
+test: install check-sync lint pytest nbval
+
+check-sync: install
+	@BIN=$(BIN) bash .ci/check-sync
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+pytest: install
+	$(BIN)/pytest tests --cov=intraday --cov-report=term
+
+nbval: install
+	$(BIN)/pytest --nbval-lax nbs --ignore=nbs/jobs -p no:cacheprovider -q
+
+lab: install
+	$(BIN)/jupyter lab --notebook-dir=nbs
+
+# After editing notebooks: format their code cells, export the package, strip notebook noise.
+export: install
+	$(BIN)/ruff format -q nbs tests
+	$(BIN)/nbdev-export
+	$(BIN)/nbdev-clean
+
+clean:
+	rm -rf reports/demo .pytest_cache .ruff_cache .coverage htmlcov
