@@ -5,18 +5,19 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
-STAMP := $(VENV)/.installed
+# the install is redone when pyproject.toml's content changes (nbdev-export rewrites the file, so not its mtime)
+STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
 .PHONY: install demo test check-sync lint pytest nbval lab export clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH_SPEC)
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	@touch $(STAMP)
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 demo: install
 	$(BIN)/intraday demo --out reports/demo

@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 # %% auto #0
 __all__ = ['cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_info', 'cmd_demo', 'build_parser', 'main']
 
-# %% ../nbs/14_cli.ipynb #a9a7b937
+# %% ../nbs/14_cli.ipynb #87cda236
 import argparse
 import json
 import sys
@@ -37,7 +37,7 @@ from intraday.data import (
 from .obs import setup_logging
 from .report import market_figure, write_report
 
-# %% ../nbs/14_cli.ipynb #0236566f
+# %% ../nbs/14_cli.ipynb #a9797590
 def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
     "Print the effective settings (secrets as set/unset only), as a table or JSON."
     secrets = {k: ("set" if v else "unset") for k, v in settings.secrets.model_dump().items()}
@@ -121,7 +121,7 @@ def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
     _print_rows(rows)
     return 0
 
-# %% ../nbs/14_cli.ipynb #fcd873e9
+# %% ../nbs/14_cli.ipynb #ceb8e7e0
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     "The workbench demo: default synthetic market, validated, summarised, and plotted to an HTML report."
     d = settings.data
@@ -137,14 +137,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     rows.append(("planted IC", f"theory {planted_ic(d.alpha):+.4f} on standardised returns; "
                                f"measured on raw returns {np.corrcoef(x, nxt)[0, 1]:+.4f}"))  # fmt: skip
     fig = market_figure(bars, f"synthetic market {d.symbol} {d.timeframe} (seed {d.seed}, alpha {d.alpha})")
-    table = "".join(f"<tr><th style='text-align:left'>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     report = write_report([fig], out / "market.html", "intraday demo: the synthetic market", f"<table>{table}</table>")
     _print_rows(rows)
     print(f"data:   {data_path}")
     print(f"report: {report}")
     return 0
 
-# %% ../nbs/14_cli.ipynb #555c3ab2
+# %% ../nbs/14_cli.ipynb #4c6fe942
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of the `intraday` command."
     p = argparse.ArgumentParser(prog="intraday", description="intraday: RL trading research-to-live workbench")

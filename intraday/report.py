@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/report.html.md"""
 # %% auto #0
 __all__ = ['intraday_profile', 'market_figure', 'write_report']
 
-# %% ../nbs/09_report.ipynb #920d60bd
+# %% ../nbs/09_report.ipynb #40f90071
 import html
 from pathlib import Path
 
@@ -18,7 +18,7 @@ from plotly.subplots import make_subplots
 
 from .data import atomic_write
 
-# %% ../nbs/09_report.ipynb #658f1157
+# %% ../nbs/09_report.ipynb #6b052db9
 def intraday_profile(
     bars: pd.DataFrame,  # bars with a UTC index
     bucket_minutes: int = 30,  # width of a time-of-day bucket
@@ -69,7 +69,7 @@ def write_report(
     page = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
         "<style>body{font-family:system-ui,sans-serif;margin:24px;}table{border-collapse:collapse}"
-        "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:right}</style></head>"
+        "td,th{padding:4px 10px;border-bottom:1px solid #ddd;text-align:left}</style></head>"
         f"<body><h1>{title}</h1>{summary_html}{''.join(parts)}</body></html>"
     )
     return atomic_write(path, lambda p: p.write_text(page, encoding="utf-8"))
