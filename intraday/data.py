@@ -10,7 +10,7 @@ __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'TS_COLUMNS', 'META_KEY', 'BarProblem
            'write_bars', 'StoreError', 'BarStore', 'SynthParams', 'planted_ic', 'synth_market', 'planted_signal',
            'synth_from_settings']
 
-# %% ../nbs/02_data.ipynb #4bc6fb4c
+# %% ../nbs/02_data.ipynb #5b81ee15
 import json
 import os
 import uuid
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import DataSettings, seconds_timeframe, timeframe_seconds
 
-# %% ../nbs/02_data.ipynb #5e2d08a7
+# %% ../nbs/02_data.ipynb #f55b82c3
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS = BAR_COLUMNS[:4]
 
@@ -57,7 +57,7 @@ class BarsError(ValueError):
         head = f"{source}: " if source else ""
         super().__init__(f"{head}{len(self.problems)} problem(s) in bars:\n  " + "\n  ".join(shown))
 
-# %% ../nbs/02_data.ipynb #e4424dc8
+# %% ../nbs/02_data.ipynb #2275eed4
 def _rows(df: pd.DataFrame, mask: np.ndarray, column: str, rule: str) -> list[BarProblem]:
     "One problem per True in `mask`, located by row position and timestamp."
     idx = df.index
@@ -128,7 +128,7 @@ def validate_bars(
         raise BarsError(probs, source)
     return df
 
-# %% ../nbs/02_data.ipynb #057f954b
+# %% ../nbs/02_data.ipynb #ea1b51b9
 def _ns(idx: pd.DatetimeIndex) -> np.ndarray:
     "Timestamps as int64 nanoseconds, whatever the index's resolution (pandas 3 defaults to microseconds)."
     return idx.as_unit("ns").asi8
@@ -162,7 +162,7 @@ def gap_report(
     missing = (d[at] + step - 1) // step - 1
     return pd.DataFrame({"first_missing": start, "last_missing": end, "missing": missing.astype(np.int64)})
 
-# %% ../nbs/02_data.ipynb #9af8013d
+# %% ../nbs/02_data.ipynb #57169167
 TS_COLUMNS = ("ts", "timestamp", "time", "datetime", "date", "open_time")
 META_KEY = b"intraday"
 
@@ -263,7 +263,7 @@ def write_bars(
         return atomic_write(path, lambda p: out.to_csv(p, index_label="ts"))
     raise BarsFileError(f"{path}: unknown bars file type {suffix!r}; use .parquet or .csv")
 
-# %% ../nbs/02_data.ipynb #5d9e2c48
+# %% ../nbs/02_data.ipynb #7edf8234
 class StoreError(RuntimeError):
     "The store cannot serve or accept bars for a key: corrupt or foreign file, key mismatch."
 
@@ -328,7 +328,7 @@ class BarStore:
         self.save(merged, exchange, symbol, timeframe)
         return len(merged) - len(old)
 
-# %% ../nbs/02_data.ipynb #e30e4af0
+# %% ../nbs/02_data.ipynb #28dafd75
 @dataclass(frozen=True)
 class SynthParams:
     "Shape of the synthetic market in one-minute units; the defaults are the embedded default market."
@@ -342,7 +342,7 @@ class SynthParams:
     jump_p: float = 5e-4  # probability of a jump in a bar
     jump_k: float = 8.0  # jump size in standard deviations of the bar
     halflife: float = 30.0  # half-life in bars of the return EMA whose sign is the planted signal
-    volume: float = 50.0  # volume scale of a one-minute bar (the mean is ~0.9 of it)
+    volume: float = 1000.0  # volume scale of a one-minute bar (the mean is ~0.9 of it)
     volume_noise: float = 0.3  # log-normal noise of volume
     price: float = 100.0  # first open
 
@@ -361,7 +361,7 @@ def _profile(tau: np.ndarray, depth: float, mean_square: bool) -> np.ndarray:
     u, ug = 1 + depth * (2 * tau - 1) ** 2, 1 + depth * (2 * grid - 1) ** 2
     return u / (np.sqrt(np.mean(ug**2)) if mean_square else np.mean(ug))
 
-# %% ../nbs/02_data.ipynb #d9aa6738
+# %% ../nbs/02_data.ipynb #acb71200
 @njit(cache=True)
 def _ema_sign(logret, lam, m):
     "Signal x_t = sign of the EMA of log returns (+1 at 0); returns (x, final EMA)."
@@ -401,7 +401,7 @@ def _simulate(z, jump, u_hi, u_lo, vnoise, svol, svolu, sigma_bar, vbar, alpha, 
     state[0], state[1], state[2], state[3] = close, m, h, x
     return o, hi, lo, c, v, sig, xs, es
 
-# %% ../nbs/02_data.ipynb #50d701a2
+# %% ../nbs/02_data.ipynb #20428cda
 _CHUNK = 100_000  # bars per simulation step; fixed so output never depends on how progress is shown
 
 
