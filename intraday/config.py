@@ -10,7 +10,7 @@ __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'ENV_PREFIX
            'FillSettings', 'EnvSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings', 'find_settings_file',
            'load_settings']
 
-# %% ../nbs/00_config.ipynb #45ec2a8b
+# %% ../nbs/00_config.ipynb #3eba4637
 import configparser
 import os
 import re
@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-# %% ../nbs/00_config.ipynb #d45f6e14
+# %% ../nbs/00_config.ipynb #4238c776
 _TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TF_RE = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 
@@ -57,7 +57,7 @@ def seconds_timeframe(
             return f"{seconds // size}{unit}"
     raise ValueError(f"bar length {seconds!r} s is not a whole number of seconds")
 
-# %% ../nbs/00_config.ipynb #bf1c5e72
+# %% ../nbs/00_config.ipynb #44ea756f
 class Section(BaseModel):
     "Base of every settings section: unknown keys are errors, assignments are validated."
 
@@ -114,7 +114,7 @@ class ObsSettings(Section):
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
 
-# %% ../nbs/00_config.ipynb #e1c0ff08
+# %% ../nbs/00_config.ipynb #ab1c3187
 def _comma_list(v: Any) -> Any:
     "Split 'a, b, c' into ['a', 'b', 'c'] (settings.ini and env values); leave lists alone."
     return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
@@ -213,7 +213,7 @@ class EnvSettings(Section):
             raise ValueError(f"train + val must leave bars for the test split (got {self.train} + {self.val})")
         return self
 
-# %% ../nbs/00_config.ipynb #b0da1494
+# %% ../nbs/00_config.ipynb #0c25eb91
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
 
@@ -255,10 +255,10 @@ def _read_secrets_file(path: Path) -> dict[str, str]:
 
 
 def load_secrets(
-    env: Mapping[str, str] | None = None,  # environment to read; defaults to os.environ
+    environ: Mapping[str, str] | None = None,  # environment to read; defaults to os.environ
 ) -> Secrets:
     "Exchange credentials from the environment or the secrets file it names."
-    env = os.environ if env is None else env
+    env = os.environ if environ is None else environ
     values: dict[str, str] = {}
     if env.get(SECRETS_FILE_ENV):
         values.update(_read_secrets_file(Path(env[SECRETS_FILE_ENV])))
@@ -267,7 +267,7 @@ def load_secrets(
             values[key] = env[var]
     return Secrets(**values)
 
-# %% ../nbs/00_config.ipynb #ca19705e
+# %% ../nbs/00_config.ipynb #3c492332
 ENV_PREFIX = "INTRADAY__"
 SETTINGS_ENV = "INTRADAY_SETTINGS"
 
@@ -312,10 +312,10 @@ SECTIONS: dict[str, type[Section]] = {
 
 def find_settings_file(
     start: Path | None = None,  # folder to search from (default: the working directory)
-    env: Mapping[str, str] | None = None,  # environment; INTRADAY_SETTINGS names the file explicitly
+    environ: Mapping[str, str] | None = None,  # environment; INTRADAY_SETTINGS names the file explicitly
 ) -> Path | None:
     "The settings file to use: $INTRADAY_SETTINGS, else the nearest settings.ini at or above `start`."
-    env = os.environ if env is None else env
+    env = os.environ if environ is None else environ
     if env.get(SETTINGS_ENV):
         return Path(env[SETTINGS_ENV])
     here = Path(start or Path.cwd()).resolve()
@@ -338,11 +338,11 @@ def _error_line(sec: str, err: dict, raw: dict[str, tuple[Any, str]], model: typ
 
 def load_settings(
     path: str | Path | None = None,  # settings file; default: $INTRADAY_SETTINGS or the nearest settings.ini
-    env: Mapping[str, str] | None = None,  # environment; default os.environ
+    environ: Mapping[str, str] | None = None,  # environment variables; default os.environ
     **overrides: Any,  # `section={key: value}` or `section__key=value`; win over file and env
 ) -> Settings:
     "Typed settings from file, then `INTRADAY__SECTION__KEY` env vars, then keyword arguments."
-    env = os.environ if env is None else env
+    env = os.environ if environ is None else environ
     raw: dict[str, dict[str, tuple[Any, str]]] = {sec: {} for sec in SECTIONS}
     problems: list[str] = []
 
@@ -352,7 +352,7 @@ def load_settings(
         else:
             raw[sec][key] = (value, src)
 
-    path = Path(path) if path is not None else find_settings_file(env=env)
+    path = Path(path) if path is not None else find_settings_file(environ=env)
     if path is not None:
         parser = configparser.ConfigParser(interpolation=None)
         try:

@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/env.html.md"""
 __all__ = ['CASH', 'QTY', 'EQUITY', 'PEAK', 'AVG', 'TARGET', 'LASTW', 'IDX', 'STEPS', 'REWARD', 'TERM', 'TRUNC', 'FQTY', 'FPRICE',
            'FEE', 'SPREAD', 'IMPACT', 'EQ', 'POS', 'IntradayEnv', 'IntradayVecEnv', 'EnvSplits', 'build_envs']
 
-# %% ../nbs/05_env.ipynb #307bbea9
+# %% ../nbs/05_env.ipynb #329f9f40
 import math
 from dataclasses import dataclass, field
 
@@ -24,7 +24,7 @@ from .data import BAR_COLUMNS
 from .features import FeaturePipeline
 from .fills import FillModel, fill_kernel
 
-# %% ../nbs/05_env.ipynb #a66243c0
+# %% ../nbs/05_env.ipynb #37d4013c
 # columns of the float state, the int state and the step output
 CASH, QTY, EQUITY, PEAK, AVG, TARGET, LASTW = range(7)
 IDX, STEPS = range(2)
@@ -111,7 +111,7 @@ def _step_envs(actions, positions, fst, ist, pending, mkt, X, fp, ep, obs, out):
         out[n, EQ], out[n, POS] = equity, fst[n, QTY]
         _write_obs(n, fst, ist, X, mkt[:, 3], episode_len, obs)
 
-# %% ../nbs/05_env.ipynb #049bcf52
+# %% ../nbs/05_env.ipynb #356ce850
 class _Core:
     "Arrays and kernels shared by the single and the batched environment."
 
@@ -165,7 +165,7 @@ class _Core:
             for o, b in zip(self.out.tolist(), bars, strict=True)
         ]  # fmt: skip
 
-# %% ../nbs/05_env.ipynb #ab898894
+# %% ../nbs/05_env.ipynb #bf39fc0c
 class IntradayEnv(gym.Env):
     "Trading environment: decide at the close of bar t, fill in bar t + latency, reward = net log equity change."
 
@@ -201,7 +201,7 @@ class IntradayEnv(gym.Env):
         out = self._core.out[0]
         return self._core.obs[0].copy(), float(out[REWARD]), bool(out[TERM]), bool(out[TRUNC]), self._core.infos()[0]
 
-# %% ../nbs/05_env.ipynb #477a614e
+# %% ../nbs/05_env.ipynb #4560abe1
 class IntradayVecEnv(VecEnv):
     "N trading environments stepped in one numba call (stable-baselines3 VecEnv), auto-resetting at episode end."
 
@@ -276,7 +276,7 @@ class IntradayVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class, indices=None):
         return [False] * len(self._get_indices(indices))
 
-# %% ../nbs/05_env.ipynb #1c30d68f
+# %% ../nbs/05_env.ipynb #d3e89826
 @dataclass
 class EnvSplits:
     "Train/validation/test bars with normalised features, the fitted pipeline and the fill model."

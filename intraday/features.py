@@ -10,7 +10,7 @@ __all__ = ['RING', 'RET', 'EMA', 'MOM', 'RSI', 'ATR', 'VWAP', 'SVWAP', 'RV', 'RA
            'range_vol', 'volume_z', 'calendar', 'adaptive', 'kyle_lambda', 'amihud', 'indicators_from_settings',
            'FeaturePipeline', 'FeatureStream']
 
-# %% ../nbs/03_features.ipynb #0ebcb076
+# %% ../nbs/03_features.ipynb #27ba50fb
 import functools
 import math
 import os
@@ -25,7 +25,7 @@ from numba import literally, njit
 from .config import FeatureSettings, timeframe_seconds
 from .data import BAR_COLUMNS
 
-# %% ../nbs/03_features.ipynb #419a95cf
+# %% ../nbs/03_features.ipynb #05dc336d
 RING = 4  # ring header: head, count, sum, sum of squares
 
 
@@ -61,7 +61,7 @@ def _ring_std(st, o, n):
     var = (st[o + 3] - st[o + 2] * st[o + 2] / n) / (n - 1)
     return math.sqrt(var) if var > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #89ba3cdd
+# %% ../nbs/03_features.ipynb #dc5deb90
 _NAN = np.nan
 
 
@@ -339,7 +339,7 @@ def _step(spec, prm, st, ts, o, h, lo, c, v, out, row):
     for k in range(spec.shape[0]):
         _kernel(spec[k, 0], st, spec[k, 1], prm, spec[k, 2], ts, o, h, lo, c, v, out, row, spec[k, 3])
 
-# %% ../nbs/03_features.ipynb #65d8a3fc
+# %% ../nbs/03_features.ipynb #ac1b2771
 @dataclass(frozen=True)
 class Indicator:
     "One causal indicator: kernel code, parameters, output column names, state size and warm-up (leading NaN rows)."
@@ -434,7 +434,7 @@ REGISTRY = {
     for f in (returns, ema, momentum, rsi, atr, vwap, realized_vol, range_vol, volume_z, kyle_lambda, amihud)
 }
 
-# %% ../nbs/03_features.ipynb #be9843a0
+# %% ../nbs/03_features.ipynb #f1e256ba
 def indicators_from_settings(
     fs: FeatureSettings,  # the [features] section
     timeframe: str = "1m",  # bar length (the session VWAP's warm-up is one day of bars)

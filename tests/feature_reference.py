@@ -60,7 +60,7 @@ def reference_features(bars: pd.DataFrame, fs) -> pd.DataFrame:
     if fs.calendar:
         secs = bars.index.as_unit("s").asi8
         tod = (secs % 86400) / 86400
-        dow = bars.index.dayofweek / 7
+        dow = bars.index.day_of_week / 7
         for name, val in (("tod_sin", np.sin(2 * np.pi * tod)), ("tod_cos", np.cos(2 * np.pi * tod)),
                           ("dow_sin", np.sin(2 * np.pi * dow)), ("dow_cos", np.cos(2 * np.pi * dow))):  # fmt: skip
             out[name] = pd.Series(np.asarray(val), index=bars.index)

@@ -21,7 +21,7 @@ from intraday.config import (
 
 
 def test_shipped_settings_ini_equals_model_defaults():
-    s = load_settings(ROOT / "settings.ini", env={})
+    s = load_settings(ROOT / "settings.ini", environ={})
     assert s.data == DataSettings() and s.obs == ObsSettings()
     assert s.source("data.timeframe") == str(ROOT / "settings.ini")
 
@@ -40,7 +40,7 @@ def test_bad_timeframe_names_value(bad):
 def test_layers_override_in_order(tmp_path):
     ini = tmp_path / "s.ini"
     ini.write_text("[data]\ntimeframe = 5m\ndays = 3\n[obs]\nlog_level = debug\n")
-    s = load_settings(ini, env={"INTRADAY__DATA__DAYS": "9", "INTRADAY__DATA__SEED": "1"}, data__seed=2)
+    s = load_settings(ini, environ={"INTRADAY__DATA__DAYS": "9", "INTRADAY__DATA__SEED": "1"}, data__seed=2)
     assert (s.data.timeframe, s.data.days, s.data.seed, s.obs.log_level) == ("5m", 9, 2, "DEBUG")
     assert s.source("data.timeframe") == str(ini)
     assert s.source("data.days") == "env INTRADAY__DATA__DAYS"
@@ -52,7 +52,7 @@ def test_layers_override_in_order(tmp_path):
 
 
 def test_section_dict_overrides():
-    s = load_settings(env={}, data={"alpha": 0.0, "symbol": "BTC/USDT"})
+    s = load_settings(environ={}, data={"alpha": 0.0, "symbol": "BTC/USDT"})
     assert s.data.alpha == 0.0 and s.data.symbol == "BTC/USDT"
 
 
@@ -61,7 +61,7 @@ def test_every_problem_reported_once_with_key_value_source_and_rule(tmp_path):
     ini.write_text("[data]\ntimefrme = 1m\nalpha = 1.5\n[featurez]\nx = 1\n")
     env = {"INTRADAY__DATA__TIMEFRAME": "7x", "INTRADAY__OBS__LOG_LEVEL": "loud", "INTRADAY__BAD": "1"}
     with pytest.raises(SettingsError) as ei:
-        load_settings(ini, env=env, obs__metrics_port=70000, data=5)
+        load_settings(ini, environ=env, obs__metrics_port=70000, data=5)
     probs = ei.value.problems
     text = "\n".join(probs)
     assert len(probs) == 8, text
@@ -78,21 +78,21 @@ def test_every_problem_reported_once_with_key_value_source_and_rule(tmp_path):
 
 def test_bad_settings_files(tmp_path):
     with pytest.raises(SettingsError, match="cannot read settings file"):
-        load_settings(tmp_path / "missing.ini", env={})
+        load_settings(tmp_path / "missing.ini", environ={})
     broken = tmp_path / "broken.ini"
     broken.write_text("no section header\n")
     with pytest.raises(SettingsError, match="not a valid settings file"):
-        load_settings(broken, env={})
+        load_settings(broken, environ={})
 
 
 def test_find_settings_file(tmp_path):
     (tmp_path / "settings.ini").write_text("[data]\n")
     deep = tmp_path / "a" / "b"
     deep.mkdir(parents=True)
-    assert find_settings_file(deep, env={}) == tmp_path / "settings.ini"
-    assert find_settings_file(deep, env={"INTRADAY_SETTINGS": "/x/y.ini"}) == Path("/x/y.ini")
+    assert find_settings_file(deep, environ={}) == tmp_path / "settings.ini"
+    assert find_settings_file(deep, environ={"INTRADAY_SETTINGS": "/x/y.ini"}) == Path("/x/y.ini")
     empty = Path("/")
-    assert find_settings_file(empty, env={}) in (None, Path("/settings.ini"))
+    assert find_settings_file(empty, environ={}) in (None, Path("/settings.ini"))
 
 
 def test_validators_of_sections():
@@ -107,7 +107,7 @@ def test_secrets_from_env_and_file_never_shown(tmp_path):
     f = tmp_path / "secrets"
     f.write_text("# creds\nINTRADAY_API_KEY='key-in-file'\napi_secret = \"sec-in-file\"\n\n")
     env = {"INTRADAY_SECRETS_FILE": str(f), "INTRADAY_API_KEY": "key-in-env"}
-    s = load_settings(env=env)
+    s = load_settings(environ=env)
     assert s.secrets.api_key.get_secret_value() == "key-in-env"
     assert s.secrets.api_secret.get_secret_value() == "sec-in-file"
     assert sorted(s.secrets.values()) == ["key-in-env", "sec-in-file"]
@@ -120,7 +120,7 @@ def test_secrets_file_errors_name_line_not_value(tmp_path):
     f = tmp_path / "secrets"
     f.write_text("api_key = fine\npassword = hunter2\n")
     with pytest.raises(SettingsError) as ei:
-        load_settings(env={"INTRADAY_SECRETS_FILE": str(f)})
+        load_settings(environ={"INTRADAY_SECRETS_FILE": str(f)})
     assert f"{f}:2:" in str(ei.value) and "hunter2" not in str(ei.value)
     with pytest.raises(SettingsError, match="cannot read the secrets file"):
         load_secrets({"INTRADAY_SECRETS_FILE": str(tmp_path / "nope")})
@@ -128,7 +128,7 @@ def test_secrets_file_errors_name_line_not_value(tmp_path):
 
 def test_settings_model_rejects_unknown_section():
     with pytest.raises(ValueError):
-        Settings(features={})
+        Settings(featurez={})
 
 
 def test_cli_names_bad_env_key_and_exits_nonzero():

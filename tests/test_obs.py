@@ -59,7 +59,7 @@ def test_json_lines_with_secrets_redacted_everywhere(tmp_path, monkeypatch):
 
 def test_level_filters_and_defaults_from_settings(tmp_path):
     log = tmp_path / "x.log"
-    settings = load_settings(env={}, obs={"log_level": "warning", "log_file": str(log)})
+    settings = load_settings(environ={}, obs={"log_level": "warning", "log_file": str(log)})
     setup_logging(settings=settings)
     logger.info("hidden")
     logger.warning("shown")
@@ -128,7 +128,7 @@ def test_library_adds_no_sinks_and_stays_silent(tmp_path):
         "import intraday.config, intraday.obs, intraday.data, intraday.report, intraday.cli\n"
         "assert len(logger._core.handlers) == n, 'importing intraday added a sink'\n"
         "if sys.argv[1] == 'setup': intraday.obs.setup_logging('INFO', enqueue=False)\n"
-        "s = intraday.config.load_settings(env={}, data={'days': 1})\n"
+        "s = intraday.config.load_settings(environ={}, data={'days': 1})\n"
         "intraday.cli.cmd_data_synth(argparse.Namespace(out=sys.argv[2]), s)\n"
     )
     out = str(tmp_path / "b.parquet")

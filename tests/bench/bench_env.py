@@ -35,7 +35,7 @@ def single(env, n_steps: int) -> float:
 
 
 def main() -> None:
-    settings = load_settings(env={})
+    settings = load_settings(environ={})
     splits = build_envs(settings, synth_market(days=30, seed=1))
     n = 50_000
     ours = single(splits.make_env("train"), n)

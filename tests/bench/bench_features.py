@@ -34,7 +34,7 @@ def main() -> None:
     ap.add_argument("--stream-bars", type=int, default=200_000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    fs = load_settings(env={}).features
+    fs = load_settings(environ={}).features
     pipe = FeaturePipeline.from_settings(fs)
     bars = synth_market(days=args.bars / 1440, seed=1)
     pipe.transform(bars.iloc[:5000])  # compile (or load the numba cache) outside the timing

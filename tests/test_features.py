@@ -1,0 +1,190 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from feature_reference import reference_features
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from intraday.config import FeatureSettings, load_settings
+from intraday.data import synth_market
+from intraday.features import (
+    REGISTRY,
+    FeaturePipeline,
+    adaptive,
+    calendar,
+    indicators_from_settings,
+    session_vwap,
+)
+
+FS = FeatureSettings()
+PIPE = FeaturePipeline.from_settings(FS)
+
+
+@pytest.fixture(scope="module")
+def bars100k():
+    return synth_market(days=100_000 / 1440, seed=21)
+
+
+@pytest.fixture(scope="module")
+def feats100k(bars100k):
+    return PIPE.transform(bars100k)
+
+
+def test_default_pipeline_from_settings():
+    assert PIPE.names[:4] == ["ret_1", "ret_5", "ret_15", "ret_60"]
+    assert len(PIPE.names) == 25 and PIPE.warmup == 1439  # the session VWAP needs a day of 1m bars
+    assert FeaturePipeline.from_settings(FS, "5m").warmup == 287
+    assert "25 features" in repr(PIPE) and "not fitted" in repr(PIPE)
+
+
+def test_every_feature_matches_its_textbook_definition(bars100k, feats100k):
+    "Each indicator against a plain pandas implementation of its definition (rolling/ewm, Wilder, OLS)."
+    ref = reference_features(bars100k, FS)
+    assert sorted(ref.columns) == sorted(PIPE.names)
+    for name in PIPE.names:
+        a, b = feats100k[name].to_numpy(), ref[name].to_numpy()
+        assert np.array_equal(np.isnan(a), np.isnan(b)), name
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=name)
+
+
+def test_batch_stream_parity_over_100k_bars(bars100k, feats100k):
+    "Streaming bar by bar gives the batch rows: max abs difference <= 1e-9 for every feature (it is exactly 0)."
+    stream = PIPE.stream()
+    ts = bars100k.index.as_unit("ns").asi8 // 10**9
+    vals = bars100k.to_numpy()
+    rows = np.array([stream.update_values(float(t), *v) for t, v in zip(ts, vals, strict=True)])
+    batch = feats100k.to_numpy()
+    assert np.array_equal(np.isnan(rows), np.isnan(batch))
+    diff = np.nan_to_num(np.abs(rows - batch))
+    worst = dict(zip(PIPE.names, diff.max(axis=0), strict=True))
+    assert max(worst.values()) <= 1e-9, worst
+
+
+def test_stream_accepts_rows_dicts_and_tuples(bars100k, feats100k):
+    a, b, c = PIPE.stream(), PIPE.stream(), PIPE.stream()
+    for ts, row in bars100k.iloc[:300].iterrows():
+        ra = a.update(row)
+        rb = b.update({"ts": ts, **row.to_dict()})
+        rc = c.update((ts, *row.to_numpy()))
+    expect = feats100k.iloc[299].to_numpy()
+    for r in (ra, rb, rc):
+        np.testing.assert_array_equal(r, expect)
+    with pytest.raises(ValueError, match="not after the previous bar"):
+        a.update(bars100k.iloc[5])
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.integers(0, 2998), scale=st.floats(0.5, 2.0), drop=st.booleans(), seed=st.integers(0, 10**6))
+def test_causality_future_bars_never_change_the_past(cut, scale, drop, seed):
+    "Changing or removing every bar after t leaves all rows <= t unchanged."
+    bars = SMALL
+    full = SMALL_FEATS
+    if drop:
+        other = bars.iloc[: cut + 1]
+    else:
+        rng = np.random.default_rng(seed)
+        other = bars.copy()
+        noise = rng.uniform(0.5, 2.0, (len(bars) - cut - 1, 1))
+        other.iloc[cut + 1 :, :4] = other.iloc[cut + 1 :, :4].to_numpy() * noise * scale
+        other.iloc[cut + 1 :, 4] = other.iloc[cut + 1 :, 4].to_numpy() * rng.uniform(0, 3, len(bars) - cut - 1)
+        other.iloc[cut + 1 :, 1] = other.iloc[cut + 1 :, :4].max(axis=1)
+        other.iloc[cut + 1 :, 2] = other.iloc[cut + 1 :, :4].min(axis=1)
+    got = PIPE.transform(other).iloc[: cut + 1].to_numpy()
+    assert np.array_equal(got, full.iloc[: cut + 1].to_numpy(), equal_nan=True)
+
+
+SMALL = synth_market(days=3000 / 1440, seed=4)
+SMALL_FEATS = PIPE.transform(SMALL)
+
+
+def test_a_leaky_feature_would_fail_the_causality_check():
+    "Positive control: a feature computed with shift(-1) changes when the future changes."
+    leaky = lambda b: np.log(b.close).diff().shift(-1)  # noqa: E731
+    changed = SMALL.copy()
+    changed.iloc[1001:, 3] *= 1.01
+    assert not np.allclose(leaky(SMALL).iloc[:1001], leaky(changed).iloc[:1001], equal_nan=True)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_declared_warmup_is_the_leading_nan_run(name):
+    ind = REGISTRY[name](20)
+    f = FeaturePipeline([ind]).transform(SMALL)
+    first_valid = f.notna().all(axis=1).to_numpy().argmax()
+    assert first_valid == ind.warmup, (name, first_valid, ind.warmup)
+    assert f.iloc[first_valid:].notna().all(axis=None)
+
+
+def test_warmups_of_session_calendar_adaptive():
+    midday = SMALL.iloc[100:]
+    f = FeaturePipeline([session_vwap(1440)]).transform(midday)
+    assert f.iloc[: 1440 - 100].isna().all(axis=None) and f.iloc[1440 - 100 :].notna().all(axis=None)
+    assert FeaturePipeline([calendar()]).transform(SMALL).notna().all(axis=None)
+    ad = FeaturePipeline([adaptive(30, 10, 120)]).transform(SMALL)
+    assert ad.notna().all(axis=1).to_numpy().argmax() == 120
+
+
+def test_calendar_values():
+    ts = pd.date_range("2024-01-01 06:00", periods=2, freq="1D", tz="UTC", name="ts")  # Monday, Tuesday
+    bars = pd.DataFrame({"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}, index=ts)
+    f = FeaturePipeline([calendar()]).transform(bars)
+    np.testing.assert_allclose(f.iloc[0][["tod_sin", "tod_cos", "dow_sin", "dow_cos"]], [1, 0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(f.iloc[1].dow_sin, np.sin(2 * np.pi / 7))
+
+
+def test_degenerate_bars_give_finite_defined_values():
+    "Flat prices and zero volume: no division by zero, no inf; RSI 50, efficiency 0, z-scores 0."
+    ts = pd.date_range("2024-01-01", periods=400, freq="1min", tz="UTC", name="ts")
+    flat = pd.DataFrame({"open": 5.0, "high": 5.0, "low": 5.0, "close": 5.0, "volume": 0.0}, index=ts)
+    f = PIPE.transform(flat).iloc[200:]
+    assert np.isfinite(f.drop(columns=["vwap_session"]).to_numpy()).all()
+    assert (f.rsi_14 == 50).all() and (f.er_30 == 0).all() and (f.volz_60 == 0).all() and (f.kyle_60 == 0).all()
+
+
+def test_fit_uses_training_bars_only_and_round_trips(bars100k):
+    train = bars100k.iloc[:20_000]
+    pipe = FeaturePipeline.from_settings(FS).fit(train)
+    later = bars100k.copy()
+    later.iloc[20_000:, :4] *= 3.0
+    again = FeaturePipeline.from_settings(FS).fit(later.iloc[:20_000])
+    assert pipe.stats == again.stats
+    z = pipe.normalize(pipe.transform(train)[pipe.warmup :])
+    assert np.abs(np.nanmean(z, axis=0)).max() < 0.1 and np.nanmax(np.abs(z)) <= pipe.clip
+    d = json.loads(json.dumps(pipe.to_dict()))  # plain data, ready for a manifest
+    back = FeaturePipeline.from_dict(d)
+    assert back.names == pipe.names and back.warmup == pipe.warmup and back.stats == pipe.stats
+    assert "fitted" in repr(back)
+
+
+def test_fit_and_normalize_errors():
+    with pytest.raises(RuntimeError, match="not fitted"):
+        FeaturePipeline.from_settings(FS).normalize(np.zeros((1, 25)))
+    with pytest.raises(ValueError, match="more than the warm-up"):
+        FeaturePipeline.from_settings(FS).fit(SMALL.iloc[:100])
+    with pytest.raises(ValueError, match="duplicate feature names"):
+        FeaturePipeline([calendar(), calendar()])
+
+
+def test_settings_choose_the_indicators(monkeypatch):
+    monkeypatch.setenv("INTRADAY__FEATURES__RETURNS", "2,3")
+    monkeypatch.setenv("INTRADAY__FEATURES__ADAPTIVE", "")
+    monkeypatch.setenv("INTRADAY__FEATURES__CALENDAR", "false")
+    fs = load_settings().features
+    names = [n for i in indicators_from_settings(fs) for n in i.outputs]
+    assert names[:2] == ["ret_2", "ret_3"] and "tod_sin" not in names and "er_30" not in names
+    with pytest.raises(ValueError, match="features.adaptive"):
+        load_settings(features={"adaptive": "1,2"})
+    with pytest.raises(ValueError, match="features.realized_vol"):
+        load_settings(features={"realized_vol": "1"})
+    with pytest.raises(ValueError, match="features.ema"):
+        load_settings(features={"ema": "0"})
+
+
+def test_long_histories_use_the_threaded_path():
+    bars = synth_market(days=50_000 / 1440, seed=2)
+    pipe = FeaturePipeline.from_settings(FS)
+    threaded = pipe.transform(bars)  # 50k bars x 19 indicators: above the threading threshold
+    stream = pipe.stream()
+    last = [stream.update(b) for b in bars.iloc[:1600].itertuples(name=None)][-1]
+    np.testing.assert_array_equal(last, threaded.iloc[1599].to_numpy())
