@@ -7,10 +7,10 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 # %% auto #0
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'ENV_PREFIX', 'SETTINGS_ENV', 'SECTIONS',
            'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings', 'FeatureSettings',
-           'FillSettings', 'EnvSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings', 'find_settings_file',
-           'load_settings']
+           'FillSettings', 'EnvSettings', 'TrainSettings', 'TuneSettings', 'Secrets', 'load_secrets', 'SettingsError',
+           'Settings', 'find_settings_file', 'load_settings']
 
-# %% ../nbs/00_config.ipynb #3eba4637
+# %% ../nbs/00_config.ipynb #601b4025
 import configparser
 import os
 import re
@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-# %% ../nbs/00_config.ipynb #4238c776
+# %% ../nbs/00_config.ipynb #de7c6178
 _TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TF_RE = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 
@@ -57,7 +57,7 @@ def seconds_timeframe(
             return f"{seconds // size}{unit}"
     raise ValueError(f"bar length {seconds!r} s is not a whole number of seconds")
 
-# %% ../nbs/00_config.ipynb #44ea756f
+# %% ../nbs/00_config.ipynb #3d02829f
 class Section(BaseModel):
     "Base of every settings section: unknown keys are errors, assignments are validated."
 
@@ -114,7 +114,7 @@ class ObsSettings(Section):
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
 
-# %% ../nbs/00_config.ipynb #ab1c3187
+# %% ../nbs/00_config.ipynb #aec6f1a6
 def _comma_list(v: Any) -> Any:
     "Split 'a, b, c' into ['a', 'b', 'c'] (settings.ini and env values); leave lists alone."
     return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
@@ -213,7 +213,57 @@ class EnvSettings(Section):
             raise ValueError(f"train + val must leave bars for the test split (got {self.train} + {self.val})")
         return self
 
-# %% ../nbs/00_config.ipynb #0c25eb91
+
+class TrainSettings(Section):
+    "[train]: the learning algorithm, its budget, callbacks and run folder."
+
+    algo: Literal["PPO", "A2C", "DQN"] = "PPO"  # stable-baselines3 algorithm
+    net_arch: IntList = [64, 64]  # hidden layer sizes of the policy (and value) network
+    learning_rate: float = Field(3e-4, gt=0, lt=1)
+    gamma: float = Field(0.9, gt=0, le=1)  # discount factor
+    n_steps: int = Field(256, ge=8)  # PPO/A2C rollout length per env
+    batch_size: int = Field(256, ge=8)  # PPO/DQN minibatch size
+    ent_coef: float = Field(0.01, ge=0)  # PPO/A2C entropy bonus
+    normalize_reward: bool = True  # scale rewards by a running std of returns (VecNormalize) while training
+    total_timesteps: int = Field(1_000_000, ge=1)  # training budget, in env steps (all envs together)
+    n_envs: int = Field(8, ge=1, le=1024)  # environments stepped together
+    seed: int = Field(0, ge=0)  # seed of weights, exploration and episode starts
+    folds: int = Field(1, ge=1, le=20)  # walk-forward folds (expanding train window); 1 = one train/val/test split
+    eval_every: int = Field(50_000, ge=1)  # validation evaluation every so many timesteps
+    patience: int = Field(8, ge=0)  # stop after so many evaluations without improvement (0 = never)
+    checkpoint_every: int = Field(50_000, ge=1)  # checkpoint every so many timesteps
+    max_drawdown: float = Field(0.3, gt=0, le=1)  # training episodes deeper than this breach the risk limit
+    risk_action: Literal["stop", "penalize"] = "penalize"  # on a breach: stop the run, or penalise its score
+    runs_dir: Path = Path("reports/runs")  # where run folders go
+
+
+class TuneSettings(Section):
+    "[tune]: Optuna hyperparameter search over [train]."
+
+    n_trials: int = Field(20, ge=1)
+    timesteps: int = Field(50_000, ge=1)  # training budget of one trial
+    storage: str = "sqlite:///reports/tune.db"  # any SQLAlchemy URL; several workers can share one database
+    study: str = "intraday"  # study name
+    learning_rate: FloatList = [1e-4, 1e-3]  # log-uniform range
+    gamma: FloatList = [0.8, 0.99]  # uniform range
+    ent_coef: FloatList = [0.0, 0.05]  # uniform range
+    net_arch: Annotated[list[str], BeforeValidator(_comma_list)] = ["64x64", "128x128"]  # choices
+
+    @field_validator("learning_rate", "gamma", "ent_coef")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or v[0] > v[1]:
+            raise ValueError(f"a range is 'low, high' with low <= high, got {v}")
+        return v
+
+    @field_validator("net_arch")
+    @classmethod
+    def _archs(cls, v: list[str]) -> list[str]:
+        if not v or not all(re.fullmatch(r"[1-9][0-9]*(x[1-9][0-9]*)*", a) for a in v):
+            raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
+        return v
+
+# %% ../nbs/00_config.ipynb #e8ec1fe0
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
 
@@ -267,7 +317,7 @@ def load_secrets(
             values[key] = env[var]
     return Secrets(**values)
 
-# %% ../nbs/00_config.ipynb #3c492332
+# %% ../nbs/00_config.ipynb #fd3fa1b7
 ENV_PREFIX = "INTRADAY__"
 SETTINGS_ENV = "INTRADAY_SETTINGS"
 
@@ -288,6 +338,8 @@ class Settings(BaseModel):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     fills: FillSettings = Field(default_factory=FillSettings)
     env: EnvSettings = Field(default_factory=EnvSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
     obs: ObsSettings = Field(default_factory=ObsSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

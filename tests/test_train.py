@@ -1,0 +1,131 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT
+
+from intraday.config import load_settings
+from intraday.data import planted_signal, synth_market
+from intraday.train import Trainer, evaluate, model_policy, signal_policy, tune
+
+SMALL = {"total_timesteps": 2048, "n_envs": 4, "n_steps": 128, "batch_size": 128, "eval_every": 1024,
+         "checkpoint_every": 1024, "patience": 0}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bars():
+    return synth_market(days=10, seed=4, alpha=0.05)
+
+
+def small_settings(tmp_path, **train):
+    return load_settings(environ={}, env={"episode_len": 240}, train={**SMALL, "runs_dir": str(tmp_path), **train})
+
+
+def weights(model):
+    return {k: v.detach().clone() for k, v in model.policy.state_dict().items()}
+
+
+@pytest.mark.parametrize("algo", ["PPO", "A2C", "DQN"])
+def test_same_seed_same_data_same_weights(tmp_path, bars, algo):
+    a = Trainer(small_settings(tmp_path, algo=algo), bars, tmp_path / "a").fit()
+    b = Trainer(small_settings(tmp_path, algo=algo), bars, tmp_path / "b").fit()
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    c = Trainer(small_settings(tmp_path, algo=algo, seed=1), bars, tmp_path / "c").fit()
+    assert not all(torch.equal(wa[k], weights(c)[k]) for k in wa)  # the seed matters (positive control)
+
+
+def test_run_folder_contents(tmp_path, bars):
+    trainer = Trainer(small_settings(tmp_path), bars)
+    trainer.fit()
+    m = trainer.finish()
+    run = trainer.run_dir
+    assert run.parent == tmp_path and run.name.endswith(trainer.lineage()["data_hash"][:8])
+    for name in ("config.json", "lineage.json", "state.json", "metrics.json", "best.zip"):
+        assert (run / name).is_file(), name
+    assert (run / "logs" / "progress.csv").is_file() and any((run / "logs").glob("events.out.tfevents*"))
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt_1024.zip", "ckpt_2048.zip"]
+    lineage = json.loads((run / "lineage.json").read_text())
+    assert lineage["data_range"]["start"] == bars.index[0].isoformat() and len(lineage["data_hash"]) == 64
+    assert lineage["embargo_bars"] >= 1439 and lineage["versions"]["torch"] == torch.__version__
+    assert len(m["history"]) == 2 and {"val", "test", "train"} <= m.keys()
+    assert json.loads((run / "config.json").read_text())["train"]["total_timesteps"] == 2048
+
+
+def test_early_stopping_and_risk_stop(tmp_path, bars):
+    t = Trainer(small_settings(tmp_path, total_timesteps=20_000, eval_every=512, patience=1), bars, tmp_path / "es")
+    t.fit()
+    assert t.state["steps"] < 20_000 and t.state["since_best"] >= 1
+    risky = small_settings(tmp_path, max_drawdown=0.0001, risk_action="stop", total_timesteps=20_000)
+    r = Trainer(risky, bars, tmp_path / "risk")
+    r.fit()
+    assert r.state["risk_stopped"] and r.state["breaches"] == 1 and r.state["steps"] < 20_000
+    pen = Trainer(small_settings(tmp_path, max_drawdown=0.0001), bars, tmp_path / "pen")
+    pen.fit()
+    m = pen.finish()
+    assert m["risk_breaches"] > 0 and m["score"] == pytest.approx(m["val"]["sharpe"] - m["risk_breaches"])
+
+
+def test_evaluate_policies(tmp_path, bars):
+    trainer = Trainer(small_settings(tmp_path), bars, tmp_path / "e")
+    splits = trainer.splits
+    x = planted_signal(bars).to_numpy()[bars.index.get_indexer(splits.bars["test"].index)]
+    oracle = evaluate(signal_policy(splits, "test", x), splits, "test", curve=True)
+    anti = evaluate(signal_policy(splits, "test", -x), splits, "test")
+    flat = evaluate(lambda obs, b: np.ones(len(b), dtype=int), splits, "test")
+    assert flat["trades"] == 0 and flat["total_log_return"] == 0 and flat["sharpe"] == 0
+    assert oracle["total_log_return"] > anti["total_log_return"]
+    assert len(oracle["equity_curve"]) == oracle["bars"] + 1
+    assert oracle["episodes"] == len(splits.bars["test"]) // 240 or oracle["episodes"] >= 1
+
+
+def test_resume_after_sigkill(tmp_path):
+    "A run killed with SIGKILL mid-training resumes from its last checkpoint and reaches the requested timesteps."
+    overrides = ('{"train": {"checkpoint_every": 1000, "eval_every": 100000, "n_envs": 2, "n_steps": 64, '
+                 '"batch_size": 64}, "env": {"episode_len": 240}}')  # fmt: skip
+    args = ["-p", "days", "8", "-p", "total_timesteps", "60000", "-p", "output_dir", str(tmp_path),
+            "-p", "run_id", "killed", "-p", "overrides", overrides]  # fmt: skip
+    exe = str(Path(sys.executable).with_name("intraday"))
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini")}
+    proc = subprocess.Popen([exe, "train", "--direct", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    ckpts = tmp_path / "killed" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(ckpts.glob("ckpt_*.zip"))) < 2:
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((tmp_path / "killed" / "state.json").read_text())
+    assert 0 < state["steps"] < 60_000
+    r = subprocess.run([exe, "train", "--resume", str(tmp_path / "killed"), *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "killed" / "metrics.json").read_text())
+    assert m["num_timesteps"] >= 60_000 and m["resumed_from"] and m["resumed_from"][0] >= state["steps"]
+
+
+def test_tune_runs_trials_into_storage(tmp_path, bars):
+    search = {"timesteps": 1024, "storage": f"sqlite:///{tmp_path}/t.db", "n_trials": 2}
+    train = {**SMALL, "runs_dir": str(tmp_path)}
+    settings = load_settings(environ={}, env={"episode_len": 240}, train=train, tune=search)
+    study = tune(settings, bars)
+    assert len(study.trials) == 2 and (tmp_path / "t.db").is_file()
+    again = tune(settings, bars, n_trials=1)  # the same study continues from the database
+    assert len(again.trials) == 3
+    assert {"learning_rate", "gamma", "ent_coef", "net_arch"} <= again.trials[0].params.keys()
+
+
+def test_model_policy_matches_predict(tmp_path, bars):
+    trainer = Trainer(small_settings(tmp_path), bars, tmp_path / "p")
+    model = trainer.fit()
+    vec = trainer.splits.make_vec_env("val", n_envs=3, seed=0)
+    obs = vec.reset()
+    np.testing.assert_array_equal(model_policy(model)(obs, None), model.predict(obs, deterministic=True)[0])

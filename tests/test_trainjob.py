@@ -1,0 +1,97 @@
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+from intraday.bundle import PolicyBundle
+from intraday.cli import main
+
+SMALL = ('{"train": {"n_envs": 4, "n_steps": 128, "batch_size": 128, "eval_every": 1024, "checkpoint_every": 1024}, '
+         '"env": {"episode_len": 240}}')  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def _settings(monkeypatch, tmp_path):
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    monkeypatch.chdir(tmp_path)
+
+
+def job_args(tmp_path, run_id, *extra):
+    return ["-p", "days", "8", "-p", "total_timesteps", "2048", "-p", "output_dir", str(tmp_path / "runs"),
+            "-p", "run_id", run_id, "-p", "overrides", SMALL, *extra]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def papermill_run(tmp_path_factory):
+    "One real papermill run of nbs/jobs/train.ipynb through `intraday train`."
+    tmp = tmp_path_factory.mktemp("job")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    code = main(["train", "--notebook", str(ROOT / "nbs/jobs/train.ipynb"), *job_args(tmp, "pm")])
+    mp.undo()
+    return code, tmp / "runs" / "pm"
+
+
+def test_papermill_job_writes_record_bundle_and_metrics(papermill_run, capsys):
+    code, run = papermill_run
+    assert code == 0
+    executed = json.loads((run / "train.ipynb").read_text())
+    assert any("bundle:" in "".join(o.get("text", "")) for c in executed["cells"] for o in c.get("outputs", []))
+    assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for c in executed["cells"]
+               for o in c.get("outputs", []))  # fmt: skip
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["bundle"] == str(run / "bundle") and metrics["num_timesteps"] >= 2048
+    assert set(metrics["comparison"]) == {"policy", "buy & hold", "planted-signal oracle"}
+    bundle = PolicyBundle.load(run / "bundle")
+    assert bundle.manifest["algorithm"] == "PPO" and len(bundle.manifest["data_hash"]) == 64
+    assert main(["bundle", "verify", str(run / "bundle")]) == 0
+    assert main(["bundle", "show", str(run / "bundle")]) == 0
+    assert "features           25" in capsys.readouterr().out
+
+
+def test_verify_names_tampering(papermill_run, tmp_path, capsys):
+    _, run = papermill_run
+    edited = tmp_path / "edited"
+    shutil.copytree(run / "bundle", edited)
+    raw = bytearray((edited / "policy.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0xFF
+    (edited / "policy.pt").write_bytes(raw)
+    assert main(["bundle", "verify", str(edited)]) == 1
+    assert "policy.pt: sha256 mismatch" in capsys.readouterr().out
+    renamed = tmp_path / "renamed"
+    shutil.copytree(run / "bundle", renamed)
+    m = json.loads((renamed / "manifest.json").read_text())
+    m["feature_names"][3] = "ret_61"
+    (renamed / "manifest.json").write_text(json.dumps(m))
+    assert main(["bundle", "verify", str(renamed)]) == 1
+    assert "ret_61" in capsys.readouterr().out
+
+
+def test_direct_run_and_failure_publishes_nothing(tmp_path, capsys):
+    assert main(["train", "--direct", *job_args(tmp_path, "direct")]) == 0
+    assert (tmp_path / "runs" / "direct" / "bundle" / "policy.pt").is_file()
+    out = capsys.readouterr().out
+    assert "planted-signal oracle" in out and "bundle:" in out
+    bad = ["train", "--notebook", str(ROOT / "nbs/jobs/train.ipynb"), *job_args(tmp_path, "bad"),
+           "-p", "source", "parquet", "-p", "data_path", str(tmp_path / "missing.parquet")]  # fmt: skip
+    assert main(bad) == 1
+    err = capsys.readouterr().err
+    assert "training job failed" in err and "no bundle published" in err
+    assert (tmp_path / "runs" / "bad" / "train.ipynb").is_file()
+    assert not (tmp_path / "runs" / "bad" / "bundle").exists()
+
+
+def test_parameter_errors(tmp_path, capsys):
+    assert main(["train", "-p", "colour", "red"]) == 2
+    assert "unknown job parameter" in capsys.readouterr().err
+    params = tmp_path / "p.yaml"
+    params.write_text("source: ftp\n")
+    assert main(["train", "--direct", "--params", str(params)]) == 1
+    assert "source must be synthetic, parquet or store" in capsys.readouterr().err
+    assert main(["train", "--notebook", str(tmp_path / "none.ipynb"), *job_args(tmp_path, "x")]) == 2
+    assert main(["train", "--resume", str(tmp_path / "nothing")]) == 1
+    assert "not a run folder" in capsys.readouterr().err
+    Path("p2.yaml").write_text("[unclosed\n")
+    assert main(["train", "--params", "p2.yaml"]) == 1
