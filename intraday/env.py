@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/env.html.md"""
 __all__ = ['CASH', 'QTY', 'EQUITY', 'PEAK', 'AVG', 'TARGET', 'LASTW', 'IDX', 'STEPS', 'REWARD', 'TERM', 'TRUNC', 'FQTY', 'FPRICE',
            'FEE', 'SPREAD', 'IMPACT', 'EQ', 'POS', 'IntradayEnv', 'IntradayVecEnv', 'EnvSplits', 'build_envs']
 
-# %% ../nbs/05_env.ipynb #329f9f40
+# %% ../nbs/05_env.ipynb #fe9860fe
 import math
 from dataclasses import dataclass, field
 
@@ -24,7 +24,7 @@ from .data import BAR_COLUMNS
 from .features import FeaturePipeline
 from .fills import FillModel, fill_kernel
 
-# %% ../nbs/05_env.ipynb #37d4013c
+# %% ../nbs/05_env.ipynb #76853cf0
 # columns of the float state, the int state and the step output
 CASH, QTY, EQUITY, PEAK, AVG, TARGET, LASTW = range(7)
 IDX, STEPS = range(2)
@@ -111,7 +111,7 @@ def _step_envs(actions, positions, fst, ist, pending, mkt, X, fp, ep, obs, out):
         out[n, EQ], out[n, POS] = equity, fst[n, QTY]
         _write_obs(n, fst, ist, X, mkt[:, 3], episode_len, obs)
 
-# %% ../nbs/05_env.ipynb #356ce850
+# %% ../nbs/05_env.ipynb #77ee488b
 class _Core:
     "Arrays and kernels shared by the single and the batched environment."
 
@@ -165,7 +165,7 @@ class _Core:
             for o, b in zip(self.out.tolist(), bars, strict=True)
         ]  # fmt: skip
 
-# %% ../nbs/05_env.ipynb #bf39fc0c
+# %% ../nbs/05_env.ipynb #ece36d26
 class IntradayEnv(gym.Env):
     "Trading environment: decide at the close of bar t, fill in bar t + latency, reward = net log equity change."
 
@@ -201,7 +201,7 @@ class IntradayEnv(gym.Env):
         out = self._core.out[0]
         return self._core.obs[0].copy(), float(out[REWARD]), bool(out[TERM]), bool(out[TRUNC]), self._core.infos()[0]
 
-# %% ../nbs/05_env.ipynb #4560abe1
+# %% ../nbs/05_env.ipynb #8b736008
 class IntradayVecEnv(VecEnv):
     "N trading environments stepped in one numba call (stable-baselines3 VecEnv), auto-resetting at episode end."
 
@@ -276,7 +276,7 @@ class IntradayVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class, indices=None):
         return [False] * len(self._get_indices(indices))
 
-# %% ../nbs/05_env.ipynb #d3e89826
+# %% ../nbs/05_env.ipynb #1dbf5139
 @dataclass
 class EnvSplits:
     "Train/validation/test bars with normalised features, the fitted pipeline and the fill model."
@@ -304,13 +304,14 @@ class EnvSplits:
 def build_envs(
     settings: Settings,  # [features] [fills] [env] (and [data] timeframe)
     bars: pd.DataFrame,  # the whole history, oldest first
+    cuts: tuple[int, int] | None = None,  # (end of train, end of validation) bar positions; default [env] fractions
 ) -> EnvSplits:
     "Split bars by time with embargo, fit normalisation on train, and prepare the environments."
     env = settings.env
     pipe = FeaturePipeline.from_settings(settings.features, settings.data.timeframe)
     embargo = max(env.embargo, pipe.warmup)
     n = len(bars)
-    t_end, v_end = int(n * env.train), int(n * (env.train + env.val))
+    t_end, v_end = cuts or (int(n * env.train), int(n * (env.train + env.val)))
     cuts = {"train": (0, t_end), "val": (t_end + embargo, v_end), "test": (v_end + embargo, n)}
     if env.val == 0:
         cuts = {"train": (0, t_end), "test": (t_end + embargo, n)}

@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/trainjob.html.md"""
 # %% auto #0
 __all__ = ['JobParams', 'JobError', 'TrainJob']
 
-# %% ../nbs/07a_trainjob.ipynb #4fcd9126
+# %% ../nbs/07a_trainjob.ipynb #ea557bc7
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from .config import Settings, load_settings
 from .data import BarStore, planted_signal, read_bars, synth_market, validate_bars
 from .train import Trainer, evaluate, model_policy, signal_policy
 
-# %% ../nbs/07a_trainjob.ipynb #06b1fd3b
+# %% ../nbs/07a_trainjob.ipynb #b67dc92a
 @dataclass
 class JobParams:
     "Parameters of the training job (the papermill `parameters` cell); empty strings mean 'from settings'."
@@ -65,7 +65,7 @@ class JobParams:
 class JobError(ValueError):
     "The training job cannot run: bad parameters or data."
 
-# %% ../nbs/07a_trainjob.ipynb #a2218db1
+# %% ../nbs/07a_trainjob.ipynb #7e381b2b
 class TrainJob:
     "The training job, step by step: load_data, train, evaluate, figures, publish (or `run` for all)."
 
@@ -106,6 +106,8 @@ class TrainJob:
         )
         self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / run_id, self.progress)
         self.run_dir = self.trainer.run_dir
+        if t.folds > 1:  # per-fold and pooled validation first; the shipped model trains on the longest window
+            self.walk_forward = self.trainer.walk_forward()
         self.trainer.fit()
         self.model = self.trainer.best_model()
         self.metrics = self.trainer.finish(self.model)
