@@ -7,10 +7,10 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 # %% auto #0
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'ENV_PREFIX', 'SETTINGS_ENV', 'SECTIONS',
            'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings', 'FeatureSettings',
-           'FillSettings', 'EnvSettings', 'TrainSettings', 'TuneSettings', 'Secrets', 'load_secrets', 'SettingsError',
-           'Settings', 'find_settings_file', 'load_settings']
+           'FillSettings', 'EnvSettings', 'BacktestSettings', 'TrainSettings', 'TuneSettings', 'Secrets',
+           'load_secrets', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
 
-# %% ../nbs/00_config.ipynb #601b4025
+# %% ../nbs/00_config.ipynb #97bc9397
 import configparser
 import os
 import re
@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-# %% ../nbs/00_config.ipynb #de7c6178
+# %% ../nbs/00_config.ipynb #e45778a2
 _TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TF_RE = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 
@@ -57,7 +57,7 @@ def seconds_timeframe(
             return f"{seconds // size}{unit}"
     raise ValueError(f"bar length {seconds!r} s is not a whole number of seconds")
 
-# %% ../nbs/00_config.ipynb #3d02829f
+# %% ../nbs/00_config.ipynb #f5776226
 class Section(BaseModel):
     "Base of every settings section: unknown keys are errors, assignments are validated."
 
@@ -114,7 +114,7 @@ class ObsSettings(Section):
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
 
-# %% ../nbs/00_config.ipynb #aec6f1a6
+# %% ../nbs/00_config.ipynb #1a05cf48
 def _comma_list(v: Any) -> Any:
     "Split 'a, b, c' into ['a', 'b', 'c'] (settings.ini and env values); leave lists alone."
     return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
@@ -214,6 +214,13 @@ class EnvSettings(Section):
         return self
 
 
+class BacktestSettings(Section):
+    "[backtest]: risk limits between a policy and its orders in backtests (and, later, live)."
+
+    max_position: float = Field(1.0, gt=0, le=10)  # cap on |target position| as a fraction of equity
+    daily_loss_limit: float = Field(0.0, ge=0, lt=1)  # flatten and stop for the UTC day after losing this; 0 = off
+
+
 class TrainSettings(Section):
     "[train]: the learning algorithm, its budget, callbacks and run folder."
 
@@ -263,7 +270,7 @@ class TuneSettings(Section):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
 
-# %% ../nbs/00_config.ipynb #e8ec1fe0
+# %% ../nbs/00_config.ipynb #8a698515
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
 
@@ -317,7 +324,7 @@ def load_secrets(
             values[key] = env[var]
     return Secrets(**values)
 
-# %% ../nbs/00_config.ipynb #fd3fa1b7
+# %% ../nbs/00_config.ipynb #6e33b6db
 ENV_PREFIX = "INTRADAY__"
 SETTINGS_ENV = "INTRADAY_SETTINGS"
 
@@ -340,6 +347,7 @@ class Settings(BaseModel):
     env: EnvSettings = Field(default_factory=EnvSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
+    backtest: BacktestSettings = Field(default_factory=BacktestSettings)
     obs: ObsSettings = Field(default_factory=ObsSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

@@ -6,9 +6,10 @@ Docs: https://intraday-workbench.github.io/intraday/env.html.md"""
 
 # %% auto #0
 __all__ = ['CASH', 'QTY', 'EQUITY', 'PEAK', 'AVG', 'TARGET', 'LASTW', 'IDX', 'STEPS', 'REWARD', 'TERM', 'TRUNC', 'FQTY', 'FPRICE',
-           'FEE', 'SPREAD', 'IMPACT', 'EQ', 'POS', 'IntradayEnv', 'IntradayVecEnv', 'EnvSplits', 'build_envs']
+           'FEE', 'SPREAD', 'IMPACT', 'EQ', 'POS', 'place_order', 'execute_bar', 'IntradayEnv', 'IntradayVecEnv',
+           'EnvSplits', 'build_envs']
 
-# %% ../nbs/05_env.ipynb #fe9860fe
+# %% ../nbs/05_env.ipynb #4acb72fa
 import math
 from dataclasses import dataclass, field
 
@@ -24,7 +25,7 @@ from .data import BAR_COLUMNS
 from .features import FeaturePipeline
 from .fills import FillModel, fill_kernel
 
-# %% ../nbs/05_env.ipynb #76853cf0
+# %% ../nbs/05_env.ipynb #8562c06d
 # columns of the float state, the int state and the step output
 CASH, QTY, EQUITY, PEAK, AVG, TARGET, LASTW = range(7)
 IDX, STEPS = range(2)
@@ -56,6 +57,48 @@ def _reset_env(n, start, cash, fst, ist, pending, X, close, episode_len, obs):
 
 
 @njit(cache=True)
+def place_order(fst, pending, n, w, c_t):
+    "Decision at the close c_t: a new target weight sets the target quantity; queue the order for bar t + latency."
+    lat = pending.shape[1]
+    e_t = fst[n, EQUITY]
+    if w != fst[n, LASTW]:
+        fst[n, TARGET] = w * e_t / c_t
+        fst[n, LASTW] = w
+    outstanding = fst[n, QTY]
+    for k in range(lat):
+        outstanding += pending[n, k]
+    order = fst[n, TARGET] - outstanding
+    if abs(order) * c_t > 1e-9 * abs(e_t):
+        pending[n, lat - 1] += order
+
+
+@njit(cache=True)
+def execute_bar(fst, pending, n, fp, o, h, lo, c, v, out):
+    "The next bar: the order due fills through the FillModel (the unfilled rest is dropped), then mark at its close."
+    lat = pending.shape[1]
+    q = pending[n, 0]
+    for k in range(lat - 1):
+        pending[n, k] = pending[n, k + 1]
+    pending[n, lat - 1] = 0.0
+    filled, price, fee, sc, ic = fill_kernel(fp, q, o, h, lo, c, v, False)
+    q0 = fst[n, QTY]
+    if filled != 0.0:
+        q1 = q0 + filled
+        if q0 == 0.0 or (q0 > 0) == (filled > 0):
+            fst[n, AVG] = (fst[n, AVG] * abs(q0) + price * abs(filled)) / abs(q1)
+        elif abs(filled) > abs(q0):
+            fst[n, AVG] = price  # flipped: the new position was opened at this price
+        elif q1 == 0.0:
+            fst[n, AVG] = 0.0
+        fst[n, CASH] -= filled * price + fee
+        fst[n, QTY] = q1
+    equity = fst[n, CASH] + fst[n, QTY] * c
+    fst[n, EQUITY] = equity
+    out[n, FQTY], out[n, FPRICE], out[n, FEE], out[n, SPREAD], out[n, IMPACT] = filled, price, fee, sc, ic
+    out[n, EQ], out[n, POS] = equity, fst[n, QTY]
+
+
+@njit(cache=True)
 def _step_envs(actions, positions, fst, ist, pending, mkt, X, fp, ep, obs, out):
     "Step every env one bar: order to the target at close t, fill in bar t + latency, mark at close t + 1."
     episode_len, force_flat, dd_pen, turn_pen = int(ep[0]), ep[1], ep[2], ep[3]
@@ -63,55 +106,26 @@ def _step_envs(actions, positions, fst, ist, pending, mkt, X, fp, ep, obs, out):
     for n in range(actions.shape[0]):
         i = ist[n, IDX]
         steps = ist[n, STEPS]
-        c_t = mkt[i, 3]
         e_t = fst[n, EQUITY]
         w = positions[actions[n]]
         if force_flat > 0 and steps >= episode_len - lat:
             w = 0.0
-        if w != fst[n, LASTW]:
-            fst[n, TARGET] = w * e_t / c_t
-            fst[n, LASTW] = w
-        outstanding = fst[n, QTY]
-        for k in range(lat):
-            outstanding += pending[n, k]
-        order = fst[n, TARGET] - outstanding
-        if abs(order) * c_t > 1e-9 * abs(e_t):
-            pending[n, lat - 1] += order
-        # the next bar: the order due now executes; the unfilled rest is dropped and re-sent next step
+        place_order(fst, pending, n, w, mkt[i, 3])
         i += 1
-        q = pending[n, 0]
-        for k in range(lat - 1):
-            pending[n, k] = pending[n, k + 1]
-        pending[n, lat - 1] = 0.0
-        filled, price, fee, sc, ic = fill_kernel(fp, q, mkt[i, 0], mkt[i, 1], mkt[i, 2], mkt[i, 3], mkt[i, 4], False)
-        q0 = fst[n, QTY]
-        if filled != 0.0:
-            q1 = q0 + filled
-            if q0 == 0.0 or (q0 > 0) == (filled > 0):
-                fst[n, AVG] = (fst[n, AVG] * abs(q0) + price * abs(filled)) / abs(q1)
-            elif abs(filled) > abs(q0):
-                fst[n, AVG] = price  # flipped: the new position was opened at this price
-            elif q1 == 0.0:
-                fst[n, AVG] = 0.0
-            fst[n, CASH] -= filled * price + fee
-            fst[n, QTY] = q1
-        c = mkt[i, 3]
-        equity = fst[n, CASH] + fst[n, QTY] * c
+        execute_bar(fst, pending, n, fp, mkt[i, 0], mkt[i, 1], mkt[i, 2], mkt[i, 3], mkt[i, 4], out)
+        equity = fst[n, EQUITY]
         dd_old = 1.0 - e_t / fst[n, PEAK]
         fst[n, PEAK] = max(fst[n, PEAK], equity)
         dd_new = 1.0 - equity / fst[n, PEAK]
         reward = math.log(max(equity, 1e-12) / e_t)
-        reward -= dd_pen * max(0.0, dd_new - dd_old) + turn_pen * abs(filled * price) / e_t
-        fst[n, EQUITY] = equity
+        reward -= dd_pen * max(0.0, dd_new - dd_old) + turn_pen * abs(out[n, FQTY] * out[n, FPRICE]) / e_t
         ist[n, IDX], ist[n, STEPS] = i, steps + 1
         out[n, REWARD] = reward
         out[n, TERM] = 1.0 if equity <= 0.0 else 0.0
         out[n, TRUNC] = 1.0 if steps + 1 >= episode_len else 0.0
-        out[n, FQTY], out[n, FPRICE], out[n, FEE], out[n, SPREAD], out[n, IMPACT] = filled, price, fee, sc, ic
-        out[n, EQ], out[n, POS] = equity, fst[n, QTY]
         _write_obs(n, fst, ist, X, mkt[:, 3], episode_len, obs)
 
-# %% ../nbs/05_env.ipynb #77ee488b
+# %% ../nbs/05_env.ipynb #7a677bef
 class _Core:
     "Arrays and kernels shared by the single and the batched environment."
 
@@ -165,7 +179,7 @@ class _Core:
             for o, b in zip(self.out.tolist(), bars, strict=True)
         ]  # fmt: skip
 
-# %% ../nbs/05_env.ipynb #ece36d26
+# %% ../nbs/05_env.ipynb #f74b7f1e
 class IntradayEnv(gym.Env):
     "Trading environment: decide at the close of bar t, fill in bar t + latency, reward = net log equity change."
 
@@ -201,7 +215,7 @@ class IntradayEnv(gym.Env):
         out = self._core.out[0]
         return self._core.obs[0].copy(), float(out[REWARD]), bool(out[TERM]), bool(out[TRUNC]), self._core.infos()[0]
 
-# %% ../nbs/05_env.ipynb #8b736008
+# %% ../nbs/05_env.ipynb #067ec8a4
 class IntradayVecEnv(VecEnv):
     "N trading environments stepped in one numba call (stable-baselines3 VecEnv), auto-resetting at episode end."
 
@@ -276,7 +290,7 @@ class IntradayVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class, indices=None):
         return [False] * len(self._get_indices(indices))
 
-# %% ../nbs/05_env.ipynb #1dbf5139
+# %% ../nbs/05_env.ipynb #388c79ea
 @dataclass
 class EnvSplits:
     "Train/validation/test bars with normalised features, the fitted pipeline and the fill model."
