@@ -10,7 +10,7 @@ __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'ENV_PREFIX
            'FillSettings', 'EnvSettings', 'BacktestSettings', 'TrainSettings', 'TuneSettings', 'Secrets',
            'load_secrets', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
 
-# %% ../nbs/00_config.ipynb #97bc9397
+# %% ../nbs/00_config.ipynb #8df55cb2
 import configparser
 import os
 import re
@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-# %% ../nbs/00_config.ipynb #e45778a2
+# %% ../nbs/00_config.ipynb #3e5dc48c
 _TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TF_RE = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 
@@ -57,7 +57,7 @@ def seconds_timeframe(
             return f"{seconds // size}{unit}"
     raise ValueError(f"bar length {seconds!r} s is not a whole number of seconds")
 
-# %% ../nbs/00_config.ipynb #f5776226
+# %% ../nbs/00_config.ipynb #5010882d
 class Section(BaseModel):
     "Base of every settings section: unknown keys are errors, assignments are validated."
 
@@ -114,7 +114,7 @@ class ObsSettings(Section):
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
 
-# %% ../nbs/00_config.ipynb #1a05cf48
+# %% ../nbs/00_config.ipynb #cfb2f42e
 def _comma_list(v: Any) -> Any:
     "Split 'a, b, c' into ['a', 'b', 'c'] (settings.ini and env values); leave lists alone."
     return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
@@ -239,7 +239,7 @@ class TrainSettings(Section):
     eval_every: int = Field(50_000, ge=1)  # validation evaluation every so many timesteps
     patience: int = Field(8, ge=0)  # stop after so many evaluations without improvement (0 = never)
     checkpoint_every: int = Field(50_000, ge=1)  # checkpoint every so many timesteps
-    max_drawdown: float = Field(0.3, gt=0, le=1)  # training episodes deeper than this breach the risk limit
+    max_drawdown: float = Field(0.3, gt=0, le=1)  # training episodes deeper than this breach (after the first 20 %)
     risk_action: Literal["stop", "penalize"] = "penalize"  # on a breach: stop the run, or penalise its score
     runs_dir: Path = Path("reports/runs")  # where run folders go
 
@@ -270,7 +270,7 @@ class TuneSettings(Section):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
 
-# %% ../nbs/00_config.ipynb #8a698515
+# %% ../nbs/00_config.ipynb #2e190aa3
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
 
@@ -324,7 +324,7 @@ def load_secrets(
             values[key] = env[var]
     return Secrets(**values)
 
-# %% ../nbs/00_config.ipynb #6e33b6db
+# %% ../nbs/00_config.ipynb #b4e303ec
 ENV_PREFIX = "INTRADAY__"
 SETTINGS_ENV = "INTRADAY_SETTINGS"
 

@@ -9,7 +9,7 @@ __all__ = ['CASH', 'QTY', 'EQUITY', 'PEAK', 'AVG', 'TARGET', 'LASTW', 'IDX', 'ST
            'FEE', 'SPREAD', 'IMPACT', 'EQ', 'POS', 'place_order', 'execute_bar', 'IntradayEnv', 'IntradayVecEnv',
            'EnvSplits', 'build_envs']
 
-# %% ../nbs/05_env.ipynb #4acb72fa
+# %% ../nbs/05_env.ipynb #0e833be7
 import math
 from dataclasses import dataclass, field
 
@@ -25,7 +25,7 @@ from .data import BAR_COLUMNS
 from .features import FeaturePipeline
 from .fills import FillModel, fill_kernel
 
-# %% ../nbs/05_env.ipynb #8562c06d
+# %% ../nbs/05_env.ipynb #958fa500
 # columns of the float state, the int state and the step output
 CASH, QTY, EQUITY, PEAK, AVG, TARGET, LASTW = range(7)
 IDX, STEPS = range(2)
@@ -125,7 +125,7 @@ def _step_envs(actions, positions, fst, ist, pending, mkt, X, fp, ep, obs, out):
         out[n, TRUNC] = 1.0 if steps + 1 >= episode_len else 0.0
         _write_obs(n, fst, ist, X, mkt[:, 3], episode_len, obs)
 
-# %% ../nbs/05_env.ipynb #7a677bef
+# %% ../nbs/05_env.ipynb #6deab938
 class _Core:
     "Arrays and kernels shared by the single and the batched environment."
 
@@ -179,7 +179,7 @@ class _Core:
             for o, b in zip(self.out.tolist(), bars, strict=True)
         ]  # fmt: skip
 
-# %% ../nbs/05_env.ipynb #f74b7f1e
+# %% ../nbs/05_env.ipynb #7af6b8d4
 class IntradayEnv(gym.Env):
     "Trading environment: decide at the close of bar t, fill in bar t + latency, reward = net log equity change."
 
@@ -215,7 +215,7 @@ class IntradayEnv(gym.Env):
         out = self._core.out[0]
         return self._core.obs[0].copy(), float(out[REWARD]), bool(out[TERM]), bool(out[TRUNC]), self._core.infos()[0]
 
-# %% ../nbs/05_env.ipynb #067ec8a4
+# %% ../nbs/05_env.ipynb #ec78e9b5
 class IntradayVecEnv(VecEnv):
     "N trading environments stepped in one numba call (stable-baselines3 VecEnv), auto-resetting at episode end."
 
@@ -290,7 +290,7 @@ class IntradayVecEnv(VecEnv):
     def env_is_wrapped(self, wrapper_class, indices=None):
         return [False] * len(self._get_indices(indices))
 
-# %% ../nbs/05_env.ipynb #388c79ea
+# %% ../nbs/05_env.ipynb #b00708af
 @dataclass
 class EnvSplits:
     "Train/validation/test bars with normalised features, the fitted pipeline and the fill model."
@@ -319,10 +319,11 @@ def build_envs(
     settings: Settings,  # [features] [fills] [env] (and [data] timeframe)
     bars: pd.DataFrame,  # the whole history, oldest first
     cuts: tuple[int, int] | None = None,  # (end of train, end of validation) bar positions; default [env] fractions
+    pipeline: FeaturePipeline | None = None,  # features to use instead of [features] (e.g. the audit's leaky control)
 ) -> EnvSplits:
     "Split bars by time with embargo, fit normalisation on train, and prepare the environments."
     env = settings.env
-    pipe = FeaturePipeline.from_settings(settings.features, settings.data.timeframe)
+    pipe = pipeline or FeaturePipeline.from_settings(settings.features, settings.data.timeframe)
     embargo = max(env.embargo, pipe.warmup)
     n = len(bars)
     t_end, v_end = cuts or (int(n * env.train), int(n * (env.train + env.val)))

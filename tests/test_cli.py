@@ -90,14 +90,25 @@ def test_unreadable_file_is_one_line_exit_1(capsys, tmp_path):
     assert code == 1 and "no such file" in err
 
 
-def test_demo_writes_report(capsys, tmp_path, monkeypatch):
-    monkeypatch.setenv("INTRADAY__DATA__DAYS", "3")
-    code, out, _ = run(capsys, "demo", "--out", "demo")
+def test_demo_runs_the_research_flow(capsys, tmp_path, monkeypatch):
+    for key, value in {"DATA__DAYS": "12", "ENV__EPISODE_LEN": "240", "TRAIN__N_ENVS": "4", "TRAIN__N_STEPS": "128",
+                       "TRAIN__BATCH_SIZE": "128", "TRAIN__EVAL_EVERY": "1024"}.items():  # fmt: skip
+        monkeypatch.setenv(f"INTRADAY__{key}", value)
+    code, out, _ = run(capsys, "demo", "--out", "demo", "--timesteps", "2048", "--audit-timesteps", "1024")
     assert code == 0
-    html = (tmp_path / "demo" / "market.html").read_text()
-    assert html.count("Plotly.newPlot") == 1 and "candlestick" in html and "planted IC" in html
-    assert "validation" in out and "passed" in out and "report: demo/market.html" in out
-    assert len(read_bars(tmp_path / "demo" / "market.parquet", validate=True)) == 3 * 1440
+    market = (tmp_path / "demo" / "market.html").read_text()
+    assert market.count("Plotly.newPlot") == 1 and "candlestick" in market
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert report.count("Plotly.newPlot") == 6 and "leakage audit" in report and "policy bundle" in report
+    for name in ("policy", "buy & hold", "SMA 20/100"):
+        assert name in out
+    assert "audit causality" in out and "PASS: ret_1 shifted one bar ahead flagged by causality" in out
+    assert "report: demo/report.html" in out
+    assert len(read_bars(tmp_path / "demo" / "market.parquet", validate=True)) == 12 * 1440
+    bundle = tmp_path / "demo" / "runs" / "demo" / "bundle"
+    code, out, _ = run(capsys, "backtest", "--bundle", str(bundle), "--data", "demo/market.parquet",
+                       "--report", "bt.html", "--start", "2024-01-10")  # fmt: skip
+    assert code == 0 and "net Sharpe" in out and (tmp_path / "bt.html").is_file()
 
 
 def test_log_file_gets_json_at_settings_level(capsys, tmp_path, monkeypatch):

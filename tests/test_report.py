@@ -28,3 +28,21 @@ def test_report_is_self_contained_and_atomic(tmp_path, month):
     assert "<title>title &lt;x&gt;</title>" in html
     assert html.count("Plotly.newPlot") == 2 and "<p>summary</p>" in html
     assert [p.name for p in path.parent.iterdir()] == ["report.html"]
+
+
+def test_backtest_report_has_every_part(tmp_path, month):
+    from intraday.backtest import Backtester, BuyAndHold, SMACross
+    from intraday.config import load_settings
+    from intraday.features import FeaturePipeline
+    from intraday.report import backtest_report
+
+    settings = load_settings(environ={})
+    pipe = FeaturePipeline.from_settings(settings.features)
+    bars = month.iloc[: 3 * 1440]
+    bt = Backtester(pipe, env=settings.env)
+    pos = settings.env.positions
+    results = {"sma": bt.run(bars, SMACross(pos)), "hold": bt.run(bars, BuyAndHold(pos))}
+    path = backtest_report(results, bars, tmp_path / "bt.html", "test report")
+    html = path.read_text()
+    assert html.count("Plotly.newPlot") == 6 and "<h2>metrics</h2>" in html and "Sharpe" in html
+    assert "drawdown" in html and "rolling Sharpe" in html and "costs paid by kind" in html
