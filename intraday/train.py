@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/train.html.md"""
 __all__ = ['ALGOS', 'model_policy', 'evaluate', 'ProgressCallback', 'RiskCallback', 'EvalCallback', 'walk_forward_splits',
            'make_deterministic', 'Trainer', 'signal_policy', 'tune']
 
-# %% ../nbs/06_train.ipynb #69b42d0d
+# %% ../nbs/06_train.ipynb #635f5f51
 import json
 import time
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from .config import Settings
 from .data import atomic_write
 from .env import EnvSplits, IntradayVecEnv, build_envs
 
-# %% ../nbs/06_train.ipynb #9c0825fb
+# %% ../nbs/06_train.ipynb #cdb75bd4
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN}
 
 
@@ -88,7 +88,7 @@ def evaluate(
         out["equity_curve"] = splits.env.initial_cash * np.exp(np.concatenate([[0.0], np.cumsum(flat)]))
     return out
 
-# %% ../nbs/06_train.ipynb #fb223f99
+# %% ../nbs/06_train.ipynb #276928ee
 class ProgressCallback(BaseCallback):
     "A tqdm progress bar over timesteps (no extra dependency)."
 
@@ -156,7 +156,7 @@ class EvalCallback(BaseCallback):
             self.trainer._checkpoint(self.model)
         return keep_going
 
-# %% ../nbs/06_train.ipynb #0e6f1d7d
+# %% ../nbs/06_train.ipynb #75283933
 def walk_forward_splits(
     settings: Settings,  # [train] folds, [env] fractions
     bars: pd.DataFrame,  # the whole history
@@ -326,21 +326,23 @@ class Trainer:
 
     def walk_forward(self) -> dict:
         "Train a fresh model per fold (its own train window and normalisation); validation per fold and pooled."
-        per_fold, curves = [], []
+        from intraday.metrics import pooled
+
+        per_fold, curves, offset = [], [], 0
         for k, splits in enumerate(self.folds):
             sub = Trainer(self.settings, self.bars, self.run_dir / f"fold{k}", self.progress)
             sub.folds, sub.splits = [splits], splits
             sub.fit()
             m = evaluate(model_policy(sub.best_model()), splits, "val", curve=True)
-            curves.append(np.diff(np.log(m.pop("equity_curve"))))
+            eq = m.pop("equity_curve")
+            curves.append(pd.Series(eq, index=pd.RangeIndex(offset, offset + len(eq))))  # folds in time order
+            offset += len(eq)
             per_fold.append({"fold": k, "train": [str(x) for x in splits.ranges()["train"]],
                              "val": [str(x) for x in splits.ranges()["val"]], **m})  # fmt: skip
-        pooled = np.concatenate(curves)
         step = float(np.median(np.diff(self.bars.index.as_unit("s").asi8[:1000])))
-        sd = pooled.std(ddof=1)
-        out = {"folds": per_fold, "pooled": {
-            "sharpe": float(pooled.mean() / sd * np.sqrt(365 * 86400 / step)) if sd > 0 else 0.0,
-            "total_log_return": float(pooled.sum()), "bars": int(len(pooled))}}  # fmt: skip
+        pool = pooled(curves, periods_per_year=365 * 86400 / step, n_boot=0)["pooled"]
+        keep = {"sharpe": pool["sharpe"], "total_return": pool["total_return"], "max_drawdown": pool["max_drawdown"]}
+        out = {"folds": per_fold, "pooled": {**keep, "bars": pool["n_bars"] - 1}}
         _write_json(self.run_dir / "walk_forward.json", out)
         return out
 
@@ -353,14 +355,14 @@ class Trainer:
             raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
         return cls(Settings.model_validate(json.loads(cfg.read_text())), bars, run_dir, progress)
 
-# %% ../nbs/06_train.ipynb #c6aedaa3
+# %% ../nbs/06_train.ipynb #54253ae3
 def signal_policy(splits: EnvSplits, split: str, signal: np.ndarray):
     "A policy holding +1/-1 (the extreme positions) by the sign of `signal`, a per-bar array of the split."
     pos = np.asarray(splits.env.positions)
     long_a, short_a = int(np.argmax(pos)), int(np.argmin(pos))
     return lambda obs, bars: np.where(signal[bars] > 0, long_a, short_a)
 
-# %% ../nbs/06_train.ipynb #f9b4203d
+# %% ../nbs/06_train.ipynb #15154f49
 def tune(
     settings: Settings,  # [train] base settings and the [tune] search space
     bars: pd.DataFrame,  # the history to train and validate on

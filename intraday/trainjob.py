@@ -1,4 +1,4 @@
-"""The training job: data → features → train → test-split evaluation with figures → verified policy bundle, in one run folder.
+"""The training job: data → features → train → test-split evaluation → verified policy bundle → backtest report, in one run folder.
 
 Docs: https://intraday-workbench.github.io/intraday/trainjob.html.md"""
 
@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/trainjob.html.md"""
 # %% auto #0
 __all__ = ['JobParams', 'JobError', 'TrainJob']
 
-# %% ../nbs/07a_trainjob.ipynb #ea557bc7
+# %% ../nbs/07a_trainjob.ipynb #3f3ad865
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from .config import Settings, load_settings
 from .data import BarStore, planted_signal, read_bars, synth_market, validate_bars
 from .train import Trainer, evaluate, model_policy, signal_policy
 
-# %% ../nbs/07a_trainjob.ipynb #b67dc92a
+# %% ../nbs/07a_trainjob.ipynb #8ce56c72
 @dataclass
 class JobParams:
     "Parameters of the training job (the papermill `parameters` cell); empty strings mean 'from settings'."
@@ -65,7 +65,7 @@ class JobParams:
 class JobError(ValueError):
     "The training job cannot run: bad parameters or data."
 
-# %% ../nbs/07a_trainjob.ipynb #7e381b2b
+# %% ../nbs/07a_trainjob.ipynb #189b6449
 class TrainJob:
     "The training job, step by step: load_data, train, evaluate, figures, publish (or `run` for all)."
 
@@ -160,6 +160,24 @@ class TrainJob:
         logger.info("published bundle", path=str(path))
         return path
 
+    def backtest(self) -> list[go.Figure]:
+        "Event-driven backtest of the published bundle on the test split against the baselines: report.html."
+        from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
+        from intraday.report import backtest_figures, backtest_report
+
+        bundle = PolicyBundle.load(self.run_dir / "bundle", self.trainer.splits.pipeline)
+        env = bundle.env_settings()
+        bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, self.settings.backtest)
+        start = self.bars.index.get_loc(self.trainer.splits.bars["test"].index[0])
+        self.backtests = {
+            "policy": bt.run(self.bars, bundle_policy(bundle), start),
+            "buy & hold": bt.run(self.bars, BuyAndHold(env.positions), start),
+            "SMA 20/100": bt.run(self.bars, SMACross(env.positions, 20, 100), start),
+        }
+        backtest_report(self.backtests, self.bars, self.run_dir / "report.html", f"run {self.run_dir.name}",
+                        bundle=bundle)  # fmt: skip
+        return backtest_figures(self.backtests, self.bars)
+
     def run(self) -> dict:
         "Every step; returns the final metrics."
         self.load_data()
@@ -167,4 +185,5 @@ class TrainJob:
         self.evaluate()
         self.figures()
         self.publish()
+        self.backtest()
         return json.loads((self.run_dir / "metrics.json").read_text())

@@ -44,6 +44,7 @@ def test_papermill_job_writes_record_bundle_and_metrics(papermill_run, capsys):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["bundle"] == str(run / "bundle") and metrics["num_timesteps"] >= 2048
     assert set(metrics["comparison"]) == {"policy", "buy & hold", "planted-signal oracle"}
+    assert (run / "report.html").read_text().count("Plotly.newPlot") == 6  # the job's backtest report
     bundle = PolicyBundle.load(run / "bundle")
     assert bundle.manifest["algorithm"] == "PPO" and len(bundle.manifest["data_hash"]) == 64
     assert main(["bundle", "verify", str(run / "bundle")]) == 0
@@ -72,6 +73,7 @@ def test_verify_names_tampering(papermill_run, tmp_path, capsys):
 def test_direct_run_and_failure_publishes_nothing(tmp_path, capsys):
     assert main(["train", "--direct", *job_args(tmp_path, "direct")]) == 0
     assert (tmp_path / "runs" / "direct" / "bundle" / "policy.pt").is_file()
+    assert (tmp_path / "runs" / "direct" / "report.html").is_file()
     out = capsys.readouterr().out
     assert "planted-signal oracle" in out and "bundle:" in out
     bad = ["train", "--notebook", str(ROOT / "nbs/jobs/train.ipynb"), *job_args(tmp_path, "bad"),
