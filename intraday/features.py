@@ -10,7 +10,7 @@ __all__ = ['RING', 'RET', 'EMA', 'MOM', 'RSI', 'ATR', 'VWAP', 'SVWAP', 'RV', 'RA
            'range_vol', 'volume_z', 'calendar', 'adaptive', 'kyle_lambda', 'amihud', 'indicators_from_settings',
            'FeaturePipeline', 'FeatureStream']
 
-# %% ../nbs/03_features.ipynb #27ba50fb
+# %% ../nbs/03_features.ipynb #7338d959
 import functools
 import math
 import os
@@ -25,7 +25,7 @@ from numba import literally, njit
 from .config import FeatureSettings, timeframe_seconds
 from .data import BAR_COLUMNS
 
-# %% ../nbs/03_features.ipynb #05dc336d
+# %% ../nbs/03_features.ipynb #5f41970b
 RING = 4  # ring header: head, count, sum, sum of squares
 
 
@@ -61,7 +61,7 @@ def _ring_std(st, o, n):
     var = (st[o + 3] - st[o + 2] * st[o + 2] / n) / (n - 1)
     return math.sqrt(var) if var > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #dc5deb90
+# %% ../nbs/03_features.ipynb #d67936c7
 _NAN = np.nan
 
 
@@ -99,6 +99,14 @@ def _k_mom(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
 
 
 @njit(cache=True)
+def _prev_close(st, s, c):
+    "Count this bar and keep its close at st[s], st[s + 1]; returns (bars seen before it, the previous close)."
+    cnt, prev = st[s], st[s + 1]
+    st[s], st[s + 1] = cnt + 1.0, c
+    return cnt, prev
+
+
+@njit(cache=True)
 def _wilder(st, s, n, g, ls):
     "Wilder smoothing of two series, seeded with the mean of their first n values; True once seeded."
     cnt = st[s] - 1.0  # values seen, this one included
@@ -118,10 +126,8 @@ def _wilder(st, s, n, g, ls):
 def _k_rsi(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
     "Wilder's RSI (0..100)."
     n = int(prm[q])
-    prev = st[s + 1]
-    st[s + 1] = c
-    st[s] += 1.0
-    if st[s] == 1.0:
+    cnt, prev = _prev_close(st, s, c)
+    if cnt == 0:
         out[row, j] = _NAN
         return
     d = c - prev
@@ -136,10 +142,8 @@ def _k_rsi(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
 def _k_atr(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
     "Wilder's average true range, relative to the close."
     n = int(prm[q])
-    prev = st[s + 1]
-    st[s + 1] = c
-    st[s] += 1.0
-    if st[s] == 1.0:
+    cnt, prev = _prev_close(st, s, c)
+    if cnt == 0:
         out[row, j] = _NAN
         return
     tr = max(h - lo, abs(h - prev), abs(lo - prev))
@@ -181,8 +185,7 @@ def _k_svwap(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
 def _k_rv(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
     "Close-to-close realised volatility: sample std of the last n log returns."
     n = int(prm[q])
-    cnt, prev = st[s], st[s + 1]
-    st[s], st[s + 1] = cnt + 1.0, c
+    cnt, prev = _prev_close(st, s, c)
     if cnt == 0:
         out[row, j] = _NAN
         return
@@ -194,8 +197,7 @@ def _k_rv(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
 def _k_amihud(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
     "Amihud illiquidity: mean |log return| per million of dollar volume over n bars."
     n = int(prm[q])
-    cnt, prev = st[s], st[s + 1]
-    st[s], st[s + 1] = cnt + 1.0, c
+    cnt, prev = _prev_close(st, s, c)
     if cnt == 0:
         out[row, j] = _NAN
         return
@@ -242,8 +244,7 @@ def _k_cal(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
 def _k_adapt(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
     "Efficiency ratio over n, volatility regime log(rv_fast / rv_slow), n-bar momentum scaled by both."
     n, fast, slow = int(prm[q]), int(prm[q + 1]), int(prm[q + 2])
-    cnt, prev = st[s], st[s + 1]
-    st[s], st[s + 1] = cnt + 1.0, c
+    cnt, prev = _prev_close(st, s, c)
     rc = s + 2  # ring of closes (n)
     ra = rc + RING + n  # ring of |close change| (n)
     rf = ra + RING + n  # ring of returns (fast)
@@ -270,8 +271,7 @@ def _k_adapt(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
 def _k_kyle(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
     "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over n bars."
     n = int(prm[q])
-    cnt, prev = st[s], st[s + 1]
-    st[s], st[s + 1] = cnt + 1.0, c
+    cnt, prev = _prev_close(st, s, c)
     if cnt == 0:
         out[row, j] = _NAN
         return
@@ -339,7 +339,7 @@ def _step(spec, prm, st, ts, o, h, lo, c, v, out, row):
     for k in range(spec.shape[0]):
         _kernel(spec[k, 0], st, spec[k, 1], prm, spec[k, 2], ts, o, h, lo, c, v, out, row, spec[k, 3])
 
-# %% ../nbs/03_features.ipynb #ac1b2771
+# %% ../nbs/03_features.ipynb #69629616
 @dataclass(frozen=True)
 class Indicator:
     "One causal indicator: kernel code, parameters, output column names, state size and warm-up (leading NaN rows)."
@@ -434,7 +434,7 @@ REGISTRY = {
     for f in (returns, ema, momentum, rsi, atr, vwap, realized_vol, range_vol, volume_z, kyle_lambda, amihud)
 }
 
-# %% ../nbs/03_features.ipynb #f1e256ba
+# %% ../nbs/03_features.ipynb #2d26c830
 def indicators_from_settings(
     fs: FeatureSettings,  # the [features] section
     timeframe: str = "1m",  # bar length (the session VWAP's warm-up is one day of bars)
