@@ -8,9 +8,9 @@ Docs: https://intraday-workbench.github.io/intraday/data.html.md"""
 __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'TS_COLUMNS', 'META_KEY', 'BarProblem', 'BarsError', 'bar_problems', 'validate_bars',
            'infer_timeframe', 'gap_report', 'BarsFileError', 'atomic_write', 'read_parquet_meta', 'read_bars',
            'write_bars', 'StoreError', 'BarStore', 'SynthParams', 'planted_ic', 'synth_market', 'planted_signal',
-           'synth_from_settings']
+           'synth_from_settings', 'fetch_history']
 
-# %% ../nbs/02_data.ipynb #5b81ee15
+# %% ../nbs/02_data.ipynb #96481fc5
 import json
 import os
 import uuid
@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from .config import DataSettings, seconds_timeframe, timeframe_seconds
 
-# %% ../nbs/02_data.ipynb #f55b82c3
+# %% ../nbs/02_data.ipynb #7c10eb94
 BAR_COLUMNS = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS = BAR_COLUMNS[:4]
 
@@ -57,7 +57,7 @@ class BarsError(ValueError):
         head = f"{source}: " if source else ""
         super().__init__(f"{head}{len(self.problems)} problem(s) in bars:\n  " + "\n  ".join(shown))
 
-# %% ../nbs/02_data.ipynb #2275eed4
+# %% ../nbs/02_data.ipynb #6c558f08
 def _rows(df: pd.DataFrame, mask: np.ndarray, column: str, rule: str) -> list[BarProblem]:
     "One problem per True in `mask`, located by row position and timestamp."
     idx = df.index
@@ -128,7 +128,7 @@ def validate_bars(
         raise BarsError(probs, source)
     return df
 
-# %% ../nbs/02_data.ipynb #ea1b51b9
+# %% ../nbs/02_data.ipynb #758ce307
 def _ns(idx: pd.DatetimeIndex) -> np.ndarray:
     "Timestamps as int64 nanoseconds, whatever the index's resolution (pandas 3 defaults to microseconds)."
     return idx.as_unit("ns").asi8
@@ -162,7 +162,7 @@ def gap_report(
     missing = (d[at] + step - 1) // step - 1
     return pd.DataFrame({"first_missing": start, "last_missing": end, "missing": missing.astype(np.int64)})
 
-# %% ../nbs/02_data.ipynb #57169167
+# %% ../nbs/02_data.ipynb #2143051e
 TS_COLUMNS = ("ts", "timestamp", "time", "datetime", "date", "open_time")
 META_KEY = b"intraday"
 
@@ -263,7 +263,7 @@ def write_bars(
         return atomic_write(path, lambda p: out.to_csv(p, index_label="ts"))
     raise BarsFileError(f"{path}: unknown bars file type {suffix!r}; use .parquet or .csv")
 
-# %% ../nbs/02_data.ipynb #7edf8234
+# %% ../nbs/02_data.ipynb #c725f5d9
 class StoreError(RuntimeError):
     "The store cannot serve or accept bars for a key: corrupt or foreign file, key mismatch."
 
@@ -328,7 +328,7 @@ class BarStore:
         self.save(merged, exchange, symbol, timeframe)
         return len(merged) - len(old)
 
-# %% ../nbs/02_data.ipynb #28dafd75
+# %% ../nbs/02_data.ipynb #a469db1c
 @dataclass(frozen=True)
 class SynthParams:
     "Shape of the synthetic market in one-minute units; the defaults are the embedded default market."
@@ -361,7 +361,7 @@ def _profile(tau: np.ndarray, depth: float, mean_square: bool) -> np.ndarray:
     u, ug = 1 + depth * (2 * tau - 1) ** 2, 1 + depth * (2 * grid - 1) ** 2
     return u / (np.sqrt(np.mean(ug**2)) if mean_square else np.mean(ug))
 
-# %% ../nbs/02_data.ipynb #acb71200
+# %% ../nbs/02_data.ipynb #58368541
 @njit(cache=True)
 def _ema_sign(logret, lam, m):
     "Signal x_t = sign of the EMA of log returns (+1 at 0); returns (x, final EMA)."
@@ -401,7 +401,7 @@ def _simulate(z, jump, u_hi, u_lo, vnoise, svol, svolu, sigma_bar, vbar, alpha, 
     state[0], state[1], state[2], state[3] = close, m, h, x
     return o, hi, lo, c, v, sig, xs, es
 
-# %% ../nbs/02_data.ipynb #20428cda
+# %% ../nbs/02_data.ipynb #b26af07d
 _CHUNK = 100_000  # bars per simulation step; fixed so output never depends on how progress is shown
 
 
@@ -471,3 +471,66 @@ def synth_from_settings(
 ) -> pd.DataFrame:
     "The synthetic market described by the [data] settings."
     return synth_market(data.days, data.timeframe, data.seed, data.alpha, str(data.start), progress=progress)
+
+# %% ../nbs/02_data.ipynb #fcf1e8d8
+def _utc_ms(t: str | pd.Timestamp) -> int:
+    "Epoch milliseconds of a time; naive times are UTC."
+    ts = pd.Timestamp(t)
+    return int((ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).value // 1_000_000)
+
+
+def fetch_history(
+    client,  # a ccxt exchange client (sync)
+    symbol: str,  # unified symbol, e.g. BTC/USDT
+    timeframe: str,  # bar length, e.g. 1m
+    since: str | pd.Timestamp,  # first bar open time (UTC)
+    until: str | pd.Timestamp | None = None,  # end (exclusive); default: as far as the exchange serves
+    store: "BarStore | None" = None,  # append here, resuming after its last bar
+    exchange: str | None = None,  # store key (default: client.id)
+    limit: int = 1000,  # bars per request
+    retries: int = 5,  # attempts per page on network errors
+    backoff: float = 0.5,  # first retry delay in seconds, doubled each time
+    progress: bool = False,  # progress bar
+) -> pd.DataFrame:
+    "Download OHLCV bars page by page (resumable, retried, validated); returns the bars fetched by this call."
+    import time
+
+    import ccxt
+
+    exchange = exchange or client.id
+    step = timeframe_seconds(timeframe) * 1000
+    cursor = _utc_ms(since)
+    end = None if until is None else _utc_ms(until)
+    if store is not None and store.exists(exchange, symbol, timeframe):
+        last = store.load(exchange, symbol, timeframe).index[-1]
+        cursor = max(cursor, int(last.value // 1_000_000) + step)
+    pages = []
+    total = None if end is None else max(0, (end - cursor) // step)
+    with tqdm(total=total, unit="bar", desc=f"fetch {symbol} {timeframe}", disable=not progress, leave=False) as bar:
+        while end is None or cursor < end:
+            for attempt in range(retries):
+                try:
+                    rows = client.fetch_ohlcv(symbol, timeframe, since=cursor, limit=limit)
+                    break
+                except ccxt.NetworkError as e:  # timeouts, 5xx, 429/418, dropped connections: retry
+                    if attempt == retries - 1:
+                        raise RuntimeError(f"{exchange} {symbol} {timeframe}: network error after {retries} attempts "
+                                           f"at {pd.Timestamp(cursor, unit='ms', tz='UTC')}: {e}") from e  # fmt: skip
+                    time.sleep(backoff * 2**attempt)
+                except ccxt.ExchangeError as e:
+                    raise RuntimeError(f"{exchange} {symbol} {timeframe}: the exchange refused: {e}") from e
+            rows = [r for r in rows if r[0] >= cursor and (end is None or r[0] < end)]
+            if not rows:
+                break
+            df = pd.DataFrame(rows, columns=["ts", *BAR_COLUMNS]).astype({c: np.float64 for c in BAR_COLUMNS})
+            df = df.set_index(pd.DatetimeIndex(pd.to_datetime(df.pop("ts"), unit="ms", utc=True), name="ts"))
+            validate_bars(df, f"{exchange} {symbol} {timeframe} page at {df.index[0]}")
+            if store is not None:
+                store.append(df, exchange, symbol, timeframe)
+            pages.append(df)
+            bar.update(len(df))
+            cursor = rows[-1][0] + step
+    if not pages:
+        empty = pd.DatetimeIndex([], tz="UTC", name="ts")
+        return pd.DataFrame({c: pd.Series(dtype=np.float64, index=empty) for c in BAR_COLUMNS})
+    return pd.concat(pages)

@@ -1,0 +1,74 @@
+"""The ccxt history loader against the paper venue on 127.0.0.1, with the real ccxt.binance client."""
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from intraday.cli import main
+from intraday.data import BarStore, fetch_history, synth_market
+from intraday.venue import Venue, connect, serve
+
+BARS = synth_market(days=1, seed=3)
+START = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+@pytest.fixture
+def venue():
+    v = Venue(BARS, symbol="SYN/USDT", start=1400, keys={"k": "s"}, admin=True)
+    url, stop = serve(v)
+    yield v, url
+    stop()
+
+
+def test_what_is_stored_equals_what_the_venue_served(venue, tmp_path):
+    v, url = venue
+    store = BarStore(tmp_path)
+    got = fetch_history(connect(url, "k", "s"), "SYN/USDT", "1m", START, store=store, exchange="venue", limit=500)
+    served = BARS.iloc[:1401]  # bars up to the current replay bar
+    assert len(got) == 1401
+    pd.testing.assert_frame_equal(store.load("venue", "SYN/USDT", "1m"), served, check_freq=False)
+
+
+def test_faults_mid_download_are_retried(venue, tmp_path):
+    v, url = venue
+    v.fault("/api/v3/klines", "5xx", count=2)
+    v.fault("/api/v3/klines", "drop_response", count=1)
+    store = BarStore(tmp_path)
+    got = fetch_history(connect(url, "k", "s"), "SYN/USDT", "1m", START, store=store, exchange="venue",
+                        limit=300, backoff=0.01)  # fmt: skip
+    pd.testing.assert_frame_equal(got, BARS.iloc[:1401], check_freq=False)
+    v.fault("/api/v3/klines", "5xx", count=10)
+    with pytest.raises(RuntimeError, match="network error after 3 attempts"):
+        fetch_history(connect(url, "k", "s"), "SYN/USDT", "1m", START, retries=3, backoff=0.01)
+
+
+def test_resume_appends_without_duplicates(venue, tmp_path):
+    v, url = venue
+    store = BarStore(tmp_path)
+    client = connect(url, "k", "s")
+    first = fetch_history(client, "SYN/USDT", "1m", START, until=BARS.index[700], store=store, exchange="venue")
+    assert len(first) == 700
+    v.step(20)  # the market moves on
+    rest = fetch_history(client, "SYN/USDT", "1m", START, store=store, exchange="venue")
+    assert rest.index[0] == BARS.index[700] and len(rest) == 1421 - 700
+    pd.testing.assert_frame_equal(store.load("venue", "SYN/USDT", "1m"), BARS.iloc[:1421], check_freq=False)
+    assert fetch_history(client, "SYN/USDT", "1m", START, store=store, exchange="venue").empty
+
+
+def test_exchange_errors_stop_with_a_message(venue):
+    _, url = venue
+    with pytest.raises(RuntimeError, match="the exchange refused"):
+        fetch_history(connect(url, "k", "s"), "SYN/USDT", "5m", START)
+
+
+def test_cli_data_fetch(venue, tmp_path, monkeypatch, capsys):
+    _, url = venue
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    monkeypatch.setenv("INTRADAY_API_KEY", "k")
+    monkeypatch.setenv("INTRADAY_API_SECRET", "s")
+    args = ["data", "fetch", "--exchange", "venue", "--symbol", "SYN/USDT", "--since", "2024-01-01", "--url", url]
+    assert main(args) == 0
+    assert "fetched 1,401 new 1m bars" in capsys.readouterr().out
+    assert main(args) == 0 and "fetched 0 new" in capsys.readouterr().out
+    assert main(["data", "fetch", "--exchange", "nowhere", "--symbol", "A/B", "--since", "2024-01-01"]) == 2
