@@ -7,10 +7,10 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 # %% auto #0
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'ENV_PREFIX', 'SETTINGS_ENV', 'SECTIONS',
            'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings', 'FeatureSettings',
-           'FillSettings', 'EnvSettings', 'BacktestSettings', 'TrainSettings', 'TuneSettings', 'Secrets',
-           'load_secrets', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
+           'FillSettings', 'EnvSettings', 'BacktestSettings', 'VenueSettings', 'TrainSettings', 'TuneSettings',
+           'Secrets', 'load_secrets', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
 
-# %% ../nbs/00_config.ipynb #8df55cb2
+# %% ../nbs/00_config.ipynb #0455a121
 import configparser
 import os
 import re
@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-# %% ../nbs/00_config.ipynb #3e5dc48c
+# %% ../nbs/00_config.ipynb #c9b5133f
 _TF_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _TF_RE = re.compile(r"^([1-9][0-9]*)([smhdw])$")
 
@@ -57,7 +57,7 @@ def seconds_timeframe(
             return f"{seconds // size}{unit}"
     raise ValueError(f"bar length {seconds!r} s is not a whole number of seconds")
 
-# %% ../nbs/00_config.ipynb #5010882d
+# %% ../nbs/00_config.ipynb #bd6acc12
 class Section(BaseModel):
     "Base of every settings section: unknown keys are errors, assignments are validated."
 
@@ -114,7 +114,7 @@ class ObsSettings(Section):
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
 
-# %% ../nbs/00_config.ipynb #cfb2f42e
+# %% ../nbs/00_config.ipynb #5635fe7e
 def _comma_list(v: Any) -> Any:
     "Split 'a, b, c' into ['a', 'b', 'c'] (settings.ini and env values); leave lists alone."
     return [x.strip() for x in v.split(",") if x.strip()] if isinstance(v, str) else v
@@ -221,6 +221,15 @@ class BacktestSettings(Section):
     daily_loss_limit: float = Field(0.0, ge=0, lt=1)  # flatten and stop for the UTC day after losing this; 0 = off
 
 
+class VenueSettings(Section):
+    "[venue]: the paper venue served by `intraday venue serve`."
+
+    host: str = "127.0.0.1"  # interface to bind (0.0.0.0 inside a pod)
+    port: int = Field(8765, ge=0, le=65535)  # TCP port; 0 picks a free one
+    start: int = Field(100, ge=0)  # bar position of the first current bar
+    admin: bool = False  # serve /admin (clock, ledger, faults); tests and demos turn it on
+
+
 class TrainSettings(Section):
     "[train]: the learning algorithm, its budget, callbacks and run folder."
 
@@ -270,7 +279,7 @@ class TuneSettings(Section):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
 
-# %% ../nbs/00_config.ipynb #2e190aa3
+# %% ../nbs/00_config.ipynb #c1ae45a5
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
 
@@ -324,7 +333,7 @@ def load_secrets(
             values[key] = env[var]
     return Secrets(**values)
 
-# %% ../nbs/00_config.ipynb #b4e303ec
+# %% ../nbs/00_config.ipynb #d1dc312e
 ENV_PREFIX = "INTRADAY__"
 SETTINGS_ENV = "INTRADAY_SETTINGS"
 
@@ -348,6 +357,7 @@ class Settings(BaseModel):
     train: TrainSettings = Field(default_factory=TrainSettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
     backtest: BacktestSettings = Field(default_factory=BacktestSettings)
+    venue: VenueSettings = Field(default_factory=VenueSettings)
     obs: ObsSettings = Field(default_factory=ObsSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)

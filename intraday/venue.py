@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 import ccxt
+import ccxt.async_support
 import numpy as np
 import pandas as pd
 from aiohttp import web
@@ -820,12 +821,14 @@ def connect(
     url: str,  # base URL of the venue, e.g. from `serve`
     key: str,  # API key
     secret: str,  # API secret
+    asynchronous: bool = False,  # return a `ccxt.async_support.binance` (for asyncio code) instead of the sync one
     **kw,  # more ccxt config; `options` are merged into the venue's
 ) -> ccxt.binance:
-    "A real `ccxt.binance` (sync) client talking to the venue at `url`, spot only."
+    "A real `ccxt.binance` client (sync, or async) talking to the venue at `url`, spot only."
     options = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
                "fetchMargins": False, "adjustForTimeDifference": False} | kw.pop("options", {})  # fmt: skip
-    ex = ccxt.binance({"apiKey": key, "secret": secret, "enableRateLimit": False, "timeout": 10_000,
+    cls = ccxt.async_support.binance if asynchronous else ccxt.binance
+    ex = cls({"apiKey": key, "secret": secret, "enableRateLimit": False, "timeout": 10_000,
                        "options": options} | kw)  # fmt: skip
     base = url.rstrip("/")
     ex.urls["api"] = {k: re.sub(r"^https?://[^/]+", base, u) for k, u in ex.urls["api"].items()}

@@ -72,3 +72,29 @@ def test_cli_data_fetch(venue, tmp_path, monkeypatch, capsys):
     assert "fetched 1,401 new 1m bars" in capsys.readouterr().out
     assert main(args) == 0 and "fetched 0 new" in capsys.readouterr().out
     assert main(["data", "fetch", "--exchange", "nowhere", "--symbol", "A/B", "--since", "2024-01-01"]) == 2
+
+
+def test_cli_venue_serve_for_a_real_ccxt_client(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": "k",
+           "INTRADAY_API_SECRET": "s", "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
+    exe = str(Path(sys.executable).with_name("intraday"))
+    proc = subprocess.Popen([exe, "venue", "serve", "--port", "0", "--admin"], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert "paper venue for SYN/USDT (1,440 bars, current bar 100) on http://127.0.0.1:" in line, proc.stderr.read()
+        url = line.rsplit(" on ", 1)[1].strip()
+        ex = connect(url, "k", "s")
+        assert len(ex.fetch_ohlcv("SYN/USDT", "1m", since=0, limit=1000)) == 101
+        assert ex.fetch_balance()["USDT"]["free"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    no_keys = {k: v for k, v in env.items() if not k.startswith("INTRADAY_API")}
+    r = subprocess.run([exe, "venue", "serve"], env=no_keys, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "needs credentials" in r.stderr
