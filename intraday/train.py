@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/train.html.md"""
 __all__ = ['ALGOS', 'model_policy', 'evaluate', 'ProgressCallback', 'RiskCallback', 'EvalCallback', 'walk_forward_splits',
            'make_deterministic', 'Trainer', 'signal_policy', 'tune']
 
-# %% ../nbs/06_train.ipynb #635f5f51
+# %% ../nbs/06_train.ipynb #7a7392fb
 import json
 import time
 from dataclasses import dataclass
@@ -33,7 +33,7 @@ from .config import Settings
 from .data import atomic_write
 from .env import EnvSplits, IntradayVecEnv, build_envs
 
-# %% ../nbs/06_train.ipynb #cdb75bd4
+# %% ../nbs/06_train.ipynb #c12a1e89
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN}
 
 
@@ -88,7 +88,7 @@ def evaluate(
         out["equity_curve"] = splits.env.initial_cash * np.exp(np.concatenate([[0.0], np.cumsum(flat)]))
     return out
 
-# %% ../nbs/06_train.ipynb #276928ee
+# %% ../nbs/06_train.ipynb #674300df
 class ProgressCallback(BaseCallback):
     "A tqdm progress bar over timesteps (no extra dependency)."
 
@@ -156,7 +156,7 @@ class EvalCallback(BaseCallback):
             self.trainer._checkpoint(self.model)
         return keep_going
 
-# %% ../nbs/06_train.ipynb #75283933
+# %% ../nbs/06_train.ipynb #3586a6e3
 def walk_forward_splits(
     settings: Settings,  # [train] folds, [env] fractions
     bars: pd.DataFrame,  # the whole history
@@ -355,14 +355,17 @@ class Trainer:
             raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
         return cls(Settings.model_validate(json.loads(cfg.read_text())), bars, run_dir, progress)
 
-# %% ../nbs/06_train.ipynb #54253ae3
-def signal_policy(splits: EnvSplits, split: str, signal: np.ndarray):
-    "A policy holding +1/-1 (the extreme positions) by the sign of `signal`, a per-bar array of the split."
-    pos = np.asarray(splits.env.positions)
+# %% ../nbs/06_train.ipynb #8b32fc9b
+def signal_policy(
+    positions,  # the env's action set ([env] positions)
+    signal: np.ndarray,  # one value per bar of the split the policy is evaluated on
+):
+    "A policy holding the extreme long / short positions by the sign of `signal` at the current bar."
+    pos = np.asarray(positions)
     long_a, short_a = int(np.argmax(pos)), int(np.argmin(pos))
     return lambda obs, bars: np.where(signal[bars] > 0, long_a, short_a)
 
-# %% ../nbs/06_train.ipynb #15154f49
+# %% ../nbs/06_train.ipynb #a3a9286f
 def tune(
     settings: Settings,  # [train] base settings and the [tune] search space
     bars: pd.DataFrame,  # the history to train and validate on

@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/trainjob.html.md"""
 # %% auto #0
 __all__ = ['JobParams', 'JobError', 'TrainJob']
 
-# %% ../nbs/07a_trainjob.ipynb #3f3ad865
+# %% ../nbs/07a_trainjob.ipynb #83b47751
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +24,7 @@ from .config import Settings, load_settings
 from .data import BarStore, planted_signal, read_bars, synth_market, validate_bars
 from .train import Trainer, evaluate, model_policy, signal_policy
 
-# %% ../nbs/07a_trainjob.ipynb #8ce56c72
+# %% ../nbs/07a_trainjob.ipynb #b5c095c1
 @dataclass
 class JobParams:
     "Parameters of the training job (the papermill `parameters` cell); empty strings mean 'from settings'."
@@ -65,7 +65,7 @@ class JobParams:
 class JobError(ValueError):
     "The training job cannot run: bad parameters or data."
 
-# %% ../nbs/07a_trainjob.ipynb #189b6449
+# %% ../nbs/07a_trainjob.ipynb #ee3f0b13
 class TrainJob:
     "The training job, step by step: load_data, train, evaluate, figures, publish (or `run` for all)."
 
@@ -122,7 +122,7 @@ class TrainJob:
         policies = {
             "policy": model_policy(self.model),
             "buy & hold": lambda obs, bars: np.full(len(bars), int(np.argmax(pos))),
-            "planted-signal oracle": signal_policy(splits, "test", signal),
+            "planted-signal oracle": signal_policy(splits.env.positions, signal),
         }
         self.curves, rows = {}, {}
         for name, pol in policies.items():

@@ -77,8 +77,8 @@ def test_evaluate_policies(tmp_path, bars):
     trainer = Trainer(small_settings(tmp_path), bars, tmp_path / "e")
     splits = trainer.splits
     x = planted_signal(bars).to_numpy()[bars.index.get_indexer(splits.bars["test"].index)]
-    oracle = evaluate(signal_policy(splits, "test", x), splits, "test", curve=True)
-    anti = evaluate(signal_policy(splits, "test", -x), splits, "test")
+    oracle = evaluate(signal_policy(splits.env.positions, x), splits, "test", curve=True)
+    anti = evaluate(signal_policy(splits.env.positions, -x), splits, "test")
     flat = evaluate(lambda obs, b: np.ones(len(b), dtype=int), splits, "test")
     assert flat["trades"] == 0 and flat["total_log_return"] == 0 and flat["sharpe"] == 0
     assert oracle["total_log_return"] > anti["total_log_return"]

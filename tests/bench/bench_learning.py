@@ -32,7 +32,7 @@ def run(alpha: float, days: int, timesteps: int | None, seed: int):
     splits = trainer.splits
     policy = evaluate(model_policy(model), splits, "test", curve=True)
     x = planted_signal(bars).to_numpy()[bars.index.get_indexer(splits.bars["test"].index)]
-    oracle = evaluate(signal_policy(splits, "test", x), splits, "test")
+    oracle = evaluate(signal_policy(splits.env.positions, x), splits, "test")
     logret = np.diff(np.log(policy.pop("equity_curve")))
     tstat = logret.mean() / (logret.std(ddof=1) / np.sqrt(len(logret))) if logret.std() > 0 else 0.0
     return settings, seconds, policy, oracle, tstat
