@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/train.html.md"""
 __all__ = ['ALGOS', 'model_policy', 'evaluate', 'ProgressCallback', 'RiskCallback', 'EvalCallback', 'walk_forward_splits',
            'make_deterministic', 'Trainer', 'signal_policy', 'tune']
 
-# %% ../nbs/06_train.ipynb #7a7392fb
+# %% ../nbs/06_train.ipynb #18d82eb0
 import json
 import time
 from dataclasses import dataclass
@@ -32,8 +32,10 @@ from .bundle import bars_fingerprint, git_revision, library_versions
 from .config import Settings
 from .data import atomic_write
 from .env import EnvSplits, IntradayVecEnv, build_envs
+from .metrics import bars_per_year as metrics_bars_per_year
+from .metrics import pooled
 
-# %% ../nbs/06_train.ipynb #c12a1e89
+# %% ../nbs/06_train.ipynb #9923aa6f
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN}
 
 
@@ -68,8 +70,7 @@ def evaluate(
     equity = np.vstack([np.full(len(starts), splits.env.initial_cash), rewards])
     logret = np.diff(np.log(np.maximum(equity, 1e-12)), axis=0)
     if bars_per_year is None:
-        step = float(np.median(np.diff(splits.bars[split].index.as_unit("s").asi8[:1000])))
-        bars_per_year = 365 * 86400 / step
+        bars_per_year = metrics_bars_per_year(splits.bars[split].index)
     flat = logret.T.ravel()
     sd = flat.std(ddof=1)
     peak = np.maximum.accumulate(equity, axis=0)
@@ -88,7 +89,7 @@ def evaluate(
         out["equity_curve"] = splits.env.initial_cash * np.exp(np.concatenate([[0.0], np.cumsum(flat)]))
     return out
 
-# %% ../nbs/06_train.ipynb #674300df
+# %% ../nbs/06_train.ipynb #b0fabe95
 class ProgressCallback(BaseCallback):
     "A tqdm progress bar over timesteps (no extra dependency)."
 
@@ -156,7 +157,7 @@ class EvalCallback(BaseCallback):
             self.trainer._checkpoint(self.model)
         return keep_going
 
-# %% ../nbs/06_train.ipynb #3586a6e3
+# %% ../nbs/06_train.ipynb #90421034
 def walk_forward_splits(
     settings: Settings,  # [train] folds, [env] fractions
     bars: pd.DataFrame,  # the whole history
@@ -326,8 +327,6 @@ class Trainer:
 
     def walk_forward(self) -> dict:
         "Train a fresh model per fold (its own train window and normalisation); validation per fold and pooled."
-        from intraday.metrics import pooled
-
         per_fold, curves, offset = [], [], 0
         for k, splits in enumerate(self.folds):
             sub = Trainer(self.settings, self.bars, self.run_dir / f"fold{k}", self.progress)
@@ -339,8 +338,7 @@ class Trainer:
             offset += len(eq)
             per_fold.append({"fold": k, "train": [str(x) for x in splits.ranges()["train"]],
                              "val": [str(x) for x in splits.ranges()["val"]], **m})  # fmt: skip
-        step = float(np.median(np.diff(self.bars.index.as_unit("s").asi8[:1000])))
-        pool = pooled(curves, periods_per_year=365 * 86400 / step, n_boot=0)["pooled"]
+        pool = pooled(curves, periods_per_year=metrics_bars_per_year(self.bars.index), n_boot=0)["pooled"]
         keep = {"sharpe": pool["sharpe"], "total_return": pool["total_return"], "max_drawdown": pool["max_drawdown"]}
         out = {"folds": per_fold, "pooled": {**keep, "bars": pool["n_bars"] - 1}}
         _write_json(self.run_dir / "walk_forward.json", out)
@@ -355,7 +353,7 @@ class Trainer:
             raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
         return cls(Settings.model_validate(json.loads(cfg.read_text())), bars, run_dir, progress)
 
-# %% ../nbs/06_train.ipynb #8b32fc9b
+# %% ../nbs/06_train.ipynb #93bb1369
 def signal_policy(
     positions,  # the env's action set ([env] positions)
     signal: np.ndarray,  # one value per bar of the split the policy is evaluated on
@@ -365,7 +363,7 @@ def signal_policy(
     long_a, short_a = int(np.argmax(pos)), int(np.argmin(pos))
     return lambda obs, bars: np.where(signal[bars] > 0, long_a, short_a)
 
-# %% ../nbs/06_train.ipynb #a3a9286f
+# %% ../nbs/06_train.ipynb #bbf9a8c0
 def tune(
     settings: Settings,  # [train] base settings and the [tune] search space
     bars: pd.DataFrame,  # the history to train and validate on
