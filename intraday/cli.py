@@ -145,7 +145,7 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
     "Serve the paper venue over a bars file (default: the synthetic market) until interrupted."
     import threading
 
-    from intraday.venue import Venue, serve
+    from intraday.venue import FaultProfile, Venue, serve
 
     v, s = settings.venue, settings.secrets
     if not (s.api_key and s.api_secret):
@@ -155,10 +155,28 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
     d = settings.data
     bars = read_bars(args.data, validate=True) if args.data else synth_from_settings(d)
     keys = {s.api_key.get_secret_value(): s.api_secret.get_secret_value()}
-    venue = Venue(bars, symbol=d.symbol, start=v.start, keys=keys, admin=v.admin or args.admin)
+    speed = 0.0 if args.step else v.speed if args.speed is None else args.speed
+    if speed < 0 or (args.speed is not None and speed == 0):
+        print(f"intraday: --speed must be > 0 (use --step for the stepped clock), got {args.speed}", file=sys.stderr)
+        return 2
+    path = args.faults or v.faults
+    try:
+        faults = FaultProfile.load(path, seed=args.seed) if path else None
+    except ValueError as e:
+        print(f"intraday: bad fault profile: {e}", file=sys.stderr)
+        return 2
+    admin = v.admin or args.admin or args.step  # a stepped clock is moved by POST /admin/step
+    venue = Venue(bars, symbol=d.symbol, start=v.start, keys=keys, admin=admin, speed=speed, faults=faults)
     url, stop = serve(venue, v.host, v.port if args.port is None else args.port)
     print(f"paper venue for {d.symbol} ({len(bars):,} bars, current bar {v.start}) on {url}", flush=True)
-    logger.info("venue serving", url=url, bars=len(bars))
+    if speed > 0:
+        latest = pd.Timestamp(venue.now - venue.step_ms, unit="ms", tz="UTC")
+        clock = f"real time x {speed:g}, latest bar {latest:%Y-%m-%d %H:%M}"
+    else:
+        clock = f"stepped by POST {url}/admin/step" if admin else "stepped, no /admin: a static market"
+    print(f"clock: {clock}; faults: {f'{path} (seed {faults.seed})' if faults else 'none'}; "
+          f"streams: {url.replace('http', 'ws', 1)}/ws", flush=True)  # fmt: skip
+    logger.info("venue serving", url=url, bars=len(bars), speed=speed, faults=path or None)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:
@@ -430,6 +448,14 @@ def build_parser() -> argparse.ArgumentParser:
     vs.add_argument("--data", help="bars file to replay (default: the synthetic market of [data])")
     vs.add_argument("--port", type=int, help="TCP port (default [venue] port; 0 = any free port)")
     vs.add_argument("--admin", action="store_true", help="serve /admin (clock, ledger, faults)")
+    clock = vs.add_mutually_exclusive_group()
+    clock.add_argument("--speed", type=float, help="real-time replay at X times the wall clock, history re-based to "
+                       "now (default [venue] speed; 0 there = stepped)")  # fmt: skip
+    clock.add_argument(
+        "--step", action="store_true", help="stepped clock, moved by POST /admin/step (turns --admin on)"
+    )
+    vs.add_argument("--faults", help="fault profile file, JSON or YAML (default [venue] faults)")
+    vs.add_argument("--seed", type=int, help="seed of the fault profile (overrides the file's)")
     vs.set_defaults(func=cmd_venue_serve, overrides=())
     bt = sub.add_parser("backtest", help="backtest a policy bundle on a bars file, with an HTML report")
     bt.add_argument("--bundle", required=True, help="policy bundle folder")

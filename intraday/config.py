@@ -228,6 +228,8 @@ class VenueSettings(Section):
     port: int = Field(8765, ge=0, le=65535)  # TCP port; 0 picks a free one
     start: int = Field(100, ge=0)  # bar position of the first current bar
     admin: bool = False  # serve /admin (clock, ledger, faults); tests and demos turn it on
+    speed: float = Field(0.0, ge=0)  # 0: the clock moves by admin steps; > 0: real-time replay at speed x wall clock
+    faults: str = ""  # fault profile file (JSON or YAML) applied from the start; empty = no faults
 
 
 class TrainSettings(Section):

@@ -1,8 +1,9 @@
 """Benchmark: the paper venue on loopback, driven by the real async ccxt client.
 
 Run: .venv/bin/python tests/bench/bench_venue.py
-Prints requests per second of concurrent fetch_ticker calls, and p50/p99 round trip of create_order through
-ccxt against a raw aiohttp POST of the same signed request (ratio)."""
+Prints requests per second of concurrent fetch_ticker calls, p50/p99 round trip of create_order through
+ccxt against a raw aiohttp POST of the same signed request (ratio), and the delay from a clock step to the bar in
+ccxt.pro's watch_ohlcv against one fetch_ohlcv round trip (what a poller pays per poll, before its poll interval)."""
 
 import asyncio
 import hashlib
@@ -62,12 +63,31 @@ async def order_latency(url: str, n: int = 300) -> tuple[np.ndarray, np.ndarray]
     return np.array(via_ccxt[10:]) * 1e3, np.array(raw[10:]) * 1e3  # the first calls open connections
 
 
+async def push_vs_poll(url: str, venue: Venue, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    ex = connect(url, KEY, SECRET, pro=True)
+    await ex.load_markets()
+    push, poll = [], []
+    for _ in range(n):
+        fut = asyncio.ensure_future(ex.watch_ohlcv("SYN/USDT", "1m"))
+        await asyncio.sleep(0.002)  # let the watch reach its wait
+        t0 = time.perf_counter()
+        venue.step()
+        await fut
+        push.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await ex.fetch_ohlcv("SYN/USDT", "1m", limit=1)
+        poll.append(time.perf_counter() - t0)
+    await ex.close()
+    return np.array(push[10:]) * 1e3, np.array(poll[10:]) * 1e3
+
+
 def main() -> None:
     venue = Venue(synth_market(days=1, seed=1), keys={KEY: SECRET}, balances={"USDT": 1e9})
     url, stop = serve(venue)
     try:
         rps = asyncio.run(throughput(url))
         ccxt_ms, raw_ms = asyncio.run(order_latency(url))
+        push_ms, poll_ms = asyncio.run(push_vs_poll(url, venue))
     finally:
         stop()
     print(f"venue on loopback, async ccxt client: {rps:,.0f} fetch_ticker requests/s (32 in flight)")
@@ -76,6 +96,11 @@ def main() -> None:
     print(f"  raw aiohttp POST              {np.percentile(raw_ms, 50):7.2f}  {np.percentile(raw_ms, 99):7.2f}")
     print(f"  ratio ccxt / raw              {np.percentile(ccxt_ms, 50) / np.percentile(raw_ms, 50):7.2f}  "
           f"{np.percentile(ccxt_ms, 99) / np.percentile(raw_ms, 99):7.2f}")  # fmt: skip
+    print("new bar to client (ms)             p50      p99")
+    print(f"  pushed, ccxt.pro watch_ohlcv  {np.percentile(push_ms, 50):7.2f}  {np.percentile(push_ms, 99):7.2f}")
+    print(f"  one fetch_ohlcv poll          {np.percentile(poll_ms, 50):7.2f}  {np.percentile(poll_ms, 99):7.2f}")
+    print(f"  ratio push / poll             {np.percentile(push_ms, 50) / np.percentile(poll_ms, 50):7.2f}  "
+          f"{np.percentile(push_ms, 99) / np.percentile(poll_ms, 99):7.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":

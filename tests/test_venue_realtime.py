@@ -1,0 +1,131 @@
+"The venue's real-time clock (history re-based onto the wall clock, at a speed factor), pause/resume, and the CLI."
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import ccxt
+import pytest
+from conftest import ROOT
+
+from intraday.cli import main
+from intraday.data import synth_market
+from intraday.venue import Venue, connect, serve
+
+START = 100
+SYM = "SYN/USDT"
+BARS = synth_market(days=1, seed=1)
+STEP = 60_000
+SPEED = 6000.0  # 10 ms of wall clock per 1m bar
+
+
+def wait_for(cond, timeout: float = 5.0) -> None:
+    "Poll `cond()` until it is true."
+    t = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < t, "timed out"
+        time.sleep(0.005)
+
+
+def admin(url: str, path: str) -> dict:
+    with urllib.request.urlopen(urllib.request.Request(url + path, data=b"", method="POST"), timeout=5) as r:
+        return json.loads(r.read())
+
+
+def test_realtime_replay_is_rebased_and_advances(tmp_path):
+    venue = Venue(BARS, start=START, keys={"k": "s"}, admin=True, speed=SPEED)
+    t0 = time.time() * 1000
+    url, stop = serve(venue)
+    t1 = time.time() * 1000
+    try:
+        close = venue.ts[START] + STEP  # the bar current at start closed just before the server started
+        assert t0 - STEP < close <= t1
+        assert (venue.ts[0] - BARS.index[0].value // 10**6) % STEP == 0  # shifted by whole bars
+        wait_for(lambda: venue.cursor >= START + 20)
+        ex = connect(url, "k", "s")
+        rows = ex.fetch_ohlcv(SYM, "1m", limit=1000)
+        i = len(rows) - 1  # the current bar when ccxt asked
+        assert i >= START + 20 and [r[0] for r in rows] == list(venue.ts[: i + 1])
+        assert rows[-1][1:] == pytest.approx(list(BARS.iloc[i]), abs=1e-8)  # the same bars, re-timed
+        # never ahead of the replay time: the current bar has closed at speed x wall time since the start
+        assert venue.ts[venue.cursor] + STEP <= close + SPEED * (time.time() * 1000 - t0) + STEP
+
+        paused = admin(url, "/admin/pause")
+        assert (paused["mode"], paused["paused"], paused["speed"]) == ("realtime", True, SPEED)
+        time.sleep(0.1)  # 10 bars of replay, had it not been paused
+        assert venue.cursor == paused["cursor"]
+        assert admin(url, "/admin/resume")["paused"] is False
+        wait_for(lambda: venue.cursor >= paused["cursor"] + 5)
+        rows = ex.fetch_ohlcv(SYM, "1m", limit=1000)
+        assert all(b[0] - a[0] == STEP for a, b in zip(rows, rows[1:]))  # no bar skipped across the pause
+    finally:
+        stop()
+
+
+def test_watch_ohlcv_on_the_realtime_clock():
+    venue = Venue(BARS, start=START, keys={"k": "s"}, speed=600.0)  # 100 ms per bar
+    url, stop = serve(venue)
+
+    async def watch():
+        ex = connect(url, "k", "s", pro=True)
+        try:
+            got = []
+            while len(got) < 3:
+                got += await asyncio.wait_for(ex.watch_ohlcv(SYM, "1m"), 5)
+            return got
+        finally:
+            await ex.close()
+
+    try:
+        got = asyncio.run(watch())
+    finally:
+        stop()
+    assert all(b[0] - a[0] == STEP for a, b in zip(got, got[1:]))
+    for bar in got:
+        i = int((bar[0] - venue.ts[0]) // STEP)
+        assert venue.ts[i] == bar[0] and bar[1:] == pytest.approx(list(BARS.iloc[i]), abs=1e-8)
+
+
+def test_cli_venue_serve_realtime_with_faults(tmp_path):
+    profile = tmp_path / "faults.yaml"
+    profile.write_text("seed: 1\nendpoints:\n  GET /api/v3/ticker/24hr:\n    5xx: 1.0\n")
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": "k",
+           "INTRADAY_API_SECRET": "s", "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
+    exe = str(Path(sys.executable).with_name("intraday"))
+    args = [exe, "venue", "serve", "--port", "0", "--speed", "1", "--faults", str(profile), "--seed", "4"]
+    proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert "paper venue for SYN/USDT (1,440 bars, current bar 100) on http://127.0.0.1:" in line, proc.stderr.read()
+        url = line.rsplit(" on ", 1)[1].strip()
+        info = proc.stdout.readline()
+        assert "clock: real time x 1, latest bar" in info and f"faults: {profile} (seed 4)" in info
+        ex = connect(url, "k", "s")
+        last = ex.fetch_ohlcv(SYM, "1m", limit=1)[-1][0]
+        assert time.time() * 1000 - 2 * STEP < last + STEP <= time.time() * 1000  # the latest bar ended by now
+        with pytest.raises(ccxt.ExchangeNotAvailable):
+            ex.fetch_ticker(SYM)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_cli_venue_serve_bad_arguments(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    monkeypatch.setenv("INTRADAY_API_KEY", "k")
+    monkeypatch.setenv("INTRADAY_API_SECRET", "s")
+    with pytest.raises(SystemExit):
+        main(["venue", "serve", "--step", "--speed", "2"])
+    assert "not allowed with argument" in capsys.readouterr().err
+    assert main(["venue", "serve", "--speed", "0"]) == 2
+    assert "--speed must be > 0" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"endpoints": {"/api/v3/order": {"teapot": 0.5}}}')
+    assert main(["venue", "serve", "--faults", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad fault profile" in err and "bad.json" in err and "unknown key 'teapot'" in err
