@@ -1,4 +1,4 @@
-"""Causal indicators with declared warm-up, one numba kernel for batch and streaming, normalisation fitted on train only.
+"""Causal indicators with declared warm-up, a streaming and a batch kernel per indicator held to the same numbers, normalisation fitted on train only.
 
 Docs: https://intraday-workbench.github.io/intraday/features.html.md"""
 
@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from numba import literally, njit
+from numba import njit
 
 from .config import FeatureSettings, timeframe_seconds
 from .data import BAR_COLUMNS
 
 # %% ../nbs/03_features.ipynb #5f41970b
-RING = 4  # ring header: head, count, sum, sum of squares
+RING = 5  # ring header: head, count, sum, sum of squares, nonzero values held
 
 
 @njit(cache=True, inline="always")
@@ -38,11 +38,15 @@ def _ring_push(st, o, n, x):
     st[o + RING + head] = x
     if not full:
         st[o + 1] += 1.0
+    nonzero = st[o + 4] + (x != 0.0) - (full and old != 0.0)
+    st[o + 4] = nonzero
     head += 1  # no modulo: an integer division per push would cost more than the rest of the update
     if head == n:
         head = 0
     st[o] = head
-    if head == 0:  # wrapped: recompute the sums exactly from the buffer
+    if nonzero == 0.0:  # only zeros held: the sums are exactly 0, not the rounding residue of values that left
+        st[o + 2], st[o + 3] = 0.0, 0.0
+    elif head == 0:  # wrapped: recompute the sums exactly from the buffer
         s, q = 0.0, 0.0
         for i in range(int(st[o + 1])):
             b = st[o + RING + i]
@@ -56,10 +60,16 @@ def _ring_push(st, o, n, x):
 
 
 @njit(cache=True, inline="always")
+def _std(s, q, n):
+    "Sample standard deviation (ddof=1) from a full window's sum and sum of squares."
+    var = (q - s * s / n) / (n - 1)
+    return math.sqrt(var) if var > 0.0 else 0.0
+
+
+@njit(cache=True, inline="always")
 def _ring_std(st, o, n):
     "Sample standard deviation (ddof=1) of a full ring."
-    var = (st[o + 3] - st[o + 2] * st[o + 2] / n) / (n - 1)
-    return math.sqrt(var) if var > 0.0 else 0.0
+    return _std(st[o + 2], st[o + 3], n)
 
 # %% ../nbs/03_features.ipynb #d67936c7
 _NAN = np.nan
@@ -325,19 +335,292 @@ def _kernel(code, st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
         _k_amihud(st, s, prm, q, ts, o, h, lo, c, v, out, row, j)
 
 
-@njit(cache=True, nogil=True)
-def _run_kernel(code, st, s, prm, q, ts, o, h, lo, c, v, out, j):
-    "Batch: one indicator over every bar; compiled per literal `code`, so the dispatch is pruned from the loop."
-    literally(code)
-    for t in range(ts.shape[0]):
-        _kernel(code, st, s, prm, q, ts[t], o[t], h[t], lo[t], c[t], v[t], out, t, j)
-
-
 @njit(cache=True)
 def _step(spec, prm, st, ts, o, h, lo, c, v, out, row):
     "Streaming: every indicator once, for one bar; spec rows are (code, state, param, column) offsets."
     for k in range(spec.shape[0]):
         _kernel(spec[k, 0], st, spec[k, 1], prm, spec[k, 2], ts, o, h, lo, c, v, out, row, spec[k, 3])
+
+# %% ../nbs/03_features.ipynb #2a0096fc
+@njit(cache=True, inline="always")
+def _push(buf, k, w, s, q, z, x):
+    "Push the k-th value x into a local window buffer; returns (next slot, sum, sum of squares, nonzeros) as the ring."
+    n = buf.shape[0]
+    if k >= n:  # full: the oldest value leaves
+        old = buf[w]
+        s += x - old
+        q += x * x - old * old
+        z -= old != 0.0
+    else:
+        s += x
+        q += x * x
+    z += x != 0.0
+    buf[w] = x
+    w += 1
+    if w == n:  # the ring wraps here: recompute both sums exactly, oldest first, as `_ring_push` does
+        w, s, q = 0, 0.0, 0.0
+        for i in range(min(k + 1, n)):
+            s += buf[i]
+            q += buf[i] * buf[i]
+    if z == 0:
+        s, q = 0.0, 0.0
+    return w, s, q, z
+
+
+@njit(cache=True, nogil=True)
+def _b_ret(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Log return over n bars; writes c[t] / c[t - n], logged by the caller."
+    n = int(prm[q])
+    for t in range(min(n, c.shape[0])):
+        out[t, j] = _NAN
+    for t in range(n, c.shape[0]):
+        out[t, j] = c[t] / c[t - n]
+
+
+@njit(cache=True, nogil=True)
+def _b_ema(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "EMA of the close (span n); writes close / EMA, logged by the caller."
+    n = int(prm[q])
+    a = 2.0 / (n + 1.0)
+    e = c[0] if c.shape[0] else 0.0
+    for t in range(c.shape[0]):
+        e = c[t] if t == 0 else (1.0 - a) * e + a * c[t]
+        out[t, j] = c[t] / e if t + 1 >= n else _NAN
+
+
+@njit(cache=True, nogil=True)
+def _b_mom(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "EMA (span n) of one-bar log returns."
+    n = int(prm[q])
+    a = 2.0 / (n + 1.0)
+    m = 0.0
+    for t in range(c.shape[0]):
+        m = 0.0 if t == 0 else (1.0 - a) * m + a * r1[t]
+        out[t, j] = m if t >= n else _NAN
+
+
+@njit(cache=True, inline="always")
+def _b_wilder(prm, q, ts, o, h, lo, c, v, r1, out, j, rsi):
+    "Wilder's RSI (rsi=True) or ATR relative to the close, seeded with the mean of the first n values."
+    n = int(prm[q])
+    ag, al = 0.0, 0.0
+    if c.shape[0] > 0:
+        out[0, j] = _NAN
+    for t in range(1, c.shape[0]):
+        if rsi:
+            d = c[t] - c[t - 1]
+            g, ls = max(d, 0.0), max(-d, 0.0)
+        else:
+            g, ls = max(h[t] - lo[t], abs(h[t] - c[t - 1]), abs(lo[t] - c[t - 1])), 0.0
+        if t <= n:
+            ag += g
+            al += ls
+            if t == n:
+                ag /= n
+                al /= n
+        else:
+            ag = (ag * (n - 1) + g) / n
+            al = (al * (n - 1) + ls) / n
+        if t < n:
+            out[t, j] = _NAN
+        elif rsi:
+            out[t, j] = (100.0 if ag > 0 else 50.0) if al == 0.0 else 100.0 - 100.0 / (1.0 + ag / al)
+        else:
+            out[t, j] = ag / c[t]
+
+
+@njit(cache=True, nogil=True)
+def _b_vwap(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Rolling n-bar VWAP of the typical price; writes close / VWAP, logged by the caller."
+    n = int(prm[q])
+    b1, b2 = np.empty(n), np.empty(n)
+    w1, s1, q1, w2, s2, q2 = 0, 0.0, 0.0, 0, 0.0, 0.0
+    z1 = z2 = 0
+    for t in range(c.shape[0]):
+        w1, s1, q1, z1 = _push(b1, t, w1, s1, q1, z1, (h[t] + lo[t] + c[t]) / 3.0 * v[t])
+        w2, s2, q2, z2 = _push(b2, t, w2, s2, q2, z2, v[t])
+        if t + 1 < n:
+            out[t, j] = _NAN
+        else:
+            out[t, j] = c[t] * s2 / s1 if s2 > 0.0 else 1.0
+
+
+@njit(cache=True, nogil=True)
+def _b_svwap(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "VWAP anchored at the UTC day start; writes close / VWAP (NaN until a full session), logged by the caller."
+    full, cur, spv, sv = 0.0, 0.0, 0.0, 0.0
+    for t in range(c.shape[0]):
+        day = math.floor(ts[t] / 86400.0)
+        if t == 0:  # a full session only if the first bar opens the day
+            full, cur = (1.0 if ts[t] % 86400.0 == 0.0 else 0.0), day
+        elif day != cur:
+            full, cur, spv, sv = 1.0, day, 0.0, 0.0
+        spv += (h[t] + lo[t] + c[t]) / 3.0 * v[t]
+        sv += v[t]
+        if full == 0.0:
+            out[t, j] = _NAN
+        else:
+            out[t, j] = c[t] * sv / spv if sv > 0.0 else 1.0
+
+
+@njit(cache=True, nogil=True)
+def _b_rv(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Close-to-close realised volatility: sample std of the last n log returns."
+    n = int(prm[q])
+    buf = np.empty(n)
+    w, s, sq = 0, 0.0, 0.0
+    z = 0
+    if c.shape[0]:
+        out[0, j] = _NAN
+    for t in range(1, c.shape[0]):
+        w, s, sq, z = _push(buf, t - 1, w, s, sq, z, r1[t])
+        out[t, j] = _std(s, sq, n) if t >= n else _NAN
+
+
+@njit(cache=True, nogil=True)
+def _b_amihud(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Amihud illiquidity: mean |log return| per million of dollar volume over n bars."
+    n = int(prm[q])
+    buf = np.empty(n)
+    w, s, sq = 0, 0.0, 0.0
+    z = 0
+    if c.shape[0]:
+        out[0, j] = _NAN
+    for t in range(1, c.shape[0]):
+        dv = c[t] * v[t]
+        w, s, sq, z = _push(buf, t - 1, w, s, sq, z, abs(r1[t]) / dv * 1e6 if dv > 0.0 else 0.0)
+        out[t, j] = s / n if t >= n else _NAN
+
+
+@njit(cache=True, nogil=True)
+def _b_rangevol(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Parkinson and Garman-Klass volatility per bar over n bars; finds log(h/l) and log(c/o) in its two columns."
+    n = int(prm[q])
+    b1, b2 = np.empty(n), np.empty(n)
+    w1, s1, q1, w2, s2, q2 = 0, 0.0, 0.0, 0, 0.0, 0.0
+    z1 = z2 = 0
+    k = 2.0 * math.log(2.0) - 1.0
+    d = 4.0 * math.log(2.0) * n
+    for t in range(c.shape[0]):
+        hl, co = out[t, j], out[t, j + 1]  # row t is read before it is written, and never read again
+        w1, s1, q1, z1 = _push(b1, t, w1, s1, q1, z1, hl * hl)
+        w2, s2, q2, z2 = _push(b2, t, w2, s2, q2, z2, 0.5 * hl * hl - k * co * co)
+        if t + 1 < n:
+            out[t, j], out[t, j + 1] = _NAN, _NAN
+        else:
+            out[t, j] = math.sqrt(s1 / d)
+            out[t, j + 1] = math.sqrt(max(s2 / n, 0.0))
+
+
+@njit(cache=True, nogil=True)
+def _b_volz(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Z-score of the bar's volume in its n-bar window (this bar included)."
+    n = int(prm[q])
+    buf = np.empty(n)
+    w, s, sq = 0, 0.0, 0.0
+    z = 0
+    for t in range(c.shape[0]):
+        w, s, sq, z = _push(buf, t, w, s, sq, z, v[t])
+        if t + 1 < n:
+            out[t, j] = _NAN
+        else:
+            sd = _std(s, sq, n)
+            out[t, j] = (v[t] - s / n) / sd if sd > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _b_cal(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Time of day and day of week on the unit circle; each sine computed once per distinct second of day or weekday."
+    tod_s, tod_c = np.full(86400, _NAN), np.empty(86400)
+    last, ds, dc = _NAN, 0.0, 0.0
+    for t in range(c.shape[0]):
+        day = math.floor(ts[t] / 86400.0)
+        sec = ts[t] - day * 86400.0
+        k = int(sec)  # batch bar times are whole seconds (`_bar_arrays`)
+        if math.isnan(tod_s[k]):
+            tod = sec / 86400.0
+            tod_s[k], tod_c[k] = math.sin(2 * math.pi * tod), math.cos(2 * math.pi * tod)
+        out[t, j], out[t, j + 1] = tod_s[k], tod_c[k]
+        if day != last:
+            last = day
+            dow = ((day + 3.0) % 7.0) / 7.0
+            ds, dc = math.sin(2 * math.pi * dow), math.cos(2 * math.pi * dow)
+        out[t, j + 2], out[t, j + 3] = ds, dc
+
+
+@njit(cache=True, nogil=True)
+def _b_adapt(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Efficiency ratio, volatility regime (fast/slow std ratio, logged by the caller), scaled n-bar momentum."
+    n, fast, slow = int(prm[q]), int(prm[q + 1]), int(prm[q + 2])
+    ba, br, bf, bs = np.empty(n), np.empty(n), np.empty(fast), np.empty(slow)
+    wa, sa, qa, wr, sr, qr, wf, sf, qf, ws, ss, qs = 0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0.0, 0.0
+    za = zr = zf = zs = 0
+    rn = math.sqrt(n)
+    if c.shape[0]:
+        out[0, j], out[0, j + 1], out[0, j + 2] = _NAN, _NAN, _NAN
+    for t in range(1, c.shape[0]):
+        wa, sa, qa, za = _push(ba, t - 1, wa, sa, qa, za, abs(c[t] - c[t - 1]))
+        wr, sr, qr, zr = _push(br, t - 1, wr, sr, qr, zr, r1[t])  # sum of the last n returns = log(c[t] / c[t - n])
+        wf, sf, qf, zf = _push(bf, t - 1, wf, sf, qf, zf, r1[t])
+        ws, ss, qs, zs = _push(bs, t - 1, ws, ss, qs, zs, r1[t])
+        if t < n or t < slow:
+            out[t, j], out[t, j + 1], out[t, j + 2] = _NAN, _NAN, _NAN
+            continue
+        er = abs(c[t] - c[t - n]) / sa if sa > 0.0 else 0.0
+        df, ds = _std(sf, qf, fast), _std(ss, qs, slow)
+        out[t, j] = er
+        out[t, j + 1] = df / ds if df > 0.0 and ds > 0.0 else 1.0
+        out[t, j + 2] = sr / (ds * rn) * er if ds > 0.0 else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _b_kyle(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over n bars."
+    n = int(prm[q])
+    bx, by, bxy = np.empty(n), np.empty(n), np.empty(n)
+    wx, sx, sxx, wy, sy, qy, wxy, sxy, qxy = 0, 0.0, 0.0, 0, 0.0, 0.0, 0, 0.0, 0.0
+    zx = zy = zxy = 0
+    if c.shape[0]:
+        out[0, j] = _NAN
+    for t in range(1, c.shape[0]):
+        r = r1[t]
+        x = v[t] if c[t] > c[t - 1] else (-v[t] if c[t] < c[t - 1] else 0.0)
+        wx, sx, sxx, zx = _push(bx, t - 1, wx, sx, sxx, zx, x)
+        wy, sy, qy, zy = _push(by, t - 1, wy, sy, qy, zy, r)
+        wxy, sxy, qxy, zxy = _push(bxy, t - 1, wxy, sxy, qxy, zxy, x * r)
+        if t < n:
+            out[t, j] = _NAN
+        else:
+            den = n * sxx - sx * sx
+            out[t, j] = (n * sxy - sx * sy) / den if den > 1e-12 * n * sxx else 0.0
+
+
+@njit(cache=True, nogil=True)
+def _log_returns(c, r, start, stop):
+    "One-bar log returns log(c[t] / c[t-1]) into r[start:stop] (NaN at 0), with the streaming kernels' scalar log."
+    for t in range(start, stop):
+        r[t] = math.log(c[t] / c[t - 1]) if t > 0 else _NAN
+
+
+@njit(cache=True, nogil=True)
+def _b_rsi(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Wilder's RSI (0..100)."
+    _b_wilder(prm, q, ts, o, h, lo, c, v, r1, out, j, True)
+
+
+@njit(cache=True, nogil=True)
+def _b_atr(prm, q, ts, o, h, lo, c, v, r1, out, j):
+    "Wilder's average true range, relative to the close."
+    _b_wilder(prm, q, ts, o, h, lo, c, v, r1, out, j, False)
+
+
+# kernel code -> (batch kernel, its columns that hold a ratio to log, relative cost: longest run first)
+_BATCH = {
+    RET: (_b_ret, (0,), 2), EMA: (_b_ema, (0,), 3), MOM: (_b_mom, (), 2), RSI: (_b_rsi, (), 6),
+    ATR: (_b_atr, (), 6), VWAP: (_b_vwap, (0,), 5), SVWAP: (_b_svwap, (0,), 5), RV: (_b_rv, (), 6),
+    RANGEVOL: (_b_rangevol, (), 14), VOLZ: (_b_volz, (), 8), CAL: (_b_cal, (), 5), ADAPT: (_b_adapt, (1,), 16),
+    KYLE: (_b_kyle, (), 11), AMIHUD: (_b_amihud, (), 3),
+}  # fmt: skip
 
 # %% ../nbs/03_features.ipynb #69629616
 @dataclass(frozen=True)
@@ -502,18 +785,27 @@ class FeaturePipeline:
         # column-major, as pandas stores it: each kernel writes contiguous columns and the frame needs no copy;
         # every kernel writes every row of its columns (NaN in warm-up), so empty is safe
         out = np.empty((len(self.names), len(bars))).T
-        st = np.zeros(self._state_size)
-        arrays = _bar_arrays(bars)
+        ts, o, h, lo, c, v = _bar_arrays(bars)
+        r1 = np.empty(len(bars))  # one-bar log returns, shared by the kernels that need them
 
         def run(row: np.ndarray) -> None:
-            code, s, q, j = (int(x) for x in row)
-            _run_kernel(code, st, s, self._prm, q, *arrays, out, j)
+            code, _, q, j = (int(x) for x in row)
+            kernel, logged, _ = _BATCH[code]
+            if code == RANGEVOL:  # its two logs per bar, with numpy's vectorised log (3x a scalar one)
+                np.log(np.divide(h, lo, out=out[:, j]), out=out[:, j])
+                np.log(np.divide(c, o, out=out[:, j + 1]), out=out[:, j + 1])
+            kernel(self._prm, q, ts, o, h, lo, c, v, r1, out, j)
+            for col in logged:  # the kernel wrote a ratio: one vectorised log for the column
+                np.log(out[:, j + col], out=out[:, j + col])
 
         if len(bars) * len(self._spec) < 1_000_000:
+            _log_returns(c, r1, 0, len(bars))
             for row in self._spec:
                 run(row)
-        else:  # indicators own disjoint state and columns, and the kernels release the GIL: use every core
-            list(_pool().map(run, self._spec))
+        else:  # indicators own disjoint columns and the kernels release the GIL: use every core, longest first
+            cuts = np.linspace(0, len(bars), (os.cpu_count() or 1) + 1).astype(int)
+            list(_pool().map(lambda a, b: _log_returns(c, r1, a, b), cuts[:-1], cuts[1:]))
+            list(_pool().map(run, sorted(self._spec, key=lambda row: -_BATCH[int(row[0])][2])))
         return pd.DataFrame(out, index=bars.index, columns=self.names, copy=False)
 
     def stream(self) -> "FeatureStream":

@@ -27,7 +27,7 @@ def test_features_interpreted_match_textbook_and_stream():
     np.testing.assert_allclose(feats.to_numpy(), ref.to_numpy(), rtol=1e-6, atol=1e-9, equal_nan=True)
     stream = pipe.stream()
     rows = np.array([stream.update(b) for b in bars.iloc[:1500].itertuples(name=None)])
-    np.testing.assert_array_equal(rows, feats.iloc[:1500].to_numpy())
+    np.testing.assert_allclose(rows, feats.iloc[:1500].to_numpy(), rtol=0, atol=1e-9)
     flat = bars.assign(open=5.0, high=5.0, low=5.0, close=5.0, volume=0.0)
     assert np.isfinite(pipe.transform(flat).iloc[200:].drop(columns=["vwap_session"]).to_numpy()).all()
 
