@@ -716,8 +716,24 @@ REGISTRY = {
     f.__name__: f
     for f in (returns, ema, momentum, rsi, atr, vwap, realized_vol, range_vol, volume_z, kyle_lambda, amihud)
 }
+# every indicator factory by the `kind` it stamps (how a saved pipeline names it), read off one built with windows of 30
+_FACTORIES = {f(*[30] * f.__code__.co_argcount).kind: f for f in (*REGISTRY.values(), session_vwap, calendar, adaptive)}
 
 # %% ../nbs/03_features.ipynb #2d26c830
+def _rebuild(saved: Mapping) -> Indicator:
+    "The indicator a saved manifest entry names, built by this version; ValueError if its definition changed."
+    # the state layout is this version's (never the file's): kernels write into it without bounds checks
+    kind, params = saved["kind"], [int(p) for p in saved["params"]]
+    if kind not in _FACTORIES:
+        raise ValueError(f"unknown feature kind {kind!r} in the saved pipeline (known: {sorted(_FACTORIES)})")
+    ind = _FACTORIES[kind](saved["warmup"] + 1) if kind == "session_vwap" else _FACTORIES[kind](*params)
+    if (ind.code, list(ind.outputs), ind.warmup) != (saved["code"], list(saved["outputs"]), saved["warmup"]):
+        raise ValueError(f"saved feature {kind}{tuple(params)} does not match this version's definition: "
+                         f"outputs {list(saved['outputs'])} vs {list(ind.outputs)}, warm-up {saved['warmup']} vs "
+                         f"{ind.warmup}; re-fit the pipeline (re-export the bundle)")  # fmt: skip
+    return ind
+
+
 def indicators_from_settings(
     fs: FeatureSettings,  # the [features] section
     timeframe: str = "1m",  # bar length (the session VWAP's warm-up is one day of bars)
@@ -837,10 +853,8 @@ class FeaturePipeline:
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "FeaturePipeline":
-        "Rebuild a pipeline saved with `to_dict`."
-        inds = [Indicator(i["kind"], i["code"], tuple(i["params"]), tuple(i["outputs"]), i["state"], i["warmup"])
-                for i in d["indicators"]]  # fmt: skip
-        return cls(inds, d.get("stats"), d.get("clip", 5.0))
+        "Rebuild a pipeline saved with `to_dict`: each indicator from this version's registry, checked against it."
+        return cls([_rebuild(i) for i in d["indicators"]], d.get("stats"), d.get("clip", 5.0))
 
 
 class FeatureStream:

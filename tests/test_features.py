@@ -234,3 +234,21 @@ def test_a_flat_stretch_after_trading_gives_exact_defined_values():
     for name, row in first.items():
         for got in (batch[name].iloc[row:], stream[name].iloc[row:]):
             assert (got == 0.0).all(), (name, got.abs().max())
+
+
+def test_a_saved_pipeline_is_rebuilt_by_this_version_and_checked():
+    "from_dict never trusts the file's state layout (kernels write without bounds checks) and refuses changed features."
+    d = json.loads(json.dumps(PIPE.to_dict()))
+    for ind in d["indicators"]:
+        ind["state"] = 1  # a layout from another version: ignored, this version's is used
+    back = FeaturePipeline.from_dict(d)
+    assert [i.state for i in back.indicators] == [i.state for i in PIPE.indicators]
+    bars = synth_market(days=2, seed=8)
+    np.testing.assert_array_equal(back.transform(bars).to_numpy(), PIPE.transform(bars).to_numpy())
+    changed = json.loads(json.dumps(PIPE.to_dict()))
+    changed["indicators"][0]["warmup"] = 7
+    with pytest.raises(ValueError, match=r"saved feature returns\(1,\) does not match"):
+        FeaturePipeline.from_dict(changed)
+    changed["indicators"][0]["kind"] = "astrology"
+    with pytest.raises(ValueError, match="unknown feature kind 'astrology'"):
+        FeaturePipeline.from_dict(changed)

@@ -1,4 +1,4 @@
-"The paper venue through the real ccxt.async_support.binance client on 127.0.0.1: every endpoint of the issue."
+"The paper venue through the real async ccxt clients (ccxt.async_support.binance and ccxt.pro.binance) on 127.0.0.1."
 
 import asyncio
 import itertools
@@ -33,11 +33,17 @@ def served(synbars):
         stop()
 
 
-def run(url: str, body, key: str = "key", secret: str = "secret"):
-    "Run `await body(ex)` with a fresh async client, closing it afterwards."
+@pytest.fixture(params=[False, True], ids=["async_support", "pro"])
+def pro(request):
+    "Every REST test runs with ccxt.async_support.binance and with ccxt.pro.binance (whose REST methods are its own)."
+    return request.param
+
+
+def run(url: str, body, key: str = "key", secret: str = "secret", pro: bool = False):
+    "Run `await body(ex)` with a fresh async (or ccxt.pro) client, closing it afterwards."
 
     async def main():
-        ex = connect(url, key, secret, asynchronous=True)
+        ex = connect(url, key, secret, pro=True) if pro else connect(url, key, secret, asynchronous=True)
         try:
             return await body(ex)
         finally:
@@ -54,7 +60,7 @@ def test_async_client_type(served):
     asyncio.run(ex.close())
 
 
-def test_async_market_data(served, synbars):
+def test_async_market_data(served, synbars, pro):
     venue, url = served
 
     async def body(ex):
@@ -73,7 +79,7 @@ def test_async_market_data(served, synbars):
         ticker, book = await asyncio.gather(ex.fetch_ticker(SYM), ex.fetch_order_book(SYM, limit=3))
         return rows, page, last5, ticker, book
 
-    rows, page, last5, t, ob = run(url, body)
+    rows, page, last5, t, ob = run(url, body, pro=pro)
     want = synbars.iloc[: START + 1]
     assert len(rows) == START + 1
     assert [r[0] for r in rows] == [int(ts.timestamp() * 1000) for ts in want.index]
@@ -94,7 +100,7 @@ def test_async_market_data(served, synbars):
     assert ob["asks"][2][0] == pytest.approx(ob["asks"][0][0] + 0.02)
 
 
-def test_async_market_order_lifecycle(served, synbars):
+def test_async_market_order_lifecycle(served, synbars, pro):
     venue, url = served
 
     async def place(ex):
@@ -102,7 +108,7 @@ def test_async_market_order_lifecycle(served, synbars):
         o = await ex.create_order(SYM, "market", "buy", 2.0, params={"clientOrderId": "amkt-1"})
         return b0, o, await ex.fetch_balance()
 
-    b0, o, b1 = run(url, place)
+    b0, o, b1 = run(url, place, pro=pro)
     assert (b0["USDT"]["free"], b0["SYN"]["total"]) == (10_000.0, 5.0)
     assert (o["status"], o["filled"], o["clientOrderId"], o["type"], o["side"], o["amount"]) == (
         "open", 0.0, "amkt-1", "market", "buy", 2.0,
@@ -117,7 +123,7 @@ def test_async_market_order_lifecycle(served, synbars):
         by_cid = await ex.fetch_order(None, SYM, params={"origClientOrderId": "amkt-1"})
         return by_id, by_cid, await ex.fetch_my_trades(SYM), await ex.fetch_balance(), await ex.fetch_orders(SYM)
 
-    by_id, by_cid, trades, b2, orders = run(url, check)
+    by_id, by_cid, trades, b2, orders = run(url, check, pro=pro)
     assert by_id["id"] == by_cid["id"] == o["id"]
     assert (by_id["status"], by_id["filled"], by_id["remaining"]) == ("closed", 2.0, 0.0)
     assert by_id["average"] == pytest.approx(f.price, abs=1e-7)
@@ -134,7 +140,7 @@ def test_async_market_order_lifecycle(served, synbars):
     assert venue.ledger()["balances"]["SYN"]["total"] == pytest.approx(7.0)
 
 
-def test_async_limit_orders_open_cancel_fill(served, synbars):
+def test_async_limit_orders_open_cancel_fill(served, synbars, pro):
     venue, url = served
     lo_px = round(synbars.close.iloc[START] * 0.8, 2)
     hi_px = round(synbars.high.iloc[START + 1 : START + 60].max() - 0.01, 2)
@@ -146,7 +152,7 @@ def test_async_limit_orders_open_cancel_fill(served, synbars):
         c = await ex.cancel_order(o1["id"], SYM)
         return o1, o2, opened, c, await ex.fetch_open_orders(SYM), await ex.fetch_balance()
 
-    o1, o2, opened, c, still, bal = run(url, place)
+    o1, o2, opened, c, still, bal = run(url, place, pro=pro)
     assert (o1["status"], o1["price"], o1["amount"], o1["type"]) == ("open", lo_px, 1.0, "limit")
     assert o2["clientOrderId"] == "aask-1"
     assert {o["id"] for o in opened} == {o1["id"], o2["id"]}
@@ -161,7 +167,7 @@ def test_async_limit_orders_open_cancel_fill(served, synbars):
         return (await ex.fetch_order(None, SYM, params={"origClientOrderId": "aask-1"}), await ex.fetch_my_trades(SYM),
                 await ex.fetch_orders(SYM), await ex.fetch_open_orders(SYM))  # fmt: skip
 
-    o2, trades, orders, opened = run(url, check)
+    o2, trades, orders, opened = run(url, check, pro=pro)
     assert (o2["status"], o2["filled"]) == ("closed", 1.5)
     assert o2["average"] == pytest.approx(max(hi_px, synbars.open.iloc[venue.cursor]), abs=1e-7)
     (tr,) = trades
@@ -169,7 +175,7 @@ def test_async_limit_orders_open_cancel_fill(served, synbars):
     assert [o["status"] for o in orders] == ["canceled", "closed"] and opened == []
 
 
-def test_async_errors(served):
+def test_async_errors(served, pro):
     venue, url = served
 
     async def body(ex):
@@ -183,13 +189,13 @@ def test_async_errors(served):
             with pytest.raises(exc):
                 await call
 
-    run(url, body)
+    run(url, body, pro=pro)
 
     async def wrong(ex):
         with pytest.raises(ccxt.AuthenticationError, match="-1022"):
             await ex.fetch_balance()
 
-    run(url, wrong, secret="wrong-secret")
+    run(url, wrong, secret="wrong-secret", pro=pro)
     assert venue.orders == []
 
 
