@@ -62,7 +62,7 @@ def _ring_push(st, o, n, x):
 @njit(cache=True, inline="always")
 def _std(s, q, n):
     "Sample standard deviation (ddof=1) from a full window's sum and sum of squares."
-    var = (q - s * s / n) / (n - 1)
+    var = (q - s * s * (1.0 / n)) * (1.0 / (n - 1))  # reciprocals: hoisted out of batch loops, no divisions
     return math.sqrt(var) if var > 0.0 else 0.0
 
 
@@ -127,8 +127,8 @@ def _wilder(st, s, n, g, ls):
             st[s + 2] /= n
             st[s + 3] /= n
     else:
-        st[s + 2] = (st[s + 2] * (n - 1) + g) / n
-        st[s + 3] = (st[s + 3] * (n - 1) + ls) / n
+        st[s + 2] = (st[s + 2] * (n - 1) + g) * (1.0 / n)
+        st[s + 3] = (st[s + 3] * (n - 1) + ls) * (1.0 / n)
     return cnt >= n
 
 
@@ -212,7 +212,7 @@ def _k_amihud(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
         out[row, j] = _NAN
         return
     _ring_push(st, s + 2, n, abs(math.log(c / prev)) / (c * v) * 1e6 if c * v > 0.0 else 0.0)
-    out[row, j] = st[s + 4] / n if cnt >= n else _NAN
+    out[row, j] = st[s + 4] * (1.0 / n) if cnt >= n else _NAN
 
 
 @njit(cache=True)
@@ -225,8 +225,8 @@ def _k_rangevol(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
     if st[s + 1] < n:
         out[row, j], out[row, j + 1] = _NAN, _NAN
     else:
-        out[row, j] = math.sqrt(st[s + 2] / (4.0 * math.log(2.0) * n))
-        out[row, j + 1] = math.sqrt(max(st[s + RING + n + 2] / n, 0.0))
+        out[row, j] = math.sqrt(st[s + 2] * (1.0 / (4.0 * math.log(2.0) * n)))
+        out[row, j + 1] = math.sqrt(max(st[s + RING + n + 2] * (1.0 / n), 0.0))
 
 
 @njit(cache=True)
@@ -238,7 +238,7 @@ def _k_volz(st, s, prm, q, ts, o, h, lo, c, v, out, row, j):
         out[row, j] = _NAN
     else:
         sd = _ring_std(st, s, n)
-        out[row, j] = (v - st[s + 2] / n) / sd if sd > 0.0 else 0.0
+        out[row, j] = (v - st[s + 2] * (1.0 / n)) / sd if sd > 0.0 else 0.0
 
 
 @njit(cache=True)
@@ -419,8 +419,8 @@ def _b_wilder(prm, q, ts, o, h, lo, c, v, r1, out, j, rsi):
                 ag /= n
                 al /= n
         else:
-            ag = (ag * (n - 1) + g) / n
-            al = (al * (n - 1) + ls) / n
+            ag = (ag * (n - 1) + g) * (1.0 / n)  # as the stream: a reciprocal, hoisted out of the loop
+            al = (al * (n - 1) + ls) * (1.0 / n)
         if t < n:
             out[t, j] = _NAN
         elif rsi:
@@ -489,7 +489,7 @@ def _b_amihud(prm, q, ts, o, h, lo, c, v, r1, out, j):
     for t in range(1, c.shape[0]):
         dv = c[t] * v[t]
         w, s, sq, z = _push(buf, t - 1, w, s, sq, z, abs(r1[t]) / dv * 1e6 if dv > 0.0 else 0.0)
-        out[t, j] = s / n if t >= n else _NAN
+        out[t, j] = s * (1.0 / n) if t >= n else _NAN
 
 
 @njit(cache=True, nogil=True)
@@ -508,8 +508,8 @@ def _b_rangevol(prm, q, ts, o, h, lo, c, v, r1, out, j):
         if t + 1 < n:
             out[t, j], out[t, j + 1] = _NAN, _NAN
         else:
-            out[t, j] = math.sqrt(s1 / d)
-            out[t, j + 1] = math.sqrt(max(s2 / n, 0.0))
+            out[t, j] = math.sqrt(s1 * (1.0 / d))
+            out[t, j + 1] = math.sqrt(max(s2 * (1.0 / n), 0.0))
 
 
 @njit(cache=True, nogil=True)
@@ -525,7 +525,7 @@ def _b_volz(prm, q, ts, o, h, lo, c, v, r1, out, j):
             out[t, j] = _NAN
         else:
             sd = _std(s, sq, n)
-            out[t, j] = (v[t] - s / n) / sd if sd > 0.0 else 0.0
+            out[t, j] = (v[t] - s * (1.0 / n)) / sd if sd > 0.0 else 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -536,7 +536,7 @@ def _b_cal(prm, q, ts, o, h, lo, c, v, r1, out, j):
     for t in range(c.shape[0]):
         day = math.floor(ts[t] / 86400.0)
         sec = ts[t] - day * 86400.0
-        k = int(sec)  # batch bar times are whole seconds (`_bar_arrays`)
+        k = int(sec)  # batch bar times are whole seconds (`_shared_inputs`)
         if math.isnan(tod_s[k]):
             tod = sec / 86400.0
             tod_s[k], tod_c[k] = math.sin(2 * math.pi * tod), math.cos(2 * math.pi * tod)
@@ -584,7 +584,7 @@ def _b_kyle(prm, q, ts, o, h, lo, c, v, r1, out, j):
         out[0, j] = _NAN
     for t in range(1, c.shape[0]):
         r = r1[t]
-        x = v[t] if c[t] > c[t - 1] else (-v[t] if c[t] < c[t - 1] else 0.0)
+        x = v[t] * ((c[t] > c[t - 1]) * 1.0 - (c[t] < c[t - 1]) * 1.0)  # the tick rule without an unpredictable branch
         wx, sx, sxx, zx = _push(bx, t - 1, wx, sx, sxx, zx, x)
         wy, sy, qy, zy = _push(by, t - 1, wy, sy, qy, zy, r)
         wxy, sxy, qxy, zxy = _push(bxy, t - 1, wxy, sxy, qxy, zxy, x * r)
@@ -596,9 +596,10 @@ def _b_kyle(prm, q, ts, o, h, lo, c, v, r1, out, j):
 
 
 @njit(cache=True, nogil=True)
-def _log_returns(c, r, start, stop):
-    "One-bar log returns log(c[t] / c[t-1]) into r[start:stop] (NaN at 0), with the streaming kernels' scalar log."
+def _shared_inputs(ns, c, ts, r, start, stop):
+    "Rows start..stop of the bar open time in epoch seconds and the one-bar log return (NaN at 0, the stream's log)."
     for t in range(start, stop):
+        ts[t] = ns[t] // 1_000_000_000
         r[t] = math.log(c[t] / c[t - 1]) if t > 0 else _NAN
 
 
@@ -749,10 +750,9 @@ def indicators_from_settings(
     return out
 
 
-def _bar_arrays(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
-    "Bar open time in epoch seconds and the OHLCV columns as contiguous float64 arrays."
-    ts = bars.index.as_unit("ns").asi8 // 1_000_000_000
-    return (ts.astype(np.float64), *(np.ascontiguousarray(bars[c].to_numpy(np.float64)) for c in BAR_COLUMNS))
+def _ohlcv(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
+    "The OHLCV columns as contiguous float64 arrays (views of the frame's block when it is float64)."
+    return tuple(np.ascontiguousarray(bars[c].to_numpy(np.float64)) for c in BAR_COLUMNS)
 
 
 @functools.cache
@@ -801,8 +801,9 @@ class FeaturePipeline:
         # column-major, as pandas stores it: each kernel writes contiguous columns and the frame needs no copy;
         # every kernel writes every row of its columns (NaN in warm-up), so empty is safe
         out = np.empty((len(self.names), len(bars))).T
-        ts, o, h, lo, c, v = _bar_arrays(bars)
-        r1 = np.empty(len(bars))  # one-bar log returns, shared by the kernels that need them
+        o, h, lo, c, v = _ohlcv(bars)
+        ns = bars.index.as_unit("ns").asi8
+        ts, r1 = np.empty(len(bars)), np.empty(len(bars))  # open time in seconds, one-bar log return: shared inputs
 
         def run(row: np.ndarray) -> None:
             code, _, q, j = (int(x) for x in row)
@@ -815,12 +816,12 @@ class FeaturePipeline:
                 np.log(out[:, j + col], out=out[:, j + col])
 
         if len(bars) * len(self._spec) < 1_000_000:
-            _log_returns(c, r1, 0, len(bars))
+            _shared_inputs(ns, c, ts, r1, 0, len(bars))
             for row in self._spec:
                 run(row)
         else:  # indicators own disjoint columns and the kernels release the GIL: use every core, longest first
             cuts = np.linspace(0, len(bars), (os.cpu_count() or 1) + 1).astype(int)
-            list(_pool().map(lambda a, b: _log_returns(c, r1, a, b), cuts[:-1], cuts[1:]))
+            list(_pool().map(lambda a, b: _shared_inputs(ns, c, ts, r1, a, b), cuts[:-1], cuts[1:]))
             list(_pool().map(run, sorted(self._spec, key=lambda row: -_BATCH[int(row[0])][2])))
         return pd.DataFrame(out, index=bars.index, columns=self.names, copy=False)
 
