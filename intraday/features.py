@@ -357,7 +357,7 @@ def _push(buf, k, w, s, q, z, x):
     z += x != 0.0
     buf[w] = x
     w += 1
-    if w == n:  # the ring wraps here: recompute both sums exactly, oldest first, as `_ring_push` does
+    if w == n:  # the ring wraps here: recompute both sums exactly, in buffer order, as `_ring_push` does
         w, s, q = 0, 0.0, 0.0
         for i in range(min(k + 1, n)):
             s += buf[i]
