@@ -8,7 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'ENV_PREFIX', 'SETTINGS_ENV', 'SECTIONS',
            'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings', 'FeatureSettings',
            'FillSettings', 'EnvSettings', 'BacktestSettings', 'VenueSettings', 'TrainSettings', 'TuneSettings',
-           'Secrets', 'load_secrets', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
+           'RiskSettings', 'LiveSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings', 'find_settings_file',
+           'load_settings']
 
 # %% ../nbs/00_config.ipynb #0455a121
 import configparser
@@ -281,6 +282,48 @@ class TuneSettings(Section):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
 
+# %% ../nbs/00_config.ipynb #4b62c193
+class RiskSettings(Section):
+    "[risk]: pre-trade checks before any order leaves the process, and the limits that halt trading."
+
+    max_position: float = Field(0.0, ge=0)  # cap on |position| in base units after the order; 0 = off
+    max_order_notional: float = Field(0.0, ge=0)  # cap on one order's quote notional; 0 = off
+    price_band_bps: float = Field(500.0, gt=0)  # a limit price further than this from the last price is refused
+    max_open_orders: int = Field(20, ge=1)  # orders working or in doubt at once
+    max_orders_per_minute: int = Field(600, ge=1)  # a runaway loop stops here, whatever the throttle allows
+    reject_limit: int = Field(5, ge=1)  # venue rejections within reject_window_s that trip the circuit breaker
+    reject_window_s: float = Field(60.0, gt=0)
+    daily_loss_limit: float = Field(0.0, ge=0, lt=1)  # fraction of the UTC day's starting equity; halts; 0 = off
+    max_drawdown: float = Field(0.0, ge=0, lt=1)  # fraction of peak equity; halts until resumed; 0 = off
+    flatten_on_kill: bool = False  # the kill switch also sends a market order back to a flat position
+
+
+class LiveSettings(Section):
+    "[live]: the router's identity, retries, throttle and reconciliation (and, later, the live runner)."
+
+    account: str = "paper"  # account name: part of client ids and of the journal's identity
+    runner: str = "r1"  # runner name: one per process trading the account
+    state_dir: Path = Path("state")  # journal, lock and kill file
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"  # SQLite durability (FULL survives a power loss too)
+    order_rate: float = Field(10.0, gt=0)  # token-bucket order rate, per second (on top of ccxt's rate limiter)
+    order_burst: int = Field(10, ge=1)  # token-bucket depth
+    unknown_grace_s: float = Field(10.0, gt=0)  # an order not found within this long after its send is "not yet"
+    retry_attempts: int = Field(8, ge=1)  # reads and cancels: attempts before giving up
+    retry_base_s: float = Field(0.1, gt=0)  # first backoff; doubles, with jitter
+    retry_max_s: float = Field(5.0, gt=0)  # longest backoff (a Retry-After header may ask for longer)
+    resend_absent: bool = True  # re-send an intent whose order is confirmed absent (under a new client id)
+    reconcile_every_s: float = Field(30.0, gt=0)
+    foreign_orders: Literal["cancel", "adopt", "ignore"] = "cancel"  # open orders on the account that are not ours
+    trade_lookback_s: float = Field(3600.0, gt=0)  # how far back reconciliation reads trades at start
+    timeout_ms: int = Field(10_000, ge=100)  # ccxt request timeout
+
+    @field_validator("account", "runner")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_]{1,12}", v):
+            raise ValueError("use 1-12 letters, digits or '_' (it becomes part of client order ids)")
+        return v
+
 # %% ../nbs/00_config.ipynb #c1ae45a5
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
@@ -360,6 +403,8 @@ class Settings(BaseModel):
     tune: TuneSettings = Field(default_factory=TuneSettings)
     backtest: BacktestSettings = Field(default_factory=BacktestSettings)
     venue: VenueSettings = Field(default_factory=VenueSettings)
+    risk: RiskSettings = Field(default_factory=RiskSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
     obs: ObsSettings = Field(default_factory=ObsSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
