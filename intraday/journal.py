@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/journal.html.md"""
 # %% auto #0
 __all__ = ['SCHEMA', 'KINDS', 'JOURNAL_FILE', 'JournalError', 'Journal']
 
-# %% ../nbs/12a_journal.ipynb #770adb00
+# %% ../nbs/12a_journal.ipynb #0a0ead79
 import json
 import random
 import sqlite3
@@ -28,7 +28,7 @@ from intraday.orders import (
     next_status,
 )
 
-# %% ../nbs/12a_journal.ipynb #1e3e2b3f
+# %% ../nbs/12a_journal.ipynb #27f4c2dc
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -53,7 +53,7 @@ JOURNAL_FILE = "journal.sqlite"
 class JournalError(RuntimeError):
     "A journal that cannot be used as asked (another account's, unreadable, ...)."
 
-# %% ../nbs/12a_journal.ipynb #d7eccc4e
+# %% ../nbs/12a_journal.ipynb #2a87005c
 class Journal:
     "The SQLite order journal of one runner on one account, and the orders rebuilt from it."
 
@@ -105,7 +105,7 @@ class Journal:
     def __repr__(self) -> str:
         return f"Journal({self.path}, {self.prefix}-{self.epoch}, {len(self.orders)} orders, seq {self.last_seq})"
 
-# %% ../nbs/12a_journal.ipynb #eda3a2ea
+# %% ../nbs/12a_journal.ipynb #dbfdace0
 @patch
 def _apply(self: Journal, kind: str, cid: str | None, d: dict, ts: float) -> None:
     "Apply one journaled event to the in-memory orders and state."
@@ -145,7 +145,7 @@ def _replay(self: Journal) -> None:
         self._apply(kind, cid, json.loads(data), ts)
         self.last_seq = seq
 
-# %% ../nbs/12a_journal.ipynb #72756574
+# %% ../nbs/12a_journal.ipynb #cb5ea546
 @patch
 def new_order(
     self: Journal,
@@ -239,12 +239,12 @@ def adopt(
     if cid in self.orders:
         raise ValueError(f"order {cid} is in the journal already")
     price = info.get("price") if info["type"] == "limit" else None
-    od = Order(cid, symbol, info["side"], info["type"], float(info["amount"]), price, status=OrderStatus.OPEN,
+    od = Order(cid, symbol, info["side"], info["type"], float(info["amount"]), price, cid, OrderStatus.OPEN,
                exchange_id=str(info["id"]), reason="adopted")  # fmt: skip
     self._append("intent", cid, od.to_dict())
     return self.orders[cid]
 
-# %% ../nbs/12a_journal.ipynb #f88234e7
+# %% ../nbs/12a_journal.ipynb #1c5ee60b
 @patch
 def events(
     self: Journal,

@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/risk.html.md"""
 # %% auto #0
 __all__ = ['TradingState', 'Intent', 'reduces', 'Risk']
 
-# %% ../nbs/11_risk.ipynb #6a534402
+# %% ../nbs/11_risk.ipynb #755a0a04
 import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +17,7 @@ from fastcore.basics import patch
 
 from .config import RiskSettings
 
-# %% ../nbs/11_risk.ipynb #be50f583
+# %% ../nbs/11_risk.ipynb #443bec07
 class TradingState(StrEnum):
     "What the runner may do: trade, only reduce, or nothing but cancel."
 
@@ -58,7 +58,7 @@ def reduces(
     after = exposure + signed
     return abs(after) < abs(exposure) and (after == 0 or math.copysign(1, after) == math.copysign(1, exposure))
 
-# %% ../nbs/11_risk.ipynb #2b7f9b51
+# %% ../nbs/11_risk.ipynb #bb1ec4cf
 @dataclass
 class Risk:
     "Pre-trade checks, the trading state, and the limits that change it."
@@ -98,6 +98,8 @@ class Risk:
         if beyond and not reduces(intent.signed, exposure):
             return f"max position: {exposure + intent.signed:g} beyond {s.max_position:g}"
         ref = intent.price if intent.price is not None else last_price
+        if not (ref > 0 and last_price > 0):  # NaN included: no check may pass on a missing price
+            return f"no reference price (last {last_price!r})"
         if s.max_order_notional > 0 and intent.qty * ref > s.max_order_notional:
             return f"max order notional: {intent.qty * ref:.2f} beyond {s.max_order_notional:g}"
         off = abs(intent.price / last_price - 1) * 1e4 if intent.price is not None else 0.0
@@ -110,7 +112,7 @@ class Risk:
             return f"max order rate: {len(self.sent)} orders in the last minute"
         return None
 
-# %% ../nbs/11_risk.ipynb #743e55bb
+# %% ../nbs/11_risk.ipynb #22615a89
 def _utc_day(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d")
 

@@ -6,9 +6,9 @@ Docs: https://intraday-workbench.github.io/intraday/router.html.md"""
 
 # %% auto #0
 __all__ = ['TRANSIENT', 'FINAL', 'KILL_FILE', 'CRASH_ENV', 'http_status', 'RetryPolicy', 'Throttle', 'ReconcileError', 'Router',
-           'venue_status']
+           'well_formed', 'venue_status', 'ledger_audit']
 
-# %% ../nbs/12b_router.ipynb #97b371db
+# %% ../nbs/12b_router.ipynb #da243efd
 import asyncio
 import math
 import os
@@ -28,7 +28,7 @@ from .journal import Journal
 from .orders import IN_DOUBT, WORKING, Order, OrderEvent, OrderStatus, OverFill, from_wire
 from .risk import Intent, Risk, TradingState
 
-# %% ../nbs/12b_router.ipynb #c42f18d3
+# %% ../nbs/12b_router.ipynb #4930841a
 TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)  # outcome unknown or not processed: a read may be repeated
 _STATUS = re.compile(r"^\S+ (418|429)\b")
 
@@ -101,7 +101,7 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
-# %% ../nbs/12b_router.ipynb #ed2d8a14
+# %% ../nbs/12b_router.ipynb #730b3a77
 @dataclass
 class Throttle:
     "Token bucket: at most `rate` orders per second on average, bursts of `burst`."
@@ -126,7 +126,7 @@ class Throttle:
             await asyncio.sleep(dt)
             waited += dt
 
-# %% ../nbs/12b_router.ipynb #5ccfdafb
+# %% ../nbs/12b_router.ipynb #3c5f516c
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
 KILL_FILE = "KILL"
 CRASH_ENV = "INTRADAY_CRASH_AT"  # before_send | after_send | after_ack: SIGKILL there (fault tests)
@@ -203,7 +203,7 @@ class Router:
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
 
-# %% ../nbs/12b_router.ipynb #53e1342c
+# %% ../nbs/12b_router.ipynb #6f89ea7f
 @patch
 async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
     "Journal each trade of `od` once; the number new."
@@ -235,6 +235,12 @@ _EVENT = {OrderStatus.OPEN: OrderEvent.ACCEPT, OrderStatus.PARTIALLY_FILLED: Ord
           OrderStatus.PENDING_CANCEL: OrderEvent.ACCEPT}  # fmt: skip
 
 
+def well_formed(info) -> bool:
+    "Whether a ccxt order dict carries what a report needs (a garbled reply parses into one without them)."
+    return isinstance(info, dict) and isinstance(info.get("info"), dict) and info.get("id") is not None and (
+        bool(info["info"].get("status")) or info.get("status") is not None)  # fmt: skip
+
+
 def venue_status(info: dict) -> OrderStatus:
     "The state a ccxt order dict reports (Binance's own status when present)."
     raw = (info.get("info") or {}).get("status")
@@ -264,7 +270,7 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
 
-# %% ../nbs/12b_router.ipynb #0862bce1
+# %% ../nbs/12b_router.ipynb #e8fb3412
 @patch
 def _precheck(self: Router, intent: Intent) -> tuple[Intent, str | None]:
     "The intent rounded to the market's precision, and the reason to deny it (None if none)."
@@ -285,7 +291,7 @@ def _precheck(self: Router, intent: Intent) -> tuple[Intent, str | None]:
     if cmin and ref == ref and qty * ref < cmin:
         return rounded, f"notional {qty * ref:g} below the market minimum {cmin:g}"
     position, pending, n = self.exposure()
-    return rounded, self.risk.check(rounded, position, pending, n, ref, time.time())
+    return rounded, self.risk.check(rounded, position, pending, n, self.last_price, time.time())
 
 
 @patch
@@ -295,6 +301,11 @@ async def submit(
     resends: int = 2,  # times an order confirmed absent may be re-sent (new client id each time)
 ) -> Order:
     "Send one intent through risk, journal and venue; the order (DENIED, REJECTED, or as far as it got)."
+    if self.ready and self.last_price != self.last_price:  # no price from the caller yet: ask the venue
+        try:
+            self.last_price = float((await self.retry.call("ticker", self.ex.fetch_ticker, self.symbol))["last"])
+        except TRANSIENT as e:
+            logger.warning("no last price for the pre-trade checks: {}", e)
     intent, reason = self._precheck(intent)
     od = self.journal.new_order(self.symbol, intent.side, intent.type, intent.qty, intent.price)
     return await self._send(od, intent, reason, resends)
@@ -330,7 +341,11 @@ async def _send(self: Router, od: Order, intent: Intent, reason: str | None, res
         return od
     else:
         self._crash("after_send")
-        await self._apply_report(od, info)
+        if well_formed(info):
+            await self._apply_report(od, info)
+        else:  # a garbled reply (ccxt returns what it could parse): the outcome is not known
+            self.journal.transition(od, OrderEvent.UNKNOWN, f"malformed reply: {str(info.get('info'))[:120]}")
+            await self.resolve(od)
         self._crash("after_ack")
     if od.status == OrderStatus.REJECTED and od.reason.startswith("absent") and resends > 0:
         if self.settings.resend_absent:
@@ -340,7 +355,7 @@ async def _send(self: Router, od: Order, intent: Intent, reason: str | None, res
             return await self._send(nxt, again, why, resends - 1)
     return od
 
-# %% ../nbs/12b_router.ipynb #4e1753a7
+# %% ../nbs/12b_router.ipynb #3bb8d23a
 @patch
 async def query(self: Router, od: Order) -> dict | None:
     "The venue's report of `od` by client id (None if the venue says it does not exist)."
@@ -386,7 +401,7 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
-# %% ../nbs/12b_router.ipynb #79a30e93
+# %% ../nbs/12b_router.ipynb #926cfb32
 @patch
 async def cancel(self: Router, od: Order) -> Order:
     "Cancel a working order; the order as the venue then reports it."
@@ -419,7 +434,7 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
-# %% ../nbs/12b_router.ipynb #01f7d247
+# %% ../nbs/12b_router.ipynb #01148644
 @patch
 async def _foreign(self: Router, info: dict) -> str:
     "Handle an open order that is not in the journal; what was done."
@@ -503,7 +518,7 @@ async def reconcile(self: Router) -> dict:
     )
     return rep
 
-# %% ../nbs/12b_router.ipynb #a0d7afeb
+# %% ../nbs/12b_router.ipynb #31ddebd3
 @patch
 async def start(self: Router) -> dict:
     "Load markets and reconcile (ReconcileError if it fails: no trading); honour a kill file left behind."
@@ -551,3 +566,48 @@ async def check_kill_file(self: Router) -> bool:
         await self.kill(self.kill_file.read_text().strip() or "kill file")
         return True
     return False
+
+# %% ../nbs/12b_router.ipynb #0f9a6ced
+@patch
+def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
+    "A valuation of the account (the PnL tracker's): daily loss and drawdown limits may halt; the state."
+    if self.risk.note_equity(equity, time.time() if now is None else now) is not None:
+        logger.bind(equity=equity).warning("trading halted: {}", self.risk.reason)
+        self._save_risk()
+    return self.risk.state
+
+# %% ../nbs/12b_router.ipynb #0bd65962
+_NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)
+
+
+def ledger_audit(
+    ledger: dict,  # the venue's ledger (`Venue.ledger()` or GET /admin/ledger)
+    journal: Journal,  # the router's journal
+    base: str,  # base asset, whose balance is the position
+) -> dict:
+    "Duplicates, lost orders, mismatches and unresolved orders, counted from the venue's ledger."
+    venue = {o["clientOrderId"]: o for o in ledger["orders"]}
+    ours = journal.orders
+    per_intent: dict[str, int] = {}
+    for cid in venue:
+        if cid in ours:
+            per_intent[ours[cid].intent] = per_intent.get(ours[cid].intent, 0) + 1
+    lost = sum(1 for cid in venue if cid.startswith(journal.prefix + "-") and cid not in ours)
+    mismatches = unresolved = 0
+    for cid, od in ours.items():
+        v = venue.get(cid)
+        if od.status in IN_DOUBT:
+            unresolved += 1
+        elif v is None:
+            lost += od.status not in _NOT_SENT
+        elif od.status in _NOT_SENT:
+            lost += 1
+        elif od.status != OrderStatus.PENDING_CANCEL and (
+            from_wire(v["status"]) != od.status or abs(float(v["executedQty"]) - od.filled) > 1e-9 * max(od.qty, 1)
+        ):
+            mismatches += 1
+    venue_pos = float(ledger["balances"].get(base, {}).get("total", 0.0))
+    pos_off = abs(journal.position() - venue_pos) > 1e-9 * max(abs(venue_pos), 1)
+    return {"orders": len(ours), "venue_orders": len(venue), "duplicates": sum(n - 1 for n in per_intent.values()),
+            "lost": lost, "mismatches": mismatches + pos_off, "unresolved": unresolved,
+            "position": journal.position(), "venue_position": venue_pos}  # fmt: skip
