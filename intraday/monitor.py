@@ -9,7 +9,7 @@ __all__ = ['STAGES', 'TRADING_STATES', 'DEFAULT_THRESHOLDS', 'TOKEN_ENV', 'Rolli
            'ControlServer', 'StateLockError', 'StateLock', 'histogram_quantile', 'latency_buckets', 'latency_figure',
            'write_latency_figure']
 
-# %% ../nbs/13a_monitor.ipynb #2d755fcb
+# %% ../nbs/13a_monitor.ipynb #22cd4dac
 import asyncio
 import bisect
 import fcntl
@@ -43,7 +43,7 @@ from .obs import LATENCY_BUCKETS, latency_histogram, make_registry, metrics_text
 from .orders import TERMINAL
 from .report import write_report
 
-# %% ../nbs/13a_monitor.ipynb #a2ed182b
+# %% ../nbs/13a_monitor.ipynb #f1737998
 class RollingWindow:
     "The last `size` observations (younger than `max_age` seconds, if given), kept sorted for O(1) quantiles."
 
@@ -96,7 +96,7 @@ class RollingWindow:
         hi = min(lo + 1, n - 1)
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
-# %% ../nbs/13a_monitor.ipynb #8f714d81
+# %% ../nbs/13a_monitor.ipynb #d0b2c702
 STAGES = {
     "feed_lag": "bar close -> receipt",
     "decision": "receipt -> decision",
@@ -119,7 +119,7 @@ def trading_state_name(
         return name.lower()
     raise ValueError(f"unknown trading state {state!r}: expected one of {', '.join(TRADING_STATES)} (or 0, 1, 2)")
 
-# %% ../nbs/13a_monitor.ipynb #9d5b1ea8
+# %% ../nbs/13a_monitor.ipynb #e2ef99ff
 def _quantile_key(q: float) -> str:
     return f"p{q * 100:g}"
 
@@ -360,7 +360,7 @@ class Monitor:
                 }
         return out
 
-# %% ../nbs/13a_monitor.ipynb #752025dc
+# %% ../nbs/13a_monitor.ipynb #32dbb54b
 TOKEN_ENV = "INTRADAY_CONTROL_TOKEN"  # environment variable holding the control token
 
 
@@ -450,7 +450,8 @@ class ControlServer:
         body = dict(got) if isinstance(got, Mapping) else {"state": got}
         body.setdefault("trading_state", self.monitor.state)
         body.setdefault("bundle", self.monitor.bundle)
-        body["feed_staleness_seconds"] = self.monitor.staleness()
+        stale = self.monitor.staleness()
+        body["feed_staleness_seconds"] = stale if math.isfinite(stale) else None  # None: no feed message yet
         body["latency"] = self.monitor.quantiles()
         return _json(body)
 
@@ -561,7 +562,7 @@ class ControlServer:
     def __exit__(self, *exc) -> None:
         self.stop_thread()
 
-# %% ../nbs/13a_monitor.ipynb #12a6b447
+# %% ../nbs/13a_monitor.ipynb #b0752d70
 class StateLockError(RuntimeError):
     "The state directory is held by another runner."
 
@@ -635,7 +636,7 @@ class StateLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-# %% ../nbs/13a_monitor.ipynb #94a40d0d
+# %% ../nbs/13a_monitor.ipynb #9e43f836
 def histogram_quantile(
     q: float,  # quantile in [0, 1]
     le: list[float],  # bucket upper bounds, increasing, the last +Inf
