@@ -9,7 +9,7 @@ __all__ = ['STAGES', 'TRADING_STATES', 'DEFAULT_THRESHOLDS', 'TOKEN_ENV', 'Rolli
            'ControlServer', 'StateLockError', 'StateLock', 'histogram_quantile', 'latency_buckets', 'latency_figure',
            'write_latency_figure']
 
-# %% ../nbs/13a_monitor.ipynb #22cd4dac
+# %% ../nbs/13a_monitor.ipynb #69452790
 import asyncio
 import bisect
 import fcntl
@@ -43,7 +43,7 @@ from .obs import LATENCY_BUCKETS, latency_histogram, make_registry, metrics_text
 from .orders import TERMINAL
 from .report import write_report
 
-# %% ../nbs/13a_monitor.ipynb #f1737998
+# %% ../nbs/13a_monitor.ipynb #1aec60b5
 class RollingWindow:
     "The last `size` observations (younger than `max_age` seconds, if given), kept sorted for O(1) quantiles."
 
@@ -96,7 +96,7 @@ class RollingWindow:
         hi = min(lo + 1, n - 1)
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
-# %% ../nbs/13a_monitor.ipynb #d0b2c702
+# %% ../nbs/13a_monitor.ipynb #94c9fb38
 STAGES = {
     "feed_lag": "bar close -> receipt",
     "decision": "receipt -> decision",
@@ -119,7 +119,7 @@ def trading_state_name(
         return name.lower()
     raise ValueError(f"unknown trading state {state!r}: expected one of {', '.join(TRADING_STATES)} (or 0, 1, 2)")
 
-# %% ../nbs/13a_monitor.ipynb #e2ef99ff
+# %% ../nbs/13a_monitor.ipynb #e4f86ec8
 def _quantile_key(q: float) -> str:
     return f"p{q * 100:g}"
 
@@ -324,22 +324,21 @@ class Monitor:
 
     # alarms
     def _judge(self, stage: str, w: RollingWindow) -> None:
-        n = len(w)
+        n = len(w._sorted)  # `add` has just expired what is too old
         if n < self.min_count:
             return
-        value, threshold = w.quantile(self.quantile), self.thresholds[stage]
+        value, threshold, breached = w.quantile(self.quantile), self.thresholds[stage], self._breached[stage]
+        if breached == (value > threshold * (self.recover if breached else 1.0)):
+            return  # the common case: no change, nothing built or logged
+        self._breached[stage] = not breached
         q = _quantile_key(self.quantile)
-        fields = dict(stage=stage, quantile=self.quantile, value=value, threshold=threshold, window=n)
-        if not self._breached[stage] and value > threshold:
-            self._breached[stage] = True
-            logger.bind(**fields).warning(
+        log = logger.bind(stage=stage, quantile=self.quantile, value=value, threshold=threshold, window=n)
+        if breached:
+            log.info(f"latency {stage} {q} {value * 1e3:.3f} ms back under its threshold {threshold * 1e3:.3f} ms")
+        else:
+            log.warning(
                 f"latency {stage} {q} {value * 1e3:.3f} ms above its threshold {threshold * 1e3:.3f} ms "
                 f"over the last {n} observations"
-            )
-        elif self._breached[stage] and value <= threshold * self.recover:
-            self._breached[stage] = False
-            logger.bind(**fields).info(
-                f"latency {stage} {q} {value * 1e3:.3f} ms back under its threshold {threshold * 1e3:.3f} ms"
             )
 
     def quantiles(
@@ -360,7 +359,7 @@ class Monitor:
                 }
         return out
 
-# %% ../nbs/13a_monitor.ipynb #32dbb54b
+# %% ../nbs/13a_monitor.ipynb #15c798b7
 TOKEN_ENV = "INTRADAY_CONTROL_TOKEN"  # environment variable holding the control token
 
 
@@ -562,7 +561,7 @@ class ControlServer:
     def __exit__(self, *exc) -> None:
         self.stop_thread()
 
-# %% ../nbs/13a_monitor.ipynb #b0752d70
+# %% ../nbs/13a_monitor.ipynb #de1e2e3c
 class StateLockError(RuntimeError):
     "The state directory is held by another runner."
 
@@ -636,7 +635,7 @@ class StateLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-# %% ../nbs/13a_monitor.ipynb #9e43f836
+# %% ../nbs/13a_monitor.ipynb #2c1af210
 def histogram_quantile(
     q: float,  # quantile in [0, 1]
     le: list[float],  # bucket upper bounds, increasing, the last +Inf
@@ -718,33 +717,12 @@ def latency_figure(
         hi = np.r_[logs, logs[-1] + step[-1]]
         counts = np.diff(np.r_[0.0, cum])
         labels = [f"≤ {_fmt_seconds(b)}" for b in finite] + [f"> {_fmt_seconds(finite[-1])}"]
-        first = row == 1
-        fig.add_bar(
-            x=(lo + hi) / 2,
-            y=counts / cum[-1],
-            width=hi - lo,
-            name="share in bucket",
-            legendgroup="share",
-            showlegend=first,
-            marker_color="#7a9cc6",
-            customdata=labels,
-            hovertemplate="%{customdata}: %{y:.2%}<extra></extra>",
-            row=row,
-            col=1,
-        )
-        fig.add_scatter(
-            x=hi,
-            y=cum / cum[-1],
-            mode="lines+markers",
-            name="cumulative",
-            legendgroup="cdf",
-            showlegend=first,
-            line_color="#333",
-            customdata=labels,
-            hovertemplate="%{customdata}: %{y:.2%}<extra></extra>",
-            row=row,
-            col=1,
-        )
+        common = dict(showlegend=row == 1, customdata=labels, row=row, col=1,
+                      hovertemplate="%{customdata}: %{y:.2%}<extra></extra>")  # fmt: skip
+        fig.add_bar(x=(lo + hi) / 2, y=counts / cum[-1], width=hi - lo, name="share in bucket", legendgroup="share",
+                    marker_color="#7a9cc6", **common)  # fmt: skip
+        fig.add_scatter(x=hi, y=cum / cum[-1], mode="lines+markers", name="cumulative", legendgroup="cdf",
+                        line_color="#333", **common)  # fmt: skip
         for q, color in ((0.5, "#2a9d3f"), (0.99, "#d62728")):
             v = histogram_quantile(q, d["le"], d["cum"])
             if math.isfinite(v) and v > 0:
