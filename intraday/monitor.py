@@ -9,7 +9,7 @@ __all__ = ['STAGES', 'TRADING_STATES', 'DEFAULT_THRESHOLDS', 'TOKEN_ENV', 'Rolli
            'ControlServer', 'StateLockError', 'StateLock', 'histogram_quantile', 'latency_buckets', 'latency_figure',
            'write_latency_figure']
 
-# %% ../nbs/13a_monitor.ipynb #69452790
+# %% ../nbs/13a_monitor.ipynb #59c3b8a6
 import asyncio
 import bisect
 import fcntl
@@ -43,7 +43,7 @@ from .obs import LATENCY_BUCKETS, latency_histogram, make_registry, metrics_text
 from .orders import TERMINAL
 from .report import write_report
 
-# %% ../nbs/13a_monitor.ipynb #1aec60b5
+# %% ../nbs/13a_monitor.ipynb #8a3739fa
 class RollingWindow:
     "The last `size` observations (younger than `max_age` seconds, if given), kept sorted for O(1) quantiles."
 
@@ -96,7 +96,7 @@ class RollingWindow:
         hi = min(lo + 1, n - 1)
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
-# %% ../nbs/13a_monitor.ipynb #94c9fb38
+# %% ../nbs/13a_monitor.ipynb #a6a30d73
 STAGES = {
     "feed_lag": "bar close -> receipt",
     "decision": "receipt -> decision",
@@ -119,7 +119,7 @@ def trading_state_name(
         return name.lower()
     raise ValueError(f"unknown trading state {state!r}: expected one of {', '.join(TRADING_STATES)} (or 0, 1, 2)")
 
-# %% ../nbs/13a_monitor.ipynb #e4f86ec8
+# %% ../nbs/13a_monitor.ipynb #194ecc1e
 def _quantile_key(q: float) -> str:
     return f"p{q * 100:g}"
 
@@ -359,14 +359,18 @@ class Monitor:
                 }
         return out
 
-# %% ../nbs/13a_monitor.ipynb #15c798b7
+# %% ../nbs/13a_monitor.ipynb #89d21c42
 TOKEN_ENV = "INTRADAY_CONTROL_TOKEN"  # environment variable holding the control token
 
 
-async def _call(fn: Callable, *args, **kwargs) -> Any:
-    "Call `fn`, awaiting the result when it is awaitable."
-    out = fn(*args, **kwargs)
-    return await out if inspect.isawaitable(out) else out
+async def _call(fn: Callable, *args, timeout: float | None = None) -> Any:
+    "Call `fn`, awaiting the result (at most `timeout` seconds) when it is awaitable."
+    out = fn(*args)
+    return await asyncio.wait_for(out, timeout) if inspect.isawaitable(out) else out
+
+
+def _err(e: BaseException, timeout: float) -> str:
+    return f"no answer in {timeout:g} s" if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}"
 
 
 def _json(data: Any, status: int = 200, **kw) -> web.Response:
@@ -387,10 +391,13 @@ class ControlServer:
         port: int = 0,  # TCP port; 0 picks a free one (read `port` after start)
         token: str | None = None,  # bearer token for POST endpoints (None: read `token_env` from the environment)
         token_env: str = TOKEN_ENV,  # environment variable of the token
+        callback_timeout: float = 5.0,  # seconds a callback may take before its request fails (a probe must answer)
+        shutdown_timeout: float = 2.0,  # seconds `stop` waits for requests in flight
     ):
         self.monitor, self.state_fn, self.kill_fn, self.resume_fn = monitor, state, kill, resume
         self.checks = {"feed_fresh": monitor.feed_fresh, **(checks or {})}
         self.host, self.port, self.token_env = host, port, token_env
+        self.callback_timeout, self.shutdown_timeout = callback_timeout, shutdown_timeout
         token = os.environ.get(token_env) if token is None else token
         self._digest = hashlib.sha256(token.encode()).digest() if token else None
         self._runner: web.AppRunner | None = None
@@ -428,9 +435,9 @@ class ControlServer:
         results, errors = {}, {}
         for name, fn in self.checks.items():
             try:
-                results[name] = bool(await _call(fn))
+                results[name] = bool(await _call(fn, timeout=self.callback_timeout))
             except Exception as e:  # a check that fails to answer counts as not ready
-                results[name], errors[name] = False, f"{type(e).__name__}: {e}"
+                results[name], errors[name] = False, _err(e, self.callback_timeout)
         return all(results.values()), results, errors
 
     async def _readyz(self, request: web.Request) -> web.Response:
@@ -442,10 +449,10 @@ class ControlServer:
 
     async def _state(self, request: web.Request) -> web.Response:
         try:
-            got = await _call(self.state_fn) if self.state_fn else {}
+            got = await _call(self.state_fn, timeout=self.callback_timeout) if self.state_fn else {}
         except Exception as e:
-            logger.exception("control: the state callback failed")
-            return _json({"error": f"state callback failed: {type(e).__name__}: {e}"}, status=500)
+            logger.opt(exception=e).error("control: the state callback failed")
+            return _json({"error": f"state callback failed: {_err(e, self.callback_timeout)}"}, status=500)
         body = dict(got) if isinstance(got, Mapping) else {"state": got}
         body.setdefault("trading_state", self.monitor.state)
         body.setdefault("bundle", self.monitor.bundle)
@@ -482,10 +489,10 @@ class ControlServer:
         reason = str((body or {}).get("reason") or "operator")
         logger.bind(action=action, reason=reason, remote=request.remote).warning(f"control: {action} requested")
         try:
-            result = await _call(fn, reason)
+            result = await _call(fn, reason, timeout=self.callback_timeout)
         except Exception as e:
-            logger.exception(f"control: {action} failed")
-            return _json({"ok": False, "action": action, "error": f"{type(e).__name__}: {e}"}, 500)
+            logger.opt(exception=e).error(f"control: {action} failed")
+            return _json({"ok": False, "action": action, "error": _err(e, self.callback_timeout)}, 500)
         return _json({"ok": True, "action": action, "reason": reason, "result": result})
 
     async def _kill(self, request: web.Request) -> web.Response:
@@ -496,7 +503,8 @@ class ControlServer:
 
     async def start(self) -> "ControlServer":
         "Bind and serve in the running asyncio loop; `port` then holds the bound port."
-        runner = web.AppRunner(self._app(), access_log=None)  # scrapes every few seconds: no access log lines
+        # scrapes come every few seconds: no access log lines
+        runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=self.shutdown_timeout)
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.port).start()
@@ -561,7 +569,7 @@ class ControlServer:
     def __exit__(self, *exc) -> None:
         self.stop_thread()
 
-# %% ../nbs/13a_monitor.ipynb #de1e2e3c
+# %% ../nbs/13a_monitor.ipynb #a9eb78b1
 class StateLockError(RuntimeError):
     "The state directory is held by another runner."
 
@@ -635,7 +643,7 @@ class StateLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-# %% ../nbs/13a_monitor.ipynb #2c1af210
+# %% ../nbs/13a_monitor.ipynb #02c9bfb3
 def histogram_quantile(
     q: float,  # quantile in [0, 1]
     le: list[float],  # bucket upper bounds, increasing, the last +Inf

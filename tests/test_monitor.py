@@ -408,6 +408,31 @@ def test_state_callback_failure_is_a_500_with_the_reason():
     assert status == 500 and json.loads(body) == {"error": "state callback failed: RuntimeError: journal locked"}
 
 
+def test_callbacks_that_do_not_answer_fail_their_request_and_do_not_hold_stop():
+    async def hang(*_):
+        await asyncio.sleep(120)
+
+    server = ControlServer(Monitor(), state=hang, checks={"warm": hang}, kill=hang, token="t", callback_timeout=0.2)
+    auth = {"headers": {"Authorization": "Bearer t"}}
+    (rs, _, rb), (ss, _, sb), (ks, _, kb) = serve(
+        server, ("GET", "/readyz", {}), ("GET", "/state", {}), ("POST", "/kill", auth)
+    )
+    assert rs == 503 and json.loads(rb)["errors"] == {"warm": "no answer in 0.2 s"}
+    assert ss == 500 and json.loads(sb) == {"error": "state callback failed: no answer in 0.2 s"}
+    assert ks == 500 and json.loads(kb)["error"] == "no answer in 0.2 s"
+
+    async def stop_while_busy():
+        srv = await ControlServer(Monitor(), state=hang, callback_timeout=300, shutdown_timeout=0.5).start()
+        async with aiohttp.ClientSession() as s:
+            busy = asyncio.create_task(call(s, "GET", srv.url + "/state"))
+            await asyncio.sleep(0.3)
+            await asyncio.wait_for(srv.stop(), 30)  # not the callback's 120 s
+            with pytest.raises(aiohttp.ClientError):
+                await busy
+
+    asyncio.run(stop_while_busy())
+
+
 def test_kill_and_resume_refuse_when_no_token_is_configured():
     calls = []
     server = ControlServer(Monitor(), kill=calls.append, resume=calls.append)
