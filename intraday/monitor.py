@@ -9,7 +9,7 @@ __all__ = ['STAGES', 'TRADING_STATES', 'DEFAULT_THRESHOLDS', 'TOKEN_ENV', 'Rolli
            'ControlServer', 'StateLockError', 'StateLock', 'histogram_quantile', 'latency_buckets', 'latency_figure',
            'write_latency_figure']
 
-# %% ../nbs/13a_monitor.ipynb #59c3b8a6
+# %% ../nbs/13a_monitor.ipynb #d1438d90
 import asyncio
 import bisect
 import fcntl
@@ -43,7 +43,7 @@ from .obs import LATENCY_BUCKETS, latency_histogram, make_registry, metrics_text
 from .orders import TERMINAL
 from .report import write_report
 
-# %% ../nbs/13a_monitor.ipynb #8a3739fa
+# %% ../nbs/13a_monitor.ipynb #b2855bd5
 class RollingWindow:
     "The last `size` observations (younger than `max_age` seconds, if given), kept sorted for O(1) quantiles."
 
@@ -96,7 +96,7 @@ class RollingWindow:
         hi = min(lo + 1, n - 1)
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
-# %% ../nbs/13a_monitor.ipynb #a6a30d73
+# %% ../nbs/13a_monitor.ipynb #703e164b
 STAGES = {
     "feed_lag": "bar close -> receipt",
     "decision": "receipt -> decision",
@@ -119,7 +119,7 @@ def trading_state_name(
         return name.lower()
     raise ValueError(f"unknown trading state {state!r}: expected one of {', '.join(TRADING_STATES)} (or 0, 1, 2)")
 
-# %% ../nbs/13a_monitor.ipynb #194ecc1e
+# %% ../nbs/13a_monitor.ipynb #0da39d4d
 def _quantile_key(q: float) -> str:
     return f"p{q * 100:g}"
 
@@ -359,7 +359,7 @@ class Monitor:
                 }
         return out
 
-# %% ../nbs/13a_monitor.ipynb #89d21c42
+# %% ../nbs/13a_monitor.ipynb #ac71dd75
 TOKEN_ENV = "INTRADAY_CONTROL_TOKEN"  # environment variable holding the control token
 
 
@@ -569,7 +569,7 @@ class ControlServer:
     def __exit__(self, *exc) -> None:
         self.stop_thread()
 
-# %% ../nbs/13a_monitor.ipynb #a9eb78b1
+# %% ../nbs/13a_monitor.ipynb #68a76a91
 class StateLockError(RuntimeError):
     "The state directory is held by another runner."
 
@@ -643,7 +643,7 @@ class StateLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-# %% ../nbs/13a_monitor.ipynb #02c9bfb3
+# %% ../nbs/13a_monitor.ipynb #7ba61ad7
 def histogram_quantile(
     q: float,  # quantile in [0, 1]
     le: list[float],  # bucket upper bounds, increasing, the last +Inf

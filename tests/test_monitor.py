@@ -641,3 +641,18 @@ def test_latency_figure_from_a_scrape_marks_p50_and_p99(tmp_path, records):
 
     with pytest.raises(ValueError, match="no latency observations"):
         latency_figure(Monitor().registry)
+
+
+def test_png_export_that_fails_leaves_html_only_and_no_temp_file(tmp_path, records, monkeypatch):
+    # kaleido present but unusable (no Chrome, say): pretend it is installed, so plotly's own export error is hit
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "kaleido" else real(name, *a))
+    m = Monitor()
+    m.observe("ack", 2e-3)
+    written = write_latency_figure(m.registry, tmp_path / "lat")
+    assert written == [tmp_path / "lat.html"] and [p.name for p in tmp_path.iterdir()] == ["lat.html"]
+    assert [r["message"] for r in records if r["level"].name == "WARNING"] == [
+        "latency figure: PNG export failed, HTML only"
+    ]
