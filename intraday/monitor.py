@@ -9,7 +9,7 @@ __all__ = ['STAGES', 'TRADING_STATES', 'DEFAULT_THRESHOLDS', 'TOKEN_ENV', 'Rolli
            'ControlServer', 'StateLockError', 'StateLock', 'histogram_quantile', 'latency_buckets', 'latency_figure',
            'write_latency_figure']
 
-# %% ../nbs/13a_monitor.ipynb #d1438d90
+# %% ../nbs/13a_monitor.ipynb #b8e71ef6
 import asyncio
 import bisect
 import fcntl
@@ -43,7 +43,7 @@ from .obs import LATENCY_BUCKETS, latency_histogram, make_registry, metrics_text
 from .orders import TERMINAL
 from .report import write_report
 
-# %% ../nbs/13a_monitor.ipynb #b2855bd5
+# %% ../nbs/13a_monitor.ipynb #8b8fb3c3
 class RollingWindow:
     "The last `size` observations (younger than `max_age` seconds, if given), kept sorted for O(1) quantiles."
 
@@ -96,7 +96,7 @@ class RollingWindow:
         hi = min(lo + 1, n - 1)
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
-# %% ../nbs/13a_monitor.ipynb #703e164b
+# %% ../nbs/13a_monitor.ipynb #01711fb8
 STAGES = {
     "feed_lag": "bar close -> receipt",
     "decision": "receipt -> decision",
@@ -119,7 +119,7 @@ def trading_state_name(
         return name.lower()
     raise ValueError(f"unknown trading state {state!r}: expected one of {', '.join(TRADING_STATES)} (or 0, 1, 2)")
 
-# %% ../nbs/13a_monitor.ipynb #0da39d4d
+# %% ../nbs/13a_monitor.ipynb #c4abdde9
 def _quantile_key(q: float) -> str:
     return f"p{q * 100:g}"
 
@@ -359,7 +359,7 @@ class Monitor:
                 }
         return out
 
-# %% ../nbs/13a_monitor.ipynb #ac71dd75
+# %% ../nbs/13a_monitor.ipynb #e848e98c
 TOKEN_ENV = "INTRADAY_CONTROL_TOKEN"  # environment variable holding the control token
 
 
@@ -485,8 +485,10 @@ class ControlServer:
         try:
             body = await request.json() if request.can_read_body else {}
         except ValueError:
-            return _json({"error": 'body must be JSON, e.g. {"reason": "..."}'}, 400)
-        reason = str((body or {}).get("reason") or "operator")
+            body = None
+        if not isinstance(body, dict):
+            return _json({"error": 'body must be a JSON object, e.g. {"reason": "..."}, or empty'}, 400)
+        reason = str(body.get("reason") or "operator")
         logger.bind(action=action, reason=reason, remote=request.remote).warning(f"control: {action} requested")
         try:
             result = await _call(fn, reason, timeout=self.callback_timeout)
@@ -569,7 +571,7 @@ class ControlServer:
     def __exit__(self, *exc) -> None:
         self.stop_thread()
 
-# %% ../nbs/13a_monitor.ipynb #68a76a91
+# %% ../nbs/13a_monitor.ipynb #b8de266f
 class StateLockError(RuntimeError):
     "The state directory is held by another runner."
 
@@ -643,7 +645,7 @@ class StateLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
-# %% ../nbs/13a_monitor.ipynb #7ba61ad7
+# %% ../nbs/13a_monitor.ipynb #c21372c2
 def histogram_quantile(
     q: float,  # quantile in [0, 1]
     le: list[float],  # bucket upper bounds, increasing, the last +Inf

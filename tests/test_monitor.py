@@ -467,9 +467,10 @@ def test_kill_and_resume_need_the_bearer_token_from_the_environment(monkeypatch,
         ("POST", "/kill", {"headers": auth, "json": {"reason": "drawdown"}}),
         ("POST", "/resume", {"headers": auth}),
         ("POST", "/kill", {"headers": auth, "data": "not json"}),
+        ("POST", "/kill", {"headers": auth, "json": ["drawdown"]}),
     )
     statuses = [r[0] for r in res]
-    assert statuses == [401, 401, 401, 401, 405, 200, 200, 400]
+    assert statuses == [401, 401, 401, 401, 405, 200, 200, 400, 400]
     assert res[0][1]["WWW-Authenticate"].startswith("Bearer")
     assert json.loads(res[0][2]) == {"error": "missing or wrong bearer token"}
     assert json.loads(res[5][2]) == {"ok": True, "action": "kill", "reason": "drawdown", "result": {"state": "halted"}}
