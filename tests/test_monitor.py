@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime
@@ -529,6 +530,75 @@ def test_a_taken_port_is_one_clear_error():
 
         with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
             asyncio.run(main())
+
+
+def test_a_loopback_session_through_ccxt_feeds_the_monitor_and_its_endpoints(tmp_path):
+    "Bars pushed by the paper venue through ccxt.pro, market orders acked through ccxt: what the runner will do."
+    from intraday.data import synth_market
+    from intraday.venue import Venue, connect
+    from intraday.venue import serve as serve_venue
+
+    venue = Venue(synth_market(days=1, seed=1), start=100, keys={"k": "s"}, balances={"USDT": 1e6, "SYN": 100.0})
+    url, stop_venue = serve_venue(venue)
+    mon = Monitor(thresholds={"decision": 1e-3, "bar_to_ack": 5.0}, min_count=5)
+    book = {"position": 0.0}
+    n = 12
+
+    async def session():
+        ex = connect(url, "k", "s", pro=True)
+        await ex.load_markets()
+        warm = {"ok": False}
+        server = ControlServer(
+            mon, state=lambda: dict(book), checks={"warm": lambda: warm["ok"], "reconciled": lambda: True}
+        )
+        seen, ids = {}, []
+        async with server, aiohttp.ClientSession() as http:
+            seen["before"] = await call(http, "GET", server.url + "/readyz")
+            for _ in range(n):
+                watch = asyncio.ensure_future(ex.watch_ohlcv("SYN/USDT", "1m"))
+                await asyncio.sleep(0.05)  # the watch waits before the bar closes, as a runner's does
+                closed = time.perf_counter()
+                venue.step()
+                candles = await asyncio.wait_for(watch, 10)
+                received = time.perf_counter()
+                mon.mark_feed()
+                side = "buy" if candles[-1][4] >= candles[-1][1] else "sell"  # a stand-in for the policy
+                decided = submitted = time.perf_counter()
+                order = await ex.create_order("SYN/USDT", "market", side, 1.0)
+                acked = time.perf_counter()
+                mon.observe_times(
+                    bar_close=closed, received=received, decided=decided, submitted=submitted, acked=acked
+                )
+                ids.append(order["id"])  # acked NEW: the venue fills a market order in the next bar
+                warm["ok"] = True
+            venue.step()
+            for oid in ids:  # final statuses and fills, as the runner's order stream would report them
+                final = await ex.fetch_order(oid, "SYN/USDT")
+                mon.count_order("FILLED" if final["status"] == "closed" else final["status"])
+                mon.count_fill()
+                book["position"] += final["filled"] if final["side"] == "buy" else -final["filled"]
+            mon.set_position(book["position"])
+            seen["after"] = await call(http, "GET", server.url + "/readyz")
+            seen["metrics"] = await call(http, "GET", server.url + "/metrics")
+            seen["state"] = await call(http, "GET", server.url + "/state")
+        await ex.close()
+        return seen
+
+    try:
+        seen = asyncio.run(session())
+    finally:
+        stop_venue()
+    assert seen["before"][0] == 503 and seen["after"][0] == 200
+    f = families(seen["metrics"][2])
+    assert [value(f, f"intraday_{s}_seconds_count") for s in STAGES] == [n] * 5
+    assert value(f, "intraday_orders_total", status="FILLED") == n and value(f, "intraday_fills_total") == n
+    assert value(f, "intraday_position") == book["position"]
+    state = json.loads(seen["state"][2])
+    assert state["position"] == book["position"] and state["latency"]["bar_to_ack"]["count"] == n
+    lat = state["latency"]
+    assert lat["bar_to_ack"]["p50"] >= lat["ack"]["p50"] > 0  # bar -> ack contains submit -> ack
+    written = write_latency_figure(seen["metrics"][2], tmp_path / "session")
+    assert "decision (receipt -" in written[0].read_text()  # plotly escapes the ">"
 
 
 # ---- state-directory lock --------------------------------------------------------------------------------------
