@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/journal.html.md"""
 # %% auto #0
 __all__ = ['SCHEMA', 'KINDS', 'JOURNAL_FILE', 'JournalError', 'Journal']
 
-# %% ../nbs/12a_journal.ipynb #0a0ead79
+# %% ../nbs/12a_journal.ipynb #6c5f1b6e
 import json
 import random
 import sqlite3
@@ -28,7 +28,7 @@ from intraday.orders import (
     next_status,
 )
 
-# %% ../nbs/12a_journal.ipynb #27f4c2dc
+# %% ../nbs/12a_journal.ipynb #604014d0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -53,7 +53,7 @@ JOURNAL_FILE = "journal.sqlite"
 class JournalError(RuntimeError):
     "A journal that cannot be used as asked (another account's, unreadable, ...)."
 
-# %% ../nbs/12a_journal.ipynb #2a87005c
+# %% ../nbs/12a_journal.ipynb #8c3060e6
 class Journal:
     "The SQLite order journal of one runner on one account, and the orders rebuilt from it."
 
@@ -93,6 +93,8 @@ class Journal:
         self.orders: dict[str, Order] = {}
         self.state: dict = {}
         self.last_seq = 0
+        self._live: dict[str, Order] = {}  # orders working or in doubt (kept by `_apply`)
+        self._filled = 0.0  # signed sum of every fill (kept by `_apply`)
         self._replay()
 
     def _meta(self) -> dict[str, str]:
@@ -105,22 +107,30 @@ class Journal:
     def __repr__(self) -> str:
         return f"Journal({self.path}, {self.prefix}-{self.epoch}, {len(self.orders)} orders, seq {self.last_seq})"
 
-# %% ../nbs/12a_journal.ipynb #dbfdace0
+# %% ../nbs/12a_journal.ipynb #4484397d
 @patch
 def _apply(self: Journal, kind: str, cid: str | None, d: dict, ts: float) -> None:
-    "Apply one journaled event to the in-memory orders and state."
+    "Apply one journaled event to the in-memory orders and state (and keep the live set and position current)."
+    od = self.orders.get(cid)
     if kind == "intent":
-        self.orders[cid] = Order.from_dict(d)
+        od = self.orders[cid] = Order.from_dict(d)
+        self._filled += od.sign * od.filled
     elif kind == "transition":
-        self.orders[cid].apply(OrderEvent(d["event"]), d.get("reason", ""), ts)
-        if d.get("sent"):
-            self.orders[cid].sent = d["sent"]
+        od.apply(OrderEvent(d["event"]), d.get("reason", ""), ts)
+        od.sent = d.get("sent", od.sent)
+        od.exchange_id = d.get("exchange_id", od.exchange_id)
     elif kind == "fill":
-        self.orders[cid].apply_fill(d["trade_id"], d["qty"], d["price"], d.get("fee", 0.0), ts)
+        od.apply_fill(d["trade_id"], d["qty"], d["price"], d.get("fee", 0.0), ts)
+        self._filled += od.sign * d["qty"]
     elif kind == "state":
         self.state.update(d)
-    elif kind == "note" and cid in self.orders and d.get("exchange_id"):
-        self.orders[cid].exchange_id = d["exchange_id"]
+    elif kind == "note" and od is not None and d.get("exchange_id"):
+        od.exchange_id = d["exchange_id"]
+    if od is not None:
+        if od.status in WORKING or od.status in IN_DOUBT:
+            self._live[cid] = od
+        else:
+            self._live.pop(cid, None)
 
 
 @patch
@@ -140,12 +150,12 @@ def _append(self: Journal, kind: str, cid: str | None, d: dict, ts: float | None
 @patch
 def _replay(self: Journal) -> None:
     "Rebuild orders and state from the events."
-    self.orders, self.state = {}, {}
+    self.orders, self.state, self._live, self._filled = {}, {}, {}, 0.0
     for seq, ts, kind, cid, data in self.db.execute("SELECT seq, ts, kind, client_id, data FROM events ORDER BY seq"):
         self._apply(kind, cid, json.loads(data), ts)
         self.last_seq = seq
 
-# %% ../nbs/12a_journal.ipynb #cb5ea546
+# %% ../nbs/12a_journal.ipynb #0d4f092f
 @patch
 def new_order(
     self: Journal,
@@ -155,22 +165,32 @@ def new_order(
     qty: float,  # base quantity
     price: float | None = None,  # limit price
     intent: str = "",  # the intent it serves; default: its own client id
+    then: OrderEvent | None = None,  # an event journaled in the same transaction (SUBMIT or DENY)
+    reason: str = "",  # its reason
+    **info,  # recorded with it (e.g. sent=...)
 ) -> Order:
-    "A new INITIALIZED order with the next client id, journaled before anything is sent."
+    "A new order with the next client id, journaled (with `then`, if given) before anything is sent."
     if side not in ("buy", "sell") or type not in ("market", "limit"):
         raise ValueError(f"order side must be buy/sell and type market/limit, got {side!r}, {type!r}")
     ts = time.time()
+    rows = []
     with self.db:
         self.db.execute("BEGIN IMMEDIATE")
         n = int(self.db.execute("SELECT value FROM meta WHERE key = 'counter'").fetchone()[0]) + 1
         self.db.execute("UPDATE meta SET value = ? WHERE key = 'counter'", (str(n),))
         cid = client_id(self.prefix, self.epoch, n)
         od = Order(cid, symbol, side, type, float(qty), price, intent or cid, created=ts, updated=ts)
-        cur = self.db.execute("INSERT INTO events (ts, kind, client_id, data) VALUES (?, 'intent', ?, ?)",
-                              (ts, cid, json.dumps(od.to_dict())))  # fmt: skip
-    self.orders[cid] = od
+        rows.append(("intent", od.to_dict()))
+        if then is not None:
+            next_status(od.status, then, cid)
+            rows.append(("transition", {"event": OrderEvent(then).value, "reason": reason, **info}))
+        for kind, d in rows:
+            cur = self.db.execute("INSERT INTO events (ts, kind, client_id, data) VALUES (?, ?, ?, ?)",
+                                  (ts, kind, cid, json.dumps(d)))  # fmt: skip
+    for kind, d in rows:
+        self._apply(kind, cid, d, ts)
     self.last_seq = cur.lastrowid
-    return od
+    return self.orders[cid]
 
 
 @patch
@@ -244,7 +264,7 @@ def adopt(
     self._append("intent", cid, od.to_dict())
     return self.orders[cid]
 
-# %% ../nbs/12a_journal.ipynb #1c5ee60b
+# %% ../nbs/12a_journal.ipynb #8594f676
 @patch
 def events(
     self: Journal,
@@ -261,7 +281,7 @@ def events(
 @patch
 def live_orders(self: Journal) -> list[Order]:
     "Orders that are, or may be, at the venue: working or in doubt."
-    return [o for o in self.orders.values() if o.status in WORKING or o.status in IN_DOUBT]
+    return list(self._live.values())
 
 
 @patch
@@ -273,4 +293,4 @@ def by_exchange_id(self: Journal, exchange_id: str) -> Order | None:
 @patch
 def position(self: Journal) -> float:
     "Base position from the journal: the baseline recorded at the first reconciliation plus every fill since."
-    return float(self.state.get("baseline", 0.0)) + sum(o.sign * o.filled for o in self.orders.values())
+    return float(self.state.get("baseline", 0.0)) + self._filled

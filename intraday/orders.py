@@ -9,14 +9,14 @@ __all__ = ['S', 'E', 'PREVIOUS', 'TRANSITIONS', 'TERMINAL', 'WORKING', 'IN_DOUBT
            'OrderEvent', 'IllegalTransition', 'next_status', 'to_wire', 'from_wire', 'OverFill', 'Order', 'base36',
            'client_prefix', 'client_id']
 
-# %% ../nbs/12_orders.ipynb #5bc4398d
+# %% ../nbs/12_orders.ipynb #6f3fea70
 import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-# %% ../nbs/12_orders.ipynb #1a35d0a0
+# %% ../nbs/12_orders.ipynb #23841afb
 class OrderStatus(StrEnum):
     "Where an order is in its life (the router's view; the venue uses the subset it can see)."
 
@@ -48,7 +48,7 @@ class OrderEvent(StrEnum):
     CANCEL = "CANCEL"  # the venue reports it canceled
     EXPIRE = "EXPIRE"  # the venue reports it expired
 
-# %% ../nbs/12_orders.ipynb #9e7d0f44
+# %% ../nbs/12_orders.ipynb #aa91bd76
 S, E = OrderStatus, OrderEvent
 PREVIOUS = "PREVIOUS"  # target of CANCEL_REJECT: the state before PENDING_CANCEL
 
@@ -90,7 +90,7 @@ TERMINAL = frozenset({S.DENIED, S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED})
 WORKING = frozenset({S.OPEN, S.PARTIALLY_FILLED, S.PENDING_CANCEL})  # live at the venue
 IN_DOUBT = frozenset({S.SUBMITTING, S.UNKNOWN})  # may or may not be at the venue: resolve by query
 
-# %% ../nbs/12_orders.ipynb #f06bfb70
+# %% ../nbs/12_orders.ipynb #d7c65fc0
 class IllegalTransition(ValueError):
     "An event that the transition table does not allow in the order's state."
 
@@ -111,7 +111,7 @@ def next_status(
         return OrderStatus(previous)
     return to
 
-# %% ../nbs/12_orders.ipynb #7e6264f0
+# %% ../nbs/12_orders.ipynb #af7be23b
 _WIRE = {S.OPEN: "NEW"}
 _FROM_WIRE = {"NEW": S.OPEN, "EXPIRED_IN_MATCH": S.EXPIRED, "PENDING_NEW": S.SUBMITTING}
 
@@ -128,7 +128,7 @@ def from_wire(name: str) -> OrderStatus:
     except ValueError:
         raise ValueError(f"unknown Binance order status {name!r}") from None
 
-# %% ../nbs/12_orders.ipynb #025567ce
+# %% ../nbs/12_orders.ipynb #3657b0de
 QTY_EPS = 1e-9  # relative tolerance on quantities: sums of fills are floats
 
 
@@ -207,7 +207,13 @@ class Order:
         if self.filled + qty > self.qty * (1 + QTY_EPS) + QTY_EPS:
             raise OverFill(f"order {self.client_id}: trade {trade_id} of {qty:g} would fill {self.filled + qty:g} "
                            f"of {self.qty:g}; refused")  # fmt: skip
+        next_status(self.status, self._fill_event(qty), self.client_id, self.previous)  # a fill must be legal here
         return True
+
+    def _fill_event(self, qty: float) -> OrderEvent:
+        "FILL if a trade of `qty` completes the order, else PARTIAL_FILL."
+        done = self.qty - (self.filled + qty) <= self.qty * QTY_EPS + QTY_EPS
+        return OrderEvent.FILL if done else OrderEvent.PARTIAL_FILL
 
     def apply_fill(
         self,
@@ -220,12 +226,12 @@ class Order:
         "Apply a trade once: False if this trade id was applied already; `OverFill` beyond the quantity."
         if not self.check_fill(trade_id, qty):
             return False
+        event = self._fill_event(qty)
         self.filled += qty
         self.cost += qty * price
         self.fee += fee
         self.trades.add(str(trade_id))
-        done = self.remaining <= self.qty * QTY_EPS + QTY_EPS
-        self.apply(OrderEvent.FILL if done else OrderEvent.PARTIAL_FILL, t=t)
+        self.apply(event, t=t)
         return True
 
     def to_dict(self) -> dict:
@@ -243,7 +249,7 @@ class Order:
         d["previous"] = OrderStatus(d["previous"]) if d.get("previous") else None
         return cls(**d)
 
-# %% ../nbs/12_orders.ipynb #0914c4a3
+# %% ../nbs/12_orders.ipynb #7666af56
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 

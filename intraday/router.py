@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/router.html.md"""
 __all__ = ['TRANSIENT', 'FINAL', 'KILL_FILE', 'CRASH_ENV', 'http_status', 'RetryPolicy', 'Throttle', 'ReconcileError', 'Router',
            'well_formed', 'venue_status', 'ledger_audit']
 
-# %% ../nbs/12b_router.ipynb #da243efd
+# %% ../nbs/12b_router.ipynb #94a94e18
 import asyncio
 import math
 import os
@@ -28,7 +28,7 @@ from .journal import Journal
 from .orders import IN_DOUBT, WORKING, Order, OrderEvent, OrderStatus, OverFill, from_wire
 from .risk import Intent, Risk, TradingState
 
-# %% ../nbs/12b_router.ipynb #4930841a
+# %% ../nbs/12b_router.ipynb #53b548d6
 TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)  # outcome unknown or not processed: a read may be repeated
 _STATUS = re.compile(r"^\S+ (418|429)\b")
 
@@ -101,7 +101,7 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
-# %% ../nbs/12b_router.ipynb #730b3a77
+# %% ../nbs/12b_router.ipynb #73a5ceac
 @dataclass
 class Throttle:
     "Token bucket: at most `rate` orders per second on average, bursts of `burst`."
@@ -126,7 +126,7 @@ class Throttle:
             await asyncio.sleep(dt)
             waited += dt
 
-# %% ../nbs/12b_router.ipynb #3c5f516c
+# %% ../nbs/12b_router.ipynb #8d56ddca
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
 KILL_FILE = "KILL"
 CRASH_ENV = "INTRADAY_CRASH_AT"  # before_send | after_send | after_ack: SIGKILL there (fault tests)
@@ -203,7 +203,7 @@ class Router:
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
 
-# %% ../nbs/12b_router.ipynb #6f89ea7f
+# %% ../nbs/12b_router.ipynb #033a5d6b
 @patch
 async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
     "Journal each trade of `od` once; the number new."
@@ -255,8 +255,8 @@ def venue_status(info: dict) -> OrderStatus:
 async def _apply_report(self: Router, od: Order, info: dict) -> Order:
     "Journal what the venue reports about `od`: its id (once), its trades (each once), then its state."
     eid = str(info["id"]) if info.get("id") is not None else None
-    if eid and od.exchange_id is None:
-        self.journal.record("note", od.client_id, exchange_id=eid)
+    learned = {"exchange_id": eid} if eid and od.exchange_id is None else {}
+    od.exchange_id = od.exchange_id or eid  # in memory now (trades need it); journaled below, with the next event
     if info.get("trades"):
         await self._apply_trades(od, info["trades"])
     if float(info.get("filled") or 0.0) > od.filled * (1 + 1e-9) + 1e-12:
@@ -264,13 +264,16 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
     status = venue_status(info)
     event = _EVENT[status]
     if od.status in IN_DOUBT or (event != OrderEvent.ACCEPT and not od.terminal):
-        self.journal.transition(od, event, str(info.get("status") or ""))
+        self.journal.transition(od, event, str(info.get("status") or ""), **learned)
         self._emit("order", od, status=od.status.value)
-    elif od.status == OrderStatus.PENDING_CANCEL and status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED):
+        learned = {}
+    if learned:
+        self.journal.record("note", od.client_id, **learned)
+    if od.status == OrderStatus.PENDING_CANCEL and status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED):
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
 
-# %% ../nbs/12b_router.ipynb #e8fb3412
+# %% ../nbs/12b_router.ipynb #8489c62d
 @patch
 def _precheck(self: Router, intent: Intent) -> tuple[Intent, str | None]:
     "The intent rounded to the market's precision, and the reason to deny it (None if none)."
@@ -307,19 +310,20 @@ async def submit(
         except TRANSIENT as e:
             logger.warning("no last price for the pre-trade checks: {}", e)
     intent, reason = self._precheck(intent)
-    od = self.journal.new_order(self.symbol, intent.side, intent.type, intent.qty, intent.price)
-    return await self._send(od, intent, reason, resends)
+    return await self._send(intent, reason, resends)
 
 
 @patch
-async def _send(self: Router, od: Order, intent: Intent, reason: str | None, resends: int) -> Order:
+async def _send(self: Router, intent: Intent, reason: str | None, resends: int, of: str = "") -> Order:
+    "Journal the intent (denied, or with its SUBMIT), send it once, journal the outcome."
+    args = (self.symbol, intent.side, intent.type, intent.qty, intent.price, of)
     if reason is not None:
-        self.journal.transition(od, OrderEvent.DENY, reason)
+        od = self.journal.new_order(*args, then=OrderEvent.DENY, reason=reason)
         logger.bind(client_id=od.client_id, reason=reason).info("order denied: {}", reason)
         self._emit("deny", od, reason=reason)
         return od
     await self.throttle.acquire()
-    self.journal.transition(od, OrderEvent.SUBMIT, sent=time.time())
+    od = self.journal.new_order(*args, then=OrderEvent.SUBMIT, sent=time.time())
     self.risk.note_sent(time.time())
     self._crash("before_send")
     price = intent.price if intent.type == "limit" else None
@@ -350,12 +354,11 @@ async def _send(self: Router, od: Order, intent: Intent, reason: str | None, res
     if od.status == OrderStatus.REJECTED and od.reason.startswith("absent") and resends > 0:
         if self.settings.resend_absent:
             again, why = self._precheck(intent)
-            nxt = self.journal.new_order(self.symbol, again.side, again.type, again.qty, again.price, od.intent)
-            logger.bind(client_id=nxt.client_id, was=od.client_id).info("re-sending an absent order's intent")
-            return await self._send(nxt, again, why, resends - 1)
+            logger.bind(was=od.client_id).info("re-sending the intent of an order confirmed absent")
+            return await self._send(again, why, resends - 1, od.intent)
     return od
 
-# %% ../nbs/12b_router.ipynb #3bb8d23a
+# %% ../nbs/12b_router.ipynb #5a6559e2
 @patch
 async def query(self: Router, od: Order) -> dict | None:
     "The venue's report of `od` by client id (None if the venue says it does not exist)."
@@ -401,7 +404,7 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
-# %% ../nbs/12b_router.ipynb #926cfb32
+# %% ../nbs/12b_router.ipynb #4fa8a4e2
 @patch
 async def cancel(self: Router, od: Order) -> Order:
     "Cancel a working order; the order as the venue then reports it."
@@ -434,7 +437,7 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
-# %% ../nbs/12b_router.ipynb #01148644
+# %% ../nbs/12b_router.ipynb #5fcf0735
 @patch
 async def _foreign(self: Router, info: dict) -> str:
     "Handle an open order that is not in the journal; what was done."
@@ -518,7 +521,7 @@ async def reconcile(self: Router) -> dict:
     )
     return rep
 
-# %% ../nbs/12b_router.ipynb #31ddebd3
+# %% ../nbs/12b_router.ipynb #4ad42d58
 @patch
 async def start(self: Router) -> dict:
     "Load markets and reconcile (ReconcileError if it fails: no trading); honour a kill file left behind."
@@ -545,8 +548,7 @@ async def kill(
         qty = float(self.ex.amount_to_precision(self.symbol, abs(pos)))
         if qty > 0:
             side = "sell" if pos > 0 else "buy"
-            od = self.journal.new_order(self.symbol, side, "market", qty)
-            done.append(await self._send(od, Intent(side, qty), None, 0))  # risk is halted: the exit goes around it
+            done.append(await self._send(Intent(side, qty), None, 0))  # risk is halted: the exit goes around it
     logger.bind(reason=reason, cancelled=len(done)).warning("kill switch: {} order(s) handled", len(done))
     return done
 
@@ -567,7 +569,7 @@ async def check_kill_file(self: Router) -> bool:
         return True
     return False
 
-# %% ../nbs/12b_router.ipynb #0f9a6ced
+# %% ../nbs/12b_router.ipynb #f7e5943e
 @patch
 def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
     "A valuation of the account (the PnL tracker's): daily loss and drawdown limits may halt; the state."
@@ -576,7 +578,7 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
         self._save_risk()
     return self.risk.state
 
-# %% ../nbs/12b_router.ipynb #0bd65962
+# %% ../nbs/12b_router.ipynb #f16dbbb7
 _NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)
 
 

@@ -100,7 +100,7 @@ def test_create_times_out_but_the_venue_accepted_it(rig):
         await r.sync(od)
         assert (od.status, od.filled) == (OrderStatus.FILLED, 2.0)
         kinds = [e["data"].get("event", e["kind"]) for e in r.journal.events(od.client_id)]
-        assert kinds == ["intent", "SUBMIT", "UNKNOWN", "note", "ACCEPT", "fill"]
+        assert kinds == ["intent", "SUBMIT", "UNKNOWN", "ACCEPT", "fill"]
         a = g.tally(r, "create times out, venue accepted")
         assert a["venue_orders"] == 1 and a["faults"] == 1
         await r.ex.close()

@@ -1,0 +1,212 @@
+"""Orders, journal and risk: properties of the transition table, journal replay, client-id uniqueness across
+processes, and durability of acknowledged writes when the process is killed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from intraday.config import RiskSettings
+from intraday.journal import Journal, JournalError
+from intraday.orders import (
+    CLIENT_ID_RE,
+    PREVIOUS,
+    TERMINAL,
+    TRANSITIONS,
+    IllegalTransition,
+    Order,
+    OrderEvent,
+    OrderStatus,
+    OverFill,
+    from_wire,
+    next_status,
+    to_wire,
+)
+from intraday.risk import Intent, Risk, TradingState
+
+events = st.lists(st.sampled_from(list(OrderEvent)), max_size=30)
+
+
+@given(events)
+def test_orders_move_only_along_the_table(seq):
+    od = Order("c1", "SYN/USDT", "buy", "limit", 1.0, price=1.0)
+    for e in seq:
+        before, prev = od.status, od.previous
+        want = TRANSITIONS.get((before, e))
+        if want is None:
+            with pytest.raises(IllegalTransition, match=f"order c1: event {e.value} is illegal in state {before}"):
+                od.apply(e)
+            assert od.status == before  # an illegal event changes nothing
+        else:
+            od.apply(e)
+            assert od.status == (prev if want == PREVIOUS else want)
+        if before in TERMINAL and od.status != before:  # out of a terminal state: only a late completing fill
+            assert e == OrderEvent.FILL and od.status == OrderStatus.FILLED
+
+
+def test_terminal_states_and_wire_names():
+    for s in TERMINAL:
+        outs = {t for (a, e), t in TRANSITIONS.items() if a == s and t != s}
+        assert outs <= {OrderStatus.FILLED}
+    assert all(from_wire(to_wire(s)) == s for s in OrderStatus if s not in (OrderStatus.INITIALIZED, OrderStatus.DENIED,
+               OrderStatus.SUBMITTING, OrderStatus.UNKNOWN))  # fmt: skip
+    with pytest.raises(IllegalTransition, match="needs the previous state"):
+        next_status(OrderStatus.PENDING_CANCEL, OrderEvent.CANCEL_REJECT)
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.floats(0.01, 0.5)), max_size=40))
+def test_fills_once_per_trade_never_beyond_the_quantity(trades):
+    od = Order("c1", "SYN/USDT", "sell", "market", 1.0, status=OrderStatus.OPEN)
+    applied: dict[int, float] = {}
+    for tid, q in trades:
+        if tid in applied:
+            assert od.apply_fill(str(tid), q, 10.0) is False
+        elif sum(applied.values()) + q > 1.0 + 1e-9:
+            with pytest.raises(OverFill, match="refused"):
+                od.apply_fill(str(tid), q, 10.0)
+        else:
+            assert od.apply_fill(str(tid), q, 10.0) is True
+            applied[tid] = q
+    assert od.filled == pytest.approx(sum(applied.values()))
+    done = abs(od.filled - 1.0) <= 2e-9
+    assert od.status == (OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED if applied else OrderStatus.OPEN)
+
+
+ops = st.lists(st.sampled_from(["new", "submit", "accept", "fill", "cancel_req", "cancel", "reject", "note"]),
+               max_size=40)  # fmt: skip
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops)
+def test_journal_replay_rebuilds_the_same_orders(tmp_path_factory, seq):
+    d = tmp_path_factory.mktemp("j")
+    j = Journal(d, runner="p")
+    trade = 0
+    for op in seq:
+        od = list(j.orders.values())[-1] if j.orders else None
+        try:
+            if op == "new" or od is None:
+                j.new_order("SYN/USDT", "buy", "limit", 3.0, 10.0)
+            elif op == "submit":
+                j.transition(od, OrderEvent.SUBMIT, sent=time.time())
+            elif op == "accept":
+                j.transition(od, OrderEvent.ACCEPT)
+            elif op == "fill":
+                trade += 1
+                j.fill(od, str(trade), 1.0, 10.0 + trade, 0.01)
+            elif op == "cancel_req":
+                j.transition(od, OrderEvent.CANCEL_REQUEST)
+            elif op == "cancel":
+                j.transition(od, OrderEvent.CANCEL)
+            elif op == "reject":
+                j.transition(od, OrderEvent.REJECT, "no")
+            else:
+                j.record("state", baseline=float(trade))
+        except (IllegalTransition, OverFill):
+            pass
+    again = Journal(d, runner="p")
+    assert again.orders == j.orders and again.state == j.state and again.position() == j.position()
+    seqs = [e["seq"] for e in again.events()]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    j.close()
+    again.close()
+
+
+def test_journal_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="NORMAL or FULL"):
+        Journal(tmp_path, synchronous="OFF")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "journal.sqlite").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(JournalError, match="cannot open the journal"):
+        Journal(tmp_path / "bad")
+    j = Journal(tmp_path / "ok", synchronous="FULL")
+    with pytest.raises(ValueError, match="side must be buy/sell"):
+        j.new_order("SYN/USDT", "long", "market", 1.0)
+    with pytest.raises(ValueError, match="use new_order/transition/fill"):
+        j.record("fill")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        j._append("gossip", None, {})
+    other = Journal(tmp_path / "other")
+    od = other.new_order("SYN/USDT", "buy", "market", 1.0)
+    with pytest.raises(KeyError, match="is not an order of"):
+        j.transition(od, OrderEvent.SUBMIT)
+    od2 = j.adopt("SYN/USDT", {"id": 9, "clientOrderId": "x9", "side": "buy", "type": "limit", "amount": 2, "price": 5})
+    assert (od2.status, od2.intent, od2.exchange_id, j.by_exchange_id("9")) == (OrderStatus.OPEN, "x9", "9", od2)
+    with pytest.raises(ValueError, match="in the journal already"):
+        j.adopt("SYN/USDT", {"id": 9, "clientOrderId": "x9", "side": "buy", "type": "limit", "amount": 2})
+    assert "Journal(" in repr(j) and j.events(od2.client_id)[0]["kind"] == "intent"
+
+
+ALLOC = textwrap.dedent(
+    """
+    import sys
+    from intraday.journal import Journal
+    j = Journal(sys.argv[1], runner="p")
+    print("\\n".join(j.new_order("SYN/USDT", "buy", "market", 1.0).client_id for _ in range(int(sys.argv[2]))))
+    """
+)
+
+
+def test_client_ids_unique_across_processes_restarts_and_journals(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-c", ALLOC, str(tmp_path / "s"), "200"], stdout=subprocess.PIPE,
+                              text=True) for _ in range(3)]  # fmt: skip
+    ids = [line for p in procs for line in p.communicate(timeout=120)[0].split()]
+    ids += Journal(tmp_path / "s", runner="p").new_order("SYN/USDT", "buy", "market", 1.0).client_id.split()
+    ids += Journal(tmp_path / "fresh", runner="p").new_order("SYN/USDT", "buy", "market", 1.0).client_id.split()
+    assert len(ids) == 602 and len(set(ids)) == 602  # two processes on one journal, a restart, a new journal
+    assert all(CLIENT_ID_RE.fullmatch(i) for i in ids)
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from intraday.journal import Journal
+    from intraday.orders import OrderEvent
+    j = Journal(sys.argv[1], runner="w")
+    n = 0
+    while True:
+        od = j.new_order("SYN/USDT", "buy", "market", 1.0)
+        j.transition(od, OrderEvent.SUBMIT, sent=time.time())
+        n += 1
+        print(od.client_id, j.last_seq, flush=True)  # acknowledged to the caller
+    """
+)
+
+
+def test_nothing_acknowledged_is_lost_when_killed(tmp_path):
+    p = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    acked = []
+    t0 = time.time()
+    while len(acked) < 300 and time.time() - t0 < 60:
+        acked.append(p.stdout.readline().split())
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    j = Journal(tmp_path, runner="w")
+    for cid, seq in acked:
+        assert j.orders[cid].status == OrderStatus.SUBMITTING and j.last_seq >= int(seq)
+    assert len(acked) == 300
+
+
+def test_risk_reducing_state_and_rate_limit():
+    r = Risk(RiskSettings(max_orders_per_minute=2, max_drawdown=0.1))
+    t = 1.7e9
+    r.set_state(TradingState.REDUCING, "test")
+    assert r.check(Intent("buy", 1), 2, 0, 0, 10.0, t) == "reducing only: test"
+    assert r.check(Intent("sell", 1), 2, 0, 0, 10.0, t) is None
+    r.set_state(TradingState.ACTIVE, "")
+    r.note_sent(t)
+    r.note_sent(t + 1)
+    assert r.check(Intent("buy", 1), 0, 0, 0, 10.0, t + 2) == "max order rate: 2 orders in the last minute"
+    assert r.check(Intent("buy", 1), 0, 0, 0, 10.0, t + 70) is None
+    r.note_equity(100.0, t)
+    r.note_equity(120.0, t + 1)
+    assert r.note_equity(107.0, t + 2) == TradingState.HALTED and r.reason == "drawdown 10.83% reached the limit 10.00%"
+    assert r.note_equity(50.0, t + 3) is None  # already halted
+    assert json.loads(json.dumps(r.to_dict()))["state"] == "HALTED"
