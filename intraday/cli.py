@@ -6,7 +6,8 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch', 'cmd_venue_serve',
-           'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle', 'build_parser', 'main']
+           'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle', 'cmd_live',
+           'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -34,6 +35,7 @@ from intraday.data import (
     validate_bars,
     write_bars,
 )
+from .journal import JournalError
 from .obs import setup_logging
 from .report import market_figure, write_report
 
@@ -390,13 +392,57 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:<18} {value}")
     return 0
 
+# %% ../nbs/14_cli.ipynb #98d03e6e
+def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
+    "Kill, resume or describe the runner of a state directory."
+    from intraday.journal import Journal
+    from intraday.monitor import StateLock
+    from intraday.router import KILL_FILE
+
+    state = Path(args.state_dir or settings.live.state_dir)
+    if args.action == "kill":
+        state.mkdir(parents=True, exist_ok=True)
+        (state / KILL_FILE).write_text(args.reason)
+        print(f"kill file written: {state / KILL_FILE} ({args.reason}); a running router halts and cancels at its "
+              "next check, a new one stays halted until `intraday live resume`")  # fmt: skip
+        return 0
+    j = Journal.open(state)
+    if args.action == "resume":
+        try:
+            with StateLock(state):
+                (state / KILL_FILE).unlink(missing_ok=True)
+                j.record("state", risk={**j.state.get("risk", {}), "state": "ACTIVE", "reason": args.reason,
+                                        "halted_until": None})  # fmt: skip
+        except RuntimeError as e:
+            print(f"intraday: {e}; resume the running runner with POST /resume on its control port", file=sys.stderr)
+            return 1
+        print(f"{state}: kill file removed, trading state ACTIVE ({args.reason}); the next start reconciles first")
+        return 0
+    risk = j.state.get("risk", {})
+    counts: dict[str, int] = {}
+    for o in j.orders.values():
+        counts[o.status.value] = counts.get(o.status.value, 0) + 1
+    last = next((e for e in reversed(j.events()) if e["kind"] == "reconcile"), None)
+    print(f"journal        {j.path} ({j.account}/{j.runner}, {len(j.orders)} orders, seq {j.last_seq})")
+    print(f"trading state  {risk.get('state', 'ACTIVE')}{' (' + risk['reason'] + ')' if risk.get('reason') else ''}")
+    print(f"kill file      {'present' if (state / KILL_FILE).exists() else 'absent'}")
+    print(f"position       {j.position():g}")
+    print(f"orders         {', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'}")
+    print(f"live orders    {', '.join(o.client_id for o in j.live_orders()) or 'none'}")
+    if last:
+        ok = "ok" if last["data"].get("ok") else "FAILED"
+        print(f"reconciled     {pd.Timestamp(last['ts'], unit='s', tz='UTC'):%Y-%m-%d %H:%M:%S} UTC, {ok}")
+    return 0
+
 # %% ../nbs/14_cli.ipynb #d0fc5f61
 def build_parser() -> argparse.ArgumentParser:
     "The argparse parser of the `intraday` command."
     p = argparse.ArgumentParser(prog="intraday", description="intraday: RL trading research-to-live workbench")
     p.add_argument("--settings", help="settings file (default: $INTRADAY_SETTINGS or the nearest settings.ini)")
     p.add_argument("--log-level", help="level of the JSON log lines (default: WARNING on stderr, [obs] to a log_file)")
-    sub = p.add_subparsers(dest="room", required=True, metavar="{config,data,train,tune,bundle,backtest,venue,demo}")
+    sub = p.add_subparsers(
+        dest="room", required=True, metavar="{config,data,train,tune,bundle,backtest,venue,live,demo}"
+    )
 
     cfg = sub.add_parser("config", help="settings").add_subparsers(dest="cmd", required=True)
     show = cfg.add_parser("show", help="effective settings and where each value came from")
@@ -464,6 +510,12 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--start", help="first decision time (ISO, UTC); default: after the feature warm-up")
     bt.set_defaults(func=cmd_backtest)
 
+    live = sub.add_parser("live", help="the execution core of a runner: kill switch, resume, status")
+    live.add_argument("action", choices=("kill", "resume", "status"), help="what to do")
+    live.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
+    live.add_argument("--reason", default="operator", help="why (journaled; shown in denials)")
+    live.set_defaults(func=cmd_live)
+
     demo = sub.add_parser("demo", help="the research flow on the synthetic market: train, backtest, audit, report")
     demo.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
     demo.add_argument("--timesteps", type=int, default=300_000, help="training budget (default 300000)")
@@ -488,6 +540,6 @@ def main(
     setup_logging(level, settings=settings)
     try:
         return args.func(args, settings)
-    except (BarsFileError, StoreError, BarsError, ValueError, FileNotFoundError) as e:
+    except (BarsFileError, StoreError, BarsError, ValueError, FileNotFoundError, JournalError) as e:
         print(f"intraday: {e}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/journal.html.md"""
 # %% auto #0
 __all__ = ['SCHEMA', 'KINDS', 'JOURNAL_FILE', 'JournalError', 'Journal']
 
-# %% ../nbs/12a_journal.ipynb #6c5f1b6e
+# %% ../nbs/12a_journal.ipynb #8bcc6830
 import json
 import random
 import sqlite3
@@ -28,7 +28,7 @@ from intraday.orders import (
     next_status,
 )
 
-# %% ../nbs/12a_journal.ipynb #604014d0
+# %% ../nbs/12a_journal.ipynb #1a834f0e
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -53,7 +53,7 @@ JOURNAL_FILE = "journal.sqlite"
 class JournalError(RuntimeError):
     "A journal that cannot be used as asked (another account's, unreadable, ...)."
 
-# %% ../nbs/12a_journal.ipynb #8c3060e6
+# %% ../nbs/12a_journal.ipynb #2acac34e
 class Journal:
     "The SQLite order journal of one runner on one account, and the orders rebuilt from it."
 
@@ -97,6 +97,22 @@ class Journal:
         self._filled = 0.0  # signed sum of every fill (kept by `_apply`)
         self._replay()
 
+    @classmethod
+    def open(
+        cls,
+        state_dir: str | Path,  # a state directory holding a journal
+    ) -> "Journal":
+        "The journal of an existing state directory, with the account and runner it was made for."
+        path = Path(state_dir) / JOURNAL_FILE
+        if not path.is_file():
+            raise JournalError(f"{path}: no journal here (a runner creates it when it first starts)")
+        try:
+            with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as e:
+            raise JournalError(f"{path}: cannot read the journal ({e})") from None
+        return cls(state_dir, meta["account"], meta["runner"])
+
     def _meta(self) -> dict[str, str]:
         return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
 
@@ -107,7 +123,7 @@ class Journal:
     def __repr__(self) -> str:
         return f"Journal({self.path}, {self.prefix}-{self.epoch}, {len(self.orders)} orders, seq {self.last_seq})"
 
-# %% ../nbs/12a_journal.ipynb #4484397d
+# %% ../nbs/12a_journal.ipynb #a1df74c2
 @patch
 def _apply(self: Journal, kind: str, cid: str | None, d: dict, ts: float) -> None:
     "Apply one journaled event to the in-memory orders and state (and keep the live set and position current)."
@@ -155,7 +171,7 @@ def _replay(self: Journal) -> None:
         self._apply(kind, cid, json.loads(data), ts)
         self.last_seq = seq
 
-# %% ../nbs/12a_journal.ipynb #0d4f092f
+# %% ../nbs/12a_journal.ipynb #dbf795db
 @patch
 def new_order(
     self: Journal,
@@ -264,7 +280,7 @@ def adopt(
     self._append("intent", cid, od.to_dict())
     return self.orders[cid]
 
-# %% ../nbs/12a_journal.ipynb #8594f676
+# %% ../nbs/12a_journal.ipynb #f7400777
 @patch
 def events(
     self: Journal,
