@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch', 'cmd_venue_serve',
            'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle', 'cmd_live',
-           'build_parser', 'main']
+           'cmd_live_run', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -399,6 +399,11 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     from intraday.monitor import StateLock
     from intraday.router import KILL_FILE
 
+    if args.action == "run":
+        if not args.bundle:
+            print("intraday: live run needs --bundle PATH", file=sys.stderr)
+            return 2
+        return cmd_live_run(args, settings)
     state = Path(args.state_dir or settings.live.state_dir)
     if args.action == "kill":
         state.mkdir(parents=True, exist_ok=True)
@@ -432,6 +437,65 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     if last:
         ok = "ok" if last["data"].get("ok") else "FAILED"
         print(f"reconciled     {pd.Timestamp(last['ts'], unit='s', tz='UTC'):%Y-%m-%d %H:%M:%S} UTC, {ok}")
+    return 0
+
+# %% ../nbs/14_cli.ipynb #fe7c853c
+def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
+    "Trade a bundle on the paper venue (or, with --live, on Binance) until --duration or --bars."
+    import asyncio
+
+    from intraday.journal import Journal
+    from intraday.live import BarFeed, LiveRunner
+    from intraday.monitor import ControlServer, Monitor, StateLock
+    from intraday.risk import Risk
+    from intraday.router import Router
+
+    if args.venue == "binance" and not args.live:
+        print("intraday: --venue binance trades real money: add --live to confirm", file=sys.stderr)
+        return 2
+    sec = settings.secrets
+    if not (sec.api_key and sec.api_secret):
+        print("intraday: set INTRADAY_API_KEY and INTRADAY_API_SECRET (or INTRADAY_SECRETS_FILE)", file=sys.stderr)
+        return 2
+    key, secret = sec.api_key.get_secret_value(), sec.api_secret.get_secret_value()
+    state = Path(args.state_dir or settings.live.state_dir)
+    symbol = args.symbol or settings.data.symbol
+
+    async def session() -> dict:
+        if args.venue == "paper":
+            from intraday.venue import connect
+
+            ex = connect(args.url or f"http://{settings.venue.host}:{settings.venue.port}", key, secret, pro=True)
+        else:
+            import ccxt.pro
+
+            ex = ccxt.pro.binance({"apiKey": key, "secret": secret, "enableRateLimit": True})
+        monitor = Monitor()
+        try:
+            router = Router(ex, Journal(state, settings.live.account, settings.live.runner, settings.live.synchronous),
+                            symbol, Risk(settings.risk), settings.live)  # fmt: skip
+            await router.start()
+            feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
+            runner = LiveRunner(router, feed, args.bundle, monitor, settings.backtest, shadow=args.shadow)
+            checks = {"reconciled": lambda: router.ready, "warm": lambda: runner.warm}
+            control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
+                                    kill=lambda reason: router.kill(reason or "control endpoint"),
+                                    resume=lambda reason: router.resume(reason or "control endpoint"))  # fmt: skip
+            await control.start()
+            logger.bind(url=control.url).info("control and metrics on {}", control.url)
+            print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr)
+            try:
+                await runner.start()
+                return await runner.run(args.duration, args.bars)
+            finally:
+                await control.stop()
+                await feed.close()
+        finally:
+            await ex.close()
+
+    with StateLock(state):
+        final = asyncio.run(session())
+    print(json.dumps({k: final[k] for k in ("trading_state", "position", "equity", "pnl", "decisions")}, indent=1))
     return 0
 
 # %% ../nbs/14_cli.ipynb #d0fc5f61
@@ -510,10 +574,20 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--start", help="first decision time (ISO, UTC); default: after the feature warm-up")
     bt.set_defaults(func=cmd_backtest)
 
-    live = sub.add_parser("live", help="the execution core of a runner: kill switch, resume, status")
-    live.add_argument("action", choices=("kill", "resume", "status"), help="what to do")
+    live = sub.add_parser("live", help="trade a bundle (run); the kill switch, resume, status of a runner")
+    live.add_argument("action", nargs="?", default="run", choices=("run", "kill", "resume", "status"),
+                      help="run (default): trade; kill / resume / status: act on a state directory")  # fmt: skip
     live.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
-    live.add_argument("--reason", default="operator", help="why (journaled; shown in denials)")
+    live.add_argument("--reason", default="operator", help="kill/resume: why (journaled; shown in denials)")
+    live.add_argument("--bundle", help="run: policy bundle folder (watched: a new verified bundle is swapped in)")
+    live.add_argument("--venue", choices=("paper", "binance"), default="paper", help="run: where to trade")
+    live.add_argument("--symbol", help="run: unified symbol (default [data] symbol)")
+    live.add_argument("--url", help="run: paper venue URL (default http://[venue] host:port)")
+    live.add_argument("--duration", type=float, help="run: stop after so many seconds")
+    live.add_argument("--bars", type=int, help="run: stop after so many closed bars")
+    live.add_argument("--shadow", action="store_true", help="run: decide and journal, send nothing")
+    live.add_argument("--metrics-port", type=int, default=0, help="run: /metrics and control port (0 = free)")
+    live.add_argument("--live", action="store_true", help="run: confirm trading on a real exchange")
     live.set_defaults(func=cmd_live)
 
     demo = sub.add_parser("demo", help="the research flow on the synthetic market: train, backtest, audit, report")

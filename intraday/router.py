@@ -9,7 +9,7 @@ __all__ = ['TRANSIENT', 'FINAL', 'KILL_FILE', 'CRASH_ENV', 'http_status', 'Retry
            'trades_well_formed', 'balance_well_formed', 'Throttle', 'ReconcileError', 'Router', 'venue_status',
            'ledger_audit']
 
-# %% ../nbs/12b_router.ipynb #0a55f59e
+# %% ../nbs/12b_router.ipynb #54ee8677
 import asyncio
 import math
 import os
@@ -29,7 +29,7 @@ from .journal import Journal
 from .orders import IN_DOUBT, WORKING, Order, OrderEvent, OrderStatus, OverFill, from_wire
 from .risk import Intent, Risk, TradingState
 
-# %% ../nbs/12b_router.ipynb #aaacbb0e
+# %% ../nbs/12b_router.ipynb #e9842cb3
 TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)  # outcome unknown or not processed: a read may be repeated
 _STATUS = re.compile(r"^\S+ (418|429)\b")
 
@@ -131,7 +131,7 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
-# %% ../nbs/12b_router.ipynb #1dcb20fe
+# %% ../nbs/12b_router.ipynb #84786769
 @dataclass
 class Throttle:
     "Token bucket: at most `rate` orders per second on average, bursts of `burst`."
@@ -156,7 +156,7 @@ class Throttle:
             await asyncio.sleep(dt)
             waited += dt
 
-# %% ../nbs/12b_router.ipynb #c608da04
+# %% ../nbs/12b_router.ipynb #f3749c1e
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
 KILL_FILE = "KILL"
 CRASH_ENV = "INTRADAY_CRASH_AT"  # before_send | after_send | after_ack: SIGKILL there (fault tests)
@@ -233,7 +233,7 @@ class Router:
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
 
-# %% ../nbs/12b_router.ipynb #dc63c077
+# %% ../nbs/12b_router.ipynb #95b1ef7a
 @patch
 async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
     "Journal each trade of `od` once; the number new."
@@ -243,7 +243,8 @@ async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
         try:
             if self.journal.fill(od, str(t["id"]), float(t["amount"]), float(t["price"]), float(fee)):
                 new += 1
-                self._emit("fill", od, trade_id=str(t["id"]), qty=float(t["amount"]), price=float(t["price"]))
+                self._emit("fill", od, trade_id=str(t["id"]), qty=float(t["amount"]), price=float(t["price"]),
+                           fee=float(fee))  # fmt: skip
         except OverFill as e:
             self.alert(f"over-fill refused: {e}", od)
     return new
@@ -297,7 +298,7 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
 
-# %% ../nbs/12b_router.ipynb #0dc7ad61
+# %% ../nbs/12b_router.ipynb #59d8b929
 @patch
 async def refresh_price(self: Router) -> float:
     "The last traded price from the venue's ticker (the live runner sets `last_price` from bars instead)."
@@ -390,7 +391,7 @@ async def _send(self: Router, intent: Intent, reason: str | None, resends: int, 
             return await self._send(again, why, resends - 1, od.intent)
     return od
 
-# %% ../nbs/12b_router.ipynb #55a6a7a0
+# %% ../nbs/12b_router.ipynb #e4651ba3
 @patch
 async def query(self: Router, od: Order) -> dict | None:
     "The venue's report of `od` by client id (None if the venue says it does not exist)."
@@ -436,7 +437,7 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
-# %% ../nbs/12b_router.ipynb #4cf7b5e2
+# %% ../nbs/12b_router.ipynb #9e66cc7c
 @patch
 async def cancel(self: Router, od: Order) -> Order:
     "Cancel a working order; the order as the venue then reports it."
@@ -469,7 +470,7 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
-# %% ../nbs/12b_router.ipynb #9eef6317
+# %% ../nbs/12b_router.ipynb #86170dd8
 @patch
 async def _foreign(self: Router, info: dict) -> str:
     "Handle an open order that is not in the journal; what was done."
@@ -542,6 +543,11 @@ async def reconcile(self: Router) -> dict:
         except (ccxt.BaseError, OSError):
             break
         venue_pos, pos = float((bal.get(base) or {}).get("total") or 0.0), self.journal.position()
+    reached: dict[str, int] = {}  # intents with more than one order at the venue: duplicates
+    for o in self.journal.orders.values():
+        if o.status not in (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED):
+            reached[o.intent] = reached.get(o.intent, 0) + 1
+    rep["duplicates"] = sum(n - 1 for n in reached.values())
     rep |= {"position": pos, "venue_position": venue_pos, "mismatch": abs(pos - venue_pos) > tol}
     self.journal.record("state", trades_since=t0 - 60)  # overlap: a trade booked late is read again, applied once
     self.journal.record("reconcile", ok=not rep["mismatch"], **rep)
@@ -551,11 +557,17 @@ async def reconcile(self: Router) -> dict:
         return rep
     self.ready = True
     logger.bind(**{k: v for k, v in rep.items() if k != "foreign"}, foreign=len(rep["foreign"])).info(
-        "reconciled: position {} {} matches the venue", pos, base
+        "reconciled: {} order(s) brought up to date, {} fill(s) applied, {} duplicate(s), position {} {} matches the "
+        "venue",
+        rep["resolved"],
+        rep["fills"],
+        rep["duplicates"],
+        pos,
+        base,
     )
     return rep
 
-# %% ../nbs/12b_router.ipynb #596ac18a
+# %% ../nbs/12b_router.ipynb #80f891d1
 @patch
 async def start(self: Router) -> dict:
     "Load markets and reconcile (ReconcileError if it fails: no trading); honour a kill file left behind."
@@ -603,7 +615,7 @@ async def check_kill_file(self: Router) -> bool:
         return True
     return False
 
-# %% ../nbs/12b_router.ipynb #de62a9fa
+# %% ../nbs/12b_router.ipynb #b0af4156
 @patch
 def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
     "A valuation of the account (the PnL tracker's): daily loss and drawdown limits may halt; the state."
@@ -612,7 +624,7 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
         self._save_risk()
     return self.risk.state
 
-# %% ../nbs/12b_router.ipynb #345c11c8
+# %% ../nbs/12b_router.ipynb #4ad003bd
 _NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)
 
 
