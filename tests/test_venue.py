@@ -8,9 +8,10 @@ import urllib.request
 import ccxt
 import pytest
 
+from intraday.binance import MarketSpec, connect, serve
 from intraday.data import synth_market
 from intraday.fills import FillModel
-from intraday.venue import MarketSpec, Venue, connect, serve
+from intraday.venue import Venue
 
 START = 100
 SYM = "SYN/USDT"

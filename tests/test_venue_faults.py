@@ -10,8 +10,10 @@ import ccxt
 import pytest
 import yaml
 
+from intraday.binance import connect, serve
 from intraday.data import synth_market
-from intraday.venue import FaultProfile, Venue, connect, serve
+from intraday.faults import FaultProfile
+from intraday.venue import Venue
 
 SYM = "SYN/USDT"
 BARS = synth_market(days=1, seed=1)
@@ -169,7 +171,7 @@ def test_profile_files_and_admin_errors(served, tmp_path):
     with pytest.raises(ValueError, match="missing.yaml"):
         FaultProfile.load(tmp_path / "missing.yaml")
     status, _, body = post(url + "/admin/faults", {"endpoints": {"/api/v3/klines": {"reject": 0.5}}})
-    assert status == 400 and "order placement only" in body["msg"]
+    assert status == 400 and "reject applies to POST /api/v3/order only" in body["msg"]
     status, _, body = post(url + "/admin/faults", {"seed": 5, "endpoints": {ORDER: {"5xx": 0.5}}})
     assert status == 200 and body["profile"] == {"seed": 5, "endpoints": {ORDER: {"5xx": 0.5}}}
     assert post(url + "/admin/faults", {})[2]["profile"] is None

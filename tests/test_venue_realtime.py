@@ -13,9 +13,10 @@ import ccxt
 import pytest
 from conftest import ROOT
 
+from intraday.binance import connect, serve
 from intraday.cli import main
 from intraday.data import synth_market
-from intraday.venue import Venue, connect, serve
+from intraday.venue import Venue
 
 START = 100
 SYM = "SYN/USDT"

@@ -14,8 +14,9 @@ import urllib.parse
 import aiohttp
 import numpy as np
 
+from intraday.binance import connect, serve
 from intraday.data import synth_market
-from intraday.venue import Venue, connect, serve
+from intraday.venue import Venue
 
 KEY, SECRET = "bench-key", "bench-secret"
 
