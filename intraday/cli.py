@@ -118,7 +118,7 @@ def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
     from intraday.data import fetch_history
 
     if args.url:
-        from intraday.venue import connect
+        from intraday.binance import connect
 
         s = settings.secrets
         key = s.api_key.get_secret_value() if s.api_key else ""
@@ -147,7 +147,9 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
     "Serve the paper venue over a bars file (default: the synthetic market) until interrupted."
     import threading
 
-    from intraday.venue import FaultProfile, Venue, serve
+    from intraday.binance import serve
+    from intraday.faults import FaultProfile
+    from intraday.venue import Venue
 
     v, s = settings.venue, settings.secrets
     if not (s.api_key and s.api_secret):
@@ -156,6 +158,11 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
         return 2
     d = settings.data
     bars = read_bars(args.data, validate=True) if args.data else synth_from_settings(d)
+    stored = read_parquet_meta(args.data).get("symbol") if args.data and args.data.endswith(".parquet") else None
+    symbol = args.symbol or stored or d.symbol  # the file's own symbol before the [data] one
+    if len(symbol.split("/")) != 2 or not all(symbol.split("/")):
+        print(f"intraday: --symbol must be BASE/QUOTE (e.g. BTC/USDT), got {symbol!r}", file=sys.stderr)
+        return 2
     keys = {s.api_key.get_secret_value(): s.api_secret.get_secret_value()}
     speed = 0.0 if args.step else v.speed if args.speed is None else args.speed
     if speed < 0 or (args.speed is not None and speed == 0):
@@ -168,16 +175,17 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"intraday: bad fault profile: {e}", file=sys.stderr)
         return 2
     admin = v.admin or args.admin or args.step  # a stepped clock is moved by POST /admin/step
-    venue = Venue(bars, symbol=d.symbol, start=v.start, keys=keys, admin=admin, speed=speed, faults=faults)
+    venue = Venue(bars, symbol=symbol, start=v.start, keys=keys, admin=admin, speed=speed, faults=faults)
     url, stop = serve(venue, v.host, v.port if args.port is None else args.port)
-    print(f"paper venue for {d.symbol} ({len(bars):,} bars, current bar {v.start}) on {url}", flush=True)
+    print(f"paper venue for {symbol} ({len(bars):,} bars, current bar {v.start}) on {url}", flush=True)
     if speed > 0:
         latest = pd.Timestamp(venue.now - venue.step_ms, unit="ms", tz="UTC")
         clock = f"real time x {speed:g}, latest bar {latest:%Y-%m-%d %H:%M}"
     else:
         clock = f"stepped by POST {url}/admin/step" if admin else "stepped, no /admin: a static market"
+    ws = url.replace("http", "ws", 1)
     print(f"clock: {clock}; faults: {f'{path} (seed {faults.seed})' if faults else 'none'}; "
-          f"streams: {url.replace('http', 'ws', 1)}/ws", flush=True)  # fmt: skip
+          f"streams: {ws}/ws, user data: {ws}/ws-api/v3", flush=True)  # fmt: skip
     logger.info("venue serving", url=url, bars=len(bars), speed=speed, faults=path or None)
     try:
         threading.Event().wait()
@@ -556,6 +564,8 @@ def build_parser() -> argparse.ArgumentParser:
     venue = sub.add_parser("venue", help="the paper venue").add_subparsers(dest="cmd", required=True)
     vs = venue.add_parser("serve", help="serve the paper venue (Binance spot REST subset) until Ctrl-C")
     vs.add_argument("--data", help="bars file to replay (default: the synthetic market of [data])")
+    vs.add_argument("--symbol", help="symbol served, BASE/QUOTE (default: the one stored in the --data parquet "
+                    "file, else the [data] symbol)")  # fmt: skip
     vs.add_argument("--port", type=int, help="TCP port (default [venue] port; 0 = any free port)")
     vs.add_argument("--admin", action="store_true", help="serve /admin (clock, ledger, faults)")
     clock = vs.add_mutually_exclusive_group()

@@ -47,6 +47,7 @@ class OrderEvent(StrEnum):
     CANCEL_REJECT = "CANCEL_REJECT"  # the cancel failed: the order is still working
     CANCEL = "CANCEL"  # the venue reports it canceled
     EXPIRE = "EXPIRE"  # the venue reports it expired
+    LATE_FILL = "LATE_FILL"  # a trade of an order already closed (the venue's own event: its status stays)
 
 # %% ../nbs/12_orders.ipynb #aa91bd76
 S, E = OrderStatus, OrderEvent
@@ -81,9 +82,11 @@ TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus | str] = {
     (S.CANCELED, E.PARTIAL_FILL): S.CANCELED,  # late fill: real-world possibility, applied, state kept
     (S.CANCELED, E.FILL): S.FILLED,
     (S.CANCELED, E.CANCEL): S.CANCELED,
+    (S.CANCELED, E.LATE_FILL): S.CANCELED,  # the venue's late fill, whole or partial: Binance never reopens it
     (S.EXPIRED, E.PARTIAL_FILL): S.EXPIRED,
     (S.EXPIRED, E.FILL): S.FILLED,
     (S.EXPIRED, E.EXPIRE): S.EXPIRED,
+    (S.EXPIRED, E.LATE_FILL): S.EXPIRED,
     (S.FILLED, E.FILL): S.FILLED,  # a repeated report of the completing trade (deduplicated by trade id)
 }
 TERMINAL = frozenset({S.DENIED, S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED})

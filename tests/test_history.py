@@ -4,9 +4,10 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+from intraday.binance import connect, serve
 from intraday.cli import main
 from intraday.data import BarStore, fetch_history, synth_market
-from intraday.venue import Venue, connect, serve
+from intraday.venue import Venue
 
 BARS = synth_market(days=1, seed=3)
 START = pd.Timestamp("2024-01-01", tz="UTC")

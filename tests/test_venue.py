@@ -8,9 +8,10 @@ import urllib.request
 import ccxt
 import pytest
 
+from intraday.binance import MarketSpec, connect, local_urls, serve
 from intraday.data import synth_market
 from intraday.fills import FillModel
-from intraday.venue import MarketSpec, Venue, connect, serve
+from intraday.venue import Venue
 
 START = 100
 SYM = "SYN/USDT"
@@ -261,3 +262,19 @@ def test_admin_off_by_default_and_bad_input(synbars):
         venue.step(len(synbars))
     with pytest.raises(ValueError, match="fault kind"):
         venue.fault("/api/v3/order", "boom")
+
+
+@pytest.mark.parametrize("creds", [{}, {"apiKey": "key", "secret": "secret"}])
+def test_a_stock_ccxt_client_loads_markets(served, creds):
+    "A plain ccxt.binance, default options, only its API URLs pointed at the venue: spot, futures, margin, coins."
+    venue, url, _ = served
+    ex = ccxt.binance(creds)
+    assert ex.options["fetchMargins"] and ex.options["fetchCurrencies"]  # the defaults: both on
+    ex.urls["api"] = local_urls(ex.urls["api"], url)
+    markets = ex.load_markets()
+    assert list(markets) == [SYM] and markets[SYM]["spot"] and not markets[SYM]["margin"]
+    if creds:
+        assert {"SYN", "USDT"} <= set(ex.currencies)  # ccxt adds BNFCR (futures credit) by itself
+        assert not ex.currencies["USDT"]["deposit"] and not ex.currencies["USDT"]["withdraw"]
+        assert ex.fetch_balance()["USDT"]["free"] == 10_000.0
+    assert ex.fetch_ticker(SYM)["last"] == pytest.approx(venue.last)

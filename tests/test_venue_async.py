@@ -7,9 +7,11 @@ import time
 import ccxt
 import pytest
 
+from intraday.binance import MarketSpec, connect, serve
 from intraday.data import synth_market
 from intraday.fills import FillModel
-from intraday.venue import MarketSpec, Venue, connect, serve
+from intraday.orders import OrderStatus
+from intraday.venue import Venue
 
 START = 100
 SYM = "SYN/USDT"
@@ -160,7 +162,7 @@ def test_async_limit_orders_open_cancel_fill(served, synbars, pro):
     assert [o["id"] for o in still] == [o2["id"]]
     assert bal["USDT"]["used"] == 0.0 and bal["SYN"]["used"] == pytest.approx(1.5)
 
-    while venue.orders[1]["status"] == "NEW":
+    while venue.orders[1]["status"] == OrderStatus.OPEN:
         venue.step()
 
     async def check(ex):

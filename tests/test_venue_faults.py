@@ -10,8 +10,10 @@ import ccxt
 import pytest
 import yaml
 
+from intraday.binance import connect, serve
 from intraday.data import synth_market
-from intraday.venue import FaultProfile, Venue, connect, serve
+from intraday.faults import FaultProfile
+from intraday.venue import Venue
 
 SYM = "SYN/USDT"
 BARS = synth_market(days=1, seed=1)
@@ -169,8 +171,157 @@ def test_profile_files_and_admin_errors(served, tmp_path):
     with pytest.raises(ValueError, match="missing.yaml"):
         FaultProfile.load(tmp_path / "missing.yaml")
     status, _, body = post(url + "/admin/faults", {"endpoints": {"/api/v3/klines": {"reject": 0.5}}})
-    assert status == 400 and "order placement only" in body["msg"]
+    assert status == 400 and "reject applies to POST /api/v3/order only" in body["msg"]
     status, _, body = post(url + "/admin/faults", {"seed": 5, "endpoints": {ORDER: {"5xx": 0.5}}})
     assert status == 200 and body["profile"] == {"seed": 5, "endpoints": {ORDER: {"5xx": 0.5}}}
     assert post(url + "/admin/faults", {})[2]["profile"] is None
     assert venue.profile is None
+
+
+def test_invisible_order_is_acked_then_not_found_for_a_while(served):
+    venue, url = served
+    venue.fault(ORDER, "invisible", invisible_ms=600)
+    ex = connect(url, "k", "s")
+    ex.load_markets()
+    o = ex.create_order(SYM, "limit", "buy", 1.0, 50.0, params={"clientOrderId": "ghost"})
+    assert (o["id"], o["clientOrderId"], o["status"]) == ("1", "ghost", "open")  # acked normally
+    t0 = time.monotonic()
+    with pytest.raises(ccxt.OrderNotFound, match="-2013"):
+        ex.fetch_order(o["id"], SYM)
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order(None, SYM, params={"origClientOrderId": "ghost"})
+    assert ex.fetch_open_orders(SYM) == [] and ex.fetch_orders(SYM) == []
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate"):  # resending the same client id is refused meanwhile
+        ex.create_order(SYM, "limit", "buy", 1.0, 50.0, params={"clientOrderId": "ghost"})
+    assert time.monotonic() - t0 < 0.6
+    time.sleep(max(0.0, 0.65 - (time.monotonic() - t0)))
+    assert ex.fetch_order(o["id"], SYM)["status"] == "open"
+    assert [x["clientOrderId"] for x in ex.fetch_open_orders(SYM)] == ["ghost"]
+    assert venue.fault_state()["counts"] == {"invisible": 1}
+
+
+def test_invisible_hides_trades_and_defaults_to_3_s(served):
+    venue, url = served
+    venue.set_faults({"seed": 2, "endpoints": {ORDER: {"invisible": 1.0}}})
+    ex = connect(url, "k", "s")
+    ex.load_markets()
+    o = ex.create_order(SYM, "market", "buy", 1.0)
+    venue.step()
+    assert venue.orders[0]["status"] == "FILLED" and len(venue.trades) == 1
+    assert ex.fetch_my_trades(SYM) == [] and ex.fetch_orders(SYM) == []
+    with pytest.raises(ccxt.OrderNotFound):
+        ex.fetch_order(o["id"], SYM)
+    hidden = venue.orders[0]["_hidden_until"] - time.time() * 1000
+    assert 2000 < hidden <= 3000  # the default invisible_ms
+
+
+def test_duplicate_trade_in_my_trades(served):
+    venue, url = served
+    ex = connect(url, "k", "s")
+    ex.load_markets()
+    ex.create_order(SYM, "market", "buy", 1.0)
+    ex.create_order(SYM, "market", "buy", 2.0)
+    venue.step()
+    venue.fault("GET /api/v3/myTrades", "duplicate_trade")
+    twice = ex.fetch_my_trades(SYM)
+    assert [t["id"] for t in twice] == ["1", "2", "2"] and twice[1]["amount"] == twice[2]["amount"] == 2.0
+    assert [t["id"] for t in ex.fetch_my_trades(SYM)] == ["1", "2"]  # spent
+    assert len(venue.trades) == 2
+
+
+@pytest.mark.parametrize("kind", ["limit", "market"])
+def test_late_fill_after_an_acknowledged_cancel(served, kind):
+    venue, url = served
+    ex = connect(url, "k", "s")
+    ex.load_markets()
+    venue.fault("DELETE /api/v3/order", "late_fill")
+    o = ex.create_order(SYM, kind, "buy", 2.0, 50.0 if kind == "limit" else None, params={"clientOrderId": "late"})
+    canceled = ex.cancel_order(o["id"], SYM)
+    at_cancel = venue.now
+    assert (canceled["status"], canceled["filled"]) == ("canceled", 0.0)
+    assert venue.ledger()["balances"]["USDT"]["locked"] > 0  # kept for the late fill
+    venue.step()
+    after = ex.fetch_order(o["id"], SYM)
+    assert (after["status"], after["filled"], after["remaining"]) == ("canceled", 2.0, 0.0)
+    (t,) = ex.fetch_my_trades(SYM)
+    assert (t["order"], t["amount"], t["timestamp"]) == (o["id"], 2.0, at_cancel)  # crossed before the cancel
+    if kind == "limit":
+        assert t["price"] == min(50.0, BARS.open.iloc[101])
+    led = venue.ledger()
+    usdt, syn = led["balances"]["USDT"], led["balances"]["SYN"]
+    assert usdt["locked"] == 0.0 and syn == {"free": 2.0, "locked": 0.0, "total": 2.0}
+    assert usdt["total"] == pytest.approx(10_000.0 - t["cost"] - t["fee"]["cost"], abs=1e-9)
+    assert led["orders"][0]["status"] == "CANCELED"
+
+
+def test_late_fill_of_a_partly_filled_sell(served):
+    venue, url = served
+    big = Venue(BARS, start=100, keys={"k": "s"}, balances={"USDT": 0.0, "SYN": 1e5})
+    burl, stop = serve(big)
+    try:
+        ex = connect(burl, "k", "s")
+        ex.load_markets()
+        o = ex.create_order(SYM, "limit", "sell", 3000.0, 1.0)  # fills over several bars (participation cap)
+        big.step()
+        part = ex.fetch_order(o["id"], SYM)
+        assert 0 < part["filled"] < 3000.0 and part["status"] == "open"
+        big.fault("DELETE /api/v3/order", "late_fill")
+        ex.cancel_order(o["id"], SYM)
+        big.step()
+        done = ex.fetch_order(o["id"], SYM)
+        assert (done["status"], done["filled"]) == ("canceled", 3000.0)
+        led = big.ledger()["balances"]
+        assert led["SYN"] == {"free": 1e5 - 3000.0, "locked": 0.0, "total": 1e5 - 3000.0}
+        assert led["USDT"]["total"] == pytest.approx(sum(t["quoteQty"] - t["commission"] for t in big.trades))
+    finally:
+        stop()
+
+
+def test_cancel_timeout_cancels_but_the_answer_never_comes(served):
+    venue, url = served
+    ex = connect(url, "k", "s", timeout=300)
+    ex.load_markets()
+    o = ex.create_order(SYM, "limit", "buy", 1.0, 50.0)
+    venue.fault("DELETE /api/v3/order", "cancel_timeout", cancel_timeout_ms=600)
+    t0 = time.perf_counter()
+    with pytest.raises(ccxt.RequestTimeout):
+        ex.cancel_order(o["id"], SYM)
+    assert time.perf_counter() - t0 < 0.6
+    assert ex.fetch_order(o["id"], SYM)["status"] == "canceled"  # it happened
+    assert venue.ledger()["balances"]["USDT"] == {"free": 10_000.0, "locked": 0.0, "total": 10_000.0}
+    o2 = ex.create_order(SYM, "limit", "buy", 1.0, 50.0)
+    venue.fault("DELETE /api/v3/order", "cancel_timeout", cancel_timeout_ms=100)  # shorter than the client's timeout
+    with pytest.raises(ccxt.NetworkError):
+        connect(url, "k", "s", timeout=2000).cancel_order(o2["id"], SYM)
+    assert venue.orders[1]["status"] == "CANCELED"
+
+
+def test_new_kinds_drawn_from_a_profile_and_counted(served):
+    venue, url = served
+    profile = {"seed": 4, "endpoints": {ORDER: {"invisible": 0.5, "invisible_ms": 50},
+                                        "DELETE /api/v3/order": {"late_fill": 0.5},
+                                        "GET /api/v3/myTrades": {"duplicate_trade": 0.5}}}  # fmt: skip
+    post(url + "/admin/faults", profile)
+    ex = connect(url, "k", "s")
+    ex.load_markets()
+    ids = [ex.create_order(SYM, "limit", "buy", 0.1, 50.0 + i)["id"] for i in range(20)]
+    for i in ids:
+        ex.cancel_order(i, SYM)
+    venue.step()
+    for _ in range(10):
+        ex.fetch_my_trades(SYM)
+    st = venue.fault_state()
+    log = st["log"]
+    assert st["counts"] == {k: sum(e["kind"] == k for e in log) for k in ("invisible", "late_fill", "duplicate_trade")}
+    assert all(0 < n < 20 for n in st["counts"].values()), st["counts"]
+    late = sum(e["kind"] == "late_fill" for e in log)
+    assert sum(od["executedQty"] > 0 for od in venue.orders) == late  # every late fill happened, no other fill
+    assert all(od["status"] == "CANCELED" for od in venue.ledger()["orders"])
+    status, _, body = post(url + "/admin/fault", {"endpoint": ORDER, "kind": "invisible", "invisible_ms": -5})
+    assert status == 400 and "invisible_ms must be a number of ms >= 0" in body["msg"]
+    status, _, body = post(url + "/admin/fault", {"endpoint": "/api/v3/order", "kind": "late_fill"})
+    assert status == 400 and "late_fill applies to DELETE /api/v3/order only" in body["msg"]
+    status, _, body = post(
+        url + "/admin/fault", {"endpoint": ORDER, "kind": "invisible", "count": 2, "invisible_ms": 9}
+    )
+    assert (status, body["faults"]) == (200, {ORDER: [["invisible", 2, {"invisible_ms": 9}]]})

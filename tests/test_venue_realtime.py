@@ -13,9 +13,10 @@ import ccxt
 import pytest
 from conftest import ROOT
 
+from intraday.binance import connect, serve
 from intraday.cli import main
 from intraday.data import synth_market
-from intraday.venue import Venue, connect, serve
+from intraday.venue import Venue
 
 START = 100
 SYM = "SYN/USDT"
@@ -129,3 +130,41 @@ def test_cli_venue_serve_bad_arguments(tmp_path, monkeypatch, capsys):
     assert main(["venue", "serve", "--faults", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "bad fault profile" in err and "bad.json" in err and "unknown key 'teapot'" in err
+
+
+def serve_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
+    "Start `intraday venue serve ARGS` on a free port; the process and its first line."
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": "k",
+           "INTRADAY_API_SECRET": "s", "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
+    exe = str(Path(sys.executable).with_name("intraday"))
+    proc = subprocess.Popen([exe, "venue", "serve", "--port", "0", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return proc, proc.stdout.readline()
+
+
+def test_cli_venue_serve_symbol_defaults_to_the_files_own(tmp_path):
+    from intraday.data import write_bars
+
+    path = write_bars(BARS.iloc[:300], tmp_path / "btc.parquet", meta={"exchange": "binance", "symbol": "BTC/USDT"})
+    write_bars(BARS.iloc[:300], tmp_path / "plain.csv")
+    for args, want in ((["--data", str(path)], "BTC/USDT"), (["--data", str(path), "--symbol", "ETH/BTC"], "ETH/BTC"),
+                       (["--data", str(tmp_path / "plain.csv")], "SYN/USDT")):  # fmt: skip
+        proc, line = serve_cli(args, tmp_path)
+        try:
+            assert f"paper venue for {want} (300 bars, current bar 100) on http://127.0.0.1:" in line, (
+                proc.stderr.read()
+            )
+            ex = connect(line.rsplit(" on ", 1)[1].strip(), "k", "s")
+            assert list(ex.load_markets()) == [want]
+            assert len(ex.fetch_ohlcv(want, "1m", since=0, limit=1000)) == 101
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_cli_venue_serve_bad_symbol(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    monkeypatch.setenv("INTRADAY_API_KEY", "k")
+    monkeypatch.setenv("INTRADAY_API_SECRET", "s")
+    assert main(["venue", "serve", "--symbol", "BTCUSDT"]) == 2
+    assert "--symbol must be BASE/QUOTE (e.g. BTC/USDT), got 'BTCUSDT'" in capsys.readouterr().err

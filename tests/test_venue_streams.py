@@ -8,8 +8,10 @@ import ccxt
 import ccxt.pro
 import pytest
 
+from intraday.binance import Wire, connect, serve
 from intraday.data import synth_market
-from intraday.venue import Venue, connect, serve
+from intraday.orders import OrderStatus
+from intraday.venue import Venue
 
 START = 100
 SYM = "SYN/USDT"
@@ -26,10 +28,16 @@ def served():
         stop()
 
 
+def wire(venue: Venue) -> Wire:
+    "The wire side of the served venue (its websocket connections)."
+    (w,) = [w for w in venue.listeners if isinstance(w, Wire)]
+    return w
+
+
 async def subscribed(venue: Venue, n: int) -> None:
     "Wait until the venue's websocket connections hold `n` subscriptions."
     for _ in range(500):
-        if sum(len(subs) for _, _, subs in list(venue.streams.values())) >= n:
+        if wire(venue).subscribed() >= n:
             return
         await asyncio.sleep(0.01)
     raise TimeoutError("no subscription reached the venue")
@@ -101,7 +109,7 @@ def test_watch_trades_gets_the_fills_of_rest_orders(served):
             sell = await ex.create_order(SYM, "limit", "sell", 1.5, hi_px, params={"clientOrderId": "ws-sell"})
             venue.step()  # from this thread: the venue queues the events on the server's loop
             trades = await asyncio.wait_for(first, 5)
-            while venue.orders[1]["status"] == "NEW" and BARS.high.iloc[venue.cursor + 1] < hi_px:
+            while venue.orders[1]["status"] == OrderStatus.OPEN and BARS.high.iloc[venue.cursor + 1] < hi_px:
                 venue.step()
 
             async def fill_step():
@@ -156,4 +164,4 @@ def test_raw_streams_and_subscription_errors(served):
     assert refused["id"] == 7 and refused["error"]["code"] == 2
     assert listed == {"result": ["synusdt@kline_1m"], "id": 8}
     assert status == 400
-    assert venue.streams == {}  # closed connections are forgotten
+    assert wire(venue).conns == {}  # closed connections are forgotten

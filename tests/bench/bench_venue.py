@@ -14,8 +14,9 @@ import urllib.parse
 import aiohttp
 import numpy as np
 
+from intraday.binance import connect, serve
 from intraday.data import synth_market
-from intraday.venue import Venue, connect, serve
+from intraday.venue import Venue
 
 KEY, SECRET = "bench-key", "bench-secret"
 
@@ -67,6 +68,10 @@ async def push_vs_poll(url: str, venue: Venue, n: int = 200) -> tuple[np.ndarray
     ex = connect(url, KEY, SECRET, pro=True)
     await ex.load_markets()
     push, poll = [], []
+    first = asyncio.ensure_future(ex.watch_ohlcv("SYN/USDT", "1m"))
+    while not first.done():  # the first watch connects and subscribes: step until a bar reaches it
+        venue.step()
+        await asyncio.sleep(0.01)
     for _ in range(n):
         fut = asyncio.ensure_future(ex.watch_ohlcv("SYN/USDT", "1m"))
         await asyncio.sleep(0.002)  # let the watch reach its wait
