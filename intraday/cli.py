@@ -471,7 +471,7 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def session() -> dict:
         if args.venue == "paper":
-            from intraday.venue import connect
+            from intraday.binance import connect
 
             ex = connect(args.url or f"http://{settings.venue.host}:{settings.venue.port}", key, secret, pro=True)
         else:

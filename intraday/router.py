@@ -9,7 +9,7 @@ __all__ = ['TRANSIENT', 'FINAL', 'KILL_FILE', 'CRASH_ENV', 'http_status', 'Retry
            'trades_well_formed', 'balance_well_formed', 'Throttle', 'ReconcileError', 'Router', 'venue_status',
            'ledger_audit']
 
-# %% ../nbs/12b_router.ipynb #54ee8677
+# %% ../nbs/12b_router.ipynb #364431f5
 import asyncio
 import math
 import os
@@ -29,7 +29,7 @@ from .journal import Journal
 from .orders import IN_DOUBT, WORKING, Order, OrderEvent, OrderStatus, OverFill, from_wire
 from .risk import Intent, Risk, TradingState
 
-# %% ../nbs/12b_router.ipynb #e9842cb3
+# %% ../nbs/12b_router.ipynb #cb01a1c7
 TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)  # outcome unknown or not processed: a read may be repeated
 _STATUS = re.compile(r"^\S+ (418|429)\b")
 
@@ -131,7 +131,7 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
-# %% ../nbs/12b_router.ipynb #84786769
+# %% ../nbs/12b_router.ipynb #28c9195c
 @dataclass
 class Throttle:
     "Token bucket: at most `rate` orders per second on average, bursts of `burst`."
@@ -156,7 +156,7 @@ class Throttle:
             await asyncio.sleep(dt)
             waited += dt
 
-# %% ../nbs/12b_router.ipynb #f3749c1e
+# %% ../nbs/12b_router.ipynb #d341ed4d
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
 KILL_FILE = "KILL"
 CRASH_ENV = "INTRADAY_CRASH_AT"  # before_send | after_send | after_ack: SIGKILL there (fault tests)
@@ -233,7 +233,7 @@ class Router:
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
 
-# %% ../nbs/12b_router.ipynb #95b1ef7a
+# %% ../nbs/12b_router.ipynb #b10c994a
 @patch
 async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
     "Journal each trade of `od` once; the number new."
@@ -298,7 +298,7 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
 
-# %% ../nbs/12b_router.ipynb #59d8b929
+# %% ../nbs/12b_router.ipynb #bff2c7b7
 @patch
 async def refresh_price(self: Router) -> float:
     "The last traded price from the venue's ticker (the live runner sets `last_price` from bars instead)."
@@ -391,7 +391,7 @@ async def _send(self: Router, intent: Intent, reason: str | None, resends: int, 
             return await self._send(again, why, resends - 1, od.intent)
     return od
 
-# %% ../nbs/12b_router.ipynb #e4651ba3
+# %% ../nbs/12b_router.ipynb #b186de70
 @patch
 async def query(self: Router, od: Order) -> dict | None:
     "The venue's report of `od` by client id (None if the venue says it does not exist)."
@@ -437,7 +437,7 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
-# %% ../nbs/12b_router.ipynb #9e66cc7c
+# %% ../nbs/12b_router.ipynb #e95a1140
 @patch
 async def cancel(self: Router, od: Order) -> Order:
     "Cancel a working order; the order as the venue then reports it."
@@ -470,7 +470,7 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
-# %% ../nbs/12b_router.ipynb #86170dd8
+# %% ../nbs/12b_router.ipynb #e7a55ee7
 @patch
 async def _foreign(self: Router, info: dict) -> str:
     "Handle an open order that is not in the journal; what was done."
@@ -567,7 +567,7 @@ async def reconcile(self: Router) -> dict:
     )
     return rep
 
-# %% ../nbs/12b_router.ipynb #80f891d1
+# %% ../nbs/12b_router.ipynb #0d463f26
 @patch
 async def start(self: Router) -> dict:
     "Load markets and reconcile (ReconcileError if it fails: no trading); honour a kill file left behind."
@@ -615,7 +615,7 @@ async def check_kill_file(self: Router) -> bool:
         return True
     return False
 
-# %% ../nbs/12b_router.ipynb #b0af4156
+# %% ../nbs/12b_router.ipynb #a7dbf883
 @patch
 def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
     "A valuation of the account (the PnL tracker's): daily loss and drawdown limits may halt; the state."
@@ -624,7 +624,7 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
         self._save_risk()
     return self.risk.state
 
-# %% ../nbs/12b_router.ipynb #4ad003bd
+# %% ../nbs/12b_router.ipynb #ba782257
 _NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from intraday.binance import connect, serve
 from intraday.cli import main
 from intraday.data import synth_market
 from intraday.journal import Journal
@@ -12,7 +13,7 @@ from intraday.monitor import StateLock
 from intraday.orders import OrderStatus
 from intraday.risk import Intent, TradingState
 from intraday.router import Router
-from intraday.venue import Venue, connect, serve
+from intraday.venue import Venue
 
 
 def intraday(*args):

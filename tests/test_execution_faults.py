@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from intraday.binance import connect, serve
 from intraday.config import LiveSettings, RiskSettings
 from intraday.data import synth_market
 from intraday.fills import FillModel
@@ -20,7 +21,7 @@ from intraday.journal import Journal
 from intraday.orders import OrderStatus
 from intraday.risk import Intent, Risk, TradingState
 from intraday.router import ReconcileError, Router, ledger_audit
-from intraday.venue import Venue, connect, serve
+from intraday.venue import Venue
 
 SYM, BASE = "SYN/USDT", "SYN"
 GRACE = 1.0  # seconds an order may stay invisible before it counts as absent (short, so the suite is quick)
@@ -272,7 +273,7 @@ CHILD = textwrap.dedent(
     from intraday.journal import Journal
     from intraday.risk import Intent
     from intraday.router import Router
-    from intraday.venue import connect
+    from intraday.binance import connect
 
     url, state, point, price = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from intraday.backtest import Backtester, bundle_policy
+from intraday.binance import MarketSpec, connect, serve
 from intraday.bundle import PolicyBundle, export_bundle
 from intraday.config import LiveSettings, RiskSettings, load_settings
 from intraday.data import synth_market
@@ -25,7 +26,7 @@ from intraday.live import BarFeed, LiveRunner
 from intraday.risk import Risk
 from intraday.router import Router, ledger_audit
 from intraday.train import Trainer
-from intraday.venue import MarketSpec, Venue, connect, serve
+from intraday.venue import Venue
 
 BARS = synth_market(days=12, seed=8)
 SPEC = MarketSpec(step_size=1e-8, min_qty=1e-8, min_notional=1e-6)  # no rounding of the backtest's quantities

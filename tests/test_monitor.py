@@ -534,9 +534,10 @@ def test_a_taken_port_is_one_clear_error():
 
 def test_a_loopback_session_through_ccxt_feeds_the_monitor_and_its_endpoints(tmp_path):
     "Bars pushed by the paper venue through ccxt.pro, market orders acked through ccxt: what the runner will do."
+    from intraday.binance import connect
+    from intraday.binance import serve as serve_venue
     from intraday.data import synth_market
-    from intraday.venue import Venue, connect
-    from intraday.venue import serve as serve_venue
+    from intraday.venue import Venue
 
     venue = Venue(synth_market(days=1, seed=1), start=100, keys={"k": "s"}, balances={"USDT": 1e6, "SYN": 100.0})
     url, stop_venue = serve_venue(venue)

@@ -35,7 +35,8 @@ KEY, SECRET, SYM = "bench-key", "bench-secret", "SYN/USDT"
 VENUE = """
 import sys, threading
 from intraday.data import synth_market
-from intraday.venue import Venue, serve
+from intraday.binance import serve
+from intraday.venue import Venue
 venue = Venue(synth_market(days=10, seed=1), start=100, admin=True, keys={sys.argv[1]: sys.argv[2]},
               balances={"USDT": 1e9, "SYN": 1e6})
 url, stop = serve(venue)
@@ -46,7 +47,7 @@ threading.Event().wait()
 
 def fault_profile(seed: int = 1) -> dict:
     "10 % of order requests and 8 % of reads hit by a transient fault, and a latency tail everywhere."
-    from intraday import venue as v
+    from intraday import faults as v
 
     kinds = getattr(v, "FAULTS", ())
     reads = {"5xx": 0.02, "429": 0.01, "drop_request": 0.02, "drop_response": 0.02, "malformed": 0.01,
@@ -76,7 +77,7 @@ class VenueProcess:
 
 
 def make_router(url: str, state: Path, runner: str, **live) -> Router:
-    from intraday.venue import connect
+    from intraday.binance import connect
 
     s = LiveSettings(runner=runner, order_rate=1e6, order_burst=1000, unknown_grace_s=2.0, retry_base_s=0.05,
                      retry_max_s=1.0, retry_attempts=12, **live)  # fmt: skip
@@ -159,7 +160,7 @@ async def under_faults(v: VenueProcess, n: int, concurrency: int = 32) -> str:
 
 
 async def latency(v: VenueProcess, rounds: int, per_round: int = 150) -> str:
-    from intraday.venue import connect
+    from intraday.binance import connect
 
     state = Path(tempfile.mkdtemp()) / "state"
     r = make_router(v.url, state, "l")
