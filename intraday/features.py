@@ -11,7 +11,7 @@ __all__ = ['RING', 'RING_HEADER', 'KINDS', 'REGISTRY', 'SPEC', 'PREV', 'WILDER',
            'momentum', 'rsi', 'atr', 'vwap', 'realized_vol', 'range_vol', 'volume_z', 'kyle_lambda', 'amihud',
            'session_vwap', 'calendar', 'adaptive', 'indicators_from_settings']
 
-# %% ../nbs/03_features.ipynb #964d9f32
+# %% ../nbs/03_features.ipynb #52827b9e
 import functools
 import hashlib
 import inspect
@@ -31,12 +31,12 @@ from numba import njit
 from .config import FeatureSettings, timeframe_seconds
 from .data import BAR_COLUMNS
 
-# %% ../nbs/03_features.ipynb #9c3739eb
+# %% ../nbs/03_features.ipynb #9e7767a6
 def layout(name: str, *fields: str) -> tuple:
     "A named tuple whose fields are the consecutive offsets 0, 1, 2... of the slots of one kind of state."
     return namedtuple(name, fields)(*range(len(fields)))
 
-# %% ../nbs/03_features.ipynb #d43fa43e
+# %% ../nbs/03_features.ipynb #a7d30d48
 RING = layout("Ring", "head", "count", "sum", "sumsq", "nonzero")  # a ring's header; its values follow it
 RING_HEADER = len(RING)
 
@@ -46,7 +46,7 @@ def ring_size(n):
     "State slots of a ring of `n` values: its header and the values."
     return RING_HEADER + n
 
-# %% ../nbs/03_features.ipynb #65be80f9
+# %% ../nbs/03_features.ipynb #d3bc6ff6
 @njit(cache=True, inline="always")
 def _ring_push(st, o, n, x):
     "Push `x` into the ring of length `n` at st[o:]; returns the value it drops (NaN while filling)."
@@ -76,7 +76,7 @@ def _ring_push(st, o, n, x):
         st[o + RING.sumsq] += x * x - (old * old if full else 0.0)
     return old
 
-# %% ../nbs/03_features.ipynb #1787f93b
+# %% ../nbs/03_features.ipynb #06fc2284
 @njit(cache=True, inline="always")
 def _std(s, q, n):
     "Sample standard deviation (ddof=1) from a full window's sum and sum of squares."
@@ -89,7 +89,7 @@ def _ring_std(st, o, n):
     "Sample standard deviation (ddof=1) of a full ring."
     return _std(st[o + RING.sum], st[o + RING.sumsq], n)
 
-# %% ../nbs/03_features.ipynb #369e0b5f
+# %% ../nbs/03_features.ipynb #5c5f1656
 @njit(cache=True, inline="always")
 def _push(buf, k, w, s, q, z, x):
     "Push the k-th value x into a local window buffer; returns (next slot, sum, sum of squares, nonzeros) as the ring."
@@ -114,7 +114,7 @@ def _push(buf, k, w, s, q, z, x):
         s, q = 0.0, 0.0
     return w, s, q, z
 
-# %% ../nbs/03_features.ipynb #ef4f34df
+# %% ../nbs/03_features.ipynb #87c78625
 @dataclass(frozen=True)
 class Indicator:
     "One causal indicator: its kind, parameters, output column names, state size and warm-up (leading NaN rows)."
@@ -130,7 +130,7 @@ class Indicator:
         "Its kind's kernel code (the stream dispatcher's case; saved pipelines record it)."
         return KINDS[self.kind].code
 
-# %% ../nbs/03_features.ipynb #cf1ebcd7
+# %% ../nbs/03_features.ipynb #5c6e89be
 @dataclass(frozen=True, repr=False)
 class Kind:
     "Everything the pipeline needs about one kind of indicator; its section registers it with `register`."
@@ -164,17 +164,17 @@ KINDS: dict[str, Kind] = {}  # by name, in registration order: the column order 
 REGISTRY: dict[str, Callable[[int], Indicator]] = {}  # factories of the kinds set by a window list, by setting
 
 
-def register(name: str, code: int, factory: Callable[..., Indicator], stream: Callable, batch: Callable, **kw) -> Kind:
-    "Register a kind of indicator (`kw`: the optional `Kind` fields); refuses a name or code already taken."
-    clash = [k.name for k in KINDS.values() if (k.code == code) != (k.name == name)]
-    if clash or not name.isidentifier():
-        raise ValueError(f"cannot register indicator kind {name!r} with code {code}: taken by {clash}")
-    KINDS[name] = kind = Kind(name, code, factory, stream, batch, **kw)
+def register(kind: Kind) -> Kind:
+    "Add a kind of indicator to the registry (again: replace it); refuses a name or code another kind has."
+    clash = [k.name for k in KINDS.values() if (k.code == kind.code) != (k.name == kind.name)]
+    if clash or not kind.name.isidentifier():
+        raise ValueError(f"cannot register indicator kind {kind.name!r} with code {kind.code}: taken by {clash}")
+    KINDS[kind.name] = kind
     if kind.settings is None:
-        REGISTRY[factory.__name__] = factory
+        REGISTRY[kind.factory.__name__] = kind.factory
     return kind
 
-# %% ../nbs/03_features.ipynb #2a01a371
+# %% ../nbs/03_features.ipynb #31be8ebc
 SPEC = layout("Spec", "code", "state", "param", "column")  # a `_spec` row: kernel code, then three offsets
 
 
@@ -194,6 +194,8 @@ class FeaturePipeline:
         self.warmup = max((ind.warmup for ind in self.indicators), default=0)
         self.stats = dict(stats) if stats else None
         self.clip = clip
+        if unknown := sorted({ind.kind for ind in self.indicators} - set(KINDS)):
+            raise ValueError(f"indicator kinds {unknown} are not registered (registered: {list(KINDS)})")
         self._kinds = [KINDS[ind.kind] for ind in self.indicators]
         spec, prm, s, p, j = [], [], 0, 0, 0
         for ind in self.indicators:
@@ -209,7 +211,7 @@ class FeaturePipeline:
         names = ", ".join(self.names)
         return f"FeaturePipeline({len(self.names)} features, warm-up {self.warmup} bars, {fitted}: {names})"
 
-# %% ../nbs/03_features.ipynb #1ea4bf30
+# %% ../nbs/03_features.ipynb #571e811b
 def _ohlcv(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
     "The OHLCV columns as contiguous float64 arrays (views of the frame's block when it is float64)."
     return tuple(np.ascontiguousarray(bars[c].to_numpy(np.float64)) for c in BAR_COLUMNS)
@@ -231,7 +233,7 @@ def _pool() -> ThreadPoolExecutor:
     "Worker threads for batch transforms of long histories, one per core."
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="intraday-features")
 
-# %% ../nbs/03_features.ipynb #6772c4d6
+# %% ../nbs/03_features.ipynb #db1903bc
 @patch
 def transform(self: FeaturePipeline, bars: pd.DataFrame) -> pd.DataFrame:
     "Raw features of every bar (NaN during warm-up); row t uses bars <= t only."
@@ -261,12 +263,14 @@ def transform(self: FeaturePipeline, bars: pd.DataFrame) -> pd.DataFrame:
         list(_pool().map(run, sorted(jobs, key=lambda job: -job[0].cost)))
     return pd.DataFrame(out, index=bars.index, columns=self.names, copy=False)
 
-# %% ../nbs/03_features.ipynb #2cd65e72
+# %% ../nbs/03_features.ipynb #33911d52
 def _step_source(kinds: Sequence[Kind]) -> tuple[str, str]:
     "The stream dispatcher's name and Python source: one case per kind, each calling its kernel by the kind's name."
     args = "st, at, prm, p, ts, o, h, lo, c, v, out, row, col"
-    cases = [f"        {'el' if i else ''}if code == {k.code}:\n            {k.name}({args})" for i, k in
-             enumerate(sorted(kinds, key=lambda k: k.code))]  # fmt: skip
+    by_code = sorted(kinds, key=lambda k: k.code)
+    cases = [
+        f"        {'el' if i else ''}if code == {k.code}:\n            {k.name}({args})" for i, k in enumerate(by_code)
+    ]
     body = "\n".join(cases) or "        pass"
     key = hashlib.sha1(f"{body}{[(k.stream.__module__, k.stream.__qualname__) for k in kinds]}".encode())
     name = f"_step_{key.hexdigest()[:12]}"
@@ -274,7 +278,8 @@ def _step_source(kinds: Sequence[Kind]) -> tuple[str, str]:
         f"def {name}(spec, prm, st, ts, o, h, lo, c, v, out, row):\n"
         f'    "Streaming: every indicator once, for one bar; spec rows are (code, state, param, column)."\n'
         f"    for k in range(spec.shape[0]):\n"
-        f"        code, at, p, col = spec[k, 0], spec[k, 1], spec[k, 2], spec[k, 3]\n{body}\n"
+        f"        code, at = spec[k, SPEC.code], spec[k, SPEC.state]\n"
+        f"        p, col = spec[k, SPEC.param], spec[k, SPEC.column]\n{body}\n"
     )
 
 
@@ -283,13 +288,13 @@ def _stream_step(kinds: tuple[Kind, ...]) -> Callable:
     "The compiled stream dispatcher over these kinds (one per registry state)."
     name, src = _step_source(kinds)
     here = inspect.getfile(getattr(_ring_push, "py_func", _ring_push))
-    cache = not numba.config.DISABLE_JIT and all(inspect.getfile(getattr(k.stream, "py_func", k.stream)) == here
-                                                 for k in kinds)  # fmt: skip
-    scope = {"__name__": __name__, **{k.name: k.stream for k in kinds}}
+    files = {inspect.getfile(getattr(k.stream, "py_func", k.stream)) for k in kinds}
+    cache = not numba.config.DISABLE_JIT and files <= {here}  # a cached caller would miss edits to other files
+    scope = {"__name__": __name__, "SPEC": SPEC, **{k.name: k.stream for k in kinds}}
     exec(compile(src, here if cache else f"<{__name__} stream dispatcher>", "exec"), scope)
     return njit(cache=cache)(scope[name])
 
-# %% ../nbs/03_features.ipynb #2370d405
+# %% ../nbs/03_features.ipynb #820eac5e
 class FeatureStream:
     "Streaming state of a `FeaturePipeline`: `update(bar)` returns the next feature row in O(1)."
 
@@ -327,7 +332,7 @@ def stream(self: FeaturePipeline) -> FeatureStream:
     "A fresh streaming state: feed bars one at a time with `update`."
     return FeatureStream(self)
 
-# %% ../nbs/03_features.ipynb #e87c67d2
+# %% ../nbs/03_features.ipynb #f7695790
 PREV = layout("Prev", "count", "close")  # the first slots of every indicator built on one-bar changes
 
 
@@ -338,7 +343,7 @@ def _prev_close(st, at, c):
     st[at + PREV.count], st[at + PREV.close] = cnt + 1.0, c
     return cnt, prev
 
-# %% ../nbs/03_features.ipynb #ffc76e5f
+# %% ../nbs/03_features.ipynb #83913357
 WILDER = layout("Wilder", "count", "close", "avg_x", "avg_y")  # PREV, then the two smoothed series
 
 
@@ -357,7 +362,7 @@ def _wilder(st, at, n, x, y):
         st[at + WILDER.avg_y] = (st[at + WILDER.avg_y] * (n - 1) + y) * (1.0 / n)
     return cnt >= n
 
-# %% ../nbs/03_features.ipynb #1aa0797c
+# %% ../nbs/03_features.ipynb #fdec57d4
 RET = 0  # kernel code
 
 
@@ -365,7 +370,7 @@ def returns(n: int) -> Indicator:
     "Log return over the last `n` bars."
     return Indicator("returns", (n,), (f"ret_{n}",), ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #3e7f19c1
+# %% ../nbs/03_features.ipynb #7427c0b7
 @njit(cache=True)
 def _k_ret(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log return over n bars (ring of closes)."
@@ -374,7 +379,7 @@ def _k_ret(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     old = _ring_push(st, at, n, c)
     out[row, col] = math.log(c / old) if full else _NAN
 
-# %% ../nbs/03_features.ipynb #1fc0169a
+# %% ../nbs/03_features.ipynb #526568d9
 @njit(cache=True, nogil=True)
 def _b_ret(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Log return over n bars; writes c[t] / c[t - n], logged by the caller."
@@ -384,10 +389,10 @@ def _b_ret(prm, p, ts, o, h, lo, c, v, r1, out, col):
     for t in range(n, c.shape[0]):
         out[t, col] = c[t] / c[t - n]
 
-# %% ../nbs/03_features.ipynb #0c5050be
-register("returns", RET, returns, _k_ret, _b_ret, logged=(0,), cost=2)
+# %% ../nbs/03_features.ipynb #2c67cace
+register(Kind("returns", RET, returns, _k_ret, _b_ret, logged=(0,), cost=2))
 
-# %% ../nbs/03_features.ipynb #c6c0d641
+# %% ../nbs/03_features.ipynb #30d231c5
 EMA = 1  # kernel code
 SMOOTH = layout("Smooth", "count", "value", "close")  # an EMA and the close it last saw (momentum)
 
@@ -396,7 +401,7 @@ def ema(n: int) -> Indicator:
     "Log distance of the close from its EMA (span `n`, pandas `adjust=False`)."
     return Indicator("ema", (n,), (f"ema_{n}",), len(SMOOTH), n - 1)
 
-# %% ../nbs/03_features.ipynb #74c95f04
+# %% ../nbs/03_features.ipynb #6e66fb7a
 @njit(cache=True)
 def _k_ema(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log distance of the close from its EMA (span n, pandas adjust=False)."
@@ -407,7 +412,7 @@ def _k_ema(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     st[at + SMOOTH.value], st[at + SMOOTH.count] = e, cnt + 1.0
     out[row, col] = math.log(c / e) if cnt + 1 >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #101a7ef6
+# %% ../nbs/03_features.ipynb #d2fb2dc1
 @njit(cache=True, nogil=True)
 def _b_ema(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "EMA of the close (span n); writes close / EMA, logged by the caller."
@@ -418,10 +423,10 @@ def _b_ema(prm, p, ts, o, h, lo, c, v, r1, out, col):
         e = c[t] if t == 0 else (1.0 - a) * e + a * c[t]
         out[t, col] = c[t] / e if t + 1 >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #1a52f8e9
-register("ema", EMA, ema, _k_ema, _b_ema, logged=(0,), cost=3)
+# %% ../nbs/03_features.ipynb #b02417c8
+register(Kind("ema", EMA, ema, _k_ema, _b_ema, logged=(0,), cost=3))
 
-# %% ../nbs/03_features.ipynb #0217ffee
+# %% ../nbs/03_features.ipynb #7c62ea2a
 MOM = 2  # kernel code
 
 
@@ -429,7 +434,7 @@ def momentum(n: int) -> Indicator:
     "EMA (span `n`) of one-bar log returns: a smoothed trend."
     return Indicator("momentum", (n,), (f"mom_{n}",), len(SMOOTH), n)
 
-# %% ../nbs/03_features.ipynb #397a4d92
+# %% ../nbs/03_features.ipynb #ab38e25e
 @njit(cache=True)
 def _k_mom(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "EMA (span n) of one-bar log returns."
@@ -442,7 +447,7 @@ def _k_mom(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     st[at + SMOOTH.count] = cnt + 1.0
     out[row, col] = st[at + SMOOTH.value] if cnt >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #5455feb1
+# %% ../nbs/03_features.ipynb #e6d8ad9e
 @njit(cache=True, nogil=True)
 def _b_mom(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "EMA (span n) of one-bar log returns."
@@ -453,10 +458,10 @@ def _b_mom(prm, p, ts, o, h, lo, c, v, r1, out, col):
         m = 0.0 if t == 0 else (1.0 - a) * m + a * r1[t]
         out[t, col] = m if t >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #a8785d41
-register("momentum", MOM, momentum, _k_mom, _b_mom, cost=2)
+# %% ../nbs/03_features.ipynb #a177071d
+register(Kind("momentum", MOM, momentum, _k_mom, _b_mom, cost=2))
 
-# %% ../nbs/03_features.ipynb #8fbc44a1
+# %% ../nbs/03_features.ipynb #ac04ba65
 RSI = 3  # kernel code
 
 
@@ -464,7 +469,7 @@ def rsi(n: int) -> Indicator:
     "Wilder's RSI over `n` bars (0..100)."
     return Indicator("rsi", (n,), (f"rsi_{n}",), len(WILDER), n)
 
-# %% ../nbs/03_features.ipynb #17bc7fa8
+# %% ../nbs/03_features.ipynb #9fcb827b
 @njit(cache=True)
 def _k_rsi(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Wilder's RSI (0..100)."
@@ -480,7 +485,7 @@ def _k_rsi(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     ag, al = st[at + WILDER.avg_x], st[at + WILDER.avg_y]
     out[row, col] = (100.0 if ag > 0 else 50.0) if al == 0.0 else 100.0 - 100.0 / (1.0 + ag / al)
 
-# %% ../nbs/03_features.ipynb #cfee9945
+# %% ../nbs/03_features.ipynb #4a753523
 @njit(cache=True, inline="always")
 def _b_wilder(prm, p, ts, o, h, lo, c, v, r1, out, col, rsi):
     "Wilder's RSI (rsi=True) or ATR relative to the close, seeded with the mean of the first n values."
@@ -516,10 +521,10 @@ def _b_rsi(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Wilder's RSI (0..100)."
     _b_wilder(prm, p, ts, o, h, lo, c, v, r1, out, col, True)
 
-# %% ../nbs/03_features.ipynb #99d20d5a
-register("rsi", RSI, rsi, _k_rsi, _b_rsi, cost=6)
+# %% ../nbs/03_features.ipynb #64f25f34
+register(Kind("rsi", RSI, rsi, _k_rsi, _b_rsi, cost=6))
 
-# %% ../nbs/03_features.ipynb #75864503
+# %% ../nbs/03_features.ipynb #970c0d70
 ATR = 4  # kernel code
 
 
@@ -527,7 +532,7 @@ def atr(n: int) -> Indicator:
     "Wilder's average true range over `n` bars, relative to the close."
     return Indicator("atr", (n,), (f"atr_{n}",), len(WILDER), n)
 
-# %% ../nbs/03_features.ipynb #86022c37
+# %% ../nbs/03_features.ipynb #f4f0990d
 @njit(cache=True)
 def _k_atr(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Wilder's average true range, relative to the close."
@@ -539,16 +544,16 @@ def _k_atr(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     tr = max(h - lo, abs(h - prev), abs(lo - prev))
     out[row, col] = st[at + WILDER.avg_x] / c if _wilder(st, at, n, tr, 0.0) else _NAN
 
-# %% ../nbs/03_features.ipynb #df35b0cf
+# %% ../nbs/03_features.ipynb #a15f94bb
 @njit(cache=True, nogil=True)
 def _b_atr(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Wilder's average true range, relative to the close."
     _b_wilder(prm, p, ts, o, h, lo, c, v, r1, out, col, False)
 
-# %% ../nbs/03_features.ipynb #cceaa43c
-register("atr", ATR, atr, _k_atr, _b_atr, cost=6)
+# %% ../nbs/03_features.ipynb #2a8065d4
+register(Kind("atr", ATR, atr, _k_atr, _b_atr, cost=6))
 
-# %% ../nbs/03_features.ipynb #9f5dfcd2
+# %% ../nbs/03_features.ipynb #f1656fed
 VWAP = 5  # kernel code
 
 
@@ -556,7 +561,7 @@ def vwap(n: int) -> Indicator:
     "Log distance of the close from the rolling `n`-bar VWAP of the typical price."
     return Indicator("vwap", (n,), (f"vwap_{n}",), 2 * ring_size(n), n - 1)
 
-# %% ../nbs/03_features.ipynb #f9cafbce
+# %% ../nbs/03_features.ipynb #53808491
 @njit(cache=True)
 def _k_vwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log distance of the close from the rolling n-bar VWAP of the typical price."
@@ -570,7 +575,7 @@ def _k_vwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     else:
         out[row, col] = math.log(c * sv / st[pvs + RING.sum]) if sv > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #fe77d7be
+# %% ../nbs/03_features.ipynb #888639b9
 @njit(cache=True, nogil=True)
 def _b_vwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Rolling n-bar VWAP of the typical price; writes close / VWAP, logged by the caller."
@@ -586,10 +591,10 @@ def _b_vwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
         else:
             out[t, col] = c[t] * s2 / s1 if s2 > 0.0 else 1.0
 
-# %% ../nbs/03_features.ipynb #16ba1cbc
-register("vwap", VWAP, vwap, _k_vwap, _b_vwap, logged=(0,), cost=5)
+# %% ../nbs/03_features.ipynb #52133102
+register(Kind("vwap", VWAP, vwap, _k_vwap, _b_vwap, logged=(0,), cost=5))
 
-# %% ../nbs/03_features.ipynb #fd83619d
+# %% ../nbs/03_features.ipynb #75ca6bbc
 RV = 7  # kernel code
 
 
@@ -597,7 +602,7 @@ def realized_vol(n: int) -> Indicator:
     "Close-to-close realised volatility: sample std of the last `n` log returns."
     return Indicator("realized_vol", (n,), (f"rv_{n}",), len(PREV) + ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #b8efc1fd
+# %% ../nbs/03_features.ipynb #a341a318
 @njit(cache=True)
 def _k_rv(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Close-to-close realised volatility: sample std of the last n log returns."
@@ -610,7 +615,7 @@ def _k_rv(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     _ring_push(st, rets, n, math.log(c / prev))
     out[row, col] = _ring_std(st, rets, n) if cnt >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #cd515f7f
+# %% ../nbs/03_features.ipynb #034f58c9
 @njit(cache=True, nogil=True)
 def _b_rv(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Close-to-close realised volatility: sample std of the last n log returns."
@@ -624,10 +629,10 @@ def _b_rv(prm, p, ts, o, h, lo, c, v, r1, out, col):
         w, s, sq, z = _push(buf, t - 1, w, s, sq, z, r1[t])
         out[t, col] = _std(s, sq, n) if t >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #f5a48e15
-register("realized_vol", RV, realized_vol, _k_rv, _b_rv, cost=6)
+# %% ../nbs/03_features.ipynb #e0976032
+register(Kind("realized_vol", RV, realized_vol, _k_rv, _b_rv, cost=6))
 
-# %% ../nbs/03_features.ipynb #8eaf44ad
+# %% ../nbs/03_features.ipynb #ae4e7c6e
 RANGEVOL = 8  # kernel code
 
 
@@ -635,7 +640,7 @@ def range_vol(n: int) -> Indicator:
     "Parkinson and Garman-Klass range-based volatility per bar over `n` bars."
     return Indicator("range_vol", (n,), (f"parkinson_{n}", f"gk_{n}"), 2 * ring_size(n), n - 1)
 
-# %% ../nbs/03_features.ipynb #de954b78
+# %% ../nbs/03_features.ipynb #9fae2204
 @njit(cache=True)
 def _k_rangevol(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Parkinson and Garman-Klass volatility per bar over n bars."
@@ -650,7 +655,7 @@ def _k_rangevol(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
         out[row, col] = math.sqrt(st[parks + RING.sum] * (1.0 / (4.0 * math.log(2.0) * n)))
         out[row, col + 1] = math.sqrt(max(st[gks + RING.sum] * (1.0 / n), 0.0))
 
-# %% ../nbs/03_features.ipynb #7344cf63
+# %% ../nbs/03_features.ipynb #59d9bc97
 def _rangevol_logs(o, h, lo, c, v, out, col):
     "log(h / l) and log(c / o) into the two output columns, vectorised: the batch kernel reads them there."
     np.log(np.divide(h, lo, out=out[:, col]), out=out[:, col])
@@ -676,10 +681,10 @@ def _b_rangevol(prm, p, ts, o, h, lo, c, v, r1, out, col):
             out[t, col] = math.sqrt(s1 * (1.0 / d))
             out[t, col + 1] = math.sqrt(max(s2 * (1.0 / n), 0.0))
 
-# %% ../nbs/03_features.ipynb #75141f62
-register("range_vol", RANGEVOL, range_vol, _k_rangevol, _b_rangevol, prepare=_rangevol_logs, cost=14)
+# %% ../nbs/03_features.ipynb #35d355f8
+register(Kind("range_vol", RANGEVOL, range_vol, _k_rangevol, _b_rangevol, prepare=_rangevol_logs, cost=14))
 
-# %% ../nbs/03_features.ipynb #005e6ba5
+# %% ../nbs/03_features.ipynb #d8625983
 VOLZ = 9  # kernel code
 
 
@@ -687,7 +692,7 @@ def volume_z(n: int) -> Indicator:
     "Z-score of the bar's volume in its `n`-bar window."
     return Indicator("volume_z", (n,), (f"volz_{n}",), ring_size(n), n - 1)
 
-# %% ../nbs/03_features.ipynb #2c9fdac7
+# %% ../nbs/03_features.ipynb #121e921f
 @njit(cache=True)
 def _k_volz(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Z-score of the bar's volume in its n-bar window (this bar included)."
@@ -699,7 +704,7 @@ def _k_volz(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
         sd = _ring_std(st, at, n)
         out[row, col] = (v - st[at + RING.sum] * (1.0 / n)) / sd if sd > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #2e3b6e6b
+# %% ../nbs/03_features.ipynb #ae71c6ab
 @njit(cache=True, nogil=True)
 def _b_volz(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Z-score of the bar's volume in its n-bar window (this bar included)."
@@ -715,10 +720,10 @@ def _b_volz(prm, p, ts, o, h, lo, c, v, r1, out, col):
             sd = _std(s, sq, n)
             out[t, col] = (v[t] - s * (1.0 / n)) / sd if sd > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #16bdebfd
-register("volume_z", VOLZ, volume_z, _k_volz, _b_volz, cost=8)
+# %% ../nbs/03_features.ipynb #1f883612
+register(Kind("volume_z", VOLZ, volume_z, _k_volz, _b_volz, cost=8))
 
-# %% ../nbs/03_features.ipynb #47c282d7
+# %% ../nbs/03_features.ipynb #5f9836c3
 KYLE = 12  # kernel code
 
 
@@ -726,7 +731,7 @@ def kyle_lambda(n: int) -> Indicator:
     "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over `n` bars."
     return Indicator("kyle", (n,), (f"kyle_{n}",), len(PREV) + 3 * ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #9ed57ec9
+# %% ../nbs/03_features.ipynb #ddf36f24
 @njit(cache=True)
 def _k_kyle(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over n bars."
@@ -750,7 +755,7 @@ def _k_kyle(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     den = n * sxx - sx * sx
     out[row, col] = (n * sxy - sx * sy) / den if den > 1e-12 * n * sxx else 0.0
 
-# %% ../nbs/03_features.ipynb #7de218c3
+# %% ../nbs/03_features.ipynb #a69a0004
 @njit(cache=True, nogil=True)
 def _b_kyle(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over n bars."
@@ -772,10 +777,10 @@ def _b_kyle(prm, p, ts, o, h, lo, c, v, r1, out, col):
             den = n * sxx - sx * sx
             out[t, col] = (n * sxy - sx * sy) / den if den > 1e-12 * n * sxx else 0.0
 
-# %% ../nbs/03_features.ipynb #76ab33b8
-register("kyle", KYLE, kyle_lambda, _k_kyle, _b_kyle, cost=11)
+# %% ../nbs/03_features.ipynb #07af5cac
+register(Kind("kyle", KYLE, kyle_lambda, _k_kyle, _b_kyle, cost=11))
 
-# %% ../nbs/03_features.ipynb #f5523dbd
+# %% ../nbs/03_features.ipynb #698de77d
 AMIHUD = 13  # kernel code
 
 
@@ -783,7 +788,7 @@ def amihud(n: int) -> Indicator:
     "Amihud illiquidity: mean |log return| per million of dollar volume over `n` bars."
     return Indicator("amihud", (n,), (f"amihud_{n}",), len(PREV) + ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #e857429a
+# %% ../nbs/03_features.ipynb #2d64e0ea
 @njit(cache=True)
 def _k_amihud(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Amihud illiquidity: mean |log return| per million of dollar volume over n bars."
@@ -796,7 +801,7 @@ def _k_amihud(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     _ring_push(st, terms, n, abs(math.log(c / prev)) / (c * v) * 1e6 if c * v > 0.0 else 0.0)
     out[row, col] = st[terms + RING.sum] * (1.0 / n) if cnt >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #e69ef7e7
+# %% ../nbs/03_features.ipynb #df3a55f9
 @njit(cache=True, nogil=True)
 def _b_amihud(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Amihud illiquidity: mean |log return| per million of dollar volume over n bars."
@@ -811,10 +816,10 @@ def _b_amihud(prm, p, ts, o, h, lo, c, v, r1, out, col):
         w, s, sq, z = _push(buf, t - 1, w, s, sq, z, abs(r1[t]) / dv * 1e6 if dv > 0.0 else 0.0)
         out[t, col] = s * (1.0 / n) if t >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #31acf73a
-register("amihud", AMIHUD, amihud, _k_amihud, _b_amihud, cost=3)
+# %% ../nbs/03_features.ipynb #3d1c452e
+register(Kind("amihud", AMIHUD, amihud, _k_amihud, _b_amihud, cost=3))
 
-# %% ../nbs/03_features.ipynb #5f929e35
+# %% ../nbs/03_features.ipynb #1248b84a
 SVWAP = 6  # kernel code
 SESSION = layout("Session", "full", "day", "pv", "volume", "started")  # full: this session began at midnight
 
@@ -823,7 +828,7 @@ def session_vwap(bars_per_day: int) -> Indicator:
     "Log distance of the close from the VWAP anchored at the UTC day start (NaN until the first full session)."
     return Indicator("session_vwap", (), ("vwap_session",), len(SESSION), bars_per_day - 1)
 
-# %% ../nbs/03_features.ipynb #106f7b05
+# %% ../nbs/03_features.ipynb #ec4b5f7b
 @njit(cache=True)
 def _k_svwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log distance of the close from the VWAP anchored at the UTC day start; NaN until a full session."
@@ -842,7 +847,7 @@ def _k_svwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     else:
         out[row, col] = math.log(c * sv / st[at + SESSION.pv]) if sv > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #05f657f3
+# %% ../nbs/03_features.ipynb #82062b3c
 @njit(cache=True, nogil=True)
 def _b_svwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "VWAP anchored at the UTC day start; writes close / VWAP (NaN until a full session), logged by the caller."
@@ -860,16 +865,27 @@ def _b_svwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
         else:
             out[t, col] = c[t] * sv / spv if sv > 0.0 else 1.0
 
-# %% ../nbs/03_features.ipynb #79dc5e1d
+# %% ../nbs/03_features.ipynb #af90fb04
 def _day_of_bars(fs: FeatureSettings, timeframe: str) -> list[Indicator]:
     "The session VWAP if the settings switch it on, with one day of bars of this timeframe."
     return [session_vwap(max(1, 86400 // timeframe_seconds(timeframe)))] if fs.session_vwap else []
 
 
-register("session_vwap", SVWAP, session_vwap, _k_svwap, _b_svwap, logged=(0,), cost=5, settings=_day_of_bars,
-         rebuild=lambda params, warmup: session_vwap(warmup + 1))  # fmt: skip
+register(
+    Kind(
+        "session_vwap",
+        SVWAP,
+        session_vwap,
+        _k_svwap,
+        _b_svwap,
+        logged=(0,),
+        cost=5,
+        settings=_day_of_bars,
+        rebuild=lambda params, warmup: session_vwap(warmup + 1),
+    )
+)
 
-# %% ../nbs/03_features.ipynb #4a4b2928
+# %% ../nbs/03_features.ipynb #11cd4a8e
 CAL = 10  # kernel code
 
 
@@ -877,7 +893,7 @@ def calendar() -> Indicator:
     "Time of day and day of week as sine/cosine pairs."
     return Indicator("calendar", (), ("tod_sin", "tod_cos", "dow_sin", "dow_cos"), 0, 0)
 
-# %% ../nbs/03_features.ipynb #c6a997dd
+# %% ../nbs/03_features.ipynb #ac5a6e35
 @njit(cache=True)
 def _k_cal(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Time of day and day of week of the bar's open time on the unit circle."
@@ -886,7 +902,7 @@ def _k_cal(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     out[row, col], out[row, col + 1] = math.sin(2 * math.pi * tod), math.cos(2 * math.pi * tod)
     out[row, col + 2], out[row, col + 3] = math.sin(2 * math.pi * dow), math.cos(2 * math.pi * dow)
 
-# %% ../nbs/03_features.ipynb #ab39bf27
+# %% ../nbs/03_features.ipynb #85adebdd
 @njit(cache=True, nogil=True)
 def _b_cal(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Time of day and day of week on the unit circle; each sine computed once per distinct second of day or weekday."
@@ -906,10 +922,12 @@ def _b_cal(prm, p, ts, o, h, lo, c, v, r1, out, col):
             ds, dc = math.sin(2 * math.pi * dow), math.cos(2 * math.pi * dow)
         out[t, col + 2], out[t, col + 3] = ds, dc
 
-# %% ../nbs/03_features.ipynb #05e9b4ae
-register("calendar", CAL, calendar, _k_cal, _b_cal, cost=5, settings=lambda fs, tf: [calendar()] if fs.calendar else [])
+# %% ../nbs/03_features.ipynb #cec8fe9f
+register(
+    Kind("calendar", CAL, calendar, _k_cal, _b_cal, cost=5, settings=lambda fs, tf: [calendar()] if fs.calendar else [])
+)
 
-# %% ../nbs/03_features.ipynb #5847440a
+# %% ../nbs/03_features.ipynb #b92318f0
 ADAPT = 11  # kernel code
 
 
@@ -919,7 +937,7 @@ def adaptive(n: int, fast: int, slow: int) -> Indicator:
     state = len(PREV) + 2 * ring_size(n) + ring_size(fast) + ring_size(slow)
     return Indicator("adaptive", (n, fast, slow), names, state, max(n, slow))
 
-# %% ../nbs/03_features.ipynb #9a13cf9a
+# %% ../nbs/03_features.ipynb #b01934d8
 @njit(cache=True)
 def _k_adapt(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Efficiency ratio over n, volatility regime log(rv_fast / rv_slow), n-bar momentum scaled by both."
@@ -946,7 +964,7 @@ def _k_adapt(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     out[row, col + 1] = math.log(sf / ss) if sf > 0.0 and ss > 0.0 else 0.0
     out[row, col + 2] = math.log(c / c_n) / (ss * math.sqrt(n)) * er if ss > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #bb769729
+# %% ../nbs/03_features.ipynb #d0a2bb05
 @njit(cache=True, nogil=True)
 def _b_adapt(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Efficiency ratio, volatility regime (fast/slow std ratio, logged by the caller), scaled n-bar momentum."
@@ -971,11 +989,21 @@ def _b_adapt(prm, p, ts, o, h, lo, c, v, r1, out, col):
         out[t, col + 1] = df / ds if df > 0.0 and ds > 0.0 else 1.0
         out[t, col + 2] = sr / (ds * rn) * er if ds > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #f7dbc620
-register("adaptive", ADAPT, adaptive, _k_adapt, _b_adapt, logged=(1,), cost=16,
-         settings=lambda fs, tf: [adaptive(*fs.adaptive)] if fs.adaptive else [])  # fmt: skip
+# %% ../nbs/03_features.ipynb #499852ca
+register(
+    Kind(
+        "adaptive",
+        ADAPT,
+        adaptive,
+        _k_adapt,
+        _b_adapt,
+        logged=(1,),
+        cost=16,
+        settings=lambda fs, tf: [adaptive(*fs.adaptive)] if fs.adaptive else [],
+    )
+)
 
-# %% ../nbs/03_features.ipynb #d95d4326
+# %% ../nbs/03_features.ipynb #08b3e0b1
 def indicators_from_settings(
     fs: FeatureSettings,  # the [features] section
     timeframe: str = "1m",  # bar length (the session VWAP's warm-up is one day of bars)
@@ -989,7 +1017,7 @@ def from_settings(cls: FeaturePipeline, fs: FeatureSettings, timeframe: str = "1
     "The pipeline described by a `[features]` section."
     return cls(indicators_from_settings(fs, timeframe), clip=fs.clip)
 
-# %% ../nbs/03_features.ipynb #45ce2ec8
+# %% ../nbs/03_features.ipynb #c11f240f
 @patch
 def fit(self: FeaturePipeline, train_bars: pd.DataFrame) -> FeaturePipeline:
     "Compute normalisation stats (mean, std per feature) on the training window only; returns self."
@@ -1010,7 +1038,7 @@ def normalize(self: FeaturePipeline, raw: pd.DataFrame | np.ndarray) -> np.ndarr
     std = np.array([self.stats[n]["std"] for n in self.names])
     return np.clip((np.asarray(raw, dtype=np.float64) - mean) / std, -self.clip, self.clip)
 
-# %% ../nbs/03_features.ipynb #f40d834b
+# %% ../nbs/03_features.ipynb #b8d769bd
 @patch
 def to_dict(self: FeaturePipeline) -> dict:
     "Plain data for the bundle manifest: indicators, names, warm-up, clip and normalisation stats."

@@ -16,6 +16,7 @@ from intraday.features import (
     RING,
     FeaturePipeline,
     Indicator,
+    Kind,
     _push,
     _ring_push,
     adaptive,
@@ -269,11 +270,11 @@ def range_mean(n: int) -> Indicator:
 def test_an_indicator_registered_outside_the_module_joins_batch_and_stream():
     "Adding an indicator is one registration: the pipeline runs it both ways (uncached dispatcher), beside the others."
     with pytest.raises(ValueError, match="taken by"):
-        register("range_mean", KINDS["returns"].code, range_mean, _k_range_mean, _b_range_mean)
-    register("range_mean", 50, range_mean, _k_range_mean, _b_range_mean, settings=lambda fs, tf: [])
+        register(Kind("range_mean", KINDS["returns"].code, range_mean, _k_range_mean, _b_range_mean))
+    register(Kind("range_mean", 50, range_mean, _k_range_mean, _b_range_mean, settings=lambda fs, tf: []))
     try:
         with pytest.raises(ValueError, match="taken by"):
-            register("range_mean", 51, range_mean, _k_range_mean, _b_range_mean)
+            register(Kind("range_mean", 51, range_mean, _k_range_mean, _b_range_mean))
         pipe = FeaturePipeline([range_mean(7), *PIPE.indicators[:3]])
         batch = pipe.transform(SMALL)
         np.testing.assert_allclose(batch.range_mean_7, (SMALL.high - SMALL.low).rolling(7).mean(), rtol=1e-12)
@@ -283,5 +284,5 @@ def test_an_indicator_registered_outside_the_module_joins_batch_and_stream():
         assert indicators_from_settings(FS) == PIPE.indicators  # its settings ask for none
     finally:
         del KINDS["range_mean"]
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match=r"indicator kinds \['range_mean'\] are not registered"):
         FeaturePipeline([range_mean(7)])
