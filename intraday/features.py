@@ -11,7 +11,7 @@ __all__ = ['RING', 'RING_HEADER', 'KINDS', 'REGISTRY', 'SPEC', 'PREV', 'WILDER',
            'momentum', 'rsi', 'atr', 'vwap', 'realized_vol', 'range_vol', 'volume_z', 'kyle_lambda', 'amihud',
            'session_vwap', 'calendar', 'adaptive', 'indicators_from_settings']
 
-# %% ../nbs/03_features.ipynb #52827b9e
+# %% ../nbs/03_features.ipynb #6c8cb92a
 import functools
 import hashlib
 import inspect
@@ -31,12 +31,12 @@ from numba import njit
 from .config import FeatureSettings, timeframe_seconds
 from .data import BAR_COLUMNS
 
-# %% ../nbs/03_features.ipynb #9e7767a6
+# %% ../nbs/03_features.ipynb #727399b7
 def layout(name: str, *fields: str) -> tuple:
     "A named tuple whose fields are the consecutive offsets 0, 1, 2... of the slots of one kind of state."
     return namedtuple(name, fields)(*range(len(fields)))
 
-# %% ../nbs/03_features.ipynb #a7d30d48
+# %% ../nbs/03_features.ipynb #bb324120
 RING = layout("Ring", "head", "count", "sum", "sumsq", "nonzero")  # a ring's header; its values follow it
 RING_HEADER = len(RING)
 
@@ -46,7 +46,7 @@ def ring_size(n):
     "State slots of a ring of `n` values: its header and the values."
     return RING_HEADER + n
 
-# %% ../nbs/03_features.ipynb #d3bc6ff6
+# %% ../nbs/03_features.ipynb #11314356
 @njit(cache=True, inline="always")
 def _ring_push(st, o, n, x):
     "Push `x` into the ring of length `n` at st[o:]; returns the value it drops (NaN while filling)."
@@ -76,7 +76,7 @@ def _ring_push(st, o, n, x):
         st[o + RING.sumsq] += x * x - (old * old if full else 0.0)
     return old
 
-# %% ../nbs/03_features.ipynb #06fc2284
+# %% ../nbs/03_features.ipynb #8f780698
 @njit(cache=True, inline="always")
 def _std(s, q, n):
     "Sample standard deviation (ddof=1) from a full window's sum and sum of squares."
@@ -89,7 +89,7 @@ def _ring_std(st, o, n):
     "Sample standard deviation (ddof=1) of a full ring."
     return _std(st[o + RING.sum], st[o + RING.sumsq], n)
 
-# %% ../nbs/03_features.ipynb #5c5f1656
+# %% ../nbs/03_features.ipynb #45350f37
 @njit(cache=True, inline="always")
 def _push(buf, k, w, s, q, z, x):
     "Push the k-th value x into a local window buffer; returns (next slot, sum, sum of squares, nonzeros) as the ring."
@@ -114,7 +114,7 @@ def _push(buf, k, w, s, q, z, x):
         s, q = 0.0, 0.0
     return w, s, q, z
 
-# %% ../nbs/03_features.ipynb #87c78625
+# %% ../nbs/03_features.ipynb #502473fa
 @dataclass(frozen=True)
 class Indicator:
     "One causal indicator: its kind, parameters, output column names, state size and warm-up (leading NaN rows)."
@@ -130,7 +130,7 @@ class Indicator:
         "Its kind's kernel code (the stream dispatcher's case; saved pipelines record it)."
         return KINDS[self.kind].code
 
-# %% ../nbs/03_features.ipynb #5c6e89be
+# %% ../nbs/03_features.ipynb #7f430d4d
 @dataclass(frozen=True, repr=False)
 class Kind:
     "Everything the pipeline needs about one kind of indicator; its section registers it with `register`."
@@ -174,7 +174,7 @@ def register(kind: Kind) -> Kind:
         REGISTRY[kind.factory.__name__] = kind.factory
     return kind
 
-# %% ../nbs/03_features.ipynb #31be8ebc
+# %% ../nbs/03_features.ipynb #8a7333c9
 SPEC = layout("Spec", "code", "state", "param", "column")  # a `_spec` row: kernel code, then three offsets
 
 
@@ -211,7 +211,7 @@ class FeaturePipeline:
         names = ", ".join(self.names)
         return f"FeaturePipeline({len(self.names)} features, warm-up {self.warmup} bars, {fitted}: {names})"
 
-# %% ../nbs/03_features.ipynb #571e811b
+# %% ../nbs/03_features.ipynb #f05df0d0
 def _ohlcv(bars: pd.DataFrame) -> tuple[np.ndarray, ...]:
     "The OHLCV columns as contiguous float64 arrays (views of the frame's block when it is float64)."
     return tuple(np.ascontiguousarray(bars[c].to_numpy(np.float64)) for c in BAR_COLUMNS)
@@ -233,7 +233,7 @@ def _pool() -> ThreadPoolExecutor:
     "Worker threads for batch transforms of long histories, one per core."
     return ThreadPoolExecutor(max_workers=os.cpu_count() or 1, thread_name_prefix="intraday-features")
 
-# %% ../nbs/03_features.ipynb #db1903bc
+# %% ../nbs/03_features.ipynb #54e85c6e
 @patch
 def transform(self: FeaturePipeline, bars: pd.DataFrame) -> pd.DataFrame:
     "Raw features of every bar (NaN during warm-up); row t uses bars <= t only."
@@ -263,7 +263,7 @@ def transform(self: FeaturePipeline, bars: pd.DataFrame) -> pd.DataFrame:
         list(_pool().map(run, sorted(jobs, key=lambda job: -job[0].cost)))
     return pd.DataFrame(out, index=bars.index, columns=self.names, copy=False)
 
-# %% ../nbs/03_features.ipynb #33911d52
+# %% ../nbs/03_features.ipynb #89797b1e
 def _step_source(kinds: Sequence[Kind]) -> tuple[str, str]:
     "The stream dispatcher's name and Python source: one case per kind, each calling its kernel by the kind's name."
     args = "st, at, prm, p, ts, o, h, lo, c, v, out, row, col"
@@ -294,7 +294,7 @@ def _stream_step(kinds: tuple[Kind, ...]) -> Callable:
     exec(compile(src, here if cache else f"<{__name__} stream dispatcher>", "exec"), scope)
     return njit(cache=cache)(scope[name])
 
-# %% ../nbs/03_features.ipynb #820eac5e
+# %% ../nbs/03_features.ipynb #71bc2e86
 class FeatureStream:
     "Streaming state of a `FeaturePipeline`: `update(bar)` returns the next feature row in O(1)."
 
@@ -332,7 +332,7 @@ def stream(self: FeaturePipeline) -> FeatureStream:
     "A fresh streaming state: feed bars one at a time with `update`."
     return FeatureStream(self)
 
-# %% ../nbs/03_features.ipynb #f7695790
+# %% ../nbs/03_features.ipynb #3b6fe7c8
 PREV = layout("Prev", "count", "close")  # the first slots of every indicator built on one-bar changes
 
 
@@ -343,7 +343,7 @@ def _prev_close(st, at, c):
     st[at + PREV.count], st[at + PREV.close] = cnt + 1.0, c
     return cnt, prev
 
-# %% ../nbs/03_features.ipynb #83913357
+# %% ../nbs/03_features.ipynb #2108115b
 WILDER = layout("Wilder", "count", "close", "avg_x", "avg_y")  # PREV, then the two smoothed series
 
 
@@ -362,7 +362,7 @@ def _wilder(st, at, n, x, y):
         st[at + WILDER.avg_y] = (st[at + WILDER.avg_y] * (n - 1) + y) * (1.0 / n)
     return cnt >= n
 
-# %% ../nbs/03_features.ipynb #fdec57d4
+# %% ../nbs/03_features.ipynb #105cde58
 RET = 0  # kernel code
 
 
@@ -370,7 +370,7 @@ def returns(n: int) -> Indicator:
     "Log return over the last `n` bars."
     return Indicator("returns", (n,), (f"ret_{n}",), ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #7427c0b7
+# %% ../nbs/03_features.ipynb #10e215f4
 @njit(cache=True)
 def _k_ret(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log return over n bars (ring of closes)."
@@ -379,7 +379,7 @@ def _k_ret(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     old = _ring_push(st, at, n, c)
     out[row, col] = math.log(c / old) if full else _NAN
 
-# %% ../nbs/03_features.ipynb #526568d9
+# %% ../nbs/03_features.ipynb #fd356cb1
 @njit(cache=True, nogil=True)
 def _b_ret(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Log return over n bars; writes c[t] / c[t - n], logged by the caller."
@@ -389,10 +389,10 @@ def _b_ret(prm, p, ts, o, h, lo, c, v, r1, out, col):
     for t in range(n, c.shape[0]):
         out[t, col] = c[t] / c[t - n]
 
-# %% ../nbs/03_features.ipynb #2c67cace
+# %% ../nbs/03_features.ipynb #ce047fa6
 register(Kind("returns", RET, returns, _k_ret, _b_ret, logged=(0,), cost=2))
 
-# %% ../nbs/03_features.ipynb #30d231c5
+# %% ../nbs/03_features.ipynb #f602066e
 EMA = 1  # kernel code
 SMOOTH = layout("Smooth", "count", "value", "close")  # an EMA and the close it last saw (momentum)
 
@@ -401,7 +401,7 @@ def ema(n: int) -> Indicator:
     "Log distance of the close from its EMA (span `n`, pandas `adjust=False`)."
     return Indicator("ema", (n,), (f"ema_{n}",), len(SMOOTH), n - 1)
 
-# %% ../nbs/03_features.ipynb #6e66fb7a
+# %% ../nbs/03_features.ipynb #8c8c0350
 @njit(cache=True)
 def _k_ema(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log distance of the close from its EMA (span n, pandas adjust=False)."
@@ -412,7 +412,7 @@ def _k_ema(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     st[at + SMOOTH.value], st[at + SMOOTH.count] = e, cnt + 1.0
     out[row, col] = math.log(c / e) if cnt + 1 >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #d2fb2dc1
+# %% ../nbs/03_features.ipynb #391c8bb1
 @njit(cache=True, nogil=True)
 def _b_ema(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "EMA of the close (span n); writes close / EMA, logged by the caller."
@@ -423,10 +423,10 @@ def _b_ema(prm, p, ts, o, h, lo, c, v, r1, out, col):
         e = c[t] if t == 0 else (1.0 - a) * e + a * c[t]
         out[t, col] = c[t] / e if t + 1 >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #b02417c8
+# %% ../nbs/03_features.ipynb #e6ae474d
 register(Kind("ema", EMA, ema, _k_ema, _b_ema, logged=(0,), cost=3))
 
-# %% ../nbs/03_features.ipynb #7c62ea2a
+# %% ../nbs/03_features.ipynb #25616923
 MOM = 2  # kernel code
 
 
@@ -434,7 +434,7 @@ def momentum(n: int) -> Indicator:
     "EMA (span `n`) of one-bar log returns: a smoothed trend."
     return Indicator("momentum", (n,), (f"mom_{n}",), len(SMOOTH), n)
 
-# %% ../nbs/03_features.ipynb #ab38e25e
+# %% ../nbs/03_features.ipynb #55731498
 @njit(cache=True)
 def _k_mom(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "EMA (span n) of one-bar log returns."
@@ -447,7 +447,7 @@ def _k_mom(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     st[at + SMOOTH.count] = cnt + 1.0
     out[row, col] = st[at + SMOOTH.value] if cnt >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #e6d8ad9e
+# %% ../nbs/03_features.ipynb #e0130708
 @njit(cache=True, nogil=True)
 def _b_mom(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "EMA (span n) of one-bar log returns."
@@ -458,10 +458,10 @@ def _b_mom(prm, p, ts, o, h, lo, c, v, r1, out, col):
         m = 0.0 if t == 0 else (1.0 - a) * m + a * r1[t]
         out[t, col] = m if t >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #a177071d
+# %% ../nbs/03_features.ipynb #5ebcefd0
 register(Kind("momentum", MOM, momentum, _k_mom, _b_mom, cost=2))
 
-# %% ../nbs/03_features.ipynb #ac04ba65
+# %% ../nbs/03_features.ipynb #fe2e49f4
 RSI = 3  # kernel code
 
 
@@ -469,7 +469,7 @@ def rsi(n: int) -> Indicator:
     "Wilder's RSI over `n` bars (0..100)."
     return Indicator("rsi", (n,), (f"rsi_{n}",), len(WILDER), n)
 
-# %% ../nbs/03_features.ipynb #9fcb827b
+# %% ../nbs/03_features.ipynb #2b27bbf0
 @njit(cache=True)
 def _k_rsi(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Wilder's RSI (0..100)."
@@ -485,7 +485,7 @@ def _k_rsi(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     ag, al = st[at + WILDER.avg_x], st[at + WILDER.avg_y]
     out[row, col] = (100.0 if ag > 0 else 50.0) if al == 0.0 else 100.0 - 100.0 / (1.0 + ag / al)
 
-# %% ../nbs/03_features.ipynb #4a753523
+# %% ../nbs/03_features.ipynb #0c572e66
 @njit(cache=True, inline="always")
 def _b_wilder(prm, p, ts, o, h, lo, c, v, r1, out, col, rsi):
     "Wilder's RSI (rsi=True) or ATR relative to the close, seeded with the mean of the first n values."
@@ -521,10 +521,10 @@ def _b_rsi(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Wilder's RSI (0..100)."
     _b_wilder(prm, p, ts, o, h, lo, c, v, r1, out, col, True)
 
-# %% ../nbs/03_features.ipynb #64f25f34
+# %% ../nbs/03_features.ipynb #eb565d0f
 register(Kind("rsi", RSI, rsi, _k_rsi, _b_rsi, cost=6))
 
-# %% ../nbs/03_features.ipynb #970c0d70
+# %% ../nbs/03_features.ipynb #0532f17c
 ATR = 4  # kernel code
 
 
@@ -532,7 +532,7 @@ def atr(n: int) -> Indicator:
     "Wilder's average true range over `n` bars, relative to the close."
     return Indicator("atr", (n,), (f"atr_{n}",), len(WILDER), n)
 
-# %% ../nbs/03_features.ipynb #f4f0990d
+# %% ../nbs/03_features.ipynb #18dad456
 @njit(cache=True)
 def _k_atr(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Wilder's average true range, relative to the close."
@@ -544,16 +544,16 @@ def _k_atr(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     tr = max(h - lo, abs(h - prev), abs(lo - prev))
     out[row, col] = st[at + WILDER.avg_x] / c if _wilder(st, at, n, tr, 0.0) else _NAN
 
-# %% ../nbs/03_features.ipynb #a15f94bb
+# %% ../nbs/03_features.ipynb #557ffc61
 @njit(cache=True, nogil=True)
 def _b_atr(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Wilder's average true range, relative to the close."
     _b_wilder(prm, p, ts, o, h, lo, c, v, r1, out, col, False)
 
-# %% ../nbs/03_features.ipynb #2a8065d4
+# %% ../nbs/03_features.ipynb #1661d182
 register(Kind("atr", ATR, atr, _k_atr, _b_atr, cost=6))
 
-# %% ../nbs/03_features.ipynb #f1656fed
+# %% ../nbs/03_features.ipynb #e8825c46
 VWAP = 5  # kernel code
 
 
@@ -561,7 +561,7 @@ def vwap(n: int) -> Indicator:
     "Log distance of the close from the rolling `n`-bar VWAP of the typical price."
     return Indicator("vwap", (n,), (f"vwap_{n}",), 2 * ring_size(n), n - 1)
 
-# %% ../nbs/03_features.ipynb #53808491
+# %% ../nbs/03_features.ipynb #3975c909
 @njit(cache=True)
 def _k_vwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log distance of the close from the rolling n-bar VWAP of the typical price."
@@ -575,7 +575,7 @@ def _k_vwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     else:
         out[row, col] = math.log(c * sv / st[pvs + RING.sum]) if sv > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #888639b9
+# %% ../nbs/03_features.ipynb #a56d5acc
 @njit(cache=True, nogil=True)
 def _b_vwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Rolling n-bar VWAP of the typical price; writes close / VWAP, logged by the caller."
@@ -591,10 +591,10 @@ def _b_vwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
         else:
             out[t, col] = c[t] * s2 / s1 if s2 > 0.0 else 1.0
 
-# %% ../nbs/03_features.ipynb #52133102
+# %% ../nbs/03_features.ipynb #94b97358
 register(Kind("vwap", VWAP, vwap, _k_vwap, _b_vwap, logged=(0,), cost=5))
 
-# %% ../nbs/03_features.ipynb #75ca6bbc
+# %% ../nbs/03_features.ipynb #42dff26b
 RV = 7  # kernel code
 
 
@@ -602,7 +602,7 @@ def realized_vol(n: int) -> Indicator:
     "Close-to-close realised volatility: sample std of the last `n` log returns."
     return Indicator("realized_vol", (n,), (f"rv_{n}",), len(PREV) + ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #a341a318
+# %% ../nbs/03_features.ipynb #eb848e27
 @njit(cache=True)
 def _k_rv(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Close-to-close realised volatility: sample std of the last n log returns."
@@ -615,7 +615,7 @@ def _k_rv(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     _ring_push(st, rets, n, math.log(c / prev))
     out[row, col] = _ring_std(st, rets, n) if cnt >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #034f58c9
+# %% ../nbs/03_features.ipynb #5f8ed0c5
 @njit(cache=True, nogil=True)
 def _b_rv(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Close-to-close realised volatility: sample std of the last n log returns."
@@ -629,10 +629,10 @@ def _b_rv(prm, p, ts, o, h, lo, c, v, r1, out, col):
         w, s, sq, z = _push(buf, t - 1, w, s, sq, z, r1[t])
         out[t, col] = _std(s, sq, n) if t >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #e0976032
+# %% ../nbs/03_features.ipynb #f5185614
 register(Kind("realized_vol", RV, realized_vol, _k_rv, _b_rv, cost=6))
 
-# %% ../nbs/03_features.ipynb #ae4e7c6e
+# %% ../nbs/03_features.ipynb #5221eeaf
 RANGEVOL = 8  # kernel code
 
 
@@ -640,7 +640,7 @@ def range_vol(n: int) -> Indicator:
     "Parkinson and Garman-Klass range-based volatility per bar over `n` bars."
     return Indicator("range_vol", (n,), (f"parkinson_{n}", f"gk_{n}"), 2 * ring_size(n), n - 1)
 
-# %% ../nbs/03_features.ipynb #9fae2204
+# %% ../nbs/03_features.ipynb #e04e902f
 @njit(cache=True)
 def _k_rangevol(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Parkinson and Garman-Klass volatility per bar over n bars."
@@ -655,7 +655,7 @@ def _k_rangevol(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
         out[row, col] = math.sqrt(st[parks + RING.sum] * (1.0 / (4.0 * math.log(2.0) * n)))
         out[row, col + 1] = math.sqrt(max(st[gks + RING.sum] * (1.0 / n), 0.0))
 
-# %% ../nbs/03_features.ipynb #59d9bc97
+# %% ../nbs/03_features.ipynb #d5967485
 def _rangevol_logs(o, h, lo, c, v, out, col):
     "log(h / l) and log(c / o) into the two output columns, vectorised: the batch kernel reads them there."
     np.log(np.divide(h, lo, out=out[:, col]), out=out[:, col])
@@ -681,10 +681,10 @@ def _b_rangevol(prm, p, ts, o, h, lo, c, v, r1, out, col):
             out[t, col] = math.sqrt(s1 * (1.0 / d))
             out[t, col + 1] = math.sqrt(max(s2 * (1.0 / n), 0.0))
 
-# %% ../nbs/03_features.ipynb #35d355f8
+# %% ../nbs/03_features.ipynb #6f6b4451
 register(Kind("range_vol", RANGEVOL, range_vol, _k_rangevol, _b_rangevol, prepare=_rangevol_logs, cost=14))
 
-# %% ../nbs/03_features.ipynb #d8625983
+# %% ../nbs/03_features.ipynb #90406300
 VOLZ = 9  # kernel code
 
 
@@ -692,7 +692,7 @@ def volume_z(n: int) -> Indicator:
     "Z-score of the bar's volume in its `n`-bar window."
     return Indicator("volume_z", (n,), (f"volz_{n}",), ring_size(n), n - 1)
 
-# %% ../nbs/03_features.ipynb #121e921f
+# %% ../nbs/03_features.ipynb #468a7edc
 @njit(cache=True)
 def _k_volz(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Z-score of the bar's volume in its n-bar window (this bar included)."
@@ -704,7 +704,7 @@ def _k_volz(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
         sd = _ring_std(st, at, n)
         out[row, col] = (v - st[at + RING.sum] * (1.0 / n)) / sd if sd > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #ae71c6ab
+# %% ../nbs/03_features.ipynb #f65237bf
 @njit(cache=True, nogil=True)
 def _b_volz(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Z-score of the bar's volume in its n-bar window (this bar included)."
@@ -720,10 +720,10 @@ def _b_volz(prm, p, ts, o, h, lo, c, v, r1, out, col):
             sd = _std(s, sq, n)
             out[t, col] = (v[t] - s * (1.0 / n)) / sd if sd > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #1f883612
+# %% ../nbs/03_features.ipynb #f0211685
 register(Kind("volume_z", VOLZ, volume_z, _k_volz, _b_volz, cost=8))
 
-# %% ../nbs/03_features.ipynb #5f9836c3
+# %% ../nbs/03_features.ipynb #c35a52db
 KYLE = 12  # kernel code
 
 
@@ -731,7 +731,7 @@ def kyle_lambda(n: int) -> Indicator:
     "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over `n` bars."
     return Indicator("kyle", (n,), (f"kyle_{n}",), len(PREV) + 3 * ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #ddf36f24
+# %% ../nbs/03_features.ipynb #e1b7bcaf
 @njit(cache=True)
 def _k_kyle(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over n bars."
@@ -755,7 +755,7 @@ def _k_kyle(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     den = n * sxx - sx * sx
     out[row, col] = (n * sxy - sx * sy) / den if den > 1e-12 * n * sxx else 0.0
 
-# %% ../nbs/03_features.ipynb #a69a0004
+# %% ../nbs/03_features.ipynb #145ee824
 @njit(cache=True, nogil=True)
 def _b_kyle(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Kyle's lambda: rolling OLS slope of log return on tick-rule signed volume over n bars."
@@ -777,10 +777,10 @@ def _b_kyle(prm, p, ts, o, h, lo, c, v, r1, out, col):
             den = n * sxx - sx * sx
             out[t, col] = (n * sxy - sx * sy) / den if den > 1e-12 * n * sxx else 0.0
 
-# %% ../nbs/03_features.ipynb #07af5cac
+# %% ../nbs/03_features.ipynb #39f90777
 register(Kind("kyle", KYLE, kyle_lambda, _k_kyle, _b_kyle, cost=11))
 
-# %% ../nbs/03_features.ipynb #698de77d
+# %% ../nbs/03_features.ipynb #e050eaf4
 AMIHUD = 13  # kernel code
 
 
@@ -788,7 +788,7 @@ def amihud(n: int) -> Indicator:
     "Amihud illiquidity: mean |log return| per million of dollar volume over `n` bars."
     return Indicator("amihud", (n,), (f"amihud_{n}",), len(PREV) + ring_size(n), n)
 
-# %% ../nbs/03_features.ipynb #2d64e0ea
+# %% ../nbs/03_features.ipynb #8089b58f
 @njit(cache=True)
 def _k_amihud(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Amihud illiquidity: mean |log return| per million of dollar volume over n bars."
@@ -801,7 +801,7 @@ def _k_amihud(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     _ring_push(st, terms, n, abs(math.log(c / prev)) / (c * v) * 1e6 if c * v > 0.0 else 0.0)
     out[row, col] = st[terms + RING.sum] * (1.0 / n) if cnt >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #df3a55f9
+# %% ../nbs/03_features.ipynb #72ddff4e
 @njit(cache=True, nogil=True)
 def _b_amihud(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Amihud illiquidity: mean |log return| per million of dollar volume over n bars."
@@ -816,10 +816,10 @@ def _b_amihud(prm, p, ts, o, h, lo, c, v, r1, out, col):
         w, s, sq, z = _push(buf, t - 1, w, s, sq, z, abs(r1[t]) / dv * 1e6 if dv > 0.0 else 0.0)
         out[t, col] = s * (1.0 / n) if t >= n else _NAN
 
-# %% ../nbs/03_features.ipynb #3d1c452e
+# %% ../nbs/03_features.ipynb #af657a0a
 register(Kind("amihud", AMIHUD, amihud, _k_amihud, _b_amihud, cost=3))
 
-# %% ../nbs/03_features.ipynb #1248b84a
+# %% ../nbs/03_features.ipynb #17d7a24a
 SVWAP = 6  # kernel code
 SESSION = layout("Session", "full", "day", "pv", "volume", "started")  # full: this session began at midnight
 
@@ -828,7 +828,7 @@ def session_vwap(bars_per_day: int) -> Indicator:
     "Log distance of the close from the VWAP anchored at the UTC day start (NaN until the first full session)."
     return Indicator("session_vwap", (), ("vwap_session",), len(SESSION), bars_per_day - 1)
 
-# %% ../nbs/03_features.ipynb #ec4b5f7b
+# %% ../nbs/03_features.ipynb #9229b13e
 @njit(cache=True)
 def _k_svwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Log distance of the close from the VWAP anchored at the UTC day start; NaN until a full session."
@@ -847,7 +847,7 @@ def _k_svwap(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     else:
         out[row, col] = math.log(c * sv / st[at + SESSION.pv]) if sv > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #82062b3c
+# %% ../nbs/03_features.ipynb #b4f4c7a9
 @njit(cache=True, nogil=True)
 def _b_svwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "VWAP anchored at the UTC day start; writes close / VWAP (NaN until a full session), logged by the caller."
@@ -865,7 +865,7 @@ def _b_svwap(prm, p, ts, o, h, lo, c, v, r1, out, col):
         else:
             out[t, col] = c[t] * sv / spv if sv > 0.0 else 1.0
 
-# %% ../nbs/03_features.ipynb #af90fb04
+# %% ../nbs/03_features.ipynb #966d786a
 def _day_of_bars(fs: FeatureSettings, timeframe: str) -> list[Indicator]:
     "The session VWAP if the settings switch it on, with one day of bars of this timeframe."
     return [session_vwap(max(1, 86400 // timeframe_seconds(timeframe)))] if fs.session_vwap else []
@@ -885,7 +885,7 @@ register(
     )
 )
 
-# %% ../nbs/03_features.ipynb #11cd4a8e
+# %% ../nbs/03_features.ipynb #460336c4
 CAL = 10  # kernel code
 
 
@@ -893,7 +893,7 @@ def calendar() -> Indicator:
     "Time of day and day of week as sine/cosine pairs."
     return Indicator("calendar", (), ("tod_sin", "tod_cos", "dow_sin", "dow_cos"), 0, 0)
 
-# %% ../nbs/03_features.ipynb #ac5a6e35
+# %% ../nbs/03_features.ipynb #964575b9
 @njit(cache=True)
 def _k_cal(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Time of day and day of week of the bar's open time on the unit circle."
@@ -902,7 +902,7 @@ def _k_cal(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     out[row, col], out[row, col + 1] = math.sin(2 * math.pi * tod), math.cos(2 * math.pi * tod)
     out[row, col + 2], out[row, col + 3] = math.sin(2 * math.pi * dow), math.cos(2 * math.pi * dow)
 
-# %% ../nbs/03_features.ipynb #85adebdd
+# %% ../nbs/03_features.ipynb #15626396
 @njit(cache=True, nogil=True)
 def _b_cal(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Time of day and day of week on the unit circle; each sine computed once per distinct second of day or weekday."
@@ -922,12 +922,12 @@ def _b_cal(prm, p, ts, o, h, lo, c, v, r1, out, col):
             ds, dc = math.sin(2 * math.pi * dow), math.cos(2 * math.pi * dow)
         out[t, col + 2], out[t, col + 3] = ds, dc
 
-# %% ../nbs/03_features.ipynb #cec8fe9f
+# %% ../nbs/03_features.ipynb #d0e3a572
 register(
     Kind("calendar", CAL, calendar, _k_cal, _b_cal, cost=5, settings=lambda fs, tf: [calendar()] if fs.calendar else [])
 )
 
-# %% ../nbs/03_features.ipynb #b92318f0
+# %% ../nbs/03_features.ipynb #561a4daf
 ADAPT = 11  # kernel code
 
 
@@ -937,7 +937,7 @@ def adaptive(n: int, fast: int, slow: int) -> Indicator:
     state = len(PREV) + 2 * ring_size(n) + ring_size(fast) + ring_size(slow)
     return Indicator("adaptive", (n, fast, slow), names, state, max(n, slow))
 
-# %% ../nbs/03_features.ipynb #b01934d8
+# %% ../nbs/03_features.ipynb #147714ee
 @njit(cache=True)
 def _k_adapt(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     "Efficiency ratio over n, volatility regime log(rv_fast / rv_slow), n-bar momentum scaled by both."
@@ -964,7 +964,7 @@ def _k_adapt(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
     out[row, col + 1] = math.log(sf / ss) if sf > 0.0 and ss > 0.0 else 0.0
     out[row, col + 2] = math.log(c / c_n) / (ss * math.sqrt(n)) * er if ss > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #d0a2bb05
+# %% ../nbs/03_features.ipynb #21df9255
 @njit(cache=True, nogil=True)
 def _b_adapt(prm, p, ts, o, h, lo, c, v, r1, out, col):
     "Efficiency ratio, volatility regime (fast/slow std ratio, logged by the caller), scaled n-bar momentum."
@@ -989,7 +989,7 @@ def _b_adapt(prm, p, ts, o, h, lo, c, v, r1, out, col):
         out[t, col + 1] = df / ds if df > 0.0 and ds > 0.0 else 1.0
         out[t, col + 2] = sr / (ds * rn) * er if ds > 0.0 else 0.0
 
-# %% ../nbs/03_features.ipynb #499852ca
+# %% ../nbs/03_features.ipynb #165ba579
 register(
     Kind(
         "adaptive",
@@ -1003,7 +1003,7 @@ register(
     )
 )
 
-# %% ../nbs/03_features.ipynb #08b3e0b1
+# %% ../nbs/03_features.ipynb #daee3d6a
 def indicators_from_settings(
     fs: FeatureSettings,  # the [features] section
     timeframe: str = "1m",  # bar length (the session VWAP's warm-up is one day of bars)
@@ -1017,7 +1017,7 @@ def from_settings(cls: FeaturePipeline, fs: FeatureSettings, timeframe: str = "1
     "The pipeline described by a `[features]` section."
     return cls(indicators_from_settings(fs, timeframe), clip=fs.clip)
 
-# %% ../nbs/03_features.ipynb #c11f240f
+# %% ../nbs/03_features.ipynb #de568f10
 @patch
 def fit(self: FeaturePipeline, train_bars: pd.DataFrame) -> FeaturePipeline:
     "Compute normalisation stats (mean, std per feature) on the training window only; returns self."
@@ -1038,7 +1038,7 @@ def normalize(self: FeaturePipeline, raw: pd.DataFrame | np.ndarray) -> np.ndarr
     std = np.array([self.stats[n]["std"] for n in self.names])
     return np.clip((np.asarray(raw, dtype=np.float64) - mean) / std, -self.clip, self.clip)
 
-# %% ../nbs/03_features.ipynb #b8d769bd
+# %% ../nbs/03_features.ipynb #8a18aa36
 @patch
 def to_dict(self: FeaturePipeline) -> dict:
     "Plain data for the bundle manifest: indicators, names, warm-up, clip and normalisation stats."
