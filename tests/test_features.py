@@ -6,15 +6,24 @@ import pytest
 from feature_reference import reference_features
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from numba import njit
 
 from intraday.config import FeatureSettings, load_settings
 from intraday.data import synth_market
 from intraday.features import (
+    KINDS,
     REGISTRY,
+    RING,
     FeaturePipeline,
+    Indicator,
+    Kind,
+    _push,
+    _ring_push,
     adaptive,
     calendar,
     indicators_from_settings,
+    register,
+    ring_size,
     session_vwap,
 )
 
@@ -30,13 +39,6 @@ def bars100k():
 @pytest.fixture(scope="module")
 def feats100k(bars100k):
     return PIPE.transform(bars100k)
-
-
-def test_default_pipeline_from_settings():
-    assert PIPE.names[:4] == ["ret_1", "ret_5", "ret_15", "ret_60"]
-    assert len(PIPE.names) == 25 and PIPE.warmup == 1439  # the session VWAP needs a day of 1m bars
-    assert FeaturePipeline.from_settings(FS, "5m").warmup == 287
-    assert "25 features" in repr(PIPE) and "not fitted" in repr(PIPE)
 
 
 def test_every_feature_matches_its_textbook_definition(bars100k, feats100k):
@@ -107,30 +109,21 @@ def test_a_leaky_feature_would_fail_the_causality_check():
     assert not np.allclose(leaky(SMALL).iloc[:1001], leaky(changed).iloc[:1001], equal_nan=True)
 
 
-@pytest.mark.parametrize("name", sorted(REGISTRY))
-def test_declared_warmup_is_the_leading_nan_run(name):
-    ind = REGISTRY[name](20)
+WARMUP_CASES = [REGISTRY[name](20) for name in sorted(REGISTRY)] + [
+    adaptive(30, 10, 120),
+    adaptive(40, 5, 25),
+    calendar(),
+]
+
+
+@pytest.mark.parametrize("ind", WARMUP_CASES, ids=[i.outputs[0] for i in WARMUP_CASES])
+def test_declared_warmup_is_the_leading_nan_run(ind):
+    "Every window kind: its declared warm-up is exactly its run of leading NaN rows, and none come after."
+    name = ind.kind
     f = FeaturePipeline([ind]).transform(SMALL)
     first_valid = f.notna().all(axis=1).to_numpy().argmax()
     assert first_valid == ind.warmup, (name, first_valid, ind.warmup)
     assert f.iloc[first_valid:].notna().all(axis=None)
-
-
-def test_warmups_of_session_calendar_adaptive():
-    midday = SMALL.iloc[100:]
-    f = FeaturePipeline([session_vwap(1440)]).transform(midday)
-    assert f.iloc[: 1440 - 100].isna().all(axis=None) and f.iloc[1440 - 100 :].notna().all(axis=None)
-    assert FeaturePipeline([calendar()]).transform(SMALL).notna().all(axis=None)
-    ad = FeaturePipeline([adaptive(30, 10, 120)]).transform(SMALL)
-    assert ad.notna().all(axis=1).to_numpy().argmax() == 120
-
-
-def test_calendar_values():
-    ts = pd.date_range("2024-01-01 06:00", periods=2, freq="1D", tz="UTC", name="ts")  # Monday, Tuesday
-    bars = pd.DataFrame({"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}, index=ts)
-    f = FeaturePipeline([calendar()]).transform(bars)
-    np.testing.assert_allclose(f.iloc[0][["tod_sin", "tod_cos", "dow_sin", "dow_cos"]], [1, 0, 0, 1], atol=1e-12)
-    np.testing.assert_allclose(f.iloc[1].dow_sin, np.sin(2 * np.pi / 7))
 
 
 def test_degenerate_bars_give_finite_defined_values():
@@ -252,3 +245,44 @@ def test_a_saved_pipeline_is_rebuilt_by_this_version_and_checked():
     changed["indicators"][0]["kind"] = "astrology"
     with pytest.raises(ValueError, match="unknown feature kind 'astrology'"):
         FeaturePipeline.from_dict(changed)
+
+
+@njit(cache=True)
+def _k_range_mean(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
+    n = int(prm[p])
+    _ring_push(st, at, n, h - lo)
+    out[row, col] = st[at + RING.sum] / n if st[at + RING.count] >= n else np.nan
+
+
+@njit(cache=True)
+def _b_range_mean(prm, p, ts, o, h, lo, c, v, r1, out, col):
+    n = int(prm[p])
+    buf, w, s, q, z = np.empty(n), 0, 0.0, 0.0, 0
+    for t in range(c.shape[0]):
+        w, s, q, z = _push(buf, t, w, s, q, z, h[t] - lo[t])
+        out[t, col] = s / n if t + 1 >= n else np.nan
+
+
+def range_mean(n: int) -> Indicator:
+    return Indicator("range_mean", (n,), (f"range_mean_{n}",), ring_size(n), n - 1)
+
+
+def test_an_indicator_registered_outside_the_module_joins_batch_and_stream():
+    "Adding an indicator is one registration: the pipeline runs it both ways (uncached dispatcher), beside the others."
+    with pytest.raises(ValueError, match="taken by"):
+        register(Kind("range_mean", KINDS["returns"].code, range_mean, _k_range_mean, _b_range_mean))
+    register(Kind("range_mean", 50, range_mean, _k_range_mean, _b_range_mean, settings=lambda fs, tf: []))
+    try:
+        with pytest.raises(ValueError, match="taken by"):
+            register(Kind("range_mean", 51, range_mean, _k_range_mean, _b_range_mean))
+        pipe = FeaturePipeline([range_mean(7), *PIPE.indicators[:3]])
+        batch = pipe.transform(SMALL)
+        np.testing.assert_allclose(batch.range_mean_7, (SMALL.high - SMALL.low).rolling(7).mean(), rtol=1e-12)
+        np.testing.assert_array_equal(batch.iloc[:, 1:].to_numpy(), SMALL_FEATS.iloc[:, :3].to_numpy())
+        rows = stream_rows(pipe, SMALL.iloc[:500])
+        np.testing.assert_allclose(rows, batch.iloc[:500].to_numpy(), rtol=0, atol=1e-12)
+        assert indicators_from_settings(FS) == PIPE.indicators  # its settings ask for none
+    finally:
+        del KINDS["range_mean"]
+    with pytest.raises(ValueError, match=r"indicator kinds \['range_mean'\] are not registered"):
+        FeaturePipeline([range_mean(7)])
