@@ -116,8 +116,8 @@ def _filter():
     return Filter
 
 
-def _process(src: str, dst: str) -> tuple[str | None, list[str], list[int]]:
-    "nbdev's processing of one notebook into `dst`: the error text when it fails, warnings, cells mixing imports."
+def _process(src: str, dst: str) -> tuple[str | None, list[str], list[int], float]:
+    "nbdev's processing of one notebook into `dst`: error text if it failed, warnings, cells mixing imports, seconds."
     import warnings
 
     from nbdev.serve_drv import main
@@ -125,14 +125,14 @@ def _process(src: str, dst: str) -> tuple[str | None, list[str], list[int]]:
     warnings.filterwarnings("ignore", message="Found cells containing imports and other code")  # counted below
     _WARNINGS.clear()
     _MIXED.clear()
-    err = None
+    err, t0 = None, time.perf_counter()
     try:
         main((Path(src), Path(dst), _filter()))
     except Exception as e:  # noqa: BLE001 -- reported with the notebook's name, then the build fails
         err = f"{type(e).__name__}: {e}"
     finally:
         os.environ.pop("IN_TEST", None)
-    return err, list(_WARNINGS), list(_MIXED)
+    return err, list(_WARNINGS), list(_MIXED), time.perf_counter() - t0
 
 
 def notebooks(nbs: Path) -> list[Path]:
@@ -179,7 +179,7 @@ def process_all(lay: Layout, nbs: Path, lib: Path, force: bool, workers: int) ->
     keys = {rel[p]: _key(p, lib, shared) for p in nbl}
     todo = [p for p in nbl if old.get(rel[p]) != keys[rel[p]] or not (lay.proc / rel[p]).exists()]
     print(f"docs: {len(nbl)} notebooks, {len(todo)} to process ({len(nbl) - len(todo)} unchanged)", flush=True)
-    failures, notes = {}, []
+    failures, notes, took = {}, [], {}
     if todo:
         for p in todo:
             (lay.proc / rel[p]).parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +192,7 @@ def process_all(lay: Layout, nbs: Path, lib: Path, force: bool, workers: int) ->
         with ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=me._lenient_signatures) as ex:
             futs = {p: ex.submit(me._process, str(p), str(lay.proc / rel[p])) for p in todo}
             for p, f in futs.items():
-                err, warns, mixed = f.result()
+                err, warns, mixed, took[rel[p]] = f.result()
                 if mixed:
                     notes.append(f"{rel[p]} ({', '.join(map(str, mixed))})")
                 for w in warns:
@@ -205,6 +205,12 @@ def process_all(lay: Layout, nbs: Path, lib: Path, force: bool, workers: int) ->
     for q in lay.proc.rglob("*.ipynb"):  # notebooks gone from nbs/ leave _proc/ too
         if q.relative_to(lay.proc).parts[0] != lay.pages.name and str(q.relative_to(lay.proc)) not in keys:
             q.unlink()
+    if took:
+        slow = sorted(took.items(), key=lambda kv: -kv[1])[:3]
+        print(
+            f"docs: nbdev took {sum(took.values()):.1f} s over {len(took)} notebooks; longest: "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in slow)
+        )
     if notes:
         print(
             "docs: note: cells that mix imports with other code, which nbdev runs in full (out of the notebook's"
@@ -427,6 +433,17 @@ def shared_styles(lay: Layout):
             page.write_text(new, encoding="utf-8")
 
 
+def render_key(lay: Layout, pages: list[tuple[str, Path]]) -> str:
+    "What the rendered site depends on: the pages, both mkdocs configs, this script, the renderers' versions."
+    from importlib.metadata import version
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for f in [lay.root / "mkdocs.yml", lay.proc / "mkdocs.yml", *(lay.pages / rel for _, rel in pages)]:
+        h.update(f.read_bytes())
+    h.update(" ".join(version(p) for p in ("mkdocs", "mkdocs-material", "mkdocs-jupyter", "nbconvert")).encode())
+    return h.hexdigest()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="process every notebook again, ignoring _proc/")
@@ -448,12 +465,18 @@ def main():
         "# written by .ci/build_docs.py: the project's mkdocs.yml plus the pages in notebook order\n"
         + yaml.safe_dump(gen, sort_keys=False, allow_unicode=True)
     )
+    stamp, key = lay.site / ".built", render_key(lay, pages)
+    if stamp.exists() and stamp.read_text() == key:
+        print(f"docs: {lay.site}/ is up to date")
+        return
+    stamp.unlink(missing_ok=True)
     env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
     mk = [sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(lay.proc / "mkdocs.yml")]
     if subprocess.run(mk, env=env).returncode:
         sys.exit("docs: FAILED: mkdocs could not render the pages (its error is above)")
     shared_styles(lay)
     markdown_twins(lay, pages)
+    stamp.write_text(key)
     t2 = time.perf_counter()
     print(
         f"docs: {len(pages)} pages in {lay.site}/ (nbdev {t1 - t0:.1f} s, render {t2 - t1:.1f} s);"

@@ -166,6 +166,9 @@ def test_module_docstring_urls_are_built_pages(site):
         m.group(1) for p in (ROOT / "nbs").glob("*.ipynb") if (m := re.search(r"#\| default_exp (\w+)", p.read_text()))
     }
     assert set(urls) == exported  # one per exported module: none missing, none stray
+    repo = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    owner, name = repo.rstrip("/").split("/")[-2:]
+    assert DOC_URL == f"https://{owner}.github.io/{name}/"  # where GitHub Pages publishes this repository
     site_url = yaml.safe_load((ROOT / "mkdocs.yml").read_text())["site_url"]
     assert site_url == DOC_URL  # mkdocs publishes where pyproject (and so nbdev) says the docs are
     for mod, url in urls.items():
