@@ -365,6 +365,9 @@ def write_pages(lay: Layout, nbl: list[Path], nbs: Path, doc_root: str) -> list[
 
     procs = {p: json.loads((lay.proc / p.relative_to(nbs)).read_text(encoding="utf-8")) for p in nbl}
     dests = {p: page_path(p.relative_to(nbs)) for p in nbl}
+    for d in {d for d in dests.values() if list(dests.values()).count(d) > 1}:
+        same = ", ".join(str(p.relative_to(nbs)) for p in nbl if dests[p] == d)
+        sys.exit(f"docs: FAILED: {same} would all be published as {d.with_suffix('.html')}: rename one")
     pages = Pages(doc_root, {dests[p].with_suffix(".html").as_posix(): anchors(nb) for p, nb in procs.items()})
     shutil.rmtree(lay.pages, ignore_errors=True)
     out = []
@@ -437,9 +440,12 @@ def render_key(lay: Layout, pages: list[tuple[str, Path]]) -> str:
     "What the rendered site depends on: the pages, both mkdocs configs, this script, the renderers' versions."
     from importlib.metadata import version
 
+    from nbdev.config import get_config
+
     h = hashlib.sha256(Path(__file__).read_bytes())
-    for f in [lay.root / "mkdocs.yml", lay.proc / "mkdocs.yml", *(lay.pages / rel for _, rel in pages)]:
-        h.update(f.read_bytes())
+    llms = get_config().nbs_path / "llms.txt"
+    for f in [lay.root / "mkdocs.yml", lay.proc / "mkdocs.yml", *(lay.pages / rel for _, rel in pages), llms]:
+        h.update(f.read_bytes() if f.exists() else b"")
     h.update(" ".join(version(p) for p in ("mkdocs", "mkdocs-material", "mkdocs-jupyter", "nbconvert")).encode())
     return h.hexdigest()
 
@@ -476,6 +482,8 @@ def main():
         sys.exit("docs: FAILED: mkdocs could not render the pages (its error is above)")
     shared_styles(lay)
     markdown_twins(lay, pages)
+    if (llms := cfg.nbs_path / "llms.txt").exists():  # nbdev-export's index of the modules, for LLM tools
+        (lay.site / "llms.txt").write_bytes(llms.read_bytes())
     stamp.write_text(key)
     t2 = time.perf_counter()
     print(
