@@ -2,18 +2,22 @@
 
 1. nbdev processes every notebook under `nbs/` (the same per-notebook step `nbdev-proc-nbs` runs:
    `nbdev.serve_drv.main` with `FilterDefaults`): directives applied (`#| hide`, `#| export`, ...), exported
-   symbols documented by `show_doc`, backticked names linked. The result lands in `_proc/` (same names as `nbs/`).
+   symbols documented by `show_doc`, backticked names linked. The result lands in `_proc/` (same names as `nbs/`);
+   only notebooks whose text, module or build changed are processed again. Two changes to nbdev's way, both
+   general causes of a stopped build: a signature naming a later class (`trainer: "Trainer"`) is shown as
+   written; a cell mixing imports with code that fails out of its notebook's flow runs its imports only (warned).
 2. A small pass turns what Quarto would read (front matter, `#| echo: false`, pandoc link attributes) into what
    mkdocs-jupyter reads, names the pages as nbdev does (`00_config.ipynb` -> `config.html`) in `_proc/_pages/`,
    and writes `_proc/mkdocs.yml`: the project's `mkdocs.yml` plus the pages in notebook order.
-3. mkdocs-material with mkdocs-jupyter renders the pages into `_docs/`; each page also gets its Markdown twin
+3. mkdocs-material with mkdocs-jupyter renders the pages into `_docs/` (skipped when nothing changed); the
+   notebook CSS it inlines in every page moves to one shared stylesheet; each page also gets its Markdown twin
    `config.html.md`, the address nbdev writes into each module's docstring (`Docs: .../config.html.md`).
 
 Why not `nbdev-proc-nbs` itself: it downloads Quarto when Quarto is absent, writes `nbs/_quarto.yml` and
 `nbs/sidebar.yml`, and stops at the first notebook that fails. Here every notebook is processed, each failure
 is reported with its notebook, cell and error, and the build exits non-zero.
 
-Usage: python .ci/build_docs.py [--force] [--workers N]
+Usage: python .ci/build_docs.py [--force] [--workers N] [--root PROJECT]
 """
 
 import argparse
