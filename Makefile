@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # the install is redone when pyproject.toml's content changes (nbdev-export rewrites the file, so not its mtime)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: install demo test check-sync lint pytest nbval lab export clean
+.PHONY: install demo test check-sync lint pytest nbval lab export docs clean
 
 install: $(STAMP)
 
@@ -49,5 +49,11 @@ export: install
 	$(BIN)/nbdev-export
 	$(BIN)/nbdev-clean
 
+# The documentation site from the notebooks, offline: nbdev processes them (_proc/), mkdocs-material renders
+# them into _docs/ (only notebooks changed since the last build are processed again). Read it with
+# `python -m http.server -d _docs -b 127.0.0.1 8000`; .github/workflows/pages.yml publishes it.
+docs: install
+	$(BIN)/python .ci/build_docs.py
+
 clean:
-	rm -rf reports/demo .pytest_cache .ruff_cache .coverage htmlcov
+	rm -rf reports/demo .pytest_cache .ruff_cache .coverage htmlcov _proc _docs
