@@ -314,7 +314,6 @@ class LiveSettings(Section):
     resend_absent: bool = True  # re-send an intent whose order is confirmed absent (under a new client id)
     reconcile_every_s: float = Field(30.0, gt=0)
     foreign_orders: Literal["cancel", "adopt", "ignore"] = "cancel"  # open orders on the account that are not ours
-    trade_lookback_s: float = Field(3600.0, gt=0)  # how far back reconciliation reads trades at start
     timeout_ms: int = Field(10_000, ge=100)  # ccxt request timeout
 
     @field_validator("account", "runner")

@@ -9,14 +9,14 @@ __all__ = ['S', 'E', 'PREVIOUS', 'TRANSITIONS', 'TERMINAL', 'WORKING', 'IN_DOUBT
            'OrderEvent', 'IllegalTransition', 'next_status', 'to_wire', 'from_wire', 'OverFill', 'Order', 'base36',
            'client_prefix', 'client_id']
 
-# %% ../nbs/12_orders.ipynb #6f3fea70
+# %% ../nbs/12_orders.ipynb #39a9231e
 import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-# %% ../nbs/12_orders.ipynb #23841afb
+# %% ../nbs/12_orders.ipynb #af46c6f3
 class OrderStatus(StrEnum):
     "Where an order is in its life (the router's view; the venue uses the subset it can see)."
 
@@ -49,7 +49,7 @@ class OrderEvent(StrEnum):
     EXPIRE = "EXPIRE"  # the venue reports it expired
     LATE_FILL = "LATE_FILL"  # a trade of an order already closed (the venue's own event: its status stays)
 
-# %% ../nbs/12_orders.ipynb #aa91bd76
+# %% ../nbs/12_orders.ipynb #4239bfa4
 S, E = OrderStatus, OrderEvent
 PREVIOUS = "PREVIOUS"  # target of CANCEL_REJECT: the state before PENDING_CANCEL
 
@@ -79,12 +79,8 @@ TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus | str] = {
     (S.PENDING_CANCEL, E.CANCEL_REJECT): PREVIOUS,
     (S.PENDING_CANCEL, E.CANCEL): S.CANCELED,
     (S.PENDING_CANCEL, E.EXPIRE): S.EXPIRED,
-    (S.CANCELED, E.PARTIAL_FILL): S.CANCELED,  # late fill: real-world possibility, applied, state kept
-    (S.CANCELED, E.FILL): S.FILLED,
     (S.CANCELED, E.CANCEL): S.CANCELED,
-    (S.CANCELED, E.LATE_FILL): S.CANCELED,  # the venue's late fill, whole or partial: Binance never reopens it
-    (S.EXPIRED, E.PARTIAL_FILL): S.EXPIRED,
-    (S.EXPIRED, E.FILL): S.FILLED,
+    (S.CANCELED, E.LATE_FILL): S.CANCELED,  # a trade reported after the cancel: applied; Binance never reopens it
     (S.EXPIRED, E.EXPIRE): S.EXPIRED,
     (S.EXPIRED, E.LATE_FILL): S.EXPIRED,
     (S.FILLED, E.FILL): S.FILLED,  # a repeated report of the completing trade (deduplicated by trade id)
@@ -93,7 +89,7 @@ TERMINAL = frozenset({S.DENIED, S.FILLED, S.CANCELED, S.REJECTED, S.EXPIRED})
 WORKING = frozenset({S.OPEN, S.PARTIALLY_FILLED, S.PENDING_CANCEL})  # live at the venue
 IN_DOUBT = frozenset({S.SUBMITTING, S.UNKNOWN})  # may or may not be at the venue: resolve by query
 
-# %% ../nbs/12_orders.ipynb #d7c65fc0
+# %% ../nbs/12_orders.ipynb #aed540eb
 class IllegalTransition(ValueError):
     "An event that the transition table does not allow in the order's state."
 
@@ -114,7 +110,7 @@ def next_status(
         return OrderStatus(previous)
     return to
 
-# %% ../nbs/12_orders.ipynb #af7be23b
+# %% ../nbs/12_orders.ipynb #cffc1137
 _WIRE = {S.OPEN: "NEW"}
 _FROM_WIRE = {"NEW": S.OPEN, "EXPIRED_IN_MATCH": S.EXPIRED, "PENDING_NEW": S.SUBMITTING}
 
@@ -131,7 +127,7 @@ def from_wire(name: str) -> OrderStatus:
     except ValueError:
         raise ValueError(f"unknown Binance order status {name!r}") from None
 
-# %% ../nbs/12_orders.ipynb #3657b0de
+# %% ../nbs/12_orders.ipynb #055ad2fb
 QTY_EPS = 1e-9  # relative tolerance on quantities: sums of fills are floats
 
 
@@ -214,7 +210,9 @@ class Order:
         return True
 
     def _fill_event(self, qty: float) -> OrderEvent:
-        "FILL if a trade of `qty` completes the order, else PARTIAL_FILL."
+        "LATE_FILL on a closed order, else FILL if a trade of `qty` completes the order, else PARTIAL_FILL."
+        if self.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+            return OrderEvent.LATE_FILL
         done = self.qty - (self.filled + qty) <= self.qty * QTY_EPS + QTY_EPS
         return OrderEvent.FILL if done else OrderEvent.PARTIAL_FILL
 
@@ -252,7 +250,7 @@ class Order:
         d["previous"] = OrderStatus(d["previous"]) if d.get("previous") else None
         return cls(**d)
 
-# %% ../nbs/12_orders.ipynb #7666af56
+# %% ../nbs/12_orders.ipynb #4bd7d994
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 

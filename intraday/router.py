@@ -9,7 +9,7 @@ __all__ = ['TRANSIENT', 'FINAL', 'KILL_FILE', 'CRASH_ENV', 'http_status', 'Retry
            'trades_well_formed', 'balance_well_formed', 'Throttle', 'ReconcileError', 'Router', 'venue_status',
            'ledger_audit']
 
-# %% ../nbs/12b_router.ipynb #364431f5
+# %% ../nbs/12b_router.ipynb #05f9ea2f
 import asyncio
 import math
 import os
@@ -29,7 +29,7 @@ from .journal import Journal
 from .orders import IN_DOUBT, WORKING, Order, OrderEvent, OrderStatus, OverFill, from_wire
 from .risk import Intent, Risk, TradingState
 
-# %% ../nbs/12b_router.ipynb #cb01a1c7
+# %% ../nbs/12b_router.ipynb #ba6040ee
 TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)  # outcome unknown or not processed: a read may be repeated
 _STATUS = re.compile(r"^\S+ (418|429)\b")
 
@@ -131,7 +131,7 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
-# %% ../nbs/12b_router.ipynb #28c9195c
+# %% ../nbs/12b_router.ipynb #4b29581c
 @dataclass
 class Throttle:
     "Token bucket: at most `rate` orders per second on average, bursts of `burst`."
@@ -156,7 +156,7 @@ class Throttle:
             await asyncio.sleep(dt)
             waited += dt
 
-# %% ../nbs/12b_router.ipynb #d341ed4d
+# %% ../nbs/12b_router.ipynb #117ba791
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
 KILL_FILE = "KILL"
 CRASH_ENV = "INTRADAY_CRASH_AT"  # before_send | after_send | after_ack: SIGKILL there (fault tests)
@@ -233,7 +233,7 @@ class Router:
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
 
-# %% ../nbs/12b_router.ipynb #b10c994a
+# %% ../nbs/12b_router.ipynb #40051d9e
 @patch
 async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
     "Journal each trade of `od` once; the number new."
@@ -298,7 +298,7 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
 
-# %% ../nbs/12b_router.ipynb #bff2c7b7
+# %% ../nbs/12b_router.ipynb #ece53c4f
 @patch
 async def refresh_price(self: Router) -> float:
     "The last traded price from the venue's ticker (the live runner sets `last_price` from bars instead)."
@@ -391,7 +391,7 @@ async def _send(self: Router, intent: Intent, reason: str | None, resends: int, 
             return await self._send(again, why, resends - 1, od.intent)
     return od
 
-# %% ../nbs/12b_router.ipynb #b186de70
+# %% ../nbs/12b_router.ipynb #408a23cc
 @patch
 async def query(self: Router, od: Order) -> dict | None:
     "The venue's report of `od` by client id (None if the venue says it does not exist)."
@@ -437,7 +437,7 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
-# %% ../nbs/12b_router.ipynb #e95a1140
+# %% ../nbs/12b_router.ipynb #2cc051b9
 @patch
 async def cancel(self: Router, od: Order) -> Order:
     "Cancel a working order; the order as the venue then reports it."
@@ -470,7 +470,7 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
-# %% ../nbs/12b_router.ipynb #e7a55ee7
+# %% ../nbs/12b_router.ipynb #e6dbf9e2
 @patch
 async def _foreign(self: Router, info: dict) -> str:
     "Handle an open order that is not in the journal; what was done."
@@ -488,7 +488,7 @@ async def _foreign(self: Router, info: dict) -> str:
 @patch
 async def reconcile(self: Router) -> dict:
     "Compare journal and venue, fix what can be fixed, halt on a mismatch; a report (also journaled)."
-    t0, rep = time.time(), {"resolved": 0, "fills": 0, "foreign": {}, "abandoned": 0}
+    rep = {"resolved": 0, "fills": 0, "foreign": {}, "abandoned": 0}
     try:
         if self.market is None:
             await self.retry.call("markets", self.ex.load_markets)
@@ -511,9 +511,12 @@ async def reconcile(self: Router) -> dict:
             before = (od.status, od.filled)
             await self.sync(od)
             rep["resolved"] += (od.status, od.filled) != before
-        since = int(1000 * self.journal.state.get("trades_since", t0 - self.settings.trade_lookback_s))
+        # trades since the newest one seen, less a minute, on the venue's own clock (a replayed paper venue's is not
+        # ours); before any, the venue's latest 1,000
+        since = self.journal.state.get("trades_since")
         trades = await self.retry.call("trades", self.ex.fetch_my_trades, self.symbol, since, 1000,
                                        check=trades_well_formed)  # fmt: skip
+        newest = max((int(t["timestamp"]) for t in trades if t.get("timestamp")), default=None)
         for t in trades:
             od = self.journal.by_exchange_id(str(t.get("order")))
             if od is not None:
@@ -549,7 +552,8 @@ async def reconcile(self: Router) -> dict:
             reached[o.intent] = reached.get(o.intent, 0) + 1
     rep["duplicates"] = sum(n - 1 for n in reached.values())
     rep |= {"position": pos, "venue_position": venue_pos, "mismatch": abs(pos - venue_pos) > tol}
-    self.journal.record("state", trades_since=t0 - 60)  # overlap: a trade booked late is read again, applied once
+    if newest is not None:  # overlap: a trade booked late is read again, and applied once
+        self.journal.record("state", trades_since=newest - 60_000)
     self.journal.record("reconcile", ok=not rep["mismatch"], **rep)
     if rep["mismatch"]:
         self.ready = False
@@ -567,7 +571,7 @@ async def reconcile(self: Router) -> dict:
     )
     return rep
 
-# %% ../nbs/12b_router.ipynb #0d463f26
+# %% ../nbs/12b_router.ipynb #526ddc58
 @patch
 async def start(self: Router) -> dict:
     "Load markets and reconcile (ReconcileError if it fails: no trading); honour a kill file left behind."
@@ -615,7 +619,7 @@ async def check_kill_file(self: Router) -> bool:
         return True
     return False
 
-# %% ../nbs/12b_router.ipynb #a7dbf883
+# %% ../nbs/12b_router.ipynb #1028c5be
 @patch
 def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
     "A valuation of the account (the PnL tracker's): daily loss and drawdown limits may halt; the state."
@@ -624,7 +628,7 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
         self._save_risk()
     return self.risk.state
 
-# %% ../nbs/12b_router.ipynb #ba782257
+# %% ../nbs/12b_router.ipynb #32b96452
 _NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)
 
 

@@ -43,7 +43,9 @@ class Rig:
         self.routers: list[Router] = []
 
     async def router(self, runner="t", risk: RiskSettings | None = None, start=True, **live) -> Router:
-        s = LiveSettings(runner=runner, unknown_grace_s=GRACE, retry_base_s=0.02, retry_max_s=0.5, **live)
+        s = LiveSettings(
+            **({"runner": runner, "unknown_grace_s": GRACE, "retry_base_s": 0.02, "retry_max_s": 0.5} | live)
+        )
         r = Router(connect(self.url, "k", "s", asynchronous=True), Journal(self.state, runner=runner), SYM,
                    Risk(risk or RiskSettings()), s)  # fmt: skip
         self.routers.append(r)
@@ -259,6 +261,82 @@ def test_cancel_of_an_order_that_filled_first(rig):
         await r.cancel(od)  # -2011 unknown order: the query says FILLED
         assert (od.status, od.filled) == (OrderStatus.FILLED, 1.0)
         g.tally(r, "cancel after the fill")
+        await r.ex.close()
+
+    run(main())
+
+
+def test_order_not_found_for_3_s_after_its_ack_is_not_yet_never(rig):
+    g = rig()
+
+    async def main():
+        r = await g.router(unknown_grace_s=5.0)
+        g.venue.fault("POST /api/v3/order", "invisible", invisible_ms=3000)
+        od = await r.submit(Intent("buy", 1.0, "limit", round(g.last * 0.98, 2)))
+        assert od.status == OrderStatus.OPEN
+        rep = await r.reconcile()  # open orders do not list it, a query does not find it: "not yet"
+        assert not rep["mismatch"] and od.status == OrderStatus.OPEN and r.alerts == []
+        assert (await r.query(od)) is None
+        await asyncio.sleep(3.1)
+        assert (await r.query(od))["clientOrderId"] == od.client_id
+        await r.cancel(od)
+        assert od.status == OrderStatus.CANCELED and len(venue_orders(g)) == 1
+        g.tally(r, "not found for 3 s after the ack")
+        await r.ex.close()
+
+    run(main())
+
+
+def test_the_same_trade_reported_twice_is_applied_once(rig):
+    g = rig()
+
+    async def main():
+        r = await g.router()
+        od = await r.submit(Intent("buy", 2.0))
+        g.venue.fault("GET /api/v3/myTrades", "duplicate_trade", count=3)
+        g.venue.step()
+        await r.sync(od)
+        await r.reconcile()
+        assert (od.status, od.filled) == (OrderStatus.FILLED, 2.0)
+        assert len([e for e in r.journal.events(od.client_id) if e["kind"] == "fill"]) == len(
+            g.venue.ledger()["trades"]
+        )
+        g.tally(r, "the same trade reported twice")
+        await r.ex.close()
+
+    run(main())
+
+
+def test_a_fill_after_a_cancel_is_applied_and_the_order_stays_canceled(rig):
+    g = rig()
+
+    async def main():
+        r = await g.router()
+        od = await r.submit(Intent("buy", 1.5, "limit", round(g.last * 0.99, 2)))
+        g.venue.fault("DELETE /api/v3/order", "late_fill")
+        await r.cancel(od)
+        assert (od.status, od.filled) == (OrderStatus.CANCELED, 0.0)
+        g.venue.step()  # the trade that crossed before the cancel is booked now
+        rep = await r.reconcile()
+        assert rep["fills"] == 1 and not rep["mismatch"]
+        assert (od.status, od.filled) == (OrderStatus.CANCELED, 1.5) and r.journal.position() == 1.5
+        g.tally(r, "a fill after a cancel")
+        await r.ex.close()
+
+    run(main())
+
+
+def test_a_cancel_that_times_out_but_succeeds(rig):
+    g = rig()
+
+    async def main():
+        r = await g.router(timeout_ms=1000)
+        r.ex.timeout = 1000
+        od = await r.submit(Intent("buy", 1.0, "limit", round(g.last * 0.98, 2)))
+        g.venue.fault("DELETE /api/v3/order", "cancel_timeout", cancel_timeout_ms=3000)
+        await r.cancel(od)
+        assert od.status == OrderStatus.CANCELED and r.retry.retries.get("cancel", 0) >= 1
+        g.tally(r, "cancel times out (server side)")
         await r.ex.close()
 
     run(main())

@@ -115,7 +115,9 @@ def test_a_silent_stream_is_polled_over_rest_and_no_bar_is_skipped(bundles, tmp_
         r = await make_runner(url, tmp_path / "state", bundles[0], stale_s=0.5)
         venue.step()
         first = await r.feed.next()
-        venue.streams.clear()  # the websocket stays open but nothing arrives: a stalled stream
+        for wire in venue.listeners:  # the websocket stays open but nothing arrives: a stalled stream
+            for conn in getattr(wire, "conns", {}).values():
+                conn.streams.clear()
         venue.step(3)
         got = [await asyncio.wait_for(r.feed.next(), 10) for _ in range(3)]
         await r.feed.close()
