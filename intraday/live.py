@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/live.html.md"""
 # %% auto #0
 __all__ = ['HOOKS', 'Bar', 'FeedGap', 'CloseTracker', 'BarFeed', 'PnL', 'LiveRunner', 'position_weight_state']
 
-# %% ../nbs/13_live.ipynb #fce5f9fd
+# %% ../nbs/13_live.ipynb #1e090306
 import asyncio
 import math
 import time
@@ -26,7 +26,7 @@ from .orders import OrderEvent
 from .risk import Intent
 from .router import TRANSIENT, Router
 
-# %% ../nbs/13_live.ipynb #7e65f61f
+# %% ../nbs/13_live.ipynb #05261a5d
 @dataclass(frozen=True)
 class Bar:
     "One closed bar: open time (ms) and OHLCV."
@@ -49,7 +49,7 @@ class Bar:
 class FeedGap(RuntimeError):
     "Bars are missing and could not be backfilled: trading must pause."
 
-# %% ../nbs/13_live.ipynb #69e63999
+# %% ../nbs/13_live.ipynb #958746fc
 @dataclass
 class CloseTracker:
     "Closed bars, in order and each once, from candles that may repeat or still be forming."
@@ -89,7 +89,7 @@ class CloseTracker:
             return []
         return list(range(self.last + self.step_ms, first, self.step_ms))
 
-# %% ../nbs/13_live.ipynb #e125ca44
+# %% ../nbs/13_live.ipynb #b884798f
 class BarFeed:
     "Closed bars of one symbol from ccxt.pro's watch_ohlcv, with REST polling, confirmation and backfill."
 
@@ -210,7 +210,7 @@ class BarFeed:
         if self._watch is not None:
             self._watch.cancel()
 
-# %% ../nbs/13_live.ipynb #ac5be7b4
+# %% ../nbs/13_live.ipynb #956f919c
 @dataclass
 class PnL:
     "Position, average price, cash, realised/unrealised PnL and fees, from fills; equity at the last mark."
@@ -245,7 +245,7 @@ class PnL:
         "Cash plus the position at the last mark."
         return self.cash + self.qty * self.mark
 
-# %% ../nbs/13_live.ipynb #3549d2a1
+# %% ../nbs/13_live.ipynb #c0c211c8
 HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
 
 
@@ -316,7 +316,7 @@ class LiveRunner:
         elif kind == "alert":
             self._hook("on_error", info.get("msg"))
 
-# %% ../nbs/13_live.ipynb #3c68cf60
+# %% ../nbs/13_live.ipynb #64775fb1
 @patch
 async def start(self: LiveRunner) -> dict:
     "Read the balances into the PnL, warm the features from REST history; a summary."
@@ -369,7 +369,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
     logger.bind(old=old[:12], new=new.manifest["policy_sha256"][:12]).warning("bundle swapped between bars")
     return True
 
-# %% ../nbs/13_live.ipynb #decaf820
+# %% ../nbs/13_live.ipynb #3da8fe02
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     "One closed bar: fills of the last decision, mark, features, decision, order; the decision (None in warm-up)."
@@ -408,7 +408,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     order = self.target - (position + pending)
     decided = time.time()
     d = {"ts": bar.ts, "action": action, "target_weight": w, "target_qty": self.target, "order_qty": 0.0,
-         "status": None, "client_id": None}  # fmt: skip
+         "status": None, "client_id": None, "received": bar.received, "decided": decided, "acked": None}  # fmt: skip
     stale = self.feed.staleness() > self.stale_s
     if abs(order) * bar.close > 1e-9 * abs(eq):
         intent = Intent("buy" if order > 0 else "sell", abs(order))
@@ -424,7 +424,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
             submitted = time.time()
             od = await r.submit(intent)
             acked = time.time()
-            d["status"], d["client_id"] = od.status.value, od.client_id
+            d["status"], d["client_id"], d["acked"] = od.status.value, od.client_id, acked
             close_s = (bar.ts + self.feed.step_ms) / 1000
             recent = abs(bar.received - close_s) < 3600  # replayed history has old bar times: no feed lag then
             m.observe_times(bar_close=close_s if recent else None, received=bar.received, decided=decided,
@@ -436,7 +436,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     self._hook("on_decision", d)
     return d
 
-# %% ../nbs/13_live.ipynb #f37b38d5
+# %% ../nbs/13_live.ipynb #04d7f812
 @patch
 async def reconcile(self: LiveRunner) -> dict:
     "The router's reconciliation, then the PnL's cash and position against the balances; a mismatch halts."
