@@ -7,7 +7,8 @@
 # `base` and `wheels` reach the network (Debian mirror, package index); `build` does not.
 # Environment: BASE_IMAGE (localhost/intraday-base:bookworm), IMAGE (localhost/intraday:test), TORCH_SPEC
 # (torch==2.13.0), TORCH_INDEX_URL (extra index for the CPU torch wheel, e.g. https://download.pytorch.org/whl/cpu),
-# DEBIAN_MIRROR (http://deb.debian.org/debian).
+# DEBIAN_MIRROR (http://deb.debian.org/debian), PYTHON (python3; its version must be the base's, PY_VERSION=3.11),
+# RUNTIME (runc: crun refuses hybrid cgroup hierarchies).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BASE_IMAGE=${BASE_IMAGE:-localhost/intraday-base:bookworm}
@@ -32,6 +33,11 @@ base() {
 }
 
 wheels() {
+  local want=${PY_VERSION:-3.11} have
+  have=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+  if [ "$have" != "$want" ]; then
+    echo "wheels: $PYTHON is Python $have but the base image's is $want (set PYTHON or PY_VERSION)" >&2; exit 1
+  fi
   mkdir -p deploy/wheels
   # the image's Python is the base's (3.11 on bookworm): wheels are built by a Python of the same version
   "$PYTHON" -m pip wheel -q --wheel-dir deploy/wheels ${TORCH_INDEX_URL:+--extra-index-url "$TORCH_INDEX_URL"} \

@@ -31,12 +31,12 @@ def test_cronjob_command_produces_the_run(tmp_path):
     assert "Executing notebook with kernel" in r.stderr and "bundle:" in r.stderr + r.stdout  # --log-output
     nb = nbformat.read(reports / "intraday-train-29000000.ipynb", as_version=4)
     assert nb.metadata["papermill"]["parameters"]["run_id"] == "intraday-train-29000000"
-    assert nb.metadata["papermill"]["parameters"]["total_timesteps"] == 2048
+    assert nb.metadata["papermill"]["parameters"]["total_timesteps"] == 2000
     run_dir = reports / "runs" / "intraday-train-29000000"
     assert verify_bundle(run_dir / "bundle") == []
     assert (run_dir / "report.html").stat().st_size > 10_000
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["num_timesteps"] >= 2048 and Path(metrics["bundle"]) == Path(
+    assert metrics["num_timesteps"] >= 2000 and Path(metrics["bundle"]) == Path(
         "reports/runs/intraday-train-29000000/bundle"
     )
 
