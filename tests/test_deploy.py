@@ -244,10 +244,10 @@ def test_dockerfile_shape():
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     assert lines[0].startswith("ARG BASE=")  # the base image is a build argument
     froms = [ln for ln in lines if ln.startswith("FROM ")]
-    assert froms == ["FROM ${BASE} AS build", "FROM ${BASE} AS runtime"]  # multi-stage
+    assert froms == ["FROM ${BASE} AS deps", "FROM deps AS wheel", "FROM ${BASE} AS runtime"]  # multi-stage
     final = text[text.index("AS runtime") :]
     assert re.search(r"^USER 10001", final, re.M) and 'ENTRYPOINT ["intraday"]' in final
-    assert "COPY settings.ini" in final and "COPY nbs/jobs/" in final and "COPY --from=build /opt/intraday" in final
+    assert "COPY settings.ini" in final and "COPY nbs/jobs/" in final and "COPY --from=deps /opt/intraday" in final
     assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text  # CPU torch unless told otherwise
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {".git", ".venv", "reports"} <= set(ignored) and "deploy/wheels" not in ignored
