@@ -376,7 +376,7 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     from intraday.trainjob import TrainJob
 
     job = TrainJob(_job_params(args), args.settings)
-    study = tune(job.settings, job.load_data(), args.trials, progress=sys.stderr.isatty())
+    study = tune(job.settings, job.load_data(), args.trials, progress=sys.stderr.isatty(), worker=args.worker)
     done = [t for t in study.trials if t.value is not None]
     print(f"study {study.study_name}: {len(study.trials)} trials ({len(done)} complete)")
     if done:
@@ -554,6 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--notebook", default=str(JOB_NOTEBOOK), help="job notebook (default nbs/jobs/train.ipynb)")
     train.set_defaults(func=cmd_train)
     tune.add_argument("--trials", type=int, help="trials to run here (default [tune] n_trials)")
+    tune.add_argument("--worker", type=int, default=0, help="index of this worker on a shared study (sampler seed)")
     tune.set_defaults(func=cmd_tune)
     bundle = sub.add_parser("bundle", help="policy bundles").add_subparsers(dest="cmd", required=True)
     for name, text in (("show", "summary of a bundle's manifest"), ("verify", "verify a bundle (exit 1 if bad)")):

@@ -263,6 +263,9 @@ class TuneSettings(Section):
     timesteps: int = Field(50_000, ge=1)  # training budget of one trial
     storage: str = "sqlite:///reports/tune.db"  # any SQLAlchemy URL; several workers can share one database
     study: str = "intraday"  # study name
+    heartbeat: int = Field(60, ge=0)  # seconds between a running trial's heartbeats in the storage (0 = off)
+    grace: int = Field(0, ge=0)  # a trial silent this long is failed and re-queued (0 = 2 x heartbeat)
+    retries: int = Field(1, ge=0)  # times a failed (stale) trial's parameters are re-queued
     learning_rate: FloatList = [1e-4, 1e-3]  # log-uniform range
     gamma: FloatList = [0.8, 0.99]  # uniform range
     ent_coef: FloatList = [0.0, 0.05]  # uniform range

@@ -369,18 +369,36 @@ def tune(
     bars: pd.DataFrame,  # the history to train and validate on
     n_trials: int | None = None,  # trials to run here (default [tune] n_trials)
     progress: bool = False,  # progress bars
+    worker: int = 0,  # this worker's index among those sharing the study (offsets the sampler seed)
 ):
     "Run (or continue) an Optuna study over [tune]; returns the study."
     import optuna
+    import sqlalchemy
+
+    from intraday.bundle import export_bundle
 
     ts = settings.tune
     if ts.storage.startswith("sqlite:///"):
         Path(ts.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(
-        study_name=ts.study, storage=ts.storage, load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=settings.train.seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
-    )  # fmt: skip
+    # a running trial beats in the storage; one silent past the grace period (its worker was killed) is failed and
+    # re-queued by the next worker to start a trial
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=ts.retries) if ts.heartbeat else None
+    for attempt in range(5):  # workers starting together race to create the schema: the losers see it next time
+        try:
+            storage = optuna.storages.RDBStorage(
+                ts.storage, heartbeat_interval=ts.heartbeat or None, grace_period=ts.grace or None,
+                heartbeat_stale_trial_callback=retry,
+            )  # fmt: skip
+            study = optuna.create_study(
+                study_name=ts.study, storage=storage, load_if_exists=True, direction="maximize",
+                sampler=optuna.samplers.TPESampler(seed=settings.train.seed + worker, constant_liar=True),
+                pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
+            )  # fmt: skip
+            break
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == 4:
+                raise
+            time.sleep(0.5 + attempt)
 
     def objective(trial) -> float:
         arch = trial.suggest_categorical("net_arch", ts.net_arch)
@@ -393,11 +411,21 @@ def tune(
         })  # fmt: skip
         trial_settings = settings.model_copy(update={"train": train})
         run_dir = Path(settings.train.runs_dir) / f"{ts.study}-trial{trial.number:04d}"
+        trial.set_user_attr("worker", worker)
+        trial.set_user_attr("run_dir", str(run_dir))
         trainer = Trainer(trial_settings, bars, run_dir, progress)
         trainer.fit(trial=trial)
         if trainer.state.get("pruned"):
             raise optuna.TrialPruned()
-        return trainer.finish()["score"]
+        model = trainer.best_model()
+        metrics = trainer.finish(model)
+        splits = trainer.splits
+        meta = {"algorithm": train.algo, "hyperparameters": train.model_dump(mode="json"), "seed": train.seed,
+                "metrics": {k: metrics.get(k) for k in ("val", "test")}, **bars_fingerprint(splits.bars["train"]),
+                "tune": {"study": ts.study, "trial": trial.number}}  # fmt: skip
+        bundle = export_bundle(model, splits.pipeline, splits.fill_model, trial_settings.env, run_dir / "bundle", meta)
+        trial.set_user_attr("bundle", str(bundle))
+        return metrics["score"]
 
     study.optimize(objective, n_trials=n_trials or ts.n_trials)
     return study
