@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/live.html.md"""
 # %% auto #0
 __all__ = ['HOOKS', 'Bar', 'FeedGap', 'CloseTracker', 'BarFeed', 'PnL', 'LiveRunner', 'position_weight_state']
 
-# %% ../nbs/13_live.ipynb #1e090306
+# %% ../nbs/13_live.ipynb #b1950aca
 import asyncio
 import math
 import time
@@ -26,7 +26,7 @@ from .orders import OrderEvent
 from .risk import Intent
 from .router import TRANSIENT, Router
 
-# %% ../nbs/13_live.ipynb #05261a5d
+# %% ../nbs/13_live.ipynb #b0c23006
 @dataclass(frozen=True)
 class Bar:
     "One closed bar: open time (ms) and OHLCV."
@@ -49,7 +49,7 @@ class Bar:
 class FeedGap(RuntimeError):
     "Bars are missing and could not be backfilled: trading must pause."
 
-# %% ../nbs/13_live.ipynb #958746fc
+# %% ../nbs/13_live.ipynb #6232d312
 @dataclass
 class CloseTracker:
     "Closed bars, in order and each once, from candles that may repeat or still be forming."
@@ -89,7 +89,7 @@ class CloseTracker:
             return []
         return list(range(self.last + self.step_ms, first, self.step_ms))
 
-# %% ../nbs/13_live.ipynb #b884798f
+# %% ../nbs/13_live.ipynb #ec818dd8
 class BarFeed:
     "Closed bars of one symbol from ccxt.pro's watch_ohlcv, with REST polling, confirmation and backfill."
 
@@ -210,7 +210,7 @@ class BarFeed:
         if self._watch is not None:
             self._watch.cancel()
 
-# %% ../nbs/13_live.ipynb #956f919c
+# %% ../nbs/13_live.ipynb #373b4d70
 @dataclass
 class PnL:
     "Position, average price, cash, realised/unrealised PnL and fees, from fills; equity at the last mark."
@@ -245,7 +245,7 @@ class PnL:
         "Cash plus the position at the last mark."
         return self.cash + self.qty * self.mark
 
-# %% ../nbs/13_live.ipynb #c0c211c8
+# %% ../nbs/13_live.ipynb #a0cfc0c5
 HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
 
 
@@ -279,6 +279,7 @@ class LiveRunner:
         self.last_bar: Bar | None = None
         self.decisions: list[dict] = []
         self.swaps = {"accepted": 0, "refused": 0}
+        self.stream_fills = 0  # trades applied from the user data stream (before REST saw them)
         self._bundle_mtime = self._mtime()
         self._reconciled_at = time.time()
         self.monitor.set_bundle(self.bundle.manifest["policy_sha256"], str(self.bundle_path))
@@ -316,7 +317,7 @@ class LiveRunner:
         elif kind == "alert":
             self._hook("on_error", info.get("msg"))
 
-# %% ../nbs/13_live.ipynb #64775fb1
+# %% ../nbs/13_live.ipynb #ca036b3f
 @patch
 async def start(self: LiveRunner) -> dict:
     "Read the balances into the PnL, warm the features from REST history; a summary."
@@ -369,7 +370,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
     logger.bind(old=old[:12], new=new.manifest["policy_sha256"][:12]).warning("bundle swapped between bars")
     return True
 
-# %% ../nbs/13_live.ipynb #3da8fe02
+# %% ../nbs/13_live.ipynb #0fa95816
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     "One closed bar: fills of the last decision, mark, features, decision, order; the decision (None in warm-up)."
@@ -436,7 +437,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     self._hook("on_decision", d)
     return d
 
-# %% ../nbs/13_live.ipynb #04d7f812
+# %% ../nbs/13_live.ipynb #f03dd132
 @patch
 async def reconcile(self: LiveRunner) -> dict:
     "The router's reconciliation, then the PnL's cash and position against the balances; a mismatch halts."
@@ -471,8 +472,28 @@ def state(self: LiveRunner) -> dict:
         "open_orders": [{"client_id": o.client_id, "side": o.side, "qty": o.qty, "filled": o.filled,
                          "status": o.status.value} for o in r.journal.live_orders()],
         "feed": {"staleness_s": self.feed.staleness(), "polls": self.feed.polls, "backfilled": self.feed.backfilled},
+        "stream_fills": self.stream_fills,
         "decisions": len(self.decisions),
     }  # fmt: skip
+
+
+@patch
+async def watch_fills(self: LiveRunner) -> None:
+    "Apply our trades as the user data stream reports them (each once: REST sync at every bar is the fallback)."
+    r = self.router
+    while True:
+        try:
+            trades = await r.ex.watch_my_trades(r.symbol)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a dropped stream: REST keeps the books; try again
+            logger.warning("user data stream: {}; REST sync continues", e)
+            await asyncio.sleep(1.0)
+            continue
+        for t in trades:
+            od = r.journal.by_exchange_id(str(t.get("order")))
+            if od is not None:
+                self.stream_fills += await r._apply_trades(od, [t])
 
 
 @patch
@@ -482,7 +503,18 @@ async def run(
     bars: int | None = None,  # stop after so many closed bars
 ) -> dict:
     "The session: closed bars until the duration or bar count is reached; the final state."
-    t0, n = time.time(), 0
+    t0 = time.time()
+    fills = asyncio.ensure_future(self.watch_fills()) if hasattr(self.router.ex, "watch_my_trades") else None
+    try:
+        return await self._loop(t0, duration, bars)
+    finally:
+        if fills is not None:
+            fills.cancel()
+
+
+@patch
+async def _loop(self: LiveRunner, t0: float, duration: float | None, bars: int | None) -> dict:
+    n = 0
     while (duration is None or time.time() - t0 < duration) and (bars is None or n < bars):
         timeout = None if duration is None else max(duration - (time.time() - t0), 0.01)
         try:
