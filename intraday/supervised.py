@@ -6,25 +6,42 @@ Docs: https://intraday-workbench.github.io/intraday/supervised.html.md"""
 
 # %% auto #0
 __all__ = ['SupervisedConfig', 'forward_returns', 'round_trip_cost', 'EdgeNet', 'RuleNet', 'SupervisedLearner', 'score_policy',
-           'fit_supervised', 'select_supervised']
+           'fit_supervised', 'select_supervised', 'export_supervised']
 
-# %% ../nbs/06a_supervised.ipynb #5d3e993f
+# %% ../nbs/06a_supervised.ipynb #7ccd8a29
 import copy
+import json
 import math
+import os
+import shutil
+import tempfile
 import time
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from intraday.bundle import (
+    MANIFEST_FILE,
+    POLICY_FILE,
+    STATE_NAMES,
+    BundleError,
+    PolicyBundle,
+    PolicyModule,
+    build_manifest,
+    file_sha256,
+)
 from .env import EnvSplits
 from .fills import FillModel
 from .metrics import bars_per_year, performance
 from .train import evaluate, make_deterministic
 
-# %% ../nbs/06a_supervised.ipynb #45936e01
+# %% ../nbs/06a_supervised.ipynb #54571f1d
 @dataclass(frozen=True)
 class SupervisedConfig:
     "What the supervised learner fits and how its predictions become positions."
@@ -57,7 +74,7 @@ class SupervisedConfig:
         if problems:
             raise ValueError("invalid SupervisedConfig: " + "; ".join(problems))
 
-# %% ../nbs/06a_supervised.ipynb #1e9e7782
+# %% ../nbs/06a_supervised.ipynb #40d9c88a
 def forward_returns(
     bars: pd.DataFrame,  # bars of one split
     horizon: int,  # k bars
@@ -84,7 +101,7 @@ def round_trip_cost(
         hs = fm.half_spread_bps / 1e4
     return 2.0 * (fm.taker_bps / 1e4 + hs + fm.kyle_lambda * cash / price)
 
-# %% ../nbs/06a_supervised.ipynb #43c66180
+# %% ../nbs/06a_supervised.ipynb #5e203fc6
 class EdgeNet(nn.Module):
     "Normalised feature rows -> predicted k-bar log return; time-of-day harmonics are derived inside."
 
@@ -127,7 +144,7 @@ class EdgeNet(nn.Module):
             x = torch.cat([x, torch.stack(cols, dim=1)], dim=1)
         return self.body(x).squeeze(-1) * self.scale
 
-# %% ../nbs/06a_supervised.ipynb #98dd7e04
+# %% ../nbs/06a_supervised.ipynb #6d9e091b
 class RuleNet(nn.Module):
     "Observation (normalised features + position state) -> one-hot action scores by the cost-aware hysteresis rule."
 
@@ -161,7 +178,7 @@ class RuleNet(nn.Module):
         flat = 1.0 - torch.clamp(sl + ss, max=1.0)
         return sl[:, None] * self.e_long + ss[:, None] * self.e_short + flat[:, None] * self.e_flat
 
-# %% ../nbs/06a_supervised.ipynb #60c6a802
+# %% ../nbs/06a_supervised.ipynb #909569b2
 def _rows(splits: EnvSplits, split: str, horizon: int) -> tuple[np.ndarray, np.ndarray]:
     "Feature rows and k-bar targets of a split where both are known (warm-up and the last k bars dropped)."
     X, y = splits.features[split], forward_returns(splits.bars[split], horizon)
@@ -291,7 +308,7 @@ def fit_supervised(
     cost = round_trip_cost(splits.fill_model, splits.bars["train"], splits.env.initial_cash)
     return SupervisedLearner(c, splits, net, cost, history, best_epoch, time.perf_counter() - t0)
 
-# %% ../nbs/06a_supervised.ipynb #e4d033c5
+# %% ../nbs/06a_supervised.ipynb #7109ff20
 def select_supervised(
     splits: EnvSplits,  # environments
     config: SupervisedConfig = SupervisedConfig(),  # base settings
@@ -308,3 +325,60 @@ def select_supervised(
                 best_sharpe = s
                 best = replace(learner, config=replace(learner.config, enter=e, exit=min(config.exit, e)))
     return best
+
+# %% ../nbs/06a_supervised.ipynb #91b86fc7
+@dataclass
+class _Shim:
+    "The few attributes `bundle.build_manifest` reads from a model, for a policy that is not stable-baselines3."
+
+    action_space: object
+    policy: nn.Module
+    seed: int
+    num_timesteps: int = 0
+    policy_kwargs: dict | None = None
+
+
+def export_supervised(
+    learner: SupervisedLearner,  # the fitted learner (its rule thresholds are the config's)
+    path: str | Path,  # the bundle folder to create (must not exist)
+    metadata: dict | None = None,  # metrics, data_range, data_hash, ... as for bundle.export_bundle
+) -> Path:
+    "Write the learner's rule as a PolicyBundle (TorchScript + manifest), verified by loading it."
+    dest = Path(path)
+    if dest.exists():
+        raise BundleError(f"{dest}: already exists; refusing to replace it")
+    sp, pipe = learner.splits, learner.splits.pipeline
+    rule = learner.rule()
+    mean = [pipe.stats[n]["mean"] for n in pipe.names]
+    std = [pipe.stats[n]["std"] for n in pipe.names]
+    module = PolicyModule(rule, mean, std, pipe.clip).eval()
+    width = len(pipe.names) + len(STATE_NAMES)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
+        traced = torch.jit.trace(module, torch.zeros(2, width), check_trace=False)
+    shim = _Shim(SimpleNamespace(n=len(sp.env.positions)), rule, learner.config.seed)
+    hyper = {**asdict(learner.config), "round_trip_cost": learner.cost}
+    meta = {"algorithm": f"supervised-{learner.config.model}", "seed": learner.config.seed, "hyperparameters": hyper}
+    meta.update(metadata or {})
+    manifest = build_manifest(shim, pipe, sp.fill_model, sp.env, meta)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
+            torch.jit.save(traced, str(tmp / POLICY_FILE))
+        manifest["policy_sha256"] = file_sha256(tmp / POLICY_FILE)
+        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        bundle = PolicyBundle.load(tmp, pipe)
+        rng = np.random.default_rng(0)
+        raw = np.array(mean) + np.array(std) * rng.normal(0.0, 2.0, (256, len(mean)))
+        state = np.column_stack([rng.choice(bundle.positions, 256), rng.normal(0, 0.01, 256), rng.random(256)])
+        obs = torch.from_numpy(np.hstack([pipe.normalize(raw), state]).astype(np.float32))
+        with torch.no_grad():
+            ours = rule(obs).argmax(dim=1).numpy()
+        if bad := int((bundle.act_batch(np.hstack([raw, state])) != ours).sum()):
+            raise BundleError(f"{dest}: the bundle picks other actions than the learner's rule on {bad} of 256 rows")
+        os.replace(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
