@@ -114,3 +114,18 @@ def test_targets_policy_holds_the_nearest_action():
     assert pol(None, np.array([0, 1, 2, 3])).tolist() == [2, 0, 1, 1]
     long_only = targets_policy([0.0, 1.0], np.array([-1.0, 1.0]))
     assert long_only(None, np.array([0, 1])).tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("name", list(MARKETS))
+def test_compiled_kernels_equal_their_python_source(name, monkeypatch):
+    "The numba kernels run as plain Python (numba's py_func) give the same bars and signal: one definition, two runs."
+    import intraday.markets as mk
+
+    fast, fast_sig = make_market(name, days=0.5, seed=8, truth=True)
+    for fn in ("_advance", "_signal", "_zoo_simulate", "_signal_path"):
+        monkeypatch.setattr(mk, fn, getattr(mk, fn).py_func)
+    slow, slow_sig = make_market(name, days=0.5, seed=8, truth=True)
+    np.testing.assert_allclose(slow.to_numpy(), fast.to_numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(slow_sig.signal.to_numpy(), fast_sig.signal.to_numpy())
+    replayed = MARKETS[name].signal(slow).to_numpy()  # the signal replayed from bars, in Python
+    np.testing.assert_array_equal(replayed[:-1], slow_sig.signal.to_numpy()[1:])

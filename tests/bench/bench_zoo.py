@@ -48,9 +48,12 @@ def ppo_row(settings, bars, timesteps: int) -> dict:
     diag = (
         {k: float(last[-1][f"train/{k}"]) for k in ("explained_variance", "value_loss", "entropy_loss")} if last else {}
     )
-    vals = [(int(float(r["time/total_timesteps"])), float(r["val/sharpe"]), float(r["val/trades"]))
-            for r in rows if r.get("val/sharpe")]  # fmt: skip
-    return {**out, "seconds": seconds, **diag, "val_history": vals, "gamma": s.train.gamma}
+    vals, steps = [], 0
+    for r in rows:  # evaluation rows carry no step count: take the last rollout's
+        steps = int(float(r["time/total_timesteps"])) if r.get("time/total_timesteps") else steps
+        if r.get("val/sharpe"):
+            vals.append((steps, float(r["val/sharpe"]), float(r["val/trades"])))
+    return {**out, "seconds": seconds, **diag, "val_history": vals, "gamma": s.train.gamma, "run": str(run)}
 
 
 def main() -> None:
