@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/live.html.md"""
 # %% auto #0
 __all__ = ['HOOKS', 'Bar', 'FeedGap', 'CloseTracker', 'BarFeed', 'PnL', 'LiveRunner', 'position_weight_state']
 
-# %% ../nbs/13_live.ipynb #b1950aca
+# %% ../nbs/13_live.ipynb #dd5d35e1
 import asyncio
 import math
 import time
@@ -26,7 +26,7 @@ from .orders import OrderEvent
 from .risk import Intent
 from .router import TRANSIENT, Router
 
-# %% ../nbs/13_live.ipynb #b0c23006
+# %% ../nbs/13_live.ipynb #08eea55d
 @dataclass(frozen=True)
 class Bar:
     "One closed bar: open time (ms) and OHLCV."
@@ -49,7 +49,7 @@ class Bar:
 class FeedGap(RuntimeError):
     "Bars are missing and could not be backfilled: trading must pause."
 
-# %% ../nbs/13_live.ipynb #6232d312
+# %% ../nbs/13_live.ipynb #86f49e75
 @dataclass
 class CloseTracker:
     "Closed bars, in order and each once, from candles that may repeat or still be forming."
@@ -89,7 +89,7 @@ class CloseTracker:
             return []
         return list(range(self.last + self.step_ms, first, self.step_ms))
 
-# %% ../nbs/13_live.ipynb #ec818dd8
+# %% ../nbs/13_live.ipynb #8ae59069
 class BarFeed:
     "Closed bars of one symbol from ccxt.pro's watch_ohlcv, with REST polling, confirmation and backfill."
 
@@ -179,11 +179,15 @@ class BarFeed:
             self._watch = None
             self.resubscribes += 1
 
+    def subscribe(self) -> None:
+        "Start watching now (a bar pushed before the subscription is in place is only found by polling)."
+        if self._watch is None:
+            self._watch = asyncio.ensure_future(self.ex.watch_ohlcv(self.symbol, self.timeframe))
+
     async def next(self) -> Bar:
         "The next closed bar (waits for it)."
         while not self.ready:
-            if self._watch is None:
-                self._watch = asyncio.ensure_future(self.ex.watch_ohlcv(self.symbol, self.timeframe))
+            self.subscribe()
             due = self.tracker.due(self.clock() * 1000, self.grace_s * 1000)
             if due is not None:
                 await self._confirm(due)
@@ -210,7 +214,7 @@ class BarFeed:
         if self._watch is not None:
             self._watch.cancel()
 
-# %% ../nbs/13_live.ipynb #373b4d70
+# %% ../nbs/13_live.ipynb #24628bd6
 @dataclass
 class PnL:
     "Position, average price, cash, realised/unrealised PnL and fees, from fills; equity at the last mark."
@@ -245,7 +249,7 @@ class PnL:
         "Cash plus the position at the last mark."
         return self.cash + self.qty * self.mark
 
-# %% ../nbs/13_live.ipynb #a0cfc0c5
+# %% ../nbs/13_live.ipynb #df365713
 HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
 
 
@@ -317,7 +321,7 @@ class LiveRunner:
         elif kind == "alert":
             self._hook("on_error", info.get("msg"))
 
-# %% ../nbs/13_live.ipynb #ca036b3f
+# %% ../nbs/13_live.ipynb #08bfa5e9
 @patch
 async def start(self: LiveRunner) -> dict:
     "Read the balances into the PnL, warm the features from REST history; a summary."
@@ -336,6 +340,8 @@ async def start(self: LiveRunner) -> dict:
         self.pnl.qty, self.pnl.avg = held, self.pnl.mark  # a position found at start is marked at the last close
     self._seen = len(history)
     self.warm = self._seen >= self.pipeline.warmup
+    self.feed.subscribe()
+    await asyncio.sleep(0.05)  # let the subscription reach the venue before the first bar
     self.monitor.mark_feed()
     logger.bind(bars=len(history), warm=self.warm, cash=self.pnl.cash, position=held).info("runner warmed up")
     return {"warm_bars": len(history), "warm": self.warm, "cash": self.pnl.cash, "position": held}
@@ -370,7 +376,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
     logger.bind(old=old[:12], new=new.manifest["policy_sha256"][:12]).warning("bundle swapped between bars")
     return True
 
-# %% ../nbs/13_live.ipynb #0fa95816
+# %% ../nbs/13_live.ipynb #05a94ba7
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     "One closed bar: fills of the last decision, mark, features, decision, order; the decision (None in warm-up)."
@@ -437,7 +443,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     self._hook("on_decision", d)
     return d
 
-# %% ../nbs/13_live.ipynb #f03dd132
+# %% ../nbs/13_live.ipynb #366bc0b7
 @patch
 async def reconcile(self: LiveRunner) -> dict:
     "The router's reconciliation, then the PnL's cash and position against the balances; a mismatch halts."

@@ -55,7 +55,7 @@ def venue_for(bundle: Path, start: int, **kw) -> Venue:
                  balances={"USDT": cash, "SYN": 0.0}, **kw)  # fmt: skip
 
 
-async def make_runner(url, state, bundle, shadow=False, stale_s=120.0) -> LiveRunner:
+async def make_runner(url, state, bundle, shadow=False, stale_s=3.0) -> LiveRunner:
     ex = connect(url, "k", "s", pro=True)
     s = LiveSettings(runner="lv", unknown_grace_s=1.0, retry_base_s=0.02)
     router = Router(ex, Journal(state, runner="lv"), "SYN/USDT", Risk(RiskSettings()), s)
@@ -161,10 +161,15 @@ def test_hot_swap_verified_refused_and_shadow(bundles, tmp_path):
     assert 'intraday_bundle_swaps_total{result="refused"} 1.0' in text
     assert f'hash="{sha1}"' in text
 
+    stop()
+    pipe = PolicyBundle.load(bundles[0]).pipeline()
+    venue = venue_for(bundles[0], pipe.warmup + 200)  # the window where the paper test sees the policy trade
+    url, stop = serve(venue)
+
     async def shadow():
         r = await make_runner(url, tmp_path / "shadow", bundles[0], shadow=True)
         before = len(venue.ledger()["orders"])
-        for _ in range(30):
+        for _ in range(150):
             venue.step()
             await r.on_bar(await r.feed.next())
         sent = len(venue.ledger()["orders"]) - before
