@@ -453,10 +453,10 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
 
     from intraday.journal import Journal
-    from intraday.live import BarFeed, LiveRunner
-    from intraday.monitor import ControlServer, Monitor, StateLock
+    from intraday.live import BarFeed, FeedGap, LiveRunner
+    from intraday.monitor import ControlServer, Monitor, StateLock, StateLockError
     from intraday.risk import Risk
-    from intraday.router import Router
+    from intraday.router import ReconcileError, Router
 
     if args.venue == "binance" and not args.live:
         print("intraday: --venue binance trades real money: add --live to confirm", file=sys.stderr)
@@ -501,8 +501,12 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
         finally:
             await ex.close()
 
-    with StateLock(state):
-        final = asyncio.run(session())
+    try:
+        with StateLock(state):
+            final = asyncio.run(session())
+    except (ReconcileError, StateLockError, FeedGap) as e:  # the runner refuses to trade: say why, once
+        print(f"intraday: {e}", file=sys.stderr)
+        return 1
     print(json.dumps({k: final[k] for k in ("trading_state", "position", "equity", "pnl", "decisions")}, indent=1))
     return 0
 

@@ -71,3 +71,23 @@ def test_kill_status_resume_round_trip(tmp_path, capsys):
         stop()
     code, out, err = cli(capsys, "live", "status", "--state-dir", str(tmp_path / "empty"))
     assert code == 1 and "no journal here" in err
+
+
+def test_live_run_refuses_clearly(tmp_path, capsys, monkeypatch):
+    venue = Venue(synth_market(days=1, seed=2), start=100, keys={"right-key": "right-secret-123"})
+    url, stop = serve(venue)
+    try:
+        code, _, err = cli(capsys, "live", "--url", url)
+        assert code == 2 and "needs --bundle" in err
+        code, _, err = cli(capsys, "live", "--bundle", str(tmp_path), "--venue", "binance")
+        assert code == 2 and "add --live" in err
+        monkeypatch.delenv("INTRADAY_API_KEY", raising=False)
+        monkeypatch.delenv("INTRADAY_SECRETS_FILE", raising=False)
+        code, _, err = cli(capsys, "live", "--bundle", str(tmp_path), "--url", url)
+        assert code == 2 and "INTRADAY_API_KEY" in err
+        monkeypatch.setenv("INTRADAY_API_KEY", "wrong-key-456")
+        monkeypatch.setenv("INTRADAY_API_SECRET", "wrong-secret-789")
+        code, _, err = cli(capsys, "live", "--bundle", str(tmp_path), "--url", url, "--state-dir", str(tmp_path / "s"))
+        assert code == 1 and "reconciliation could not complete (AuthenticationError" in err
+    finally:
+        stop()
