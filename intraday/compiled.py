@@ -6,10 +6,10 @@ Docs: https://intraday-workbench.github.io/intraday/compiled.html.md"""
 
 # %% auto #0
 __all__ = ['IDENTITY', 'TANH', 'RELU', 'CONST', 'SMA', 'ACTIONS', 'MLP', 'DAY', 'HALTED', 'NFILL', 'NDEC', 'NHALT', 'SMA_N',
-           'pairwise_sum', 'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy', 'compile_policy',
-           'run_compiled']
+           'pairwise_sum', 'tanh64', 'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy',
+           'compile_policy', 'run_compiled']
 
-# %% ../nbs/08c_compiled.ipynb #f65b4895
+# %% ../nbs/08c_compiled.ipynb #de68833e
 import math
 from dataclasses import dataclass, field
 
@@ -22,7 +22,7 @@ from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .data import BAR_COLUMNS
 from .env import AVG, CASH, EQUITY, FEE, FPRICE, FQTY, IMPACT, PEAK, QTY, SPREAD, execute_bar, place_order
 
-# %% ../nbs/08c_compiled.ipynb #223af7dd
+# %% ../nbs/08c_compiled.ipynb #a06bdbc2
 @njit(cache=True)
 def _block_sum(a, lo, n):
     "numpy's pairwise sum of a[lo:lo+n] for n <= 128 (the leaf of its recursion)."
@@ -75,54 +75,111 @@ def pairwise_sum(a, lo, n):
             sp += 3
     return vals[0]
 
-# %% ../nbs/08c_compiled.ipynb #13481dd6
+# %% ../nbs/08c_compiled.ipynb #c8460492
 IDENTITY, TANH, RELU = range(3)
 _U32 = 2.0**-24  # unit roundoff of float32
+_TANH_ERR = 1e-14  # bound on the absolute error of `tanh64` (3.2e-15 measured on a dense grid, with margin)
+
+
+@njit(cache=True, fastmath={"contract"}, inline="always")
+def tanh64(y):
+    "tanh in float64 by arithmetic only (exp(-2|y|) as a Taylor series of exp(-|y|/32), squared 6 times)."
+    a = abs(y)
+    r = (a if a < 20.0 else 20.0) * (-1.0 / 32.0)  # tanh(20) is 1 in float64; selects, not min(), vectorise
+    p = 1.0 / 20922789888000.0
+    p = p * r + 1.0 / 1307674368000.0
+    p = p * r + 1.0 / 87178291200.0
+    p = p * r + 1.0 / 6227020800.0
+    p = p * r + 1.0 / 479001600.0
+    p = p * r + 1.0 / 39916800.0
+    p = p * r + 1.0 / 3628800.0
+    p = p * r + 1.0 / 362880.0
+    p = p * r + 1.0 / 40320.0
+    p = p * r + 1.0 / 5040.0
+    p = p * r + 1.0 / 720.0
+    p = p * r + 1.0 / 120.0
+    p = p * r + 1.0 / 24.0
+    p = p * r + 1.0 / 6.0
+    p = p * r + 0.5
+    p = p * r + 1.0
+    p = p * r + 1.0
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    p = p * p
+    t = (1.0 - p) / (1.0 + p)
+    return t if y >= 0.0 else -t
+
+
+@njit(cache=True, fastmath={"reassoc", "contract"})
+def _dense(w, woff, bias, boff, src, nin, dst, nout):
+    "dst = W src + b for one layer (row-major W); float64 sums in any order (the bound covers far more)."
+    for j in range(nout):
+        acc = bias[boff + j]
+        row = w[woff + j * nin : woff + (j + 1) * nin]  # a slice: indices provably >= 0, so the loop vectorises
+        for k in range(nin):
+            acc += row[k] * src[k]
+        dst[j] = acc
+
+
+@njit(cache=True, fastmath={"contract"})
+def _tanh_all(a, n):
+    "a[:n] = tanh64(a[:n])."
+    for j in range(n):
+        a[j] = tanh64(a[j])
 
 
 @njit(cache=True)
-def mlp_forward(x, dims, acts, wt, bias, rnorm, gam, h, err):
+def mlp_forward(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err):
     "Logits of observation `x` (float32 values) into h[L % 2]; err gets the bound on torch's float32 distance to them."
     nl = len(dims) - 1
+    e_in, x_max = 0.0, 0.0  # bound on torch's distance to this layer's inputs; bound on their magnitude
     for k in range(dims[0]):
         h[0, k] = x[k]
-    e_in, x_max = 0.0, 0.0
-    for k in range(dims[0]):
         x_max = max(x_max, abs(x[k]))
+    for k in range(dims[0], pin[0]):
+        h[0, k] = 0.0
     woff, boff = 0, 0
     for layer in range(nl):
-        nin, nout = dims[layer], dims[layer + 1]
+        nout = dims[layer + 1]
         src, dst = h[layer % 2], h[(layer + 1) % 2]
-        for j in range(nout):
-            dst[j] = bias[boff + j]
-        for k in range(nin):
-            xk = src[k]
-            base = woff + k * nout
-            for j in range(nout):
-                dst[j] += wt[base + j] * xk
+        _dense(w, woff, bias, boff, src, pin[layer], dst, nout)
+        if layer + 1 < nl:  # the next layer reads its padded width: zeros past this layer's outputs
+            for j in range(nout, pin[layer + 1]):
+                dst[j] = 0.0
         g, act = gam[layer], acts[layer]
-        e_out, y_max = 0.0, 0.0
-        for j in range(nout):
-            e = rnorm[boff + j] * (e_in + g * x_max) + g * abs(bias[boff + j])
-            y = dst[j]
-            if act == TANH:
-                y = math.tanh(y)
-                e += 16.0 * _U32 * abs(y) + 1e-37
-            elif act == RELU:
-                y = max(y, 0.0)
-            dst[j] = y
-            err[j] = e
-            e_out, y_max = max(e_out, e), max(y_max, abs(y))
-        e_in, x_max = e_out, y_max + e_out
-        woff += nin * nout
+        a = e_in + g * x_max  # |torch - mine| <= |W| e_in + g (|W| x_max + |b|), per output
+        e_out = rmax[layer] * a + g * bmax[layer]
+        if layer == nl - 1:
+            for j in range(nout):
+                err[j] = rnorm[boff + j] * a + g * abs(bias[boff + j])
+        if act == TANH:  # |tanh'| <= 1; torch's float32 tanh within 8 ulp; |torch's output| <= 1
+            _tanh_all(dst, nout)
+            e_out += 16.0 * _U32 + _TANH_ERR
+            x_max = 1.0
+            if layer == nl - 1:
+                for j in range(nout):
+                    err[j] += 16.0 * _U32 + _TANH_ERR
+        else:
+            if act == RELU:
+                for j in range(nout):
+                    dst[j] = max(dst[j], 0.0)
+            x_max = 0.0
+            for j in range(nout):
+                x_max = max(x_max, abs(dst[j]))
+            x_max += e_out
+        e_in = e_out
+        woff += pin[layer] * nout
         boff += nout
     return nl % 2
 
 
 @njit(cache=True)
-def mlp_action(x, dims, acts, wt, bias, rnorm, gam, h, err):
+def mlp_action(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err):
     "The argmax of the logits (first of equals, as torch), or -1 when torch's float32 rounding could pick another."
-    out = h[mlp_forward(x, dims, acts, wt, bias, rnorm, gam, h, err)]
+    out = h[mlp_forward(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err)]
     n = dims[len(dims) - 1]
     best = 0
     for j in range(1, n):
@@ -151,7 +208,7 @@ def observe(raw, s0, s1, s2, norm, x):
                 z = -1.7976931348623157e308
         x[k] = np.float32(z)
 
-# %% ../nbs/08c_compiled.ipynb #6bf481d9
+# %% ../nbs/08c_compiled.ipynb #25c70c8a
 _CHAIN = ("Sequential", "FlattenExtractor")
 _PASS = ("Flatten", "Identity")
 
@@ -183,10 +240,13 @@ class BundleNet:
 
     norm: np.ndarray  # (4, width): mean, std, lo, hi of the module's input transform
     dims: np.ndarray  # layer widths, input first
+    pin: np.ndarray  # input width of each layer padded to a multiple of 16 (zero weights: no scalar remainder loops)
     acts: np.ndarray  # activation after each Linear layer (IDENTITY, TANH, RELU)
-    wt: np.ndarray  # transposed weights, layer after layer, flattened
+    w: np.ndarray  # weights (row-major, one row per output), layer after layer, flattened
     bias: np.ndarray  # biases, layer after layer
     rnorm: np.ndarray  # L1 norm of each weight row (per output), for the error bound
+    rmax: np.ndarray  # largest row L1 norm of each layer
+    bmax: np.ndarray  # largest |bias| of each layer
     gam: np.ndarray  # 2 * gamma(n_in + 1) per layer: float32 dot-product error factor, doubled
 
     @classmethod
@@ -209,13 +269,17 @@ class BundleNet:
         if dims[0] != norm.shape[1] or any(layers[i][0].shape[1] != dims[i] for i in range(len(layers))):
             raise ValueError(f"policy network widths {dims} do not chain from the observation width {norm.shape[1]}")
         n_in = np.array(dims[:-1], dtype=np.float64) + 1
+        pin = -(-np.array(dims[:-1], dtype=np.int64) // 16) * 16
         return cls(
             norm=np.ascontiguousarray(norm),
             dims=np.array(dims, dtype=np.int64),
             acts=np.array([a for _, _, a in layers], dtype=np.int64),
-            wt=np.concatenate([np.ascontiguousarray(w.T).ravel() for w, _, _ in layers]),
+            pin=pin,
+            w=np.concatenate([np.pad(w, ((0, 0), (0, p - w.shape[1]))).ravel() for (w, _, _), p in zip(layers, pin)]),
             bias=np.concatenate([b for _, b, _ in layers]),
             rnorm=np.concatenate([np.abs(w).sum(axis=1) for w, _, _ in layers]),
+            rmax=np.array([np.abs(w).sum(axis=1).max() for w, _, _ in layers]),
+            bmax=np.array([np.abs(b).max() for _, b, _ in layers]),
             gam=2 * n_in * _U32 / (1 - n_in * _U32),
         )
 
@@ -224,24 +288,25 @@ class BundleNet:
         rows: np.ndarray,  # (n, width) raw rows: raw features then the position state
     ) -> np.ndarray:
         "The compiled actions of raw rows; -1 where a near tie leaves the choice to torch."
-        return _net_actions(np.ascontiguousarray(rows, dtype=np.float64), self.norm, self.dims, self.acts, self.wt,
-                            self.bias, self.rnorm, self.gam)  # fmt: skip
+        rows = np.ascontiguousarray(rows, dtype=np.float64)
+        return _net_actions(rows, self.norm, self.dims, self.pin, self.acts, self.w, self.bias, self.rnorm, self.rmax,
+                            self.bmax, self.gam)  # fmt: skip
 
 
 @njit(cache=True)
-def _net_actions(rows, norm, dims, acts, wt, bias, rnorm, gam):
+def _net_actions(rows, norm, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam):
     "mlp_action of every raw row."
     nf = rows.shape[1] - 3
     x = np.zeros(rows.shape[1])
-    h = np.zeros((2, max(dims.max(), 1)))
+    h = np.zeros((2, max(dims.max(), pin.max())))
     err = np.zeros(dims.max())
     out = np.empty(rows.shape[0], dtype=np.int64)
     for i in range(rows.shape[0]):
         observe(rows[i, :nf], rows[i, nf], rows[i, nf + 1], rows[i, nf + 2], norm, x)
-        out[i] = mlp_action(x, dims, acts, wt, bias, rnorm, gam, h, err)
+        out[i] = mlp_action(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err)
     return out
 
-# %% ../nbs/08c_compiled.ipynb #399485d3
+# %% ../nbs/08c_compiled.ipynb #77032e7c
 CONST, SMA, ACTIONS, MLP = range(4)
 
 
@@ -320,13 +385,13 @@ def compile_policy(
     name = getattr(policy, "__qualname__", None) or type(policy).__qualname__
     return None, f"policy {name} is a Python callable"
 
-# %% ../nbs/08c_compiled.ipynb #f1697b3a
+# %% ../nbs/08c_compiled.ipynb #b629532d
 DAY, HALTED, NFILL, NDEC, NHALT, SMA_N = range(6)
 
 
 @njit(cache=True)
 def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max_pos, dll,
-          kind, ints, buf, pre, norm, dims, acts, wt, bias, rnorm, gam,
+          kind, ints, buf, pre, norm, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam,
           fst, pending, out, ist, day_eq, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted,
           xrow, x, h, err, tmp):  # fmt: skip
     "Replay bars i0..end-1; returns end, or the bar whose bundle decision is a near tie (row in xrow)."
@@ -377,7 +442,7 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
                 xrow[k] = XT[k, i]
             xrow[nf], xrow[nf + 1], xrow[nf + 2] = s0, s1, s2
             observe(xrow[:nf], s0, s1, s2, norm, x)
-            action = mlp_action(x, dims, acts, wt, bias, rnorm, gam, h, err)
+            action = mlp_action(x, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam, h, err)
             if action < 0:
                 return i
         w = min(max(positions[action], -max_pos), max_pos)
@@ -398,7 +463,7 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
         ist[NDEC] = k + 1
     return end
 
-# %% ../nbs/08c_compiled.ipynb #5ac5dd42
+# %% ../nbs/08c_compiled.ipynb #755dbba3
 def run_compiled(
     bt,  # the Backtester (pipeline, fill model, env and risk settings)
     bars: pd.DataFrame,  # bars to replay
@@ -418,8 +483,9 @@ def run_compiled(
         net = plan.net
     else:
         XT = np.zeros((0, 1))
-        net = BundleNet(np.zeros((4, 3)), np.array([3, 1], dtype=np.int64), np.zeros(1, dtype=np.int64), np.zeros(3),
-                        np.zeros(1), np.zeros(1), np.zeros(1))  # fmt: skip
+        z = np.zeros(1)
+        net = BundleNet(np.zeros((4, 3)), np.array([3, 1]), np.array([16]), np.zeros(1, dtype=np.int64), np.zeros(16),
+                        z, z, z, z, z)  # fmt: skip
     pre = np.zeros(1, dtype=np.int64)
     if plan.kind == ACTIONS:  # one batch draw = one draw per decision, same integers and generator state after
         pre = plan.policy.rng.integers(plan.policy.n, size=n_dec).astype(np.int64)
@@ -438,14 +504,14 @@ def run_compiled(
     halted = np.zeros(n_dec, dtype=np.int64)
     width = int(net.dims[0])
     xrow, x = np.zeros(width), np.zeros(width)
-    h, err = np.zeros((2, int(net.dims.max()))), np.zeros(int(net.dims.max()))
+    h, err = np.zeros((2, int(max(net.dims.max(), net.pin.max())))), np.zeros(int(net.dims.max()))
     tmp = np.zeros(max(int(plan.ints[3]) if plan.kind == SMA else 1, 1))
     i, forced, deferred = 0, -1, 0
     while True:
         i = _loop(i, forced, start, end, ts, mkt, XT, positions, fm.params(), L, env.force_flat, risk.max_position,
-                  risk.daily_loss_limit, plan.kind, plan.ints, plan.buf, pre, net.norm, net.dims, net.acts, net.wt,
-                  net.bias, net.rnorm, net.gam, fst, pending, out, ist, day_eq, equity, qty, fills, fill_bar, dec_bar,
-                  dec_action, dec_target, halted, xrow, x, h, err, tmp)  # fmt: skip
+                  risk.daily_loss_limit, plan.kind, plan.ints, plan.buf, pre, net.norm, net.dims, net.pin, net.acts,
+                  net.w, net.bias, net.rnorm, net.rmax, net.bmax, net.gam, fst, pending, out, ist, day_eq, equity,
+                  qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted, xrow, x, h, err, tmp)  # fmt: skip
         if i >= end:
             break
         forced = plan.bundle.act(xrow[: width - 3], xrow[width - 3 :])  # a near tie: TorchScript decides
