@@ -9,7 +9,7 @@ __all__ = ['IDENTITY', 'TANH', 'RELU', 'CONST', 'SMA', 'ACTIONS', 'MLP', 'DAY', 
            'pairwise_sum', 'tanh64', 'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy',
            'compile_policy', 'run_compiled']
 
-# %% ../nbs/08c_compiled.ipynb #de68833e
+# %% ../nbs/08c_compiled.ipynb #78d2e81d
 import math
 from dataclasses import dataclass, field
 
@@ -22,7 +22,7 @@ from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .data import BAR_COLUMNS
 from .env import AVG, CASH, EQUITY, FEE, FPRICE, FQTY, IMPACT, PEAK, QTY, SPREAD, execute_bar, place_order
 
-# %% ../nbs/08c_compiled.ipynb #a06bdbc2
+# %% ../nbs/08c_compiled.ipynb #6716be78
 @njit(cache=True)
 def _block_sum(a, lo, n):
     "numpy's pairwise sum of a[lo:lo+n] for n <= 128 (the leaf of its recursion)."
@@ -75,7 +75,7 @@ def pairwise_sum(a, lo, n):
             sp += 3
     return vals[0]
 
-# %% ../nbs/08c_compiled.ipynb #c8460492
+# %% ../nbs/08c_compiled.ipynb #0ec7e7e8
 IDENTITY, TANH, RELU = range(3)
 _U32 = 2.0**-24  # unit roundoff of float32
 _TANH_ERR = 1e-14  # bound on the absolute error of `tanh64` (3.2e-15 measured on a dense grid, with margin)
@@ -208,7 +208,7 @@ def observe(raw, s0, s1, s2, norm, x):
                 z = -1.7976931348623157e308
         x[k] = np.float32(z)
 
-# %% ../nbs/08c_compiled.ipynb #25c70c8a
+# %% ../nbs/08c_compiled.ipynb #3b8a6049
 _CHAIN = ("Sequential", "FlattenExtractor")
 _PASS = ("Flatten", "Identity")
 
@@ -306,7 +306,7 @@ def _net_actions(rows, norm, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam):
         out[i] = mlp_action(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err)
     return out
 
-# %% ../nbs/08c_compiled.ipynb #77032e7c
+# %% ../nbs/08c_compiled.ipynb #3e9d6afc
 CONST, SMA, ACTIONS, MLP = range(4)
 
 
@@ -385,7 +385,7 @@ def compile_policy(
     name = getattr(policy, "__qualname__", None) or type(policy).__qualname__
     return None, f"policy {name} is a Python callable"
 
-# %% ../nbs/08c_compiled.ipynb #b629532d
+# %% ../nbs/08c_compiled.ipynb #25b81296
 DAY, HALTED, NFILL, NDEC, NHALT, SMA_N = range(6)
 
 
@@ -463,7 +463,7 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
         ist[NDEC] = k + 1
     return end
 
-# %% ../nbs/08c_compiled.ipynb #755dbba3
+# %% ../nbs/08c_compiled.ipynb #3723d62e
 def run_compiled(
     bt,  # the Backtester (pipeline, fill model, env and risk settings)
     bars: pd.DataFrame,  # bars to replay
@@ -530,6 +530,8 @@ def _result(bars, start, end, equity, qty, fills, fill_bar, dec_bar, dec_action,
     idx = bars.index[:end]
     cols = ["qty", "price", "fee", "spread_cost", "impact_cost"]
     fills_df = pd.DataFrame(fills, columns=cols, index=pd.DatetimeIndex(idx[fill_bar], name="ts"))
+    if not len(fills):  # the Python loop's empty frame, exactly (object columns and index)
+        fills_df = pd.DataFrame([], columns=["ts", *cols]).set_index("ts")
     decisions = pd.DataFrame({"action": dec_action, "target": dec_target},
                              index=pd.DatetimeIndex(idx[dec_bar], name="ts"))  # fmt: skip
     days = [str(d) for d in pd.to_datetime(halted * 86400, unit="s", utc=True).date]
