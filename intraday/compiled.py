@@ -6,10 +6,10 @@ Docs: https://intraday-workbench.github.io/intraday/compiled.html.md"""
 
 # %% auto #0
 __all__ = ['IDENTITY', 'TANH', 'RELU', 'CONST', 'SMA', 'ACTIONS', 'MLP', 'DAY', 'HALTED', 'NFILL', 'NDEC', 'NHALT', 'SMA_N',
-           'pairwise_sum', 'tanh64', 'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy',
+           'SMA_M', 'pairwise_sum', 'tanh64', 'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy',
            'compile_policy', 'run_compiled']
 
-# %% ../nbs/08c_compiled.ipynb #78d2e81d
+# %% ../nbs/08c_compiled.ipynb #6c669681
 import math
 from dataclasses import dataclass, field
 
@@ -22,7 +22,7 @@ from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .data import BAR_COLUMNS
 from .env import AVG, CASH, EQUITY, FEE, FPRICE, FQTY, IMPACT, PEAK, QTY, SPREAD, execute_bar, place_order
 
-# %% ../nbs/08c_compiled.ipynb #6716be78
+# %% ../nbs/08c_compiled.ipynb #ab032f2b
 @njit(cache=True)
 def _block_sum(a, lo, n):
     "numpy's pairwise sum of a[lo:lo+n] for n <= 128 (the leaf of its recursion)."
@@ -75,7 +75,7 @@ def pairwise_sum(a, lo, n):
             sp += 3
     return vals[0]
 
-# %% ../nbs/08c_compiled.ipynb #0ec7e7e8
+# %% ../nbs/08c_compiled.ipynb #6d49102d
 IDENTITY, TANH, RELU = range(3)
 _U32 = 2.0**-24  # unit roundoff of float32
 _TANH_ERR = 1e-14  # bound on the absolute error of `tanh64` (3.2e-15 measured on a dense grid, with margin)
@@ -208,7 +208,7 @@ def observe(raw, s0, s1, s2, norm, x):
                 z = -1.7976931348623157e308
         x[k] = np.float32(z)
 
-# %% ../nbs/08c_compiled.ipynb #3b8a6049
+# %% ../nbs/08c_compiled.ipynb #6dc841d2
 _CHAIN = ("Sequential", "FlattenExtractor")
 _PASS = ("Flatten", "Identity")
 
@@ -306,7 +306,7 @@ def _net_actions(rows, norm, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam):
         out[i] = mlp_action(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err)
     return out
 
-# %% ../nbs/08c_compiled.ipynb #3e9d6afc
+# %% ../nbs/08c_compiled.ipynb #b39d3b05
 CONST, SMA, ACTIONS, MLP = range(4)
 
 
@@ -385,13 +385,14 @@ def compile_policy(
     name = getattr(policy, "__qualname__", None) or type(policy).__qualname__
     return None, f"policy {name} is a Python callable"
 
-# %% ../nbs/08c_compiled.ipynb #25b81296
-DAY, HALTED, NFILL, NDEC, NHALT, SMA_N = range(6)
+# %% ../nbs/08c_compiled.ipynb #5c68a16d
+DAY, HALTED, NFILL, NDEC, NHALT, SMA_N, SMA_M = range(7)
+_U64 = 2.0**-53  # unit roundoff of float64
 
 
 @njit(cache=True)
 def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max_pos, dll,
-          kind, ints, buf, pre, norm, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam,
+          kind, ints, buf, roll, pre, norm, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam,
           fst, pending, out, ist, day_eq, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted,
           xrow, x, h, err, tmp):  # fmt: skip
     "Replay bars i0..end-1; returns end, or the bar whose bundle decision is a near tie (row in xrow)."
@@ -421,17 +422,32 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
         elif kind == SMA:
             long, short, flat, fast, slow = ints[0], ints[1], ints[2], ints[3], ints[4]
             n = ist[SMA_N]
+            old = buf[n % slow]
             buf[n % slow] = c
             n += 1
             ist[SMA_N] = n
             if n < slow:
                 action = flat
             else:
-                for m in range(fast):
-                    tmp[m] = buf[(n - 1 - m) % slow]
-                f_mean = pairwise_sum(tmp, 0, fast) / fast
-                s_mean = pairwise_sum(buf, 0, slow) / slow
-                action = long if f_mean > s_mean else short
+                m = ist[SMA_M]  # rolling sums, m updates after their exact anchor (-1: none)
+                action = -1
+                if 0 <= m < 1024:
+                    rf, rs = (roll[0] + c) - buf[(n - 1 - fast) % slow], (roll[1] + c) - old
+                    roll[0], roll[1] = rf, rs
+                    m += 1
+                    e = roll[3] + 8.0 * _U64 * m * ((fast + 1) / fast + (slow + 1) / slow) * roll[2]
+                    d = rf / fast - rs / slow
+                    if d > e:
+                        action = long
+                    elif d < -e:
+                        action = short
+                if action < 0:  # no anchor yet, due for one, or too close to call: numpy's own sums
+                    for k in range(fast):
+                        tmp[k] = buf[(n - 1 - k) % slow]
+                    pf, ps = pairwise_sum(tmp, 0, fast), pairwise_sum(buf, 0, slow)
+                    action = long if pf / fast > ps / slow else short
+                    roll[0], roll[1], m = pf, ps, 0
+                ist[SMA_M] = m
         elif kind == ACTIONS:
             action = pre[ist[NDEC]]
         else:
@@ -463,7 +479,7 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
         ist[NDEC] = k + 1
     return end
 
-# %% ../nbs/08c_compiled.ipynb #3723d62e
+# %% ../nbs/08c_compiled.ipynb #9dcd5f29
 def run_compiled(
     bt,  # the Backtester (pipeline, fill model, env and risk settings)
     bars: pd.DataFrame,  # bars to replay
@@ -492,10 +508,15 @@ def run_compiled(
     fst = np.zeros((1, 7))
     fst[0, CASH] = fst[0, EQUITY] = fst[0, PEAK] = env.initial_cash
     pending, out = np.zeros((1, lat)), np.zeros((1, 10))
-    ist = np.zeros(6, dtype=np.int64)
-    ist[DAY] = np.iinfo(np.int64).min
+    ist = np.zeros(7, dtype=np.int64)
+    ist[DAY], ist[SMA_M] = np.iinfo(np.int64).min, -1
+    roll = np.zeros(4)  # SMA: rolling fast and slow sums, max |close|, the fixed part of their error bound
     if plan.kind == SMA:
         ist[SMA_N] = plan.ints[5]
+        fast, slow = int(plan.ints[3]), int(plan.ints[4])
+        cmax = max(float(np.abs(mkt[:, 3]).max()), float(np.abs(plan.buf).max()))
+        gam = [w * _U64 / (1 - w * _U64) for w in (fast, slow)]
+        roll[2], roll[3] = cmax, 4.0 * (2 * gam[0] + 2 * gam[1] + 4 * _U64) * cmax
     day_eq = np.array([env.initial_cash])
     equity, qty = np.full(end, np.nan), np.zeros(end)
     fills, fill_bar = np.zeros((end - start, 5)), np.zeros(end - start, dtype=np.int64)
@@ -509,9 +530,10 @@ def run_compiled(
     i, forced, deferred = 0, -1, 0
     while True:
         i = _loop(i, forced, start, end, ts, mkt, XT, positions, fm.params(), L, env.force_flat, risk.max_position,
-                  risk.daily_loss_limit, plan.kind, plan.ints, plan.buf, pre, net.norm, net.dims, net.pin, net.acts,
-                  net.w, net.bias, net.rnorm, net.rmax, net.bmax, net.gam, fst, pending, out, ist, day_eq, equity,
-                  qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted, xrow, x, h, err, tmp)  # fmt: skip
+                  risk.daily_loss_limit, plan.kind, plan.ints, plan.buf, roll, pre, net.norm, net.dims, net.pin,
+                  net.acts, net.w, net.bias, net.rnorm, net.rmax, net.bmax, net.gam, fst, pending, out, ist, day_eq,
+                  equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted, xrow, x, h, err,
+                  tmp)  # fmt: skip
         if i >= end:
             break
         forced = plan.bundle.act(xrow[: width - 3], xrow[width - 3 :])  # a near tie: TorchScript decides

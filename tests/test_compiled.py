@@ -8,17 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_backtest import BARS, trained  # noqa: F401 (its trained-bundle fixture, shared)
 from torch import nn
 
 from intraday.backtest import Backtester, BuyAndHold, RandomPolicy, SMACross, bundle_policy
-from intraday.bundle import PolicyBundle, PolicyModule, export_bundle
+from intraday.bundle import PolicyModule
 from intraday.compiled import BundleNet, compile_policy, pairwise_sum, tanh64
 from intraday.config import BacktestSettings, EnvSettings, load_settings
-from intraday.data import synth_market
 from intraday.fills import FillModel
 from intraday.train import Trainer
 
-BARS = synth_market(days=12, seed=8)
 COSTLY = FillModel(taker_bps=4, min_fee=0.1, spread="range", range_k=0.05, kyle_lambda=1e-6, participation=0.02,
                    latency_bars=3, price="typical")  # fmt: skip
 RISK = BacktestSettings(max_position=0.6, daily_loss_limit=0.002)
@@ -74,6 +73,18 @@ def test_rules_frictionless_long_only_and_windows(pipe):
              bt.run(BARS, SMACross(env.positions, 5, 20), start, end, engine="python"))  # fmt: skip
 
 
+def test_sma_ties_and_near_ties(pipe):
+    "Flat stretches make the two means equal (a tie: short) or a rounding apart: numpy's sums decide, as in Python."
+    bars = BARS.iloc[:4000].copy()
+    bars.iloc[1000:1600, :4] = 100.0
+    bars.iloc[2000:2600, :4] = 0.1 * np.round(bars.iloc[2000:2600, :4] * 10)  # few distinct prices: near ties
+    env = EnvSettings(positions=[-1.0, 0.0, 1.0], episode_len=4000, force_flat=False)
+    bt = Backtester(pipe, FillModel.frictionless(), env)
+    for fast, slow in ((3, 7), (5, 20), (20, 100)):
+        same(bt.run(bars, SMACross(env.positions, fast, slow), 0),
+             bt.run(bars, SMACross(env.positions, fast, slow), 0, engine="python"))  # fmt: skip
+
+
 def test_fallback_and_engine_errors(pipe):
     bt = Backtester(pipe, env=EnvSettings(episode_len=300))
     r = bt.run(BARS.iloc[:2000], lambda bar, features, state: 2)
@@ -127,19 +138,8 @@ def test_network_from_module_agrees_or_defers():
         BundleNet.from_module(nn.Linear(4, 2))
 
 
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    "A small trained PPO exported as a verified bundle."
-    tmp = tmp_path_factory.mktemp("compiled")
-    train = {"total_timesteps": 4096, "n_envs": 4, "n_steps": 128, "batch_size": 128, "eval_every": 4096}
-    settings = load_settings(environ={}, env={"episode_len": 300}, train={**train, "runs_dir": str(tmp)})
-    trainer = Trainer(settings, BARS, tmp / "run")
-    model = trainer.fit()
-    s = trainer.splits
-    return PolicyBundle.load(export_bundle(model, s.pipeline, s.fill_model, s.env, tmp / "bundle"), s.pipeline)
-
-
-def test_bundle_compiled_equals_torchscript_on_every_bar(bundle):
+def test_bundle_compiled_equals_torchscript_on_every_bar(trained):  # noqa: F811
+    bundle = trained[0]  # test_backtest's small trained PPO bundle, trained on these same BARS
     env = EnvSettings(positions=bundle.positions, episode_len=400)
     for fm, risk in ((COSTLY, RISK), (FillModel(latency_bars=2), BacktestSettings())):
         bt = Backtester(bundle.pipeline(), fm, env, risk)
@@ -158,7 +158,8 @@ def test_bundle_compiled_equals_torchscript_on_every_bar(bundle):
     assert (mine >= 0).mean() > 0.97 and np.array_equal(mine[mine >= 0], theirs[mine >= 0])
 
 
-def test_bundle_refused_when_it_does_not_fit(bundle, pipe):
+def test_bundle_refused_when_it_does_not_fit(trained, pipe):  # noqa: F811
+    bundle = trained[0]
     env = EnvSettings(positions=[0.0, 1.0], episode_len=300)
     plan, why = compile_policy(bundle_policy(bundle), len(pipe.names), 2)
     assert plan is None and "3 actions" in why
