@@ -9,7 +9,7 @@ __all__ = ['IDENTITY', 'TANH', 'RELU', 'CONST', 'SMA', 'ACTIONS', 'MLP', 'DAY', 
            'SMA_M', 'pairwise_sum', 'tanh64', 'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy',
            'compile_policy', 'run_compiled']
 
-# %% ../nbs/08c_compiled.ipynb #6c669681
+# %% ../nbs/08c_compiled.ipynb #1be4f086
 import math
 from dataclasses import dataclass, field
 
@@ -22,7 +22,7 @@ from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .data import BAR_COLUMNS
 from .env import AVG, CASH, EQUITY, FEE, FPRICE, FQTY, IMPACT, PEAK, QTY, SPREAD, execute_bar, place_order
 
-# %% ../nbs/08c_compiled.ipynb #ab032f2b
+# %% ../nbs/08c_compiled.ipynb #57906ae2
 @njit(cache=True)
 def _block_sum(a, lo, n):
     "numpy's pairwise sum of a[lo:lo+n] for n <= 128 (the leaf of its recursion)."
@@ -75,7 +75,7 @@ def pairwise_sum(a, lo, n):
             sp += 3
     return vals[0]
 
-# %% ../nbs/08c_compiled.ipynb #6d49102d
+# %% ../nbs/08c_compiled.ipynb #1d3f9788
 IDENTITY, TANH, RELU = range(3)
 _U32 = 2.0**-24  # unit roundoff of float32
 _TANH_ERR = 1e-14  # bound on the absolute error of `tanh64` (3.2e-15 measured on a dense grid, with margin)
@@ -208,7 +208,7 @@ def observe(raw, s0, s1, s2, norm, x):
                 z = -1.7976931348623157e308
         x[k] = np.float32(z)
 
-# %% ../nbs/08c_compiled.ipynb #6dc841d2
+# %% ../nbs/08c_compiled.ipynb #b56b1e9c
 _CHAIN = ("Sequential", "FlattenExtractor")
 _PASS = ("Flatten", "Identity")
 
@@ -306,7 +306,7 @@ def _net_actions(rows, norm, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam):
         out[i] = mlp_action(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err)
     return out
 
-# %% ../nbs/08c_compiled.ipynb #b39d3b05
+# %% ../nbs/08c_compiled.ipynb #d3e96256
 CONST, SMA, ACTIONS, MLP = range(4)
 
 
@@ -368,6 +368,12 @@ def compile_policy(
 ) -> tuple[CompiledPolicy | None, str]:
     "The compiled form of `policy` and a note, or None and the reason it runs in Python."
     t = type(policy)
+    acts = {BuyAndHold: ("action",), SMACross: ("long", "short", "flat"), RandomPolicy: ()}
+    for kind, names in acts.items():  # an action outside the action set: the Python loop raises its IndexError
+        if isinstance(policy, kind) and any(getattr(policy, a) >= n_positions for a in names):
+            return None, f"policy {kind.__name__} picks actions outside the {n_positions} positions"
+    if isinstance(policy, RandomPolicy) and policy.n > n_positions:
+        return None, f"policy RandomPolicy picks actions outside the {n_positions} positions"
     if isinstance(policy, BuyAndHold) and t.__call__ is BuyAndHold.__call__:
         return CompiledPolicy(CONST, "BuyAndHold", policy, ints=np.array([policy.action], dtype=np.int64)), ""
     if isinstance(policy, SMACross) and t.__call__ is SMACross.__call__:
@@ -385,7 +391,7 @@ def compile_policy(
     name = getattr(policy, "__qualname__", None) or type(policy).__qualname__
     return None, f"policy {name} is a Python callable"
 
-# %% ../nbs/08c_compiled.ipynb #5c68a16d
+# %% ../nbs/08c_compiled.ipynb #1c28a20f
 DAY, HALTED, NFILL, NDEC, NHALT, SMA_N, SMA_M = range(7)
 _U64 = 2.0**-53  # unit roundoff of float64
 
@@ -479,7 +485,7 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
         ist[NDEC] = k + 1
     return end
 
-# %% ../nbs/08c_compiled.ipynb #9dcd5f29
+# %% ../nbs/08c_compiled.ipynb #97d6dcf5
 def run_compiled(
     bt,  # the Backtester (pipeline, fill model, env and risk settings)
     bars: pd.DataFrame,  # bars to replay

@@ -102,6 +102,11 @@ def test_fallback_and_engine_errors(pipe):
             return 1
 
     assert compile_policy(Custom([-1.0, 0.0, 1.0]), 0, 3)[0] is None
+    for wide in (BuyAndHold([0.0, 0.5, 1.0, 2.0]), RandomPolicy([0.0] * 5), SMACross([2.0, 1.0, 0.0, -1.0])):
+        plan, why = compile_policy(wide, 0, 3)  # would index past the action set: the Python loop raises
+        assert plan is None and "outside the 3 positions" in why
+    with pytest.raises(IndexError):
+        bt.run(BARS.iloc[:2000], BuyAndHold([0.0, 0.5, 1.0, 2.0]))
 
 
 def test_exact_means_and_tanh():
