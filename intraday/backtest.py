@@ -96,6 +96,8 @@ class BacktestResult:
     decisions: pd.DataFrame
     costs: dict = field(default_factory=dict)
     halted_days: list = field(default_factory=list)
+    engine: str = "python"  # the engine that ran: 'python' (this loop) or 'compiled' (intraday.compiled)
+    engine_note: str = ""  # what was compiled, or why the policy ran in Python
 
     def summary(self) -> dict:
         "Headline numbers: total return, trades, costs."
@@ -124,7 +126,8 @@ class Backtester:
         policy: Policy,  # decides an action index at each bar close
         start: int | None = None,  # first decision bar (default: the end of the feature warm-up)
         end: int | None = None,  # last bar (exclusive) to replay
-        progress: bool = False,  # progress bar
+        progress: bool = False,  # progress bar (Python engine)
+        engine: str = "auto",  # 'auto': compiled when the policy compiles, else Python; 'python'; 'compiled'
     ) -> BacktestResult:
         "Run the backtest; decisions from bar `start`, episodes of episode_len tiled from there."
         env, risk, fm = self.env, self.risk, self.fill_model
@@ -133,6 +136,17 @@ class Backtester:
         end = len(bars) if end is None else end
         if not 0 <= start < end - fm.latency_bars:
             raise ValueError(f"start {start} leaves no bar to trade before end {end} (latency {fm.latency_bars})")
+        if engine not in ("auto", "python", "compiled"):
+            raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
+        why = "engine='python' asked for"
+        if engine != "python":  # the compiled engine: same results, one numba loop (intraday.compiled)
+            from intraday.compiled import compile_policy, run_compiled
+
+            plan, why = compile_policy(policy, len(self.pipeline.names), len(positions))
+            if plan is not None:
+                return run_compiled(self, bars, plan, start, end)
+            if engine == "compiled":
+                raise ValueError(f"engine='compiled' cannot run this policy: {why}")
         ts = bars.index.as_unit("ns").asi8 // 1_000_000_000
         vals = bars[list(BAR_COLUMNS)].to_numpy(np.float64)
         fp = fm.params()
@@ -182,6 +196,7 @@ class Backtester:
             decisions=pd.DataFrame(decisions, columns=["ts", "action", "target"]).set_index("ts"),
             costs={k: float(fills_df[f"{k}_cost" if k != "fee" else "fee"].sum()) for k in ("fee", "spread", "impact")},
             halted_days=halted,
+            engine_note=why,
         )
         return result
 
