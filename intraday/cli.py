@@ -451,6 +451,7 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     "Trade a bundle on the paper venue (or, with --live, on Binance) until --duration or --bars."
     import asyncio
+    import signal
 
     from intraday.journal import Journal
     from intraday.live import BarFeed, FeedGap, LiveRunner
@@ -490,6 +491,10 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
                                     kill=lambda reason: router.kill(reason or "control endpoint"),
                                     resume=lambda reason: router.resume(reason or "control endpoint"))  # fmt: skip
             await control.start()
+            # the kill switch by signal: `kill -USR1 <pid>` halts, cancels every open order (and flattens if set)
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGUSR1, lambda: asyncio.ensure_future(router.kill("signal SIGUSR1"))
+            )
             logger.bind(url=control.url).info("control and metrics on {}", control.url)
             print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr)
             try:

@@ -104,8 +104,10 @@ class ObsSettings(Section):
     log_level: Literal["TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     log_file: Path | None = None  # JSON-lines log file; None (empty in settings.ini) means stderr
     metrics_port: int = Field(0, ge=0, le=65535)  # Prometheus /metrics port of long-running entry points; 0 = off
+    # ccxt's own logger (its DEBUG lines hold request headers: redacted like everything else, but verbose)
+    ccxt_log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "ccxt_log_level", mode="before")
     @classmethod
     def _upper(cls, v: Any) -> Any:
         return v.upper() if isinstance(v, str) else v

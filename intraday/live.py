@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/live.html.md"""
 # %% auto #0
 __all__ = ['HOOKS', 'Bar', 'FeedGap', 'CloseTracker', 'BarFeed', 'PnL', 'LiveRunner', 'position_weight_state']
 
-# %% ../nbs/13_live.ipynb #dd5d35e1
+# %% ../nbs/13_live.ipynb #39a4d239
 import asyncio
 import math
 import time
@@ -23,10 +23,10 @@ from .config import BacktestSettings
 from .data import timeframe_seconds
 from .monitor import Monitor
 from .orders import OrderEvent
-from .risk import Intent
+from .risk import Intent, TradingState
 from .router import TRANSIENT, Router
 
-# %% ../nbs/13_live.ipynb #08eea55d
+# %% ../nbs/13_live.ipynb #3aad3543
 @dataclass(frozen=True)
 class Bar:
     "One closed bar: open time (ms) and OHLCV."
@@ -49,7 +49,7 @@ class Bar:
 class FeedGap(RuntimeError):
     "Bars are missing and could not be backfilled: trading must pause."
 
-# %% ../nbs/13_live.ipynb #86f49e75
+# %% ../nbs/13_live.ipynb #60fe9a91
 @dataclass
 class CloseTracker:
     "Closed bars, in order and each once, from candles that may repeat or still be forming."
@@ -89,7 +89,7 @@ class CloseTracker:
             return []
         return list(range(self.last + self.step_ms, first, self.step_ms))
 
-# %% ../nbs/13_live.ipynb #8ae59069
+# %% ../nbs/13_live.ipynb #078be5fa
 class BarFeed:
     "Closed bars of one symbol from ccxt.pro's watch_ohlcv, with REST polling, confirmation and backfill."
 
@@ -214,7 +214,7 @@ class BarFeed:
         if self._watch is not None:
             self._watch.cancel()
 
-# %% ../nbs/13_live.ipynb #24628bd6
+# %% ../nbs/13_live.ipynb #7f0a4981
 @dataclass
 class PnL:
     "Position, average price, cash, realised/unrealised PnL and fees, from fills; equity at the last mark."
@@ -249,7 +249,7 @@ class PnL:
         "Cash plus the position at the last mark."
         return self.cash + self.qty * self.mark
 
-# %% ../nbs/13_live.ipynb #df365713
+# %% ../nbs/13_live.ipynb #6417aa6d
 HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
 
 
@@ -321,7 +321,7 @@ class LiveRunner:
         elif kind == "alert":
             self._hook("on_error", info.get("msg"))
 
-# %% ../nbs/13_live.ipynb #08bfa5e9
+# %% ../nbs/13_live.ipynb #e7ddf4bb
 @patch
 async def start(self: LiveRunner) -> dict:
     "Read the balances into the PnL, warm the features from REST history; a summary."
@@ -376,7 +376,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
     logger.bind(old=old[:12], new=new.manifest["policy_sha256"][:12]).warning("bundle swapped between bars")
     return True
 
-# %% ../nbs/13_live.ipynb #05a94ba7
+# %% ../nbs/13_live.ipynb #086369c6
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     "One closed bar: fills of the last decision, mark, features, decision, order; the decision (None in warm-up)."
@@ -443,7 +443,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     self._hook("on_decision", d)
     return d
 
-# %% ../nbs/13_live.ipynb #366bc0b7
+# %% ../nbs/13_live.ipynb #57ffc98c
 @patch
 async def reconcile(self: LiveRunner) -> dict:
     "The router's reconciliation, then the PnL's cash and position against the balances; a mismatch halts."
@@ -527,6 +527,11 @@ async def _loop(self: LiveRunner, t0: float, duration: float | None, bars: int |
             bar = await asyncio.wait_for(self.feed.next(), timeout)
         except TimeoutError:
             break
+        except FeedGap as e:  # bars missing for good: no decision may rest on them; the operator resumes
+            self.router.set_state(TradingState.HALTED, f"feed gap: {e}")
+            self.feed.tracker.last = None  # continue from the next bar the venue has
+            self._hook("on_error", e)
+            continue
         except TRANSIENT as e:
             logger.warning("feed error: {}", e)
             self._hook("on_error", e)

@@ -101,7 +101,7 @@ def setup_logging(
     )
     logger.enable("intraday")
     logging.basicConfig(handlers=[_InterceptHandler()], level=0, force=True)
-    logging.getLogger("ccxt").setLevel(logging.INFO)
+    logging.getLogger("ccxt").setLevel(obs.ccxt_log_level if obs else "INFO")
     return handler_id
 
 # %% ../nbs/01_obs.ipynb #61e332ee

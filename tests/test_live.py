@@ -193,7 +193,8 @@ def test_cli_session_killed_and_restarted_reconciles(bundles, tmp_path):
         "INTRADAY_API_SECRET": secret,
         "PYTHONPATH": os.getcwd(),
         "INTRADAY__OBS__LOG_FILE": str(tmp_path / "log.jsonl"),
-        "INTRADAY__OBS__LOG_LEVEL": "INFO",
+        "INTRADAY__OBS__LOG_LEVEL": "DEBUG",
+        "INTRADAY__OBS__CCXT_LOG_LEVEL": "DEBUG",  # ccxt's own logger at DEBUG too: its request lines carry the key
     }
     exe = str(Path(sys.executable).parent / "intraday")
     args = [exe, "live", "--bundle", str(bundles[0]), "--url", url, "--state-dir", str(tmp_path / "st"),
@@ -209,10 +210,15 @@ def test_cli_session_killed_and_restarted_reconciles(bundles, tmp_path):
         state = json.loads(urllib.request.urlopen(base + "/state", timeout=10).read())
         metrics = urllib.request.urlopen(base + "/metrics", timeout=10).read().decode()
         assert state["decisions"] >= 1 and "intraday_decision_seconds_bucket" in metrics
+        os.kill(p.pid, signal.SIGUSR1)  # the kill switch by signal
+        time.sleep(1.5)
+        state = json.loads(urllib.request.urlopen(base + "/state", timeout=10).read())
+        assert state["trading_state"] == "HALTED" and state["reason"] == "killed: signal SIGUSR1"
         os.kill(p.pid, signal.SIGKILL)
         p.wait(30)
         again = subprocess.run(args[:-1] + ["3"], env=env, capture_output=True, text=True, timeout=120)
         assert again.returncode == 0, again.stderr[-2000:]
+        assert json.loads(again.stdout)["trading_state"] == "HALTED"  # the kill survived the SIGKILL and restart
     finally:
         if p.poll() is None:
             p.kill()
@@ -226,4 +232,5 @@ def test_cli_session_killed_and_restarted_reconciles(bundles, tmp_path):
     rec = [x for x in lines if str(x.get("record", {}).get("message", "")).startswith("reconciled")]
     assert len(rec) >= 2 and rec[-1]["record"]["extra"]["duplicates"] == 0
     text = (tmp_path / "log.jsonl").read_text()
+    assert any(x["record"]["name"].startswith("ccxt") for x in lines)  # ccxt's DEBUG request lines are there
     assert secret not in text and key not in text and "***" not in rec[-1]["record"]["message"]
