@@ -18,6 +18,7 @@ import pandas as pd
 from .config import Settings
 from .data import SynthParams, synth_market
 from .features import FeaturePipeline
+from .metrics import sharpe_ratio
 from .train import Trainer, evaluate, model_policy
 
 # %% ../nbs/08b_audit.ipynb #f731199b
@@ -68,8 +69,9 @@ def _oos(settings: Settings, bars: pd.DataFrame, factory=None) -> dict:
         trainer.fit()
         m = evaluate(model_policy(trainer.best_model()), trainer.splits, "test", curve=True)
     r = np.diff(np.log(m.pop("equity_curve")))
-    sd = r.std(ddof=1)
-    m["t_stat"] = float(r.mean() / (sd / np.sqrt(len(r)))) if sd > 0 else 0.0
+    m["t_stat"] = sharpe_ratio(
+        r, len(r)
+    )  # mean / (sd / √n): the Sharpe ratio 'annualised' over the sample; NaN if flat
     return m
 
 
@@ -89,7 +91,7 @@ class AuditReport:
         return {
             "causality": ("PASS" if c["passed"] else "FAIL") + f": features equal on {c['points']} truncations"
             + ("" if c["passed"] else f"; leaky: {', '.join(c['leaky_features'])}"),
-            "placebo": ("PASS" if p["t_stat"] < 2 else "FAIL")
+            "placebo": ("FAIL" if p["t_stat"] >= 2 else "PASS")  # an undefined t (no trade) found no edge
             + f": martingale market, out-of-sample Sharpe {p['sharpe']:.2f}, t = {p['t_stat']:.2f} (< 2 expected)",
             "positive control": ("PASS" if not k["causality"]["passed"] else "FAIL: the audit missed a leak")
             + f": {k['leaked']} shifted one bar ahead flagged by causality; its out-of-sample Sharpe "

@@ -10,7 +10,6 @@ __all__ = ['JobParams', 'JobError', 'TrainJob']
 # %% ../nbs/07a_trainjob.ipynb #83b47751
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +18,11 @@ import plotly.graph_objects as go
 from loguru import logger
 from plotly.subplots import make_subplots
 
-from .bundle import PolicyBundle, bars_fingerprint, export_bundle
+from .backtest import BuyAndHold
+from .bundle import PolicyBundle, export_bundle
 from .config import Settings, load_settings
 from .data import BarStore, planted_signal, read_bars, synth_market, validate_bars
+from .lineage import atomic_write, bars_fingerprint, run_id
 from .train import Trainer, evaluate, model_policy, signal_policy
 
 # %% ../nbs/07a_trainjob.ipynb #b5c095c1
@@ -100,11 +101,8 @@ class TrainJob:
     def train(self) -> dict:
         "Train into the run folder; returns metrics (validation history, final val/test)."
         t = self.settings.train
-        run_id = self.params.run_id or (
-            f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{t.algo.lower()}-s{t.seed}-"
-            f"{bars_fingerprint(self.bars)['data_hash'][:8]}"
-        )
-        self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / run_id, self.progress)
+        name = self.params.run_id or run_id(t.algo, t.seed, bars_fingerprint(self.bars)["data_hash"])
+        self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / name, self.progress)
         self.run_dir = self.trainer.run_dir
         if t.folds > 1:  # per-fold and pooled validation first; the shipped model trains on the longest window
             self.walk_forward = self.trainer.walk_forward()
@@ -121,7 +119,7 @@ class TrainJob:
         signal = planted_signal(self.bars).to_numpy()[self.bars.index.get_indexer(test.index)]
         policies = {
             "policy": model_policy(self.model),
-            "buy & hold": lambda obs, bars: np.full(len(bars), int(np.argmax(pos))),
+            "buy & hold": BuyAndHold(pos).batch,
             "planted-signal oracle": signal_policy(splits.env.positions, signal),
         }
         self.curves, rows = {}, {}
@@ -156,7 +154,8 @@ class TrainJob:
         path = export_bundle(self.model, splits.pipeline, splits.fill_model, splits.env, self.run_dir / "bundle", meta)
         PolicyBundle.load(path, splits.pipeline)
         final = {**self.metrics, "bundle": str(path), "comparison": self.comparison.to_dict(orient="index")}
-        (self.run_dir / "metrics.json").write_text(json.dumps(final, indent=2, default=str))
+        text = json.dumps(final, indent=2, default=str)
+        atomic_write(self.run_dir / "metrics.json", lambda p: p.write_text(text))
         logger.info("published bundle", path=str(path))
         return path
 
