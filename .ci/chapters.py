@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 EXPORT = re.compile(r"^#\|\s*(export|exports)\b")
-CHECK = re.compile(r"\b(test_eq|test_ne|test_close|test_fail|test_is|test_eq_type|test_warns|test_stdout|test)\s*\(|^\s*assert\b", re.M)
+CHECKS = ("test_eq", "test_ne", "test_close", "test_fail", "test_is", "test_eq_type", "test_warns", "test_stdout")
+CHECK = re.compile(rf"\b({'|'.join(CHECKS)})\s*\(|^\s*assert\b", re.M)
 
 
 @dataclass

@@ -9,7 +9,7 @@ __all__ = ['SCHEMA_VERSION', 'POLICY_FILE', 'MANIFEST_FILE', 'REQUIRED_FIELDS', 
            'build_manifest', 'verify_bundle', 'PolicyBundle', 'export_bundle', 'STATE_NAMES', 'file_sha256',
            'bars_fingerprint', 'git_revision', 'library_versions']
 
-# %% ../nbs/07_bundle.ipynb #d5cb7e8e
+# %% ../nbs/07_bundle.ipynb #96b727a1
 import copy
 import json
 import math
@@ -39,7 +39,7 @@ from .lineage import atomic_write, bars_fingerprint, file_sha256, git_revision, 
 
 _all_ = ["STATE_NAMES", "file_sha256", "bars_fingerprint", "git_revision", "library_versions"]
 
-# %% ../nbs/07_bundle.ipynb #9188acbb
+# %% ../nbs/07_bundle.ipynb #c9bf9258
 SCHEMA_VERSION = 1  # manifest layout version; a bundle written with another one is refused
 POLICY_FILE = "policy.pt"
 MANIFEST_FILE = "manifest.json"
@@ -56,7 +56,7 @@ def _quiet_jit():
         warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
         yield
 
-# %% ../nbs/07_bundle.ipynb #75a706e2
+# %% ../nbs/07_bundle.ipynb #5aa66bed
 def _norm_arrays(pipeline: FeaturePipeline) -> tuple[np.ndarray, np.ndarray]:
     "Means and standard deviations of the fitted stats, in feature order (the policy module's and the probes')."
     if not pipeline.stats:
@@ -65,7 +65,7 @@ def _norm_arrays(pipeline: FeaturePipeline) -> tuple[np.ndarray, np.ndarray]:
     std = np.array([pipeline.stats[n]["std"] for n in pipeline.names], dtype=np.float64)
     return mean, std
 
-# %% ../nbs/07_bundle.ipynb #ea53c8a3
+# %% ../nbs/07_bundle.ipynb #442b19b9
 class PolicyModule(nn.Module):
     "Raw feature row + position state -> action index: the env's normalisation, the policy network, argmax."
 
@@ -92,7 +92,7 @@ class PolicyModule(nn.Module):
         obs = torch.nan_to_num(z, nan=0.0).to(torch.float32)
         return torch.argmax(self.net(obs), dim=1)
 
-# %% ../nbs/07_bundle.ipynb #8f44949f
+# %% ../nbs/07_bundle.ipynb #a233b278
 def _policy_net(model) -> nn.Sequential:
     "A detached CPU copy of the network SB3's deterministic `predict` runs: observation -> action scores."
     if isinstance(model, DQN):
@@ -108,7 +108,7 @@ def _policy_net(model) -> nn.Sequential:
         raise BundleError(f"model: expected a stable-baselines3 PPO, A2C or DQN, got {type(model).__name__}")
     return copy.deepcopy(nn.Sequential(*parts)).cpu().eval().requires_grad_(False)
 
-# %% ../nbs/07_bundle.ipynb #5a74cd00
+# %% ../nbs/07_bundle.ipynb #2cd94757
 def policy_module(
     model,  # trained stable-baselines3 PPO, A2C or DQN (Discrete actions, flat Box observations)
     pipeline: FeaturePipeline,  # the fitted pipeline whose stats normalised the model's observations
@@ -132,7 +132,7 @@ def policy_module(
                 raise BundleError(f"model: the traced policy differs from the eager one on a {tuple(x.shape)} input")
     return traced
 
-# %% ../nbs/07_bundle.ipynb #03e90fba
+# %% ../nbs/07_bundle.ipynb #836b5a11
 _COMPUTED = ("schema_version", "created_at", "feature_names", "state_names", "normalization", "observation_shape",
              "action_map", "fill_model", "env", "versions", "policy", "policy_sha256")  # fmt: skip
 
@@ -146,7 +146,7 @@ _HYPER = ("learning_rate", "gamma", "gae_lambda", "n_steps", "batch_size", "n_ep
           "gradient_steps", "exploration_initial_eps", "exploration_final_eps", "exploration_fraction",
           "n_envs")  # fmt: skip
 
-# %% ../nbs/07_bundle.ipynb #b3415fe0
+# %% ../nbs/07_bundle.ipynb #9c55402e
 def _jsonable(x):
     "Plain JSON data: numpy scalars as numbers, non-finite floats as None, classes by name, anything else as str."
     if isinstance(x, Mapping):
@@ -167,7 +167,7 @@ def _jsonable(x):
         return x.isoformat()
     return str(x)
 
-# %% ../nbs/07_bundle.ipynb #bb6f3932
+# %% ../nbs/07_bundle.ipynb #8d415bbf
 def _model_hyperparameters(model) -> dict:
     "The hyperparameters a trained SB3 model carries (schedules by their starting value)."
     out = {}
@@ -188,7 +188,7 @@ def _model_hyperparameters(model) -> dict:
     out["num_timesteps"] = model.num_timesteps
     return out
 
-# %% ../nbs/07_bundle.ipynb #ae2deb5d
+# %% ../nbs/07_bundle.ipynb #fb230bab
 def build_manifest(
     model,  # trained stable-baselines3 PPO, A2C or DQN
     pipeline: FeaturePipeline,  # the fitted feature pipeline the model was trained on
@@ -236,7 +236,7 @@ def build_manifest(
     }
     return _jsonable(manifest)
 
-# %% ../nbs/07_bundle.ipynb #d541a52e
+# %% ../nbs/07_bundle.ipynb #13b5a651
 def _major(version) -> int | None:
     "Major version number of a version string, None if there is none."
     try:
@@ -244,7 +244,7 @@ def _major(version) -> int | None:
     except ValueError:
         return None
 
-
+# %% ../nbs/07_bundle.ipynb #835f233c
 def _check_manifest(m: dict) -> list[str]:
     "Problems of a manifest's own fields, before any file is opened."
     if m.get("schema_version") != SCHEMA_VERSION:
@@ -291,7 +291,7 @@ def _check_manifest(m: dict) -> list[str]:
         )
     return problems
 
-# %% ../nbs/07_bundle.ipynb #6a3ce886
+# %% ../nbs/07_bundle.ipynb #1971ddec
 def _check_pipeline(m: dict, pipeline: FeaturePipeline) -> list[str]:
     "Problems of running `pipeline` against a bundle's manifest: names and order, indicators, clip, fitted stats."
     names, running = m["feature_names"], list(pipeline.names)
@@ -321,7 +321,7 @@ def _check_pipeline(m: dict, pipeline: FeaturePipeline) -> list[str]:
             problems.append(f"manifest.json: normalization.stats: bundle and running pipeline differ for {diff}")
     return problems
 
-# %% ../nbs/07_bundle.ipynb #964c4c90
+# %% ../nbs/07_bundle.ipynb #915719cd
 def _check_bundle(path, pipeline: FeaturePipeline | None = None) -> tuple[list[str], dict | None, object]:
     "Every problem of the bundle at `path` (empty if valid), its manifest and its loaded policy module."
     root = Path(path)
@@ -372,7 +372,7 @@ def _check_bundle(path, pipeline: FeaturePipeline | None = None) -> tuple[list[s
         problems.append(f"policy.pt: forward pass on zeros of shape (2, {width}) failed: {type(e).__name__}: {first}")
     return problems, m, module
 
-
+# %% ../nbs/07_bundle.ipynb #6def222c
 def _version_notes(m: dict) -> list[str]:
     "Library versions that differ between the bundle's build and the running process (torch majors were refused)."
     built = m.get("versions") or {}
@@ -387,7 +387,7 @@ def verify_bundle(
     "Every problem of the bundle at `path`, as messages naming file and field; an empty list if it is valid."
     return _check_bundle(path, pipeline)[0]
 
-# %% ../nbs/07_bundle.ipynb #184c505c
+# %% ../nbs/07_bundle.ipynb #697c4ce9
 class PolicyBundle:
     "A verified policy bundle: the TorchScript policy and its manifest, ready to act on raw feature rows."
 
@@ -425,7 +425,7 @@ class PolicyBundle:
         return (f"PolicyBundle({self.path}: {m['algorithm']}, {self._nf} features, actions {self.positions}, "
                 f"sha256 {m['policy_sha256'][:12]})")  # fmt: skip
 
-# %% ../nbs/07_bundle.ipynb #dfe20ce3
+# %% ../nbs/07_bundle.ipynb #e5186623
 @patch
 def act(
     self: PolicyBundle,
@@ -454,7 +454,7 @@ def target(
     "Target position (fraction of equity) the policy picks for one raw feature row."
     return self.positions[self.act(raw_features, position_state)]
 
-
+# %% ../nbs/07_bundle.ipynb #2d74206e
 @patch
 def act_batch(
     self: PolicyBundle,
@@ -472,7 +472,7 @@ def act_batch(
     with torch.inference_mode():
         return self.module(torch.from_numpy(np.ascontiguousarray(x))).numpy()
 
-# %% ../nbs/07_bundle.ipynb #aef1e287
+# %% ../nbs/07_bundle.ipynb #7fc209f8
 @patch
 def pipeline(self: PolicyBundle) -> FeaturePipeline:
     "The feature pipeline the policy was trained with, normalisation stats included."
@@ -500,7 +500,7 @@ def summary(self: PolicyBundle) -> dict:
     return {"path": str(self.path), "features": self._nf, **{k: m.get(k) for k in keys},
             "version_notes": self.version_notes}  # fmt: skip
 
-# %% ../nbs/07_bundle.ipynb #ba6fd2cf
+# %% ../nbs/07_bundle.ipynb #bbd50cd5
 _rename = os.replace  # the one rename export uses to move folders (tests make it fail)
 
 
@@ -522,7 +522,7 @@ def _check_against_model(bundle: PolicyBundle, model, pipeline: FeaturePipeline,
     if bad := int((bundle.act_batch(np.hstack([raw, state])) != theirs).sum()):
         raise BundleError(f"policy.pt: picks other actions than the model's deterministic predict on {bad} of {n} rows")
 
-# %% ../nbs/07_bundle.ipynb #0e085be5
+# %% ../nbs/07_bundle.ipynb #9ac626bd
 def _swap_into_place(tmp: Path, dest: Path) -> None:
     "Rename the finished bundle `tmp` to `dest`; a bundle already there is replaced only once `tmp` has moved in."
     if not dest.exists():
@@ -537,7 +537,7 @@ def _swap_into_place(tmp: Path, dest: Path) -> None:
         raise
     shutil.rmtree(old, ignore_errors=True)
 
-# %% ../nbs/07_bundle.ipynb #c56c12e0
+# %% ../nbs/07_bundle.ipynb #275f7320
 def export_bundle(
     model,  # trained stable-baselines3 PPO, A2C or DQN (Discrete actions)
     pipeline: FeaturePipeline,  # the fitted feature pipeline the model was trained on

@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/train.html.md"""
 __all__ = ['ALGOS', 'model_policy', 'evaluate', 'ProgressCallback', 'RiskCallback', 'EvalCallback', 'walk_forward_splits',
            'RunState', 'make_deterministic', 'Trainer', 'signal_policy', 'tune']
 
-# %% ../nbs/06_train.ipynb #73b9c904
+# %% ../nbs/06_train.ipynb #89c2bc60
 import json
 import math
 import time
@@ -35,7 +35,7 @@ from .lineage import atomic_write, bars_fingerprint, git_revision, library_versi
 from .metrics import bars_per_year as metrics_bars_per_year
 from .metrics import drawdown, pooled, sharpe_ratio
 
-# %% ../nbs/06_train.ipynb #101f81b0
+# %% ../nbs/06_train.ipynb #4234138f
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN}
 
 
@@ -43,7 +43,7 @@ def model_policy(model: BaseAlgorithm):
     "A policy function from a stable-baselines3 model: its deterministic action."
     return lambda obs, bar_idx: model.predict(obs, deterministic=True)[0]
 
-# %% ../nbs/06_train.ipynb #a535acfd
+# %% ../nbs/06_train.ipynb #c0a5f24b
 def _rollout(policy, splits: EnvSplits, split: str) -> tuple[np.ndarray, dict]:
     "Equity (episode_len + 1, episodes) of the policy over episodes tiling a split, and its trading activity."
     starts, length = splits.episode_starts(split), splits.env.episode_len
@@ -60,7 +60,7 @@ def _rollout(policy, splits: EnvSplits, split: str) -> tuple[np.ndarray, dict]:
                 trades, traded, costs = trades + 1, traded + abs(i["fill_qty"] * i["fill_price"]), costs + i["cost"]
     return equity, {"trades": trades, "traded": traded, "costs": costs}
 
-# %% ../nbs/06_train.ipynb #0521e559
+# %% ../nbs/06_train.ipynb #c439c929
 def evaluate(
     policy,  # (observations (N, D), bar positions (N,)) -> action indices (N,)
     splits: EnvSplits,  # environments
@@ -89,7 +89,7 @@ def evaluate(
         out["equity_curve"] = splits.env.initial_cash * np.exp(np.concatenate([[0.0], np.cumsum(flat)]))
     return out
 
-# %% ../nbs/06_train.ipynb #61be8ac3
+# %% ../nbs/06_train.ipynb #0d6a0a49
 class ProgressCallback(BaseCallback):
     "A tqdm progress bar over timesteps (no extra dependency)."
 
@@ -104,7 +104,7 @@ class ProgressCallback(BaseCallback):
     def _on_training_end(self) -> None:
         self.bar.close()
 
-# %% ../nbs/06_train.ipynb #32fa915d
+# %% ../nbs/06_train.ipynb #ce13a42d
 class RiskCallback(BaseCallback):
     "Watches training episodes: a drawdown beyond `max_drawdown` is a breach; stops the run or counts a penalty."
 
@@ -135,7 +135,7 @@ class RiskCallback(BaseCallback):
                 self.peak[n], self.worst[n] = self.initial_cash, 0.0
         return True
 
-# %% ../nbs/06_train.ipynb #9f54170a
+# %% ../nbs/06_train.ipynb #bd8c3a65
 class EvalCallback(BaseCallback):
     "Every `every` steps: validation metrics, best-model save, early stopping, periodic atomic checkpoints."
 
@@ -164,7 +164,7 @@ class EvalCallback(BaseCallback):
             self.trainer._checkpoint(self.model)
         return keep_going
 
-# %% ../nbs/06_train.ipynb #9bb65753
+# %% ../nbs/06_train.ipynb #bc4819b8
 def walk_forward_splits(
     settings: Settings,  # [train] folds, [env] fractions
     bars: pd.DataFrame,  # the whole history
@@ -179,7 +179,7 @@ def walk_forward_splits(
     block = tv_end // (folds + 1)
     return [build_envs(settings, bars, ((k + 1) * block, (k + 2) * block), make()) for k in range(folds)]
 
-# %% ../nbs/06_train.ipynb #8ef31820
+# %% ../nbs/06_train.ipynb #8b43d315
 @dataclass
 class RunState:
     "Progress of a training run, saved as state.json for --resume."
@@ -207,7 +207,7 @@ class RunState:
             raise ValueError(f"{path}: unknown run state keys {unknown}")
         return cls(**d)
 
-# %% ../nbs/06_train.ipynb #8867a95e
+# %% ../nbs/06_train.ipynb #351a08fe
 def _score(sharpe: float) -> float:
     "The Sharpe ratio as a score: an undefined one (NaN, no trade) is zero edge."
     return sharpe if math.isfinite(sharpe) else 0.0
@@ -223,7 +223,7 @@ def make_deterministic(seed: int) -> None:
 def _write_json(path: Path, obj: Any) -> None:
     atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
 
-# %% ../nbs/06_train.ipynb #dbc2a865
+# %% ../nbs/06_train.ipynb #e6b4d28d
 @dataclass
 class Trainer:
     "Trains a stable-baselines3 agent on the environments of `settings` and `bars`, into a run folder."
@@ -257,7 +257,7 @@ class Trainer:
             "versions": library_versions(),
         }
 
-# %% ../nbs/06_train.ipynb #c16f4ec0
+# %% ../nbs/06_train.ipynb #796b976a
 @patch
 def _checkpoint(self: Trainer, model: BaseAlgorithm) -> Path:
     "Atomically write ckpt_<steps>.zip (and the replay buffer of off-policy algorithms), then state.json."
@@ -270,7 +270,7 @@ def _checkpoint(self: Trainer, model: BaseAlgorithm) -> Path:
     self.state.save(self.run_dir / "state.json")
     return ckpt
 
-
+# %% ../nbs/06_train.ipynb #4f7efade
 @patch
 def make_model(self: Trainer, env: IntradayVecEnv) -> BaseAlgorithm:
     "A fresh model of [train] algo and hyperparameters."
@@ -285,7 +285,7 @@ def make_model(self: Trainer, env: IntradayVecEnv) -> BaseAlgorithm:
         kw.update(batch_size=t.batch_size, learning_starts=min(1000, t.total_timesteps // 10), buffer_size=100_000)
     return ALGOS[t.algo]("MlpPolicy", env, **kw)
 
-# %% ../nbs/06_train.ipynb #32838bd9
+# %% ../nbs/06_train.ipynb #90a2f3a3
 @patch
 def _evaluate(self: Trainer, model: BaseAlgorithm, sb3_logger, patience: int, trial=None) -> bool:
     "Validation metrics into the logs; keep the best model; False when patience runs out (or a trial is pruned)."
@@ -310,7 +310,7 @@ def _evaluate(self: Trainer, model: BaseAlgorithm, sb3_logger, patience: int, tr
             return False
     return not (patience and self.state.since_best >= patience)
 
-# %% ../nbs/06_train.ipynb #14ccc76f
+# %% ../nbs/06_train.ipynb #53755f19
 @patch
 def _start_model(self: Trainer, env, resume: bool) -> BaseAlgorithm:
     "The model to continue (the last checkpoint when resuming) or a fresh one with config.json and lineage.json."
@@ -330,7 +330,7 @@ def _start_model(self: Trainer, env, resume: bool) -> BaseAlgorithm:
     logger.info("resuming", run=str(self.run_dir), steps=int(model.num_timesteps))
     return model
 
-# %% ../nbs/06_train.ipynb #76188c97
+# %% ../nbs/06_train.ipynb #fa67cbf7
 @patch
 def fit(self: Trainer, resume: bool = False, trial=None) -> BaseAlgorithm:
     "Train to [train] total_timesteps (continuing from the last checkpoint if `resume`); returns the model."
@@ -357,7 +357,7 @@ def fit(self: Trainer, resume: bool = False, trial=None) -> BaseAlgorithm:
     self.model = model
     return model
 
-# %% ../nbs/06_train.ipynb #0ce8502d
+# %% ../nbs/06_train.ipynb #141f2044
 @patch
 def best_model(self: Trainer) -> BaseAlgorithm:
     "The best model on validation (the last one if no evaluation ran)."
@@ -379,7 +379,7 @@ def finish(self: Trainer, model: BaseAlgorithm | None = None) -> dict:
     _write_json(self.run_dir / "metrics.json", out)
     return out
 
-# %% ../nbs/06_train.ipynb #d6769332
+# %% ../nbs/06_train.ipynb #7ebf0e95
 @patch
 def walk_forward(self: Trainer) -> dict:
     "Train a fresh model per fold (its own train window and normalisation); validation per fold and pooled."
@@ -399,7 +399,7 @@ def walk_forward(self: Trainer) -> dict:
     _write_json(self.run_dir / "walk_forward.json", out)
     return out
 
-
+# %% ../nbs/06_train.ipynb #92a235d9
 @patch(cls_method=True)
 def resume(cls: Trainer, run_dir: str | Path, bars: pd.DataFrame, progress: bool = False) -> Trainer:
     "A trainer for an existing run folder, with the settings it was started with."
@@ -409,7 +409,7 @@ def resume(cls: Trainer, run_dir: str | Path, bars: pd.DataFrame, progress: bool
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
     return cls(Settings.model_validate(json.loads(cfg.read_text())), bars, run_dir, progress)
 
-# %% ../nbs/06_train.ipynb #a09aa073
+# %% ../nbs/06_train.ipynb #23e672f3
 def signal_policy(
     positions,  # the env's action set ([env] positions)
     signal: np.ndarray,  # one value per bar of the split the policy is evaluated on
@@ -419,7 +419,7 @@ def signal_policy(
     long_a, short_a = int(np.argmax(pos)), int(np.argmin(pos))
     return lambda obs, bar_idx: np.where(signal[bar_idx] > 0, long_a, short_a)
 
-# %% ../nbs/06_train.ipynb #b8b34a00
+# %% ../nbs/06_train.ipynb #fb7ac2d6
 def tune(
     settings: Settings,  # [train] base settings and the [tune] search space
     bars: pd.DataFrame,  # the history to train and validate on
