@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/report.html.md"""
 __all__ = ['MIN_ANNUALISE_DAYS', 'COMPOUNDED', 'intraday_profile', 'market_figure', 'write_report', 'mark_short_sample',
            'bundle_html', 'backtest_figures', 'backtest_report']
 
-# %% ../nbs/09_report.ipynb #aed25d81
+# %% ../nbs/09_report.ipynb #916465a6
 import html
 from pathlib import Path
 
@@ -20,7 +20,7 @@ from plotly.subplots import make_subplots
 from .lineage import atomic_write
 from .metrics import METRIC_LABELS, metrics_table, performance
 
-# %% ../nbs/09_report.ipynb #a0f7ebf7
+# %% ../nbs/09_report.ipynb #c095afb1
 def intraday_profile(
     bars: pd.DataFrame,  # bars with a UTC index
     bucket_minutes: int = 30,  # width of a time-of-day bucket
@@ -31,7 +31,7 @@ def intraday_profile(
     out = pd.DataFrame({"abs_return": r.to_numpy(), "volume": bars["volume"].to_numpy(), "minute": tod})
     return out.groupby("minute").mean()
 
-# %% ../nbs/09_report.ipynb #f8403811
+# %% ../nbs/09_report.ipynb #9b3bdff7
 def market_figure(
     bars: pd.DataFrame,  # bars to show
     title: str = "market",  # figure title
@@ -58,7 +58,7 @@ def market_figure(
     fig.update_layout(title=title, height=820, showlegend=False, template="plotly_white", bargap=0.05)
     return fig
 
-# %% ../nbs/09_report.ipynb #ed23505c
+# %% ../nbs/09_report.ipynb #5ad909b3
 def write_report(
     figures: list[go.Figure],  # figures, top to bottom
     path: str | Path,  # destination .html
@@ -76,7 +76,7 @@ def write_report(
     )
     return atomic_write(path, lambda p: p.write_text(page, encoding="utf-8"))
 
-# %% ../nbs/09_report.ipynb #87544bd0
+# %% ../nbs/09_report.ipynb #e81c7ad5
 MIN_ANNUALISE_DAYS = 30.0  # shorter samples get no compounded annual figures
 COMPOUNDED = ("annual_return", "calmar")  # metrics that compound a sample's mean return over a year
 
@@ -98,7 +98,7 @@ def mark_short_sample(
                 out.loc[label, name] = f"n/a ({days:.1f} days < {min_days:g})"
     return out
 
-# %% ../nbs/09_report.ipynb #88c3dd72
+# %% ../nbs/09_report.ipynb #52b84715
 def _table(rows: dict, title: str) -> str:
     "A two-column HTML table of a dict."
     body = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows.items())
@@ -120,7 +120,7 @@ def bundle_html(
     )
     return _table(rest, "policy bundle") + "<h2>policy bundle: metrics at export</h2>" + shown.to_html()
 
-# %% ../nbs/09_report.ipynb #a28d81cc
+# %% ../nbs/09_report.ipynb #036e9c5b
 def backtest_figures(
     results: dict,  # strategy name -> BacktestResult (the first is the policy under study)
     bars: pd.DataFrame,  # the bars replayed
@@ -161,7 +161,7 @@ def backtest_figures(
         f.update_layout(template="plotly_white", height=380)
     return figs
 
-# %% ../nbs/09_report.ipynb #8be3b2d1
+# %% ../nbs/09_report.ipynb #cc2bec55
 def backtest_report(
     results: dict,  # strategy name -> BacktestResult (the policy first)
     bars: pd.DataFrame,  # the bars replayed
