@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/audit.html.md"""
 # %% auto #0
 __all__ = ['causality_check', 'LeakyPipeline', 'AuditReport', 'audit']
 
-# %% ../nbs/08b_audit.ipynb #e073de2f
+# %% ../nbs/08b_audit.ipynb #bdd47894
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +21,7 @@ from .features import FeaturePipeline
 from .metrics import sharpe_ratio
 from .train import Trainer, evaluate, model_policy
 
-# %% ../nbs/08b_audit.ipynb #f731199b
+# %% ../nbs/08b_audit.ipynb #b580dc7b
 def causality_check(
     pipeline: FeaturePipeline,  # features to check
     bars: pd.DataFrame,  # data
@@ -42,7 +42,7 @@ def causality_check(
     return {"passed": not bad_features, "max_abs_diff": worst, "leaky_features": sorted(bad_features),
             "points": n_points}  # fmt: skip
 
-
+# %% ../nbs/08b_audit.ipynb #c2c5750b
 class LeakyPipeline(FeaturePipeline):
     "A FeaturePipeline with one feature shifted one bar into the future: the audit's positive control."
 
@@ -61,7 +61,7 @@ class LeakyPipeline(FeaturePipeline):
     def stream(self):
         raise RuntimeError("a leaky pipeline cannot stream: it needs the next bar")
 
-# %% ../nbs/08b_audit.ipynb #768d95b5
+# %% ../nbs/08b_audit.ipynb #e33b7904
 def _oos(settings: Settings, bars: pd.DataFrame, factory=None) -> dict:
     "Train with `settings` on `bars` and evaluate the best model on the test split: metrics plus the t-statistic."
     with tempfile.TemporaryDirectory() as d:
@@ -74,7 +74,7 @@ def _oos(settings: Settings, bars: pd.DataFrame, factory=None) -> dict:
     )  # mean / (sd / √n): the Sharpe ratio 'annualised' over the sample; NaN if flat
     return m
 
-
+# %% ../nbs/08b_audit.ipynb #a4efb170
 @dataclass
 class AuditReport:
     "The three verdicts of a leakage audit, with their evidence."
@@ -103,7 +103,7 @@ class AuditReport:
         "All three checks passed."
         return all(v.startswith("PASS") for v in self.verdicts.values())
 
-
+# %% ../nbs/08b_audit.ipynb #5c05aeb7
 def audit(
     settings: Settings,  # training recipe ([features] [fills] [env] [train])
     bars: pd.DataFrame,  # the data the strategy is meant for
