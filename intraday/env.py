@@ -9,7 +9,7 @@ __all__ = ['BOOK', 'CLOCK', 'STEP', 'OHLCV', 'STATE_NAMES', 'STATE_WIDTH', 'STAT
            'position_state', 'place_order', 'execute_bar', 'episode_bounds', 'observation_space', 'IntradayEnv',
            'IntradayVecEnv', 'EnvSplits', 'build_envs']
 
-# %% ../nbs/05_env.ipynb #8768860e
+# %% ../nbs/05_env.ipynb #a165afd2
 import math
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -27,7 +27,7 @@ from .data import BAR_COLUMNS
 from .features import FeaturePipeline
 from .fills import FillModel, fill_kernel
 
-# %% ../nbs/05_env.ipynb #b93e0923
+# %% ../nbs/05_env.ipynb #bdd235d5
 class Book(NamedTuple):
     "Columns of `book`, the float state of each env: money, position and the standing target."
 
@@ -49,7 +49,7 @@ class Clock(NamedTuple):
 
 BOOK, CLOCK = Book(), Clock()
 
-# %% ../nbs/05_env.ipynb #05f374b7
+# %% ../nbs/05_env.ipynb #19ea2a9a
 class StepOut(NamedTuple):
     "Columns of `out`, what a step reports for each env."
 
@@ -80,7 +80,7 @@ class Ohlcv(NamedTuple):
 
 OHLCV = Ohlcv()
 
-# %% ../nbs/05_env.ipynb #2bc8e0d4
+# %% ../nbs/05_env.ipynb #8b0a1280
 STATE_NAMES = ("position_weight", "unrealized_pnl", "time_left")  # the position state, after the features
 STATE_WIDTH = len(STATE_NAMES)
 STATE_CLIP = 100.0  # weight and unrealised PnL are clipped to ±STATE_CLIP
@@ -102,7 +102,7 @@ def position_state(
         u = min(max(qty * (close - avg_price) / equity, -STATE_CLIP), STATE_CLIP)
     return w, u, (episode_len - steps) / episode_len
 
-# %% ../nbs/05_env.ipynb #0d42cf1b
+# %% ../nbs/05_env.ipynb #ec46fcbc
 @njit(cache=True)
 def place_order(
     book,  # (N, len(BOOK)) float state
@@ -124,7 +124,7 @@ def place_order(
     if abs(order) * c_t > 1e-9 * abs(e_t):
         pending[n, lat - 1] += order
 
-# %% ../nbs/05_env.ipynb #ebf032ef
+# %% ../nbs/05_env.ipynb #b301144b
 @njit(cache=True)
 def _update_avg_price(avg, q0, filled, price):
     "Average entry price after a fill of `filled` at `price` on a position of `q0` at `avg`."
@@ -135,7 +135,7 @@ def _update_avg_price(avg, q0, filled, price):
         return price  # flipped: the new position was opened at this price
     return 0.0 if q1 == 0.0 else avg
 
-# %% ../nbs/05_env.ipynb #77df6996
+# %% ../nbs/05_env.ipynb #93f0e735
 @njit(cache=True)
 def execute_bar(
     book,  # (N, len(BOOK)) float state
@@ -162,7 +162,7 @@ def execute_bar(
     out[n, STEP.spread_cost], out[n, STEP.impact_cost] = sc, ic
     out[n, STEP.equity], out[n, STEP.position] = equity, book[n, BOOK.qty]
 
-# %% ../nbs/05_env.ipynb #ca5a2ff4
+# %% ../nbs/05_env.ipynb #3046fd47
 @njit(cache=True)
 def _write_obs(n, book, clock, X, close, episode_len, obs):
     "Observation of env n at its current bar: features, then the position state."
@@ -185,14 +185,14 @@ def _reset_env(n, start, cash, book, clock, pending, X, close, episode_len, obs)
     pending[n, :] = 0.0
     _write_obs(n, book, clock, X, close, episode_len, obs)
 
-# %% ../nbs/05_env.ipynb #1937aa77
+# %% ../nbs/05_env.ipynb #b22ff4d9
 @njit(cache=True)
 def _shaped_reward(e_t, equity, peak_t, peak, traded, dd_pen, turn_pen):
     "Net log equity change, minus drawdown_penalty × drawdown increase and turnover_penalty × traded / equity."
     dd_increase = max(0.0, (1.0 - equity / peak) - (1.0 - e_t / peak_t))
     return math.log(max(equity, 1e-12) / e_t) - (dd_pen * dd_increase + turn_pen * traded / e_t)
 
-# %% ../nbs/05_env.ipynb #c93ab9f8
+# %% ../nbs/05_env.ipynb #0c8b789a
 @njit(cache=True)
 def _step_envs(
     actions, positions, book, clock, pending, mkt, X, fp, episode_len, force_flat, dd_pen, turn_pen, obs, out
@@ -229,7 +229,7 @@ def _step_envs(
         out[n, STEP.truncated] = 1.0 if steps + 1 >= episode_len else 0.0
         _write_obs(n, book, clock, X, mkt[:, OHLCV.close], episode_len, obs)
 
-# %% ../nbs/05_env.ipynb #34f1fc89
+# %% ../nbs/05_env.ipynb #b6c69775
 def episode_bounds(
     features: np.ndarray,  # feature rows aligned with the bars
     n_bars: int,  # bars of the split
@@ -251,7 +251,7 @@ def episode_bounds(
         )
     return first, last
 
-# %% ../nbs/05_env.ipynb #a8629848
+# %% ../nbs/05_env.ipynb #48f60686
 def observation_space(
     n_features: int,  # feature columns
     clip: float,  # features lie in [-clip, clip]
@@ -261,7 +261,7 @@ def observation_space(
     low = np.array([-clip] * n_features + [-STATE_CLIP, -STATE_CLIP, 0.0], dtype=np.float32)
     return spaces.Box(low, high, dtype=np.float32)
 
-# %% ../nbs/05_env.ipynb #261e37c4
+# %% ../nbs/05_env.ipynb #424624e2
 class _Core:
     "Arrays and kernels shared by the single and the batched environment."
 
@@ -292,19 +292,21 @@ class _Core:
         _step_envs(actions, self.positions, self.book, self.clock, self.pending, self.mkt, self.X, self.fp,
                    self.episode_len, *self.shaping, self.obs, self.out)  # fmt: skip
 
-# %% ../nbs/05_env.ipynb #4a4f6922
+# %% ../nbs/05_env.ipynb #66290915
+_INFO_COLS = (STEP.fill_qty, STEP.fill_price, STEP.fee, STEP.spread_cost, STEP.impact_cost, STEP.equity, STEP.position)
+
+
 @patch
 def infos(self: _Core) -> list[dict]:
     "The step's info dict of every env (plain Python floats)."
-    q, p, f, s, i = STEP.fill_qty, STEP.fill_price, STEP.fee, STEP.spread_cost, STEP.impact_cost
-    e, pos = STEP.equity, STEP.position
+    q, p, f, s, i, e, pos = _INFO_COLS
     return [
         {"fill_qty": o[q], "fill_price": o[p], "fee": o[f], "spread_cost": o[s], "impact_cost": o[i],
          "cost": o[s] + o[i] + o[f], "equity": o[e], "position": o[pos], "bar": b}
         for o, b in zip(self.out.tolist(), self.clock[:, CLOCK.bar].tolist(), strict=True)
     ]  # fmt: skip
 
-# %% ../nbs/05_env.ipynb #e1626504
+# %% ../nbs/05_env.ipynb #c9fb5ac0
 class IntradayEnv(gym.Env):
     "Trading environment: decide at the close of bar t, fill in bar t + latency, reward = net log equity change."
 
@@ -348,7 +350,7 @@ class IntradayEnv(gym.Env):
             self._core.infos()[0],
         )
 
-# %% ../nbs/05_env.ipynb #91b2c11b
+# %% ../nbs/05_env.ipynb #a7f15b6b
 class _NoSubEnvs:
     "The parts of SB3's VecEnv interface about per-env objects: there are none, attributes are the one object's."
 
@@ -367,7 +369,7 @@ class _NoSubEnvs:
     def env_is_wrapped(self, wrapper_class, indices=None):
         return [False] * len(self._get_indices(indices))
 
-# %% ../nbs/05_env.ipynb #48574164
+# %% ../nbs/05_env.ipynb #0f7c9adc
 class IntradayVecEnv(_NoSubEnvs, VecEnv):
     "N trading environments stepped in one numba call (stable-baselines3 VecEnv), auto-resetting at episode end."
 
@@ -431,7 +433,7 @@ class IntradayVecEnv(_NoSubEnvs, VecEnv):
             obs[n] = core.obs[n]
         return obs, rewards, dones, infos
 
-# %% ../nbs/05_env.ipynb #ab204f1d
+# %% ../nbs/05_env.ipynb #6be87016
 @dataclass
 class EnvSplits:
     "Train/validation/test bars with normalised features, the fitted pipeline and the fill model."
@@ -462,7 +464,7 @@ class EnvSplits:
         "First and last bar of each split."
         return {k: (b.index[0], b.index[-1]) for k, b in self.bars.items()}
 
-# %% ../nbs/05_env.ipynb #9595d60e
+# %% ../nbs/05_env.ipynb #a858bd67
 def _split_cuts(n: int, env: EnvSettings, embargo: int, cuts: tuple[int, int] | None) -> dict[str, tuple[int, int]]:
     "Bar ranges [a, b) of the splits: train, (val,) test, an embargo between them."
     t_end, v_end = cuts or (int(n * env.train), int(n * (env.train + env.val)))
@@ -477,7 +479,7 @@ def _split_cuts(n: int, env: EnvSettings, embargo: int, cuts: tuple[int, int] | 
         )
     return out
 
-# %% ../nbs/05_env.ipynb #507109a1
+# %% ../nbs/05_env.ipynb #a8e5422f
 def build_envs(
     settings: Settings,  # [features] [fills] [env] (and [data] timeframe)
     bars: pd.DataFrame,  # the whole history, oldest first
