@@ -47,5 +47,5 @@ def test_the_table_counts_what_it_says(tmp_path):
     ]
     nbformat.write(nb, tmp_path / "x.ipynb")
     c = chapters.chapter(tmp_path / "x.ipynb")
-    assert (c.exported, c.median, c.longest_exported, c.checked) == (3, 2, 3, 1)
-    assert "| x | 3 | 2 | 3 | 3 | 1 of 3 |" in chapters.table([tmp_path / "x.ipynb"])
+    assert (c.exported, c.median, c.longest_exported, c.checked) == (3, 3, 4, 1)  # lines as written, blanks too
+    assert "| x | 3 | 3 | 4 | 4 | 1 of 3 |" in chapters.table([tmp_path / "x.ipynb"])
