@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/backtest.html.md"""
 __all__ = ['Policy', 'BuyAndHold', 'SMACross', 'RandomPolicy', 'bundle_policy', 'DailyLossLimit', 'BacktestResult', 'Backtester',
            'decision_targets', 'sma_targets', 'vectorbt_portfolio']
 
-# %% ../nbs/08_backtest.ipynb #f46157e4
+# %% ../nbs/08_backtest.ipynb #60002e19
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -22,7 +22,7 @@ from .env import BOOK, STEP, execute_bar, place_order, position_state
 from .features import FeaturePipeline
 from .fills import FillModel
 
-# %% ../nbs/08_backtest.ipynb #6246b6d1
+# %% ../nbs/08_backtest.ipynb #b88a8716
 Policy = Callable[[np.ndarray, np.ndarray, np.ndarray], int]
 
 
@@ -39,7 +39,7 @@ class BuyAndHold:
         "The action of every observation in a batch (evaluate's policy signature)."
         return np.full(len(bar_idx), self.action)
 
-# %% ../nbs/08_backtest.ipynb #365ad0e4
+# %% ../nbs/08_backtest.ipynb #47bb1eb3
 class SMACross:
     "Long when the fast simple moving average of closes is above the slow one, else short (or flat if long-only)."
 
@@ -61,7 +61,7 @@ class SMACross:
         idx = (self.n - 1 - np.arange(self.fast)) % self.slow
         return self.long if self.buf[idx].mean() > self.buf.mean() else self.short
 
-# %% ../nbs/08_backtest.ipynb #7de3741a
+# %% ../nbs/08_backtest.ipynb #7e722c25
 class RandomPolicy:
     "A seeded random action each bar (a placebo)."
 
@@ -76,7 +76,7 @@ def bundle_policy(bundle) -> Policy:
     "A PolicyBundle as a backtest policy: raw features and position state in, action index out."
     return lambda bar, features, state: bundle.act(features, state)
 
-# %% ../nbs/08_backtest.ipynb #a144e125
+# %% ../nbs/08_backtest.ipynb #d45b9d17
 @dataclass
 class DailyLossLimit:
     "Halts trading for the rest of a UTC day once equity falls `limit` below the day's first decision equity."
@@ -98,7 +98,7 @@ class DailyLossLimit:
             self.halted = True
         return self.halted
 
-# %% ../nbs/08_backtest.ipynb #91dc7a57
+# %% ../nbs/08_backtest.ipynb #c344ea14
 @dataclass
 class BacktestResult:
     "What a backtest did, bar by bar: equity and position at each close, every fill and decision, costs by kind."
@@ -117,7 +117,7 @@ class BacktestResult:
         return {"start": str(eq.index[0]), "end": str(eq.index[-1]), "total_return": total, "fills": len(self.fills),
                 "costs": float(sum(self.costs.values()))}  # fmt: skip
 
-# %% ../nbs/08_backtest.ipynb #d6d674c1
+# %% ../nbs/08_backtest.ipynb #e44d915f
 _FILL_COLS = {"qty": STEP.fill_qty, "price": STEP.fill_price, "fee": STEP.fee, "spread_cost": STEP.spread_cost,
               "impact_cost": STEP.impact_cost}  # fmt: skip
 
@@ -132,7 +132,7 @@ def _costs(fills: pd.DataFrame) -> dict:
     return {"fee": float(fills["fee"].sum()), "spread": float(fills["spread_cost"].sum()),
             "impact": float(fills["impact_cost"].sum())}  # fmt: skip
 
-# %% ../nbs/08_backtest.ipynb #62322d8a
+# %% ../nbs/08_backtest.ipynb #91671de3
 class Backtester:
     "Replays bars through streaming features, a policy, risk limits, and the environment's order and fill logic."
 
@@ -168,6 +168,7 @@ class Backtester:
         book[0, BOOK.cash] = book[0, BOOK.equity] = book[0, BOOK.peak] = env.initial_cash
         QTY, AVG, EQUITY, FILLED = BOOK.qty, BOOK.avg_price, BOOK.equity, STEP.fill_qty  # column names as fast locals
         fill_cols = list(_FILL_COLS.values())
+        state_of = getattr(position_state, "py_func", position_state)  # the same function, without numba's dispatch
         stream, limit = self.pipeline.stream(), DailyLossLimit(self.risk.daily_loss_limit)
         equity, qty, fills, decisions = np.full(end, np.nan), np.zeros(end), [], []
         for i in tqdm(range(end), disable=not progress, unit="bar", desc="backtest", leave=False):
@@ -181,10 +182,10 @@ class Backtester:
             if i < start or i >= end - lat:
                 continue
             steps, eq = (i - start) % L, book[0, EQUITY]
-            state = np.array(position_state(book[0, QTY], book[0, AVG], eq, c, steps, L))
+            state = np.array(state_of(book[0, QTY], book[0, AVG], eq, c, steps, L))
             action = int(policy(np.array([ts[i], o, h, lo, c, v]), raw, state))
             w = float(np.clip(positions[action], -cap, cap))
-            if limit.check(ts[i], eq) or (env.force_flat and steps >= L - lat):
+            if (limit.limit and limit.check(ts[i], eq)) or (env.force_flat and steps >= L - lat):
                 w = 0.0
             place_order(book, pending, 0, w, c)
             decisions.append((bars.index[i], action, w))
@@ -198,13 +199,13 @@ class Backtester:
             halted_days=limit.days,
         )
 
-# %% ../nbs/08_backtest.ipynb #787912c8
+# %% ../nbs/08_backtest.ipynb #c9d209f6
 def decision_targets(result: BacktestResult) -> pd.Series:
     "The target positions a backtest decided, only where they changed (NaN elsewhere), at the decision bars."
     t = result.decisions["target"]
     return t.where(t != t.shift(fill_value=0.0))
 
-# %% ../nbs/08_backtest.ipynb #aa97bed7
+# %% ../nbs/08_backtest.ipynb #caf8b52f
 def sma_targets(
     bars: pd.DataFrame,  # bars
     pairs: list[tuple[int, int]],  # (fast, slow) SMA windows
@@ -221,7 +222,7 @@ def sma_targets(
         cols[(fast, slow)] = t.where(t != t.shift(fill_value=0.0))
     return pd.DataFrame(cols)
 
-# %% ../nbs/08_backtest.ipynb #035548fa
+# %% ../nbs/08_backtest.ipynb #a324108d
 def vectorbt_portfolio(
     bars: pd.DataFrame,  # bars
     targets: pd.Series | pd.DataFrame,  # target positions (fractions of equity) at decision bars, NaN = no order
