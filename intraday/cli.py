@@ -12,6 +12,8 @@ __all__ = ['JOB_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check'
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -633,7 +635,12 @@ def main(
     level = args.log_level or (settings.obs.log_level if settings.obs.log_file else "WARNING")
     setup_logging(level, settings=settings)
     try:
-        return args.func(args, settings)
+        code = args.func(args, settings)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:  # the reader went away (`intraday data info FILE | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail again
+        return 128 + signal.SIGPIPE  # what a shell reports for a command ended by a closed pipe
     except (BarsFileError, StoreError, BarsError, ValueError, FileNotFoundError, JournalError) as e:
         print(f"intraday: {e}", file=sys.stderr)
         return 1

@@ -6,19 +6,20 @@ Docs: https://intraday-workbench.github.io/intraday/train.html.md"""
 
 # %% auto #0
 __all__ = ['ALGOS', 'model_policy', 'evaluate', 'ProgressCallback', 'RiskCallback', 'EvalCallback', 'walk_forward_splits',
-           'make_deterministic', 'Trainer', 'signal_policy', 'tune']
+           'RunState', 'make_deterministic', 'Trainer', 'signal_policy', 'tune']
 
-# %% ../nbs/06_train.ipynb #18d82eb0
+# %% ../nbs/06_train.ipynb #89c2bc60
 import json
+import math
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from loguru import logger
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -28,22 +29,38 @@ from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 from tqdm.auto import tqdm
 
-from .bundle import bars_fingerprint, git_revision, library_versions
 from .config import Settings
-from .data import atomic_write
 from .env import EnvSplits, IntradayVecEnv, build_envs
+from .lineage import atomic_write, bars_fingerprint, git_revision, library_versions, run_id
 from .metrics import bars_per_year as metrics_bars_per_year
-from .metrics import pooled
+from .metrics import drawdown, pooled, sharpe_ratio
 
-# %% ../nbs/06_train.ipynb #9923aa6f
+# %% ../nbs/06_train.ipynb #4234138f
 ALGOS: dict[str, type[BaseAlgorithm]] = {"PPO": PPO, "A2C": A2C, "DQN": DQN}
 
 
 def model_policy(model: BaseAlgorithm):
     "A policy function from a stable-baselines3 model: its deterministic action."
-    return lambda obs, bars: model.predict(obs, deterministic=True)[0]
+    return lambda obs, bar_idx: model.predict(obs, deterministic=True)[0]
 
+# %% ../nbs/06_train.ipynb #c0a5f24b
+def _rollout(policy, splits: EnvSplits, split: str) -> tuple[np.ndarray, dict]:
+    "Equity (episode_len + 1, episodes) of the policy over episodes tiling a split, and its trading activity."
+    starts, length = splits.episode_starts(split), splits.env.episode_len
+    vec = splits.make_vec_env(split, n_envs=len(starts))
+    obs = vec.reset_at(starts)
+    equity = np.empty((length + 1, len(starts)))
+    equity[0] = splits.env.initial_cash
+    traded, trades, costs = 0.0, 0, 0.0
+    for t in range(length):
+        obs, _, _, infos = vec.step(policy(obs, vec.bar_positions()))
+        equity[t + 1] = [i["equity"] for i in infos]
+        for i in infos:
+            if i["fill_qty"]:
+                trades, traded, costs = trades + 1, traded + abs(i["fill_qty"] * i["fill_price"]), costs + i["cost"]
+    return equity, {"trades": trades, "traded": traded, "costs": costs}
 
+# %% ../nbs/06_train.ipynb #c439c929
 def evaluate(
     policy,  # (observations (N, D), bar positions (N,)) -> action indices (N,)
     splits: EnvSplits,  # environments
@@ -52,44 +69,27 @@ def evaluate(
     curve: bool = False,  # also return "equity_curve": the episodes' returns chained into one equity path
 ) -> dict:
     "Deterministic evaluation over consecutive episodes tiling a split: net Sharpe, return, drawdown, activity."
-    probe = splits.make_vec_env(split, n_envs=1)
-    first, last, length = probe._core.first, probe._core.last_start, splits.env.episode_len
-    starts = list(range(first, last + 1, length)) or [first]
-    vec = splits.make_vec_env(split, n_envs=len(starts))
-    obs = vec.reset_at(starts)
-    rewards = np.zeros((length, len(starts)))
-    traded, trades, costs = 0.0, 0, 0.0
-    for t in range(length):
-        obs, r, _, infos = vec.step(policy(obs, vec._core.ist[:, 0].copy()))
-        rewards[t] = [i["equity"] for i in infos]  # equity after the step
-        for i in infos:
-            if i["fill_qty"]:
-                trades += 1
-                traded += abs(i["fill_qty"] * i["fill_price"])
-                costs += i["cost"]
-    equity = np.vstack([np.full(len(starts), splits.env.initial_cash), rewards])
-    logret = np.diff(np.log(np.maximum(equity, 1e-12)), axis=0)
+    equity, act = _rollout(policy, splits, split)
+    length, episodes = equity.shape[0] - 1, equity.shape[1]
+    flat = np.diff(np.log(np.maximum(equity, 1e-12)), axis=0).T.ravel()  # per-bar log returns, episode by episode
     if bars_per_year is None:
         bars_per_year = metrics_bars_per_year(splits.bars[split].index)
-    flat = logret.T.ravel()
-    sd = flat.std(ddof=1)
-    peak = np.maximum.accumulate(equity, axis=0)
     out = {
-        "sharpe": float(flat.mean() / sd * np.sqrt(bars_per_year)) if sd > 0 else 0.0,
+        "sharpe": sharpe_ratio(flat, bars_per_year),
         "total_log_return": float(flat.sum()),
         "mean_episode_return": float(np.mean(equity[-1] / equity[0] - 1)),
-        "max_drawdown": float(np.max(1 - equity / peak)),
-        "trades": trades,
-        "turnover": traded / (splits.env.initial_cash * len(starts)),
-        "costs": costs,
-        "episodes": len(starts),
-        "bars": int(length * len(starts)),
+        "max_drawdown": max(float(drawdown(pd.Series(e))["drawdown"].max()) for e in equity.T),
+        "trades": act["trades"],
+        "turnover": act["traded"] / (splits.env.initial_cash * episodes),
+        "costs": act["costs"],
+        "episodes": episodes,
+        "bars": int(length * episodes),
     }
     if curve:
         out["equity_curve"] = splits.env.initial_cash * np.exp(np.concatenate([[0.0], np.cumsum(flat)]))
     return out
 
-# %% ../nbs/06_train.ipynb #b0fabe95
+# %% ../nbs/06_train.ipynb #0d6a0a49
 class ProgressCallback(BaseCallback):
     "A tqdm progress bar over timesteps (no extra dependency)."
 
@@ -104,7 +104,7 @@ class ProgressCallback(BaseCallback):
     def _on_training_end(self) -> None:
         self.bar.close()
 
-
+# %% ../nbs/06_train.ipynb #ce13a42d
 class RiskCallback(BaseCallback):
     "Watches training episodes: a drawdown beyond `max_drawdown` is a breach; stops the run or counts a penalty."
 
@@ -135,16 +135,23 @@ class RiskCallback(BaseCallback):
                 self.peak[n], self.worst[n] = self.initial_cash, 0.0
         return True
 
-
+# %% ../nbs/06_train.ipynb #bd8c3a65
 class EvalCallback(BaseCallback):
     "Every `every` steps: validation metrics, best-model save, early stopping, periodic atomic checkpoints."
 
-    def __init__(self, trainer: "Trainer", every: int, checkpoint_every: int, patience: int, trial=None):
+    def __init__(
+        self,
+        trainer,  # the Trainer whose `_evaluate` and `_checkpoint` run
+        every: int,  # steps between evaluations
+        checkpoint_every: int,  # steps between checkpoints
+        patience: int,  # evaluations without improvement before stopping (0 = never)
+        trial=None,  # an Optuna trial to report to (and be pruned by)
+    ):
         super().__init__()
         self.trainer, self.every, self.checkpoint_every, self.patience = trainer, every, checkpoint_every, patience
         self.trial = trial
-        self.next_eval = (trainer.state["steps"] // every + 1) * every
-        self.next_ckpt = (trainer.state["steps"] // checkpoint_every + 1) * checkpoint_every
+        self.next_eval = (trainer.state.steps // every + 1) * every
+        self.next_ckpt = (trainer.state.steps // checkpoint_every + 1) * checkpoint_every
 
     def _on_step(self) -> bool:
         steps = self.model.num_timesteps
@@ -157,7 +164,7 @@ class EvalCallback(BaseCallback):
             self.trainer._checkpoint(self.model)
         return keep_going
 
-# %% ../nbs/06_train.ipynb #90421034
+# %% ../nbs/06_train.ipynb #bc4819b8
 def walk_forward_splits(
     settings: Settings,  # [train] folds, [env] fractions
     bars: pd.DataFrame,  # the whole history
@@ -172,9 +179,38 @@ def walk_forward_splits(
     block = tv_end // (folds + 1)
     return [build_envs(settings, bars, ((k + 1) * block, (k + 2) * block), make()) for k in range(folds)]
 
+# %% ../nbs/06_train.ipynb #8b43d315
+@dataclass
+class RunState:
+    "Progress of a training run, saved as state.json for --resume."
 
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
+    steps: int = 0  # timesteps done at the last checkpoint
+    best: float | None = None  # best validation score so far
+    since_best: int = 0  # evaluations since the best one
+    history: list = field(default_factory=list)  # validation metrics of every evaluation
+    breaches: int = 0  # risk-limit breaches over all fits
+    checkpoint: str | None = None  # file name of the last checkpoint
+    pruned: bool = False  # an Optuna pruner stopped the run
+    risk_stopped: bool = False  # the risk limit stopped the run
+    resumed_from: list = field(default_factory=list)  # steps at each resume
+    train_seconds: float = 0.0  # time spent in learn, over all fits
+
+    def save(self, path: Path) -> None:
+        "Write atomically as JSON."
+        atomic_write(path, lambda p: p.write_text(json.dumps(asdict(self), indent=2, default=str)))
+
+    @classmethod
+    def load(cls, path: Path) -> "RunState":
+        "Read a state.json (keys it does not know are refused by name)."
+        d = json.loads(Path(path).read_text())
+        if unknown := sorted(set(d) - {f.name for f in fields(cls)}):
+            raise ValueError(f"{path}: unknown run state keys {unknown}")
+        return cls(**d)
+
+# %% ../nbs/06_train.ipynb #351a08fe
+def _score(sharpe: float) -> float:
+    "The Sharpe ratio as a score: an undefined one (NaN, no trade) is zero edge."
+    return sharpe if math.isfinite(sharpe) else 0.0
 
 
 def make_deterministic(seed: int) -> None:
@@ -184,6 +220,10 @@ def make_deterministic(seed: int) -> None:
     set_random_seed(seed)
 
 
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str)))
+
+# %% ../nbs/06_train.ipynb #e6b4d28d
 @dataclass
 class Trainer:
     "Trains a stable-baselines3 agent on the environments of `settings` and `bars`, into a run folder."
@@ -193,19 +233,20 @@ class Trainer:
     run_dir: Path | None = None
     progress: bool = False
     pipeline_factory: Any = None  # () -> FeaturePipeline, instead of [features] (the leakage audit's control)
+    splits: EnvSplits | None = None  # train on these environments instead of building the folds (a fold's run)
 
     def __post_init__(self):
         t = self.settings.train
         if self.run_dir is None:
-            stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
-            data_hash = bars_fingerprint(self.bars)["data_hash"]
-            self.run_dir = Path(t.runs_dir) / f"{stamp}-{t.algo.lower()}-s{t.seed}-{data_hash[:8]}"
+            self.run_dir = Path(t.runs_dir) / run_id(t.algo, t.seed, bars_fingerprint(self.bars)["data_hash"])
         self.run_dir = Path(self.run_dir)
-        self.folds = walk_forward_splits(self.settings, self.bars, self.pipeline_factory)
-        self.splits = self.folds[-1]  # the model that ships trains on the longest window
-        self.state = {"steps": 0, "best": None, "since_best": 0, "history": [], "breaches": 0}
+        if self.splits is None:
+            self.folds = walk_forward_splits(self.settings, self.bars, self.pipeline_factory)
+            self.splits = self.folds[-1]  # the model that ships trains on the longest window
+        else:
+            self.folds = [self.splits]
+        self.state = RunState()
 
-    # -- run folder -------------------------------------------------------------------------------------------
     def lineage(self) -> dict:
         "Where the run's data and code came from."
         return {
@@ -216,144 +257,159 @@ class Trainer:
             "versions": library_versions(),
         }
 
-    def _save_state(self) -> None:
-        _write_json(self.run_dir / "state.json", self.state)
+# %% ../nbs/06_train.ipynb #796b976a
+@patch
+def _checkpoint(self: Trainer, model: BaseAlgorithm) -> Path:
+    "Atomically write ckpt_<steps>.zip (and the replay buffer of off-policy algorithms), then state.json."
+    ckpt = self.run_dir / "checkpoints" / f"ckpt_{model.num_timesteps}.zip"
+    if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
+        atomic_write(ckpt.with_name(ckpt.stem + "_replay.pkl"), lambda p: model.save_replay_buffer(p))
+    atomic_write(ckpt, lambda p: model.save(p))
+    self.state.steps = int(model.num_timesteps)
+    self.state.checkpoint = ckpt.name
+    self.state.save(self.run_dir / "state.json")
+    return ckpt
 
-    def _checkpoint(self, model: BaseAlgorithm) -> Path:
-        "Atomically write ckpt_<steps>.zip (and the replay buffer of off-policy algorithms), then state.json."
-        ckpt = self.run_dir / "checkpoints" / f"ckpt_{model.num_timesteps}.zip"
-        if hasattr(model, "replay_buffer") and model.replay_buffer is not None:
-            atomic_write(ckpt.with_name(ckpt.stem + "_replay.pkl"), lambda p: model.save_replay_buffer(p))
-        atomic_write(ckpt, lambda p: model.save(p))
-        self.state["steps"] = int(model.num_timesteps)
-        self.state["checkpoint"] = ckpt.name
-        self._save_state()
-        return ckpt
+# %% ../nbs/06_train.ipynb #4f7efade
+@patch
+def make_model(self: Trainer, env: IntradayVecEnv) -> BaseAlgorithm:
+    "A fresh model of [train] algo and hyperparameters."
+    t = self.settings.train
+    kw: dict[str, Any] = dict(learning_rate=t.learning_rate, gamma=t.gamma, seed=t.seed, device="cpu", verbose=0,
+                              policy_kwargs={"net_arch": list(t.net_arch)})  # fmt: skip
+    if t.algo == "PPO":
+        kw.update(n_steps=t.n_steps, batch_size=t.batch_size, ent_coef=t.ent_coef)
+    elif t.algo == "A2C":
+        kw.update(n_steps=t.n_steps, ent_coef=t.ent_coef)
+    else:
+        kw.update(batch_size=t.batch_size, learning_starts=min(1000, t.total_timesteps // 10), buffer_size=100_000)
+    return ALGOS[t.algo]("MlpPolicy", env, **kw)
 
-    # -- model ------------------------------------------------------------------------------------------------
-    def make_model(self, env: IntradayVecEnv) -> BaseAlgorithm:
-        "A fresh model of [train] algo and hyperparameters."
-        t = self.settings.train
-        kw: dict[str, Any] = dict(learning_rate=t.learning_rate, gamma=t.gamma, seed=t.seed, device="cpu", verbose=0,
-                                  policy_kwargs={"net_arch": list(t.net_arch)})  # fmt: skip
-        if t.algo == "PPO":
-            kw.update(n_steps=t.n_steps, batch_size=t.batch_size, ent_coef=t.ent_coef)
-        elif t.algo == "A2C":
-            kw.update(n_steps=t.n_steps, ent_coef=t.ent_coef)
-        else:
-            kw.update(batch_size=t.batch_size, learning_starts=min(1000, t.total_timesteps // 10), buffer_size=100_000)
-        return ALGOS[t.algo]("MlpPolicy", env, **kw)
+# %% ../nbs/06_train.ipynb #90a2f3a3
+@patch
+def _evaluate(self: Trainer, model: BaseAlgorithm, sb3_logger, patience: int, trial=None) -> bool:
+    "Validation metrics into the logs; keep the best model; False when patience runs out (or a trial is pruned)."
+    split = "val" if "val" in self.splits.bars else "train"
+    m = evaluate(model_policy(model), self.splits, split)
+    m["steps"] = int(model.num_timesteps)
+    self.state.history.append(m)
+    for k in ("sharpe", "total_log_return", "trades", "max_drawdown"):
+        sb3_logger.record(f"val/{k}", m[k])
+    sb3_logger.dump(model.num_timesteps)
+    score = _score(m["sharpe"])
+    if self.state.best is None or score > self.state.best:
+        self.state.best, self.state.since_best = score, 0
+        atomic_write(self.run_dir / "best.zip", lambda p: model.save(p))
+    else:
+        self.state.since_best += 1
+    logger.info("validation", **{k: m[k] for k in ("steps", "sharpe", "total_log_return", "trades")})
+    if trial is not None:
+        trial.report(score, m["steps"])
+        if trial.should_prune():
+            self.state.pruned = True
+            return False
+    return not (patience and self.state.since_best >= patience)
 
-    def _evaluate(self, model: BaseAlgorithm, sb3_logger, patience: int, trial=None) -> bool:
-        "Validation metrics into the logs; keep the best model; False when patience runs out (or a trial is pruned)."
-        split = "val" if "val" in self.splits.bars else "train"
-        m = evaluate(model_policy(model), self.splits, split)
-        m["steps"] = int(model.num_timesteps)
-        self.state["history"].append(m)
-        for k in ("sharpe", "total_log_return", "trades", "max_drawdown"):
-            sb3_logger.record(f"val/{k}", m[k])
-        sb3_logger.dump(model.num_timesteps)
-        if self.state["best"] is None or m["sharpe"] > self.state["best"]:
-            self.state["best"], self.state["since_best"] = m["sharpe"], 0
-            atomic_write(self.run_dir / "best.zip", lambda p: model.save(p))
-        else:
-            self.state["since_best"] += 1
-        logger.info("validation", **{k: m[k] for k in ("steps", "sharpe", "total_log_return", "trades")})
-        if trial is not None:
-            trial.report(m["sharpe"], m["steps"])
-            if trial.should_prune():
-                self.state["pruned"] = True
-                return False
-        return not (patience and self.state["since_best"] >= patience)
+# %% ../nbs/06_train.ipynb #53755f19
+@patch
+def _start_model(self: Trainer, env, resume: bool) -> BaseAlgorithm:
+    "The model to continue (the last checkpoint when resuming) or a fresh one with config.json and lineage.json."
+    t = self.settings.train
+    if resume and (self.run_dir / "state.json").is_file():
+        self.state = RunState.load(self.run_dir / "state.json")
+    ckpt = self.run_dir / "checkpoints" / (self.state.checkpoint or "none")
+    if not (resume and ckpt.is_file()):
+        _write_json(self.run_dir / "config.json", self.settings.model_dump(mode="json"))
+        _write_json(self.run_dir / "lineage.json", self.lineage())
+        return self.make_model(env)
+    model = ALGOS[t.algo].load(ckpt, env=env, device="cpu")
+    replay = ckpt.with_name(ckpt.stem + "_replay.pkl")
+    if replay.is_file() and hasattr(model, "load_replay_buffer"):
+        model.load_replay_buffer(replay)
+    self.state.resumed_from.append(int(model.num_timesteps))
+    logger.info("resuming", run=str(self.run_dir), steps=int(model.num_timesteps))
+    return model
 
-    def fit(self, resume: bool = False, trial=None) -> BaseAlgorithm:
-        "Train to [train] total_timesteps (continuing from the last checkpoint if `resume`); returns the model."
-        t = self.settings.train
-        make_deterministic(t.seed)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        env = self.splits.make_vec_env("train", n_envs=t.n_envs, seed=t.seed)
-        if t.normalize_reward:  # per-bar log returns are ~1e-4: scaled, the value function can learn them
-            env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=t.gamma)
-        if resume and (self.run_dir / "state.json").is_file():
-            self.state = json.loads((self.run_dir / "state.json").read_text())
-        ckpt = self.run_dir / "checkpoints" / self.state.get("checkpoint", "none")
-        if resume and ckpt.is_file():
-            model = ALGOS[t.algo].load(ckpt, env=env, device="cpu")
-            replay = ckpt.with_name(ckpt.stem + "_replay.pkl")
-            if replay.is_file() and hasattr(model, "load_replay_buffer"):
-                model.load_replay_buffer(replay)
-            self.state.setdefault("resumed_from", []).append(int(model.num_timesteps))
-            logger.info("resuming", run=str(self.run_dir), steps=int(model.num_timesteps))
-        else:
-            model = self.make_model(env)
-            _write_json(self.run_dir / "config.json", self.settings.model_dump(mode="json"))
-            _write_json(self.run_dir / "lineage.json", self.lineage())
-        model.set_logger(configure(str(self.run_dir / "logs"), ["csv", "tensorboard"]))
-        done = int(model.num_timesteps)
-        risk = RiskCallback(t.max_drawdown, t.risk_action, t.n_envs, self.settings.env.initial_cash,
-                            grace_steps=t.total_timesteps // 5)  # fmt: skip
-        callbacks = [
-            EvalCallback(self, t.eval_every, t.checkpoint_every, t.patience, trial),
-            risk,
-            ProgressCallback(t.total_timesteps, done, disable=not self.progress),
-        ]
-        t0 = time.perf_counter()
-        if done < t.total_timesteps:
-            model.learn(t.total_timesteps - done, callback=callbacks, reset_num_timesteps=False)
-        self.state["breaches"] += risk.breaches
-        self.state["risk_stopped"] = risk.stopped
-        self.state["train_seconds"] = self.state.get("train_seconds", 0.0) + time.perf_counter() - t0
-        self._checkpoint(model)
-        self.model = model
-        return model
+# %% ../nbs/06_train.ipynb #fa67cbf7
+@patch
+def fit(self: Trainer, resume: bool = False, trial=None) -> BaseAlgorithm:
+    "Train to [train] total_timesteps (continuing from the last checkpoint if `resume`); returns the model."
+    t = self.settings.train
+    make_deterministic(t.seed)
+    self.run_dir.mkdir(parents=True, exist_ok=True)
+    env = self.splits.make_vec_env("train", n_envs=t.n_envs, seed=t.seed)
+    if t.normalize_reward:  # per-bar log returns are ~1e-4: scaled, the value function can learn them
+        env = VecNormalize(env, norm_obs=False, norm_reward=True, gamma=t.gamma)
+    model = self._start_model(env, resume)
+    model.set_logger(configure(str(self.run_dir / "logs"), ["csv", "tensorboard"]))
+    done = int(model.num_timesteps)
+    risk = RiskCallback(t.max_drawdown, t.risk_action, t.n_envs, self.settings.env.initial_cash,
+                        grace_steps=t.total_timesteps // 5)  # fmt: skip
+    callbacks = [EvalCallback(self, t.eval_every, t.checkpoint_every, t.patience, trial), risk,
+                 ProgressCallback(t.total_timesteps, done, disable=not self.progress)]  # fmt: skip
+    t0 = time.perf_counter()
+    if done < t.total_timesteps:
+        model.learn(t.total_timesteps - done, callback=callbacks, reset_num_timesteps=False)
+    self.state.breaches += risk.breaches
+    self.state.risk_stopped = risk.stopped
+    self.state.train_seconds += time.perf_counter() - t0
+    self._checkpoint(model)
+    self.model = model
+    return model
 
-    def best_model(self) -> BaseAlgorithm:
-        "The best model on validation (the last one if no evaluation ran)."
-        best = self.run_dir / "best.zip"
-        return ALGOS[self.settings.train.algo].load(best, device="cpu") if best.is_file() else self.model
+# %% ../nbs/06_train.ipynb #141f2044
+@patch
+def best_model(self: Trainer) -> BaseAlgorithm:
+    "The best model on validation (the last one if no evaluation ran)."
+    best = self.run_dir / "best.zip"
+    return ALGOS[self.settings.train.algo].load(best, device="cpu") if best.is_file() else self.model
 
-    def finish(self, model: BaseAlgorithm | None = None) -> dict:
-        "Final validation and test metrics of `model` (default: the best), written to metrics.json."
-        model = model or self.best_model()
-        metrics = {split: evaluate(model_policy(model), self.splits, split) for split in self.splits.bars}
-        penalty = self.state["breaches"] if self.settings.train.risk_action == "penalize" else 0
-        score = metrics.get("val", metrics["train"])["sharpe"] - penalty
-        out = {"num_timesteps": self.state["steps"], "score": score, "risk_breaches": self.state["breaches"],
-               "risk_stopped": self.state.get("risk_stopped", False), "history": self.state["history"],
-               "resumed_from": self.state.get("resumed_from", []), "train_seconds": self.state.get("train_seconds"),
-               **{f"{k}": v for k, v in metrics.items()}}  # fmt: skip
-        _write_json(self.run_dir / "metrics.json", out)
-        return out
 
-    def walk_forward(self) -> dict:
-        "Train a fresh model per fold (its own train window and normalisation); validation per fold and pooled."
-        per_fold, curves, offset = [], [], 0
-        for k, splits in enumerate(self.folds):
-            sub = Trainer(self.settings, self.bars, self.run_dir / f"fold{k}", self.progress)
-            sub.folds, sub.splits = [splits], splits
-            sub.fit()
-            m = evaluate(model_policy(sub.best_model()), splits, "val", curve=True)
-            eq = m.pop("equity_curve")
-            curves.append(pd.Series(eq, index=pd.RangeIndex(offset, offset + len(eq))))  # folds in time order
-            offset += len(eq)
-            per_fold.append({"fold": k, "train": [str(x) for x in splits.ranges()["train"]],
-                             "val": [str(x) for x in splits.ranges()["val"]], **m})  # fmt: skip
-        pool = pooled(curves, periods_per_year=metrics_bars_per_year(self.bars.index), n_boot=0)["pooled"]
-        keep = {"sharpe": pool["sharpe"], "total_return": pool["total_return"], "max_drawdown": pool["max_drawdown"]}
-        out = {"folds": per_fold, "pooled": {**keep, "bars": pool["n_bars"] - 1}}
-        _write_json(self.run_dir / "walk_forward.json", out)
-        return out
+@patch
+def finish(self: Trainer, model: BaseAlgorithm | None = None) -> dict:
+    "Final validation and test metrics of `model` (default: the best), written to metrics.json."
+    model = model or self.best_model()
+    metrics = {split: evaluate(model_policy(model), self.splits, split) for split in self.splits.bars}
+    s = self.state
+    penalty = s.breaches if self.settings.train.risk_action == "penalize" else 0
+    score = _score(metrics.get("val", metrics["train"])["sharpe"]) - penalty
+    out = {"num_timesteps": s.steps, "score": score, "risk_breaches": s.breaches, "risk_stopped": s.risk_stopped,
+           "history": s.history, "resumed_from": s.resumed_from, "train_seconds": s.train_seconds,
+           **metrics}  # fmt: skip
+    _write_json(self.run_dir / "metrics.json", out)
+    return out
 
-    @classmethod
-    def resume(cls, run_dir: str | Path, bars: pd.DataFrame, progress: bool = False) -> "Trainer":
-        "A trainer for an existing run folder, with the settings it was started with."
-        run_dir = Path(run_dir)
-        cfg = run_dir / "config.json"
-        if not cfg.is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
-        return cls(Settings.model_validate(json.loads(cfg.read_text())), bars, run_dir, progress)
+# %% ../nbs/06_train.ipynb #7ebf0e95
+@patch
+def walk_forward(self: Trainer) -> dict:
+    "Train a fresh model per fold (its own train window and normalisation); validation per fold and pooled."
+    per_fold, curves, offset = [], [], 0
+    for k, splits in enumerate(self.folds):
+        sub = Trainer(self.settings, self.bars, self.run_dir / f"fold{k}", self.progress, splits=splits)
+        sub.fit()
+        m = evaluate(model_policy(sub.best_model()), splits, "val", curve=True)
+        eq = m.pop("equity_curve")
+        curves.append(pd.Series(eq, index=pd.RangeIndex(offset, offset + len(eq))))  # folds in time order
+        offset += len(eq)
+        per_fold.append({"fold": k, "train": [str(x) for x in splits.ranges()["train"]],
+                         "val": [str(x) for x in splits.ranges()["val"]], **m})  # fmt: skip
+    pool = pooled(curves, periods_per_year=metrics_bars_per_year(self.bars.index), n_boot=0)["pooled"]
+    keep = {"sharpe": pool["sharpe"], "total_return": pool["total_return"], "max_drawdown": pool["max_drawdown"]}
+    out = {"folds": per_fold, "pooled": {**keep, "bars": pool["n_bars"] - 1}}
+    _write_json(self.run_dir / "walk_forward.json", out)
+    return out
 
-# %% ../nbs/06_train.ipynb #93bb1369
+# %% ../nbs/06_train.ipynb #92a235d9
+@patch(cls_method=True)
+def resume(cls: Trainer, run_dir: str | Path, bars: pd.DataFrame, progress: bool = False) -> Trainer:
+    "A trainer for an existing run folder, with the settings it was started with."
+    run_dir = Path(run_dir)
+    cfg = run_dir / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    return cls(Settings.model_validate(json.loads(cfg.read_text())), bars, run_dir, progress)
+
+# %% ../nbs/06_train.ipynb #23e672f3
 def signal_policy(
     positions,  # the env's action set ([env] positions)
     signal: np.ndarray,  # one value per bar of the split the policy is evaluated on
@@ -361,9 +417,9 @@ def signal_policy(
     "A policy holding the extreme long / short positions by the sign of `signal` at the current bar."
     pos = np.asarray(positions)
     long_a, short_a = int(np.argmax(pos)), int(np.argmin(pos))
-    return lambda obs, bars: np.where(signal[bars] > 0, long_a, short_a)
+    return lambda obs, bar_idx: np.where(signal[bar_idx] > 0, long_a, short_a)
 
-# %% ../nbs/06_train.ipynb #bbf9a8c0
+# %% ../nbs/06_train.ipynb #fb7ac2d6
 def tune(
     settings: Settings,  # [train] base settings and the [tune] search space
     bars: pd.DataFrame,  # the history to train and validate on
@@ -415,7 +471,7 @@ def tune(
         trial.set_user_attr("run_dir", str(run_dir))
         trainer = Trainer(trial_settings, bars, run_dir, progress)
         trainer.fit(trial=trial)
-        if trainer.state.get("pruned"):
+        if trainer.state.pruned:
             raise optuna.TrialPruned()
         model = trainer.best_model()
         metrics = trainer.finish(model)

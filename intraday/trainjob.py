@@ -7,24 +7,27 @@ Docs: https://intraday-workbench.github.io/intraday/trainjob.html.md"""
 # %% auto #0
 __all__ = ['JobParams', 'JobError', 'TrainJob']
 
-# %% ../nbs/07a_trainjob.ipynb #83b47751
+# %% ../nbs/07a_trainjob.ipynb #2a299be9
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+from fastcore.basics import patch
 from loguru import logger
 from plotly.subplots import make_subplots
 
-from .bundle import PolicyBundle, bars_fingerprint, export_bundle
+from .backtest import BuyAndHold
+from .bundle import PolicyBundle, export_bundle
 from .config import Settings, load_settings
 from .data import BarStore, planted_signal, read_bars, synth_market, validate_bars
-from .train import Trainer, evaluate, model_policy, signal_policy
+from .lineage import atomic_write, bars_fingerprint, run_id
+from .train import Trainer, model_policy, signal_policy
+from .train import evaluate as evaluate_policy  # the job's own `evaluate` step is a method
 
-# %% ../nbs/07a_trainjob.ipynb #b5c095c1
+# %% ../nbs/07a_trainjob.ipynb #380969a4
 @dataclass
 class JobParams:
     "Parameters of the training job (the papermill `parameters` cell); empty strings mean 'from settings'."
@@ -65,7 +68,7 @@ class JobParams:
 class JobError(ValueError):
     "The training job cannot run: bad parameters or data."
 
-# %% ../nbs/07a_trainjob.ipynb #ee3f0b13
+# %% ../nbs/07a_trainjob.ipynb #669432f3
 class TrainJob:
     "The training job, step by step: load_data, train, evaluate, figures, publish (or `run` for all)."
 
@@ -97,93 +100,103 @@ class TrainJob:
         logger.info("job data", bars=len(self.bars), first=str(self.bars.index[0]), last=str(self.bars.index[-1]))
         return self.bars
 
-    def train(self) -> dict:
-        "Train into the run folder; returns metrics (validation history, final val/test)."
-        t = self.settings.train
-        run_id = self.params.run_id or (
-            f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{t.algo.lower()}-s{t.seed}-"
-            f"{bars_fingerprint(self.bars)['data_hash'][:8]}"
-        )
-        self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / run_id, self.progress)
-        self.run_dir = self.trainer.run_dir
-        if t.folds > 1:  # per-fold and pooled validation first; the shipped model trains on the longest window
-            self.walk_forward = self.trainer.walk_forward()
-        self.trainer.fit()
-        self.model = self.trainer.best_model()
-        self.metrics = self.trainer.finish(self.model)
-        return self.metrics
+# %% ../nbs/07a_trainjob.ipynb #9acdaa18
+@patch
+def train(self: TrainJob) -> dict:
+    "Train into the run folder; returns metrics (validation history, final val/test)."
+    t = self.settings.train
+    name = self.params.run_id or run_id(t.algo, t.seed, bars_fingerprint(self.bars)["data_hash"])
+    self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / name, self.progress)
+    self.run_dir = self.trainer.run_dir
+    if t.folds > 1:  # per-fold and pooled validation first; the shipped model trains on the longest window
+        self.walk_forward = self.trainer.walk_forward()
+    self.trainer.fit()
+    self.model = self.trainer.best_model()
+    self.metrics = self.trainer.finish(self.model)
+    return self.metrics
 
-    def evaluate(self) -> pd.DataFrame:
-        "Test split: the policy against buy & hold and the planted-signal oracle, under the same costs."
-        splits = self.trainer.splits
-        test = splits.bars["test"]
-        pos = np.asarray(splits.env.positions)
-        signal = planted_signal(self.bars).to_numpy()[self.bars.index.get_indexer(test.index)]
-        policies = {
-            "policy": model_policy(self.model),
-            "buy & hold": lambda obs, bars: np.full(len(bars), int(np.argmax(pos))),
-            "planted-signal oracle": signal_policy(splits.env.positions, signal),
-        }
-        self.curves, rows = {}, {}
-        for name, pol in policies.items():
-            m = evaluate(pol, splits, "test", curve=True)
-            self.curves[name] = m.pop("equity_curve")
-            rows[name] = m
-        self.comparison = pd.DataFrame(rows).T
-        return self.comparison
+# %% ../nbs/07a_trainjob.ipynb #60301cb4
+@patch
+def evaluate(self: TrainJob) -> pd.DataFrame:
+    "Test split: the policy against buy & hold and the planted-signal oracle, under the same costs."
+    splits = self.trainer.splits
+    test = splits.bars["test"]
+    pos = np.asarray(splits.env.positions)
+    signal = planted_signal(self.bars).to_numpy()[self.bars.index.get_indexer(test.index)]
+    policies = {
+        "policy": model_policy(self.model),
+        "buy & hold": BuyAndHold(pos).batch,
+        "planted-signal oracle": signal_policy(splits.env.positions, signal),
+    }
+    self.curves, rows = {}, {}
+    for name, pol in policies.items():
+        m = evaluate_policy(pol, splits, "test", curve=True)
+        self.curves[name] = m.pop("equity_curve")
+        rows[name] = m
+    self.comparison = pd.DataFrame(rows).T
+    return self.comparison
 
-    def figures(self) -> list[go.Figure]:
-        "Test-split equity of each strategy, and the validation Sharpe over training."
-        eq = go.Figure([go.Scatter(y=c, name=n, mode="lines") for n, c in self.curves.items()])
-        eq.update_layout(title="test split: equity (episodes chained, net of all costs)", xaxis_title="bar",
-                         yaxis_title="equity", template="plotly_white", height=420)  # fmt: skip
-        hist = pd.DataFrame(self.metrics["history"])
-        val = make_subplots(specs=[[{"secondary_y": True}]])
-        if len(hist):
-            val.add_trace(go.Scatter(x=hist.steps, y=hist.sharpe, name="val Sharpe", mode="lines+markers"))
-            val.add_trace(go.Bar(x=hist.steps, y=hist.trades, name="val trades", opacity=0.3), secondary_y=True)
-        val.update_layout(title="validation during training", xaxis_title="timesteps", template="plotly_white",
-                          height=360)  # fmt: skip
-        return [eq, val]
+# %% ../nbs/07a_trainjob.ipynb #d5d49271
+@patch
+def figures(self: TrainJob) -> list[go.Figure]:
+    "Test-split equity of each strategy, and the validation Sharpe over training."
+    eq = go.Figure([go.Scatter(y=c, name=n, mode="lines") for n, c in self.curves.items()])
+    eq.update_layout(title="test split: equity (episodes chained, net of all costs)", xaxis_title="bar",
+                     yaxis_title="equity", template="plotly_white", height=420)  # fmt: skip
+    hist = pd.DataFrame(self.metrics["history"])
+    val = make_subplots(specs=[[{"secondary_y": True}]])
+    if len(hist):
+        val.add_trace(go.Scatter(x=hist.steps, y=hist.sharpe, name="val Sharpe", mode="lines+markers"))
+        val.add_trace(go.Bar(x=hist.steps, y=hist.trades, name="val trades", opacity=0.3), secondary_y=True)
+    val.update_layout(title="validation during training", xaxis_title="timesteps", template="plotly_white",
+                      height=360)  # fmt: skip
+    return [eq, val]
 
-    def publish(self) -> Path:
-        "Export the best model as a policy bundle in the run folder, verify it, and write the final metrics."
-        t, splits = self.settings.train, self.trainer.splits
-        meta = {"algorithm": t.algo, "hyperparameters": t.model_dump(mode="json"), "seed": t.seed,
-                "metrics": {"val": self.metrics.get("val"), "test": self.metrics.get("test")},
-                **bars_fingerprint(splits.bars["train"]), "git_revision": self.trainer.lineage()["git_revision"],
-                "symbol": self.settings.data.symbol, "timeframe": self.settings.data.timeframe}  # fmt: skip
-        path = export_bundle(self.model, splits.pipeline, splits.fill_model, splits.env, self.run_dir / "bundle", meta)
-        PolicyBundle.load(path, splits.pipeline)
-        final = {**self.metrics, "bundle": str(path), "comparison": self.comparison.to_dict(orient="index")}
-        (self.run_dir / "metrics.json").write_text(json.dumps(final, indent=2, default=str))
-        logger.info("published bundle", path=str(path))
-        return path
+# %% ../nbs/07a_trainjob.ipynb #a9c91798
+@patch
+def publish(self: TrainJob) -> Path:
+    "Export the best model as a policy bundle in the run folder, verify it, and write the final metrics."
+    t, splits = self.settings.train, self.trainer.splits
+    meta = {"algorithm": t.algo, "hyperparameters": t.model_dump(mode="json"), "seed": t.seed,
+            "metrics": {"val": self.metrics.get("val"), "test": self.metrics.get("test")},
+            **bars_fingerprint(splits.bars["train"]), "git_revision": self.trainer.lineage()["git_revision"],
+            "symbol": self.settings.data.symbol, "timeframe": self.settings.data.timeframe}  # fmt: skip
+    path = export_bundle(self.model, splits.pipeline, splits.fill_model, splits.env, self.run_dir / "bundle", meta)
+    PolicyBundle.load(path, splits.pipeline)
+    final = {**self.metrics, "bundle": str(path), "comparison": self.comparison.to_dict(orient="index")}
+    text = json.dumps(final, indent=2, default=str)
+    atomic_write(self.run_dir / "metrics.json", lambda p: p.write_text(text))
+    logger.info("published bundle", path=str(path))
+    return path
 
-    def backtest(self) -> list[go.Figure]:
-        "Event-driven backtest of the published bundle on the test split against the baselines: report.html."
-        from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
-        from intraday.report import backtest_figures, backtest_report
+# %% ../nbs/07a_trainjob.ipynb #3fb3632d
+@patch
+def backtest(self: TrainJob) -> list[go.Figure]:
+    "Event-driven backtest of the published bundle on the test split against the baselines: report.html."
+    from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
+    from intraday.report import backtest_figures, backtest_report
 
-        bundle = PolicyBundle.load(self.run_dir / "bundle", self.trainer.splits.pipeline)
-        env = bundle.env_settings()
-        bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, self.settings.backtest)
-        start = self.bars.index.get_loc(self.trainer.splits.bars["test"].index[0])
-        self.backtests = {
-            "policy": bt.run(self.bars, bundle_policy(bundle), start),
-            "buy & hold": bt.run(self.bars, BuyAndHold(env.positions), start),
-            "SMA 20/100": bt.run(self.bars, SMACross(env.positions, 20, 100), start),
-        }
-        backtest_report(self.backtests, self.bars, self.run_dir / "report.html", f"run {self.run_dir.name}",
-                        bundle=bundle)  # fmt: skip
-        return backtest_figures(self.backtests, self.bars)
+    bundle = PolicyBundle.load(self.run_dir / "bundle", self.trainer.splits.pipeline)
+    env = bundle.env_settings()
+    bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, self.settings.backtest)
+    start = self.bars.index.get_loc(self.trainer.splits.bars["test"].index[0])
+    self.backtests = {
+        "policy": bt.run(self.bars, bundle_policy(bundle), start),
+        "buy & hold": bt.run(self.bars, BuyAndHold(env.positions), start),
+        "SMA 20/100": bt.run(self.bars, SMACross(env.positions, 20, 100), start),
+    }
+    backtest_report(self.backtests, self.bars, self.run_dir / "report.html", f"run {self.run_dir.name}",
+                    bundle=bundle)  # fmt: skip
+    return backtest_figures(self.backtests, self.bars)
 
-    def run(self) -> dict:
-        "Every step; returns the final metrics."
-        self.load_data()
-        self.train()
-        self.evaluate()
-        self.figures()
-        self.publish()
-        self.backtest()
-        return json.loads((self.run_dir / "metrics.json").read_text())
+
+@patch
+def run(self: TrainJob) -> dict:
+    "Every step; returns the final metrics."
+    self.load_data()
+    self.train()
+    self.evaluate()
+    self.figures()
+    self.publish()
+    self.backtest()
+    return json.loads((self.run_dir / "metrics.json").read_text())

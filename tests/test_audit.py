@@ -28,5 +28,5 @@ def test_audit_verdicts_with_a_small_budget():
     assert v["causality"].startswith("PASS") and v["positive control"].startswith("PASS")
     assert report.control["causality"]["leaky_features"] == ["ret_1"]
     assert report.control["sharpe"] > report.honest["sharpe"]  # the leak makes the policy look brilliant
-    assert v["placebo"].startswith("PASS") == (report.placebo["t_stat"] < 2)
+    assert v["placebo"].startswith("PASS") == (not report.placebo["t_stat"] >= 2)  # NaN (no trade): no edge
     assert report.passed == all(x.startswith("PASS") for x in v.values())

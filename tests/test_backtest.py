@@ -5,7 +5,6 @@ import pytest
 from intraday.backtest import (
     Backtester,
     BuyAndHold,
-    RandomPolicy,
     SMACross,
     bundle_policy,
     decision_targets,
@@ -15,6 +14,7 @@ from intraday.backtest import (
 from intraday.bundle import PolicyBundle, export_bundle
 from intraday.config import BacktestSettings, EnvSettings, load_settings
 from intraday.data import synth_market
+from intraday.env import CLOCK
 from intraday.fills import FillModel
 from intraday.train import Trainer
 
@@ -45,7 +45,7 @@ def test_bundle_backtest_reproduces_the_env_rollout_exactly(trained):
     obs, _ = env.reset(options={"start": s})
     env_fills, env_equity = [], []
     for _ in range(L):
-        bar = offset + env._core.ist[0, 0]
+        bar = offset + env._core.clock[0, CLOCK.bar]
         obs, _, _, _, info = env.step(bundle.act(raw[bar], obs[-3:].astype(np.float64)))
         env_equity.append(info["equity"])
         if info["fill_qty"]:
@@ -98,18 +98,3 @@ def test_risk_limits():
     halted = r.decisions.loc["2024-01-01"].target
     assert halted.iloc[-1] == 0 and (r.decisions.loc["2024-01-02"].target == 1).all()
     assert r.equity.loc["2024-01-01 23:00"] == pytest.approx(r.equity.loc["2024-01-01 12:00"])  # out of the market
-
-
-def test_policies_and_errors():
-    pos = [-1.0, 0.0, 1.0]
-    assert BuyAndHold(pos)(None, None, None) == 2
-    a, b = RandomPolicy(pos, 3), RandomPolicy(pos, 3)
-    assert [a(None, None, None) for _ in range(20)] == [b(None, None, None) for _ in range(20)]
-    with pytest.raises(ValueError, match="fast < slow"):
-        SMACross(pos, 50, 20)
-    pipe = Trainer(SETTINGS, BARS).splits.pipeline
-    with pytest.raises(ValueError, match="no bar to trade"):
-        Backtester(pipe).run(BARS.iloc[:100], BuyAndHold(pos), start=99)
-    r = Backtester(pipe, env=SETTINGS.env).run(BARS.iloc[:3000], BuyAndHold(pos))
-    assert r.equity.index[0] == BARS.index[pipe.warmup] and r.summary()["fills"] == len(r.fills) > 0
-    assert set(r.costs) == {"fee", "spread", "impact"} and r.costs["fee"] > 0

@@ -121,3 +121,25 @@ def test_log_file_gets_json_at_settings_level(capsys, tmp_path, monkeypatch):
     rec = json.loads((tmp_path / "run.log").read_text().splitlines()[-1])["record"]
     assert rec["message"] == "wrote synthetic bars" and rec["extra"]["bars"] == 1440
     assert np.isfinite(rec["elapsed"]["seconds"])
+
+
+def test_data_info_into_a_closed_pipe_exits_quietly(capsys, tmp_path):
+    "`intraday data info FILE | head` with the reader gone: no BrokenPipeError traceback, the SIGPIPE exit code."
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    assert run(capsys, "data", "synth", "--days", "1", "--out", "b.parquet")[0] == 0
+    exe = str(Path(sys.executable).with_name("intraday"))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r, w = os.pipe()
+    os.close(r)  # a real pipe whose reader has already gone, as when `head` has read its lines
+    try:
+        p = subprocess.run([exe, "data", "info", "b.parquet"], stdout=w, stderr=subprocess.PIPE, env=env, timeout=120)
+    finally:
+        os.close(w)
+    assert p.returncode == 141 and p.stderr == b"", p.stderr.decode()
+    shell = subprocess.run(["bash", "-c", f"set -o pipefail; '{exe}' data info b.parquet | head -n 2"],
+                           capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
+    assert len(shell.stdout.splitlines()) == 2 and "Traceback" not in shell.stderr, shell.stderr

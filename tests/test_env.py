@@ -1,7 +1,5 @@
-import math
 import warnings
 
-import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,30 +34,21 @@ def run(env, actions, start):
     return out
 
 
-def test_passes_gymnasium_and_sb3_checkers(splits):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+def test_passes_gymnasium_and_sb3_checkers_without_warnings(splits):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         check_env(splits.make_env("train"), skip_render_check=True)
         sb3_check_env(splits.make_env("val"))
+    assert [str(w.message) for w in caught if "observation" in str(w.message).lower()] == []
     env = splits.make_env("test")
     assert env.action_space.n == 3 and env.observation_space.shape == (len(splits.pipeline.names) + 3,)
-
-
-def test_always_long_on_flat_price_loses_exactly_the_modelled_costs():
-    fm = FillModel()
-    env = IntradayEnv(flat_bars(), np.zeros((60, 1)), fm, EnvSettings(episode_len=10, positions=[0, 1]))
-    steps = run(env, [1] * 10, start=0)
-    assert len(steps) == 10 and steps[-1][3]
-    qty = 10_000 / 100.0
-    buy = fm.fill(qty, (100.0, 100.0, 100.0, 100.0, 1000.0))
-    sell = fm.fill(-qty, (100.0, 100.0, 100.0, 100.0, 1000.0))
-    expected = 10_000 - buy.cost - sell.cost
-    infos = [s[4] for s in steps]
-    assert infos[0]["fill_qty"] == qty and infos[-1]["fill_qty"] == -qty and infos[-1]["position"] == 0
-    assert all(i["fill_qty"] == 0 for i in infos[1:-1])
-    assert infos[-1]["equity"] == pytest.approx(expected, rel=1e-12)
-    assert sum(s[1] for s in steps) == pytest.approx(math.log(expected / 10_000), rel=1e-9)
-    assert sum(i["cost"] for i in infos) == pytest.approx(buy.cost + sell.cost, rel=1e-12)
+    assert env.observation_space.high[0] == splits.pipeline.clip and env.observation_space.high[-1] == 1.0
+    obs, _ = env.reset(seed=1)
+    for _ in range(300):  # every observation lies inside the declared bounds, also with a position on
+        assert env.observation_space.contains(obs)
+        obs, _, term, trunc, _ = env.step(env.action_space.sample())
+        if term or trunc:
+            obs, _ = env.reset()
 
 
 def test_leaked_future_would_profit_but_pipeline_features_hold_no_future():
@@ -107,24 +96,6 @@ def test_vec_env_equals_single_envs(splits):
             assert vr[i] == np.float32(r) and not vdone[i]
             np.testing.assert_array_equal(vobs[i], o)
             assert vinfo[i]["equity"] == info["equity"]
-
-
-def test_vec_env_autoresets_with_terminal_observation(splits):
-    vec = splits.make_vec_env("train", n_envs=4, seed=1)
-    vec.seed(7)
-    first = vec.reset()
-    vec.seed(7)
-    np.testing.assert_array_equal(vec.reset(), first)  # seeded starts are reproducible
-    for _ in range(200):
-        obs, rew, done, infos = vec.step(np.ones(4, dtype=int))
-    assert done.all() and all("terminal_observation" in i and i["TimeLimit.truncated"] for i in infos)
-    assert all(i["terminal_observation"][-1] == 0 for i in infos)  # no time left in the last observation
-    assert (obs[:, -1] == 1).all()  # fresh episodes after the reset
-    assert vec.get_attr("num_envs") == [4] * 4 and vec.env_is_wrapped(gym.Wrapper) == [False] * 4
-    vec.set_attr("foo", 1)
-    with pytest.raises(NotImplementedError):
-        vec.env_method("render")
-    vec.close()
 
 
 def test_latency_delays_the_fill(splits):
@@ -182,19 +153,6 @@ def test_bust_terminates():
     assert steps[-1][2] and steps[-1][4]["equity"] < 0 and steps[-1][1] < -10
 
 
-def test_observation_parts(splits):
-    env = splits.make_env("test")
-    obs, info = env.reset(seed=3)
-    nf = len(splits.pipeline.names)
-    np.testing.assert_array_equal(obs[:nf], splits.features["test"][info["bar"]].astype(np.float32))
-    assert obs[nf] == 0 and obs[nf + 1] == 0 and obs[nf + 2] == 1
-    obs, *_, info = env.step(2)
-    assert obs[nf] == pytest.approx(
-        info["position"] * splits.bars["test"].close.iloc[info["bar"]] / info["equity"], rel=1e-5
-    )
-    assert obs[nf + 2] == pytest.approx(199 / 200)
-
-
 def test_builder_splits_embargo_and_train_only_stats():
     settings = load_settings(environ={}, env={"episode_len": 100})
     bars = synth_market(days=10, seed=2)
@@ -212,18 +170,3 @@ def test_builder_splits_embargo_and_train_only_stats():
     assert set(no_val.bars) == {"train", "test"}
     with pytest.raises(ValueError, match="too few"):
         build_envs(settings, bars.iloc[:3000])
-
-
-def test_env_input_errors():
-    bars = flat_bars()
-    with pytest.raises(ValueError, match="features have 59 rows"):
-        IntradayEnv(bars, np.zeros((59, 1)))
-    holes = np.zeros((60, 1))
-    holes[30] = np.nan
-    with pytest.raises(ValueError, match="NaN rows after the warm-up"):
-        IntradayEnv(bars, holes)
-    with pytest.raises(ValueError, match="no room for an episode"):
-        IntradayEnv(bars, np.zeros((60, 1)), env=EnvSettings(episode_len=100))
-    env = IntradayEnv(bars, np.zeros((60, 1)), env=EnvSettings(episode_len=10))
-    with pytest.raises(ValueError, match="outside"):
-        env.reset(options={"start": 55})

@@ -1,0 +1,51 @@
+"The chapter acceptance of issue 14: notebooks cut into small exported cells, most of them checked right below."
+
+import importlib.util
+
+import pytest
+from conftest import ROOT
+
+_spec = importlib.util.spec_from_file_location("chapters", ROOT / ".ci" / "chapters.py")
+chapters = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(chapters)
+
+NOTEBOOKS = [
+    pytest.param(
+        "03_features",
+        marks=pytest.mark.xfail(
+            strict=False,
+            reason="03_features is being rewritten by the features worker; the lead flips this at merge",
+        ),
+    ),
+    "05_env",
+    "06_train",
+    "07_bundle",
+    "08_backtest",
+]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebook_reads_as_chapters(name):
+    c = chapters.chapter(ROOT / "nbs" / f"{name}.ipynb")
+    assert c.exported >= 3, c
+    assert c.median < 25, c  # median exported cell under 25 lines
+    assert c.longest_exported < 80, c  # the longest under 80
+    assert c.checked * 3 >= 2 * c.exported, c  # two thirds followed by a check
+
+
+def test_the_table_counts_what_it_says(tmp_path):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("#| export\ndef f():\n    return 1"),
+        nbformat.v4.new_markdown_cell("why"),
+        nbformat.v4.new_code_cell("test_eq(f(), 1)"),
+        nbformat.v4.new_code_cell("#| export\ng = 2"),
+        nbformat.v4.new_code_cell("g"),
+        nbformat.v4.new_code_cell("#| export\nh = 3\n\n\n"),
+    ]
+    nbformat.write(nb, tmp_path / "x.ipynb")
+    c = chapters.chapter(tmp_path / "x.ipynb")
+    assert (c.exported, c.median, c.longest_exported, c.checked) == (3, 3, 4, 1)  # lines as written, blanks too
+    assert "| x | 3 | 3 | 4 | 4 | 1 of 3 |" in chapters.table([tmp_path / "x.ipynb"])
