@@ -8,9 +8,9 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from deploy_layout import ROOT, TINY, command, layout
 
 from intraday.bundle import verify_bundle
-from tests.deploy_layout import ROOT, TINY, command, layout
 
 BIN = Path(sys.executable).parent
 

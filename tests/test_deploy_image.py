@@ -10,10 +10,10 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from deploy_layout import ROOT, TINY, command, cronjob, layout
+from pgserver import require
 
 from intraday.bundle import verify_bundle
-from tests.deploy_layout import ROOT, TINY, command, cronjob, layout
-from tests.pgserver import require
 
 IMAGE = os.environ.get("IMAGE", "localhost/intraday:test")
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "localhost/intraday-base:bookworm")

@@ -11,9 +11,9 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from pgserver import postgres_server
 
 from intraday.bundle import verify_bundle
-from tests.pgserver import postgres_server
 
 ROOT = Path(__file__).resolve().parents[1]
 INTRADAY = [str(Path(sys.executable).parent / "intraday")]
