@@ -461,8 +461,8 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     from intraday.risk import Risk
     from intraday.router import ReconcileError, Router
 
-    if args.venue == "binance" and not args.live:
-        print("intraday: --venue binance trades real money: add --live to confirm", file=sys.stderr)
+    if args.venue == "binance" and not (args.live or args.shadow):
+        print("intraday: --venue binance trades real money: add --live to confirm (or --shadow)", file=sys.stderr)
         return 2
     sec = settings.secrets
     if not (sec.api_key and sec.api_secret):
@@ -490,6 +490,7 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
             runner = LiveRunner(router, feed, args.bundle, monitor, settings.backtest, shadow=args.shadow)
             checks = {"reconciled": lambda: router.ready, "warm": lambda: runner.warm}
             control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
+                                    host=settings.live.control_host,
                                     kill=lambda reason: router.kill(reason or "control endpoint"),
                                     resume=lambda reason: router.resume(reason or "control endpoint"))  # fmt: skip
             await control.start()

@@ -320,6 +320,7 @@ class LiveSettings(Section):
     reconcile_every_s: float = Field(30.0, gt=0)
     foreign_orders: Literal["cancel", "adopt", "ignore"] = "cancel"  # open orders on the account that are not ours
     timeout_ms: int = Field(10_000, ge=100)  # ccxt request timeout
+    control_host: str = "127.0.0.1"  # interface of the runner's /metrics and control endpoints (0.0.0.0 in a pod)
 
     @field_validator("account", "runner")
     @classmethod

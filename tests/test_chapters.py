@@ -9,19 +9,7 @@ _spec = importlib.util.spec_from_file_location("chapters", ROOT / ".ci" / "chapt
 chapters = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(chapters)
 
-NOTEBOOKS = [
-    pytest.param(
-        "03_features",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="03_features is being rewritten by the features worker; the lead flips this at merge",
-        ),
-    ),
-    "05_env",
-    "06_train",
-    "07_bundle",
-    "08_backtest",
-]
+NOTEBOOKS = ["03_features", "05_env", "06_train", "07_bundle", "08_backtest"]
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)

@@ -199,6 +199,23 @@ def test_symbol_links_have_anchors(site):
     assert checked >= 100
 
 
+class _Refs(HTMLParser):
+    "The href and src attributes of a page's real tags (not text that looks like one inside highlighted code)."
+
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.refs += [v for k, v in attrs if k in ("href", "src") and v is not None]
+
+
+def _refs(text: str) -> list[str]:
+    p = _Refs()
+    p.feed(text)
+    return p.refs
+
+
 def test_local_links_resolve(site):
     "Every link, stylesheet and script a page names inside the site exists, and a link to an anchor finds it."
     ids = {p: set(re.findall(r'\bid="([^"]+)"', p.read_text())) for p in site.rglob("*.html")}
@@ -208,7 +225,7 @@ def test_local_links_resolve(site):
             page.name == "404.html"
         ):  # served for any missing path, it names its assets from the site's root (/intraday/)
             continue
-        for ref in re.findall(r'(?:href|src)="([^"]*)"', page.read_text()):
+        for ref in _refs(page.read_text()):
             if re.match(r"^(?:[a-z]+:|//|$)", ref):
                 continue
             path, _, frag = html.unescape(ref).partition("#")
