@@ -61,9 +61,7 @@ def _norm_arrays(pipeline: FeaturePipeline) -> tuple[np.ndarray, np.ndarray]:
     "Means and standard deviations of the fitted stats, in feature order (the policy module's and the probes')."
     if not pipeline.stats:
         raise BundleError("pipeline: not fitted; a bundle needs its normalisation stats (call fit first)")
-    mean = np.array([pipeline.stats[n]["mean"] for n in pipeline.names], dtype=np.float64)
-    std = np.array([pipeline.stats[n]["std"] for n in pipeline.names], dtype=np.float64)
-    return mean, std
+    return pipeline.norm_arrays()
 
 # %% ../nbs/07_bundle.ipynb #442b19b9
 class PolicyModule(nn.Module):

@@ -21,7 +21,7 @@ from numba import njit
 
 from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .data import BAR_COLUMNS
-from .env import BOOK, STEP, execute_bar, place_order
+from .env import BOOK, STEP, execute_bar, place_order, position_state
 
 # the env's book and step-report columns, as plain ints numba folds into constants
 CASH, QTY, EQUITY, PEAK, AVG = BOOK.cash, BOOK.qty, BOOK.equity, BOOK.peak, BOOK.avg_price
@@ -462,9 +462,7 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
         elif kind == ACTIONS:
             action = pre[ist[NDEC]]
         else:
-            s0 = fst[0, QTY] * c / eq if eq > 0 else 0.0
-            s1 = fst[0, QTY] * (c - fst[0, AVG]) / eq if eq > 0 else 0.0
-            s2 = (L - steps) / L
+            s0, s1, s2 = position_state(fst[0, QTY], fst[0, AVG], eq, c, steps, L)  # the env's one function
             for k in range(nf):
                 xrow[k] = XT[k, i]
             xrow[nf], xrow[nf + 1], xrow[nf + 2] = s0, s1, s2

@@ -1030,12 +1030,19 @@ def fit(self: FeaturePipeline, train_bars: pd.DataFrame) -> FeaturePipeline:
 
 
 @patch
-def normalize(self: FeaturePipeline, raw: pd.DataFrame | np.ndarray) -> np.ndarray:
-    "Standardise raw feature rows with the fitted stats, clip to ±clip; NaN stays NaN."
+def norm_arrays(self: FeaturePipeline) -> tuple[np.ndarray, np.ndarray]:
+    "Means and standard deviations of the fitted stats, in feature order (the one place they become arrays)."
     if not self.stats:
         raise RuntimeError("pipeline is not fitted: call fit(train_bars) first")
-    mean = np.array([self.stats[n]["mean"] for n in self.names])
-    std = np.array([self.stats[n]["std"] for n in self.names])
+    mean = np.array([self.stats[n]["mean"] for n in self.names], dtype=np.float64)
+    std = np.array([self.stats[n]["std"] for n in self.names], dtype=np.float64)
+    return mean, std
+
+
+@patch
+def normalize(self: FeaturePipeline, raw: pd.DataFrame | np.ndarray) -> np.ndarray:
+    "Standardise raw feature rows with the fitted stats, clip to ±clip; NaN stays NaN."
+    mean, std = self.norm_arrays()
     return np.clip((np.asarray(raw, dtype=np.float64) - mean) / std, -self.clip, self.clip)
 
 # %% ../nbs/03_features.ipynb #8a18aa36
