@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/live.html.md"""
 # %% auto #0
 __all__ = ['HOOKS', 'Bar', 'FeedGap', 'CloseTracker', 'BarFeed', 'PnL', 'LiveRunner']
 
-# %% ../nbs/13_live.ipynb #0a9a0aa2
+# %% ../nbs/13_live.ipynb #41681e04
 import asyncio
 import math
 import time
@@ -27,7 +27,7 @@ from .orders import OrderEvent
 from .risk import Intent, TradingState
 from .router import TRANSIENT, Router
 
-# %% ../nbs/13_live.ipynb #bee2806a
+# %% ../nbs/13_live.ipynb #c3274ff2
 @dataclass(frozen=True)
 class Bar:
     "One closed bar: open time (ms) and OHLCV."
@@ -50,7 +50,7 @@ class Bar:
 class FeedGap(RuntimeError):
     "Bars are missing and could not be backfilled: trading must pause."
 
-# %% ../nbs/13_live.ipynb #34b87344
+# %% ../nbs/13_live.ipynb #be40fae1
 @dataclass
 class CloseTracker:
     "Closed bars, in order and each once, from candles that may repeat or still be forming."
@@ -90,7 +90,7 @@ class CloseTracker:
             return []
         return list(range(self.last + self.step_ms, first, self.step_ms))
 
-# %% ../nbs/13_live.ipynb #d8f1c490
+# %% ../nbs/13_live.ipynb #ee1712be
 class BarFeed:
     "Closed bars of one symbol from ccxt.pro's watch_ohlcv, with REST polling, confirmation and backfill."
 
@@ -215,7 +215,7 @@ class BarFeed:
         if self._watch is not None:
             self._watch.cancel()
 
-# %% ../nbs/13_live.ipynb #f3b7a457
+# %% ../nbs/13_live.ipynb #9528e9a9
 @dataclass
 class PnL:
     "Position, average price, cash, realised/unrealised PnL and fees, from fills; equity at the last mark."
@@ -250,7 +250,7 @@ class PnL:
         "Cash plus the position at the last mark."
         return self.cash + self.qty * self.mark
 
-# %% ../nbs/13_live.ipynb #9247d2d4
+# %% ../nbs/13_live.ipynb #30b974dd
 HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
 
 
@@ -322,7 +322,7 @@ class LiveRunner:
         elif kind == "alert":
             self._hook("on_error", info.get("msg"))
 
-# %% ../nbs/13_live.ipynb #713f9d4e
+# %% ../nbs/13_live.ipynb #857d0e5b
 @patch
 async def start(self: LiveRunner) -> dict:
     "Read the balances into the PnL, warm the features from REST history; a summary."
@@ -370,7 +370,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
     logger.bind(old=old[:12], new=new.manifest["policy_sha256"][:12]).warning("bundle swapped between bars")
     return True
 
-# %% ../nbs/13_live.ipynb #e3e38076
+# %% ../nbs/13_live.ipynb #c48a6ffd
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     "One closed bar: fills of the last decision, mark, features, decision, order; the decision (None in warm-up)."
@@ -437,7 +437,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     self._hook("on_decision", d)
     return d
 
-# %% ../nbs/13_live.ipynb #9fe44f70
+# %% ../nbs/13_live.ipynb #ceef84fb
 @patch
 async def reconcile(self: LiveRunner) -> dict:
     "The router's reconciliation, then the PnL's cash and position against the balances; a mismatch halts."

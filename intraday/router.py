@@ -9,7 +9,7 @@ __all__ = ['TRANSIENT', 'FINAL', 'KILL_FILE', 'CRASH_ENV', 'http_status', 'Retry
            'trades_well_formed', 'balance_well_formed', 'Throttle', 'ReconcileError', 'Router', 'venue_status',
            'ledger_audit']
 
-# %% ../nbs/12b_router.ipynb #ef0db18d
+# %% ../nbs/12b_router.ipynb #b07e4fe0
 import asyncio
 import math
 import os
@@ -29,7 +29,7 @@ from .journal import Journal
 from .orders import IN_DOUBT, WORKING, Order, OrderEvent, OrderStatus, OverFill, from_wire
 from .risk import Intent, Risk, TradingState
 
-# %% ../nbs/12b_router.ipynb #7c280dcf
+# %% ../nbs/12b_router.ipynb #542ea4b2
 TRANSIENT = (ccxt.NetworkError, ccxt.BadResponse)  # outcome unknown or not processed: a read may be repeated
 _STATUS = re.compile(r"^\S+ (418|429)\b")
 
@@ -131,7 +131,7 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
-# %% ../nbs/12b_router.ipynb #05e29456
+# %% ../nbs/12b_router.ipynb #0adbd920
 @dataclass
 class Throttle:
     "Token bucket: at most `rate` orders per second on average, bursts of `burst`."
@@ -156,7 +156,7 @@ class Throttle:
             await asyncio.sleep(dt)
             waited += dt
 
-# %% ../nbs/12b_router.ipynb #9d3aed43
+# %% ../nbs/12b_router.ipynb #cc892cd6
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
 KILL_FILE = "KILL"
 CRASH_ENV = "INTRADAY_CRASH_AT"  # before_send | after_send | after_ack: SIGKILL there (fault tests)
@@ -233,7 +233,7 @@ class Router:
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
 
-# %% ../nbs/12b_router.ipynb #711784cb
+# %% ../nbs/12b_router.ipynb #34d1d301
 @patch
 async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
     "Journal each trade of `od` once; the number new."
@@ -298,7 +298,7 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
 
-# %% ../nbs/12b_router.ipynb #04a6767c
+# %% ../nbs/12b_router.ipynb #2874d93c
 @patch
 async def refresh_price(self: Router) -> float:
     "The last traded price from the venue's ticker (the live runner sets `last_price` from bars instead)."
@@ -391,7 +391,7 @@ async def _send(self: Router, intent: Intent, reason: str | None, resends: int, 
             return await self._send(again, why, resends - 1, od.intent)
     return od
 
-# %% ../nbs/12b_router.ipynb #e21025ee
+# %% ../nbs/12b_router.ipynb #27bad3a4
 @patch
 async def query(self: Router, od: Order) -> dict | None:
     "The venue's report of `od` by client id (None if the venue says it does not exist)."
@@ -437,7 +437,7 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
-# %% ../nbs/12b_router.ipynb #5b984043
+# %% ../nbs/12b_router.ipynb #d9899a2e
 @patch
 async def cancel(self: Router, od: Order) -> Order:
     "Cancel a working order; the order as the venue then reports it."
@@ -470,7 +470,7 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
-# %% ../nbs/12b_router.ipynb #94efafb8
+# %% ../nbs/12b_router.ipynb #09417dcf
 @patch
 async def _foreign(self: Router, info: dict) -> str:
     "Handle an open order that is not in the journal; what was done."
@@ -484,7 +484,7 @@ async def _foreign(self: Router, info: dict) -> str:
         return "cancelled"
     return "adopted"
 
-# %% ../nbs/12b_router.ipynb #8171dcc4
+# %% ../nbs/12b_router.ipynb #a626d8ef
 @patch
 async def reconcile(self: Router) -> dict:
     "Compare journal and venue, fix what can be fixed, halt on a mismatch; a report (also journaled)."
@@ -571,7 +571,7 @@ async def reconcile(self: Router) -> dict:
     )
     return rep
 
-# %% ../nbs/12b_router.ipynb #12d933fc
+# %% ../nbs/12b_router.ipynb #31114dbf
 @patch
 async def start(self: Router) -> dict:
     "Load markets and reconcile (ReconcileError if it fails: no trading); honour a kill file left behind."
@@ -619,7 +619,7 @@ async def check_kill_file(self: Router) -> bool:
         return True
     return False
 
-# %% ../nbs/12b_router.ipynb #161134a9
+# %% ../nbs/12b_router.ipynb #510f2daa
 @patch
 def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
     "A valuation of the account (the PnL tracker's): daily loss and drawdown limits may halt; the state."
@@ -628,7 +628,7 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
         self._save_risk()
     return self.risk.state
 
-# %% ../nbs/12b_router.ipynb #473c5575
+# %% ../nbs/12b_router.ipynb #fb24ae98
 _NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)
 
 
