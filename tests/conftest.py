@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from loguru import logger
 
 from intraday.data import synth_market
 
@@ -17,3 +18,12 @@ def month():
 def bars(month):
     "A small private copy of synthetic bars that a test may damage."
     return month.iloc[:500].copy()
+
+
+@pytest.fixture(autouse=True)
+def _logging_back_to_the_library_default():
+    "A test that ran an entry point (setup_logging to a captured stream) leaves no sink behind for the next one."
+    yield
+    logger.complete()
+    logger.remove()
+    logger.disable("intraday")
