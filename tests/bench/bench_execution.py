@@ -79,7 +79,8 @@ class VenueProcess:
 def make_router(url: str, state: Path, runner: str, **live) -> Router:
     from intraday.binance import connect
 
-    s = LiveSettings(runner=runner, order_rate=1e6, order_burst=1000, unknown_grace_s=2.0, retry_base_s=0.05,
+    # the grace window must outlast the venue's invisibility after an ack (3 s by default), as it must a real exchange's
+    s = LiveSettings(runner=runner, order_rate=1e6, order_burst=1000, unknown_grace_s=5.0, retry_base_s=0.05,
                      retry_max_s=1.0, retry_attempts=12, **live)  # fmt: skip
     risk = Risk(RiskSettings(max_open_orders=100_000, max_orders_per_minute=1_000_000, price_band_bps=1000))
     return Router(connect(url, KEY, SECRET, asynchronous=True), Journal(state, runner=runner), SYM, risk, s)
