@@ -232,14 +232,14 @@ def _print_table(df: pd.DataFrame) -> None:
     print(df.to_string(formatters=fmt))
 
 
-def _backtest_all(bundle, bars: pd.DataFrame, settings: Settings, start: int) -> dict:
-    "The bundle's policy and the baselines, replayed over the same bars from `start`."
+def _backtest_all(bundle, bars: pd.DataFrame, settings: Settings, start: int, others: dict | None = None) -> dict:
+    "The bundle's policy (and `others`: more bundles by name) and the baselines, over the same bars from `start`."
     from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
 
     env = bundle.env_settings()
     bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, settings.backtest)
-    policies = {"policy": bundle_policy(bundle), "buy & hold": BuyAndHold(env.positions),
-                "SMA 20/100": SMACross(env.positions, 20, 100)}  # fmt: skip
+    policies = {"policy": bundle_policy(bundle), **{k: bundle_policy(b) for k, b in (others or {}).items()},
+                "buy & hold": BuyAndHold(env.positions), "SMA 20/100": SMACross(env.positions, 20, 100)}  # fmt: skip
     return {name: bt.run(bars, pol, start, progress=sys.stderr.isatty()) for name, pol in policies.items()}
 
 
@@ -270,9 +270,14 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     job.evaluate()
     bundle_path = job.publish()
     bundle = PolicyBundle.load(bundle_path)
-    print("3/5 out-of-sample backtest (test split) against buy & hold and SMA crossover ...")
+    sup = Path(bundle_path).parent / "bundle_supervised"
+    others = {f"supervised {job.supervised.config.model}": PolicyBundle.load(sup)} if sup.is_dir() else {}
+    print(
+        f"3/5 out-of-sample backtest (test split): the agent{' and the supervised baseline' if others else ''} "
+        "against buy & hold and SMA crossover ..."
+    )
     start = bars.index.get_loc(job.trainer.splits.bars["test"].index[0])
-    results = _backtest_all(bundle, bars, settings, start)
+    results = _backtest_all(bundle, bars, settings, start, others)
     print(f"4/5 leakage audit ({args.audit_timesteps:,} steps per training) ...")
     audit_settings = job.settings.model_copy(
         update={"train": job.settings.train.model_copy(update={"total_timesteps": args.audit_timesteps})}

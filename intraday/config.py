@@ -140,10 +140,11 @@ class FeatureSettings(Section):
     range_vol: IntList = [30]  # Parkinson and Garman-Klass volatility
     volume_z: IntList = [60]  # volume z-score
     kyle_lambda: IntList = [60]  # Kyle's lambda (rolling regression of return on signed volume)
-    amihud: IntList = [60]  # Amihud illiquidity
+    amihud: IntList = []  # Amihud illiquidity (off by default: it follows the price level, see settings.ini)
     adaptive: IntList = [30, 10, 120]  # efficiency ratio window, fast and slow volatility windows; empty = off
     session_vwap: bool = True  # VWAP anchored at the UTC day start
     calendar: bool = True  # time-of-day and day-of-week encodings
+    harmonics: IntList = [2, 3, 4]  # time-of-day harmonics k (sin, cos of 2 pi k tau; the calendar is k = 1)
     clip: float = Field(5.0, gt=0)  # normalised features are clipped to [-clip, clip]
 
     @field_validator("returns", "ema", "momentum", "rsi", "atr", "vwap", "kyle_lambda", "amihud")
@@ -165,6 +166,13 @@ class FeatureSettings(Section):
     def _adaptive(cls, v: list[int]) -> list[int]:
         if v and (len(v) != 3 or min(v) < 2):
             raise ValueError(f"adaptive is 'n, fast, slow' (each >= 2) or empty, got {v}")
+        return v
+
+    @field_validator("harmonics")
+    @classmethod
+    def _harmonics(cls, v: list[int]) -> list[int]:
+        if any(not 1 <= k <= 720 for k in v) or len(set(v)) != len(v):
+            raise ValueError(f"harmonics are distinct whole turns per day between 1 and 720, got {v}")
         return v
 
 
@@ -238,6 +246,9 @@ class VenueSettings(Section):
 class TrainSettings(Section):
     "[train]: the learning algorithm, its budget, callbacks and run folder."
 
+    learner: Literal["rl", "supervised"] = "rl"  # what the training job publishes: the agent or the forecaster
+    supervised_model: Literal["linear", "mlp"] = "mlp"  # the supervised learner's model
+    compare_supervised: bool = True  # learner = rl: also fit the supervised baseline and show it beside the agent
     algo: Literal["PPO", "A2C", "DQN"] = "PPO"  # stable-baselines3 algorithm
     net_arch: IntList = [64, 64]  # hidden layer sizes of the policy (and value) network
     learning_rate: float = Field(3e-4, gt=0, lt=1)

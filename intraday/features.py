@@ -6,10 +6,10 @@ Docs: https://intraday-workbench.github.io/intraday/features.html.md"""
 
 # %% auto #0
 __all__ = ['RING', 'RING_HEADER', 'KINDS', 'REGISTRY', 'SPEC', 'PREV', 'WILDER', 'RET', 'EMA', 'SMOOTH', 'MOM', 'RSI', 'ATR',
-           'VWAP', 'RV', 'RANGEVOL', 'VOLZ', 'KYLE', 'AMIHUD', 'SVWAP', 'SESSION', 'CAL', 'ADAPT', 'layout',
+           'VWAP', 'RV', 'RANGEVOL', 'VOLZ', 'KYLE', 'AMIHUD', 'SVWAP', 'SESSION', 'CAL', 'ADAPT', 'HARM', 'layout',
            'ring_size', 'Indicator', 'Kind', 'register', 'FeaturePipeline', 'FeatureStream', 'returns', 'ema',
            'momentum', 'rsi', 'atr', 'vwap', 'realized_vol', 'range_vol', 'volume_z', 'kyle_lambda', 'amihud',
-           'session_vwap', 'calendar', 'adaptive', 'indicators_from_settings']
+           'session_vwap', 'calendar', 'adaptive', 'harmonics', 'indicators_from_settings']
 
 # %% ../nbs/03_features.ipynb #6c8cb92a
 import functools
@@ -1002,6 +1002,37 @@ register(
         settings=lambda fs, tf: [adaptive(*fs.adaptive)] if fs.adaptive else [],
     )
 )
+
+# %% ../nbs/03_features.ipynb #b7c9c991
+HARM = 14  # kernel code
+
+
+def harmonics(k: int) -> Indicator:
+    "The k-th harmonic of the time of day: sin and cos of 2 pi k tau (tau = second of day / 86400)."
+    return Indicator("harmonics", (k,), (f"tod_sin{k}", f"tod_cos{k}"), 0, 0)
+
+# %% ../nbs/03_features.ipynb #550ac120
+@njit(cache=True)
+def _k_harm(st, at, prm, p, ts, o, h, lo, c, v, out, row, col):
+    "The k-th time-of-day harmonic of the bar's open time."
+    a = 2 * math.pi * ((prm[p] * (ts % 86400.0)) % 86400.0) / 86400.0  # k * tau mod 1: exact turns drop out
+    out[row, col], out[row, col + 1] = math.sin(a), math.cos(a)
+
+# %% ../nbs/03_features.ipynb #98480258
+@njit(cache=True, nogil=True)
+def _b_harm(prm, p, ts, o, h, lo, c, v, r1, out, col):
+    "The k-th time-of-day harmonic; each sine computed once per distinct second of the day."
+    k = prm[p]
+    tab_s, tab_c = np.full(86400, _NAN), np.empty(86400)
+    for t in range(c.shape[0]):
+        sec = int(ts[t] - math.floor(ts[t] / 86400.0) * 86400.0)  # batch bar times are whole seconds
+        if math.isnan(tab_s[sec]):
+            a = 2 * math.pi * ((k * sec) % 86400.0) / 86400.0
+            tab_s[sec], tab_c[sec] = math.sin(a), math.cos(a)
+        out[t, col], out[t, col + 1] = tab_s[sec], tab_c[sec]
+
+# %% ../nbs/03_features.ipynb #d78070e4
+register(Kind("harmonics", HARM, harmonics, _k_harm, _b_harm, cost=5))
 
 # %% ../nbs/03_features.ipynb #daee3d6a
 def indicators_from_settings(

@@ -7,9 +7,10 @@ Docs: https://intraday-workbench.github.io/intraday/trainjob.html.md"""
 # %% auto #0
 __all__ = ['JobParams', 'JobError', 'TrainJob']
 
-# %% ../nbs/07a_trainjob.ipynb #2a299be9
+# %% ../nbs/07a_trainjob.ipynb #8b247e30
 import json
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +25,12 @@ from .bundle import PolicyBundle, export_bundle
 from .config import Settings, load_settings
 from .data import BarStore, planted_signal, read_bars, synth_market, validate_bars
 from .lineage import atomic_write, bars_fingerprint, run_id
-from .train import Trainer, model_policy, signal_policy
+from .markets import MARKETS, make_market, targets_policy
+from .supervised import SupervisedConfig, export_supervised, select_supervised
+from .train import Trainer, _write_json, model_policy, signal_policy
 from .train import evaluate as evaluate_policy  # the job's own `evaluate` step is a method
 
-# %% ../nbs/07a_trainjob.ipynb #380969a4
+# %% ../nbs/07a_trainjob.ipynb #44054ce1
 @dataclass
 class JobParams:
     "Parameters of the training job (the papermill `parameters` cell); empty strings mean 'from settings'."
@@ -35,12 +38,14 @@ class JobParams:
     symbol: str = ""  # market symbol (default [data] symbol)
     timeframe: str = ""  # bar length (default [data] timeframe)
     source: str = "synthetic"  # synthetic | parquet (data_path) | store ([data] store, exchange)
+    market: str = ""  # synthetic source: a zoo market (intraday.markets: trend, reversal, ...); empty = the default
     data_path: str = ""  # bars file for source = parquet (.parquet or .csv)
     exchange: str = ""  # exchange id for source = store
     start: str = ""  # first bar (UTC, ISO); synthetic: the start, files: a filter
     end: str = ""  # last bar (UTC, ISO, exclusive) filter for files and the store
     days: int = 0  # synthetic length in days (default [data] days)
     alpha: float | None = None  # synthetic planted alpha (default [data] alpha)
+    learner: str = ""  # rl | supervised: what the job publishes (default [train] learner)
     algorithm: str = ""  # PPO | A2C | DQN (default [train] algo)
     total_timesteps: int = 0  # budget (default [train] total_timesteps)
     seed: int | None = None  # seed (default [train] seed)
@@ -54,8 +59,9 @@ class JobParams:
         put = lambda sec, key, val: ov.setdefault(sec, {}).__setitem__(key, val)  # noqa: E731
         for key, sec, name in (("symbol", "data", "symbol"), ("timeframe", "data", "timeframe"),
                                ("exchange", "data", "exchange"), ("days", "data", "days"), ("alpha", "data", "alpha"),
-                               ("algorithm", "train", "algo"), ("total_timesteps", "train", "total_timesteps"),
-                               ("seed", "train", "seed"), ("output_dir", "train", "runs_dir")):  # fmt: skip
+                               ("learner", "train", "learner"), ("algorithm", "train", "algo"),
+                               ("total_timesteps", "train", "total_timesteps"), ("seed", "train", "seed"),
+                               ("output_dir", "train", "runs_dir")):  # fmt: skip
             val = getattr(self, key)
             unset = val is None or val == "" or (key in ("days", "total_timesteps") and val == 0)
             if not unset:
@@ -68,7 +74,7 @@ class JobParams:
 class JobError(ValueError):
     "The training job cannot run: bad parameters or data."
 
-# %% ../nbs/07a_trainjob.ipynb #669432f3
+# %% ../nbs/07a_trainjob.ipynb #f15ea6fa
 class TrainJob:
     "The training job, step by step: load_data, train, evaluate, figures, publish (or `run` for all)."
 
@@ -78,13 +84,17 @@ class TrainJob:
         self.params = params if isinstance(params, JobParams) else JobParams(**(params or {}))
         if self.params.source not in ("synthetic", "parquet", "store"):
             raise JobError(f"source must be synthetic, parquet or store, got {self.params.source!r}")
+        if self.params.market and self.params.market not in MARKETS:
+            raise JobError(f"market must be one of the zoo's {', '.join(MARKETS)}, got {self.params.market!r}")
         self.settings = self.params.settings(settings_path)
         self.progress = progress
 
     def load_data(self) -> pd.DataFrame:
         "The bars of the job: synthetic, a file, or the bar store; validated and cut to [start, end)."
         p, d = self.params, self.settings.data
-        if p.source == "synthetic":
+        if p.source == "synthetic" and p.market:
+            bars = make_market(p.market, d.days, d.seed, p.alpha, timeframe=d.timeframe, start=str(d.start))
+        elif p.source == "synthetic":
             bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start))
         elif p.source == "parquet":
             if not p.data_path:
@@ -100,14 +110,22 @@ class TrainJob:
         logger.info("job data", bars=len(self.bars), first=str(self.bars.index[0]), last=str(self.bars.index[-1]))
         return self.bars
 
-# %% ../nbs/07a_trainjob.ipynb #9acdaa18
+# %% ../nbs/07a_trainjob.ipynb #f07b2012
 @patch
 def train(self: TrainJob) -> dict:
-    "Train into the run folder; returns metrics (validation history, final val/test)."
+    "Train the job's learner into the run folder; returns metrics (validation history, final val/test)."
     t = self.settings.train
-    name = self.params.run_id or run_id(t.algo, t.seed, bars_fingerprint(self.bars)["data_hash"])
-    self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / name, self.progress)
+    self.algorithm = t.algo if t.learner == "rl" else f"supervised-{t.supervised_model}"
+    name = self.params.run_id or run_id(self.algorithm, t.seed, bars_fingerprint(self.bars)["data_hash"])
+    self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / name, self.progress)  # builds the splits
     self.run_dir = self.trainer.run_dir
+    self.supervised = None
+    if t.learner == "supervised" or t.compare_supervised:
+        self.supervised = self._fit_supervised()
+    if t.learner == "supervised":
+        self.model = None
+        self.metrics = self._supervised_metrics()
+        return self.metrics
     if t.folds > 1:  # per-fold and pooled validation first; the shipped model trains on the longest window
         self.walk_forward = self.trainer.walk_forward()
     self.trainer.fit()
@@ -115,36 +133,73 @@ def train(self: TrainJob) -> dict:
     self.metrics = self.trainer.finish(self.model)
     return self.metrics
 
-# %% ../nbs/07a_trainjob.ipynb #60301cb4
+
+@patch
+def _fit_supervised(self: TrainJob):
+    "The supervised learner on the job's environments, horizon and threshold chosen on validation."
+    t = self.settings.train
+    t0 = time.perf_counter()
+    learner = select_supervised(self.trainer.splits, SupervisedConfig(model=t.supervised_model, seed=t.seed))
+    self.supervised_seconds = time.perf_counter() - t0
+    c = learner.config
+    logger.info("supervised baseline", model=c.model, horizon=c.horizon, enter=c.enter, seconds=self.supervised_seconds,
+                ignored=learner.ignored)  # fmt: skip
+    return learner
+
+
+@patch
+def _supervised_metrics(self: TrainJob) -> dict:
+    "metrics.json of a supervised run: every split through the env, the loss by epoch as its history."
+    sp, learner = self.trainer.splits, self.supervised
+    self.run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(self.run_dir / "config.json", self.settings.model_dump(mode="json"))
+    _write_json(self.run_dir / "lineage.json", self.trainer.lineage())
+    out = {"learner": "supervised", "num_timesteps": 0, "train_seconds": self.supervised_seconds,
+           "config": asdict(learner.config), "ignored_features": learner.ignored, "history": learner.history,
+           "best_epoch": learner.best_epoch,
+           **{split: evaluate_policy(learner.policy(), sp, split) for split in sp.bars}}  # fmt: skip
+    _write_json(self.run_dir / "metrics.json", out)
+    return out
+
+# %% ../nbs/07a_trainjob.ipynb #42c4bbb0
 @patch
 def evaluate(self: TrainJob) -> pd.DataFrame:
-    "Test split: the policy against buy & hold and the planted-signal oracle, under the same costs."
+    "Test split: the published policy, the other learner, buy & hold and the planted-signal oracle, same costs."
     splits = self.trainer.splits
-    test = splits.bars["test"]
+    at = self.bars.index.get_indexer(splits.bars["test"].index)
     pos = np.asarray(splits.env.positions)
-    signal = planted_signal(self.bars).to_numpy()[self.bars.index.get_indexer(test.index)]
-    policies = {
-        "policy": model_policy(self.model),
-        "buy & hold": BuyAndHold(pos).batch,
-        "planted-signal oracle": signal_policy(splits.env.positions, signal),
-    }
+    sup = self.supervised
+    learners = {"policy": (self.algorithm, model_policy(self.model) if self.model is not None else sup.policy())}
+    if sup is not None and self.model is not None:
+        learners[f"supervised {sup.config.model}"] = (f"supervised-{sup.config.model}", sup.policy())
+    if self.params.market:  # a zoo market: its own oracle
+        oracle = targets_policy(pos, MARKETS[self.params.market].targets(self.bars).to_numpy()[at])
+    else:
+        oracle = signal_policy(splits.env.positions, planted_signal(self.bars).to_numpy()[at])
+    policies = {**learners, "buy & hold": ("rule", BuyAndHold(pos).batch), "planted-signal oracle": ("oracle", oracle)}
     self.curves, rows = {}, {}
-    for name, pol in policies.items():
+    for name, (kind, pol) in policies.items():
         m = evaluate_policy(pol, splits, "test", curve=True)
         self.curves[name] = m.pop("equity_curve")
-        rows[name] = m
+        rows[name] = {"learner": kind, **m}
     self.comparison = pd.DataFrame(rows).T
     return self.comparison
 
-# %% ../nbs/07a_trainjob.ipynb #d5d49271
+# %% ../nbs/07a_trainjob.ipynb #0a348423
 @patch
 def figures(self: TrainJob) -> list[go.Figure]:
-    "Test-split equity of each strategy, and the validation Sharpe over training."
+    "Test-split equity of each strategy, and the validation Sharpe over training (the loss by epoch, supervised)."
     eq = go.Figure([go.Scatter(y=c, name=n, mode="lines") for n, c in self.curves.items()])
     eq.update_layout(title="test split: equity (episodes chained, net of all costs)", xaxis_title="bar",
                      yaxis_title="equity", template="plotly_white", height=420)  # fmt: skip
     hist = pd.DataFrame(self.metrics["history"])
     val = make_subplots(specs=[[{"secondary_y": True}]])
+    if self.model is None:  # supervised: the Huber loss by epoch; early stopping kept the best validation epoch
+        for k in ("train_loss", "val_loss"):
+            val.add_trace(go.Scatter(x=hist.epoch, y=hist[k], name=k.replace("_", " "), mode="lines+markers"))
+        val.update_layout(title=f"supervised fit (best epoch {self.metrics['best_epoch']})", xaxis_title="epoch",
+                          template="plotly_white", height=360)  # fmt: skip
+        return [eq, val]
     if len(hist):
         val.add_trace(go.Scatter(x=hist.steps, y=hist.sharpe, name="val Sharpe", mode="lines+markers"))
         val.add_trace(go.Bar(x=hist.steps, y=hist.trades, name="val trades", opacity=0.3), secondary_y=True)
@@ -152,27 +207,38 @@ def figures(self: TrainJob) -> list[go.Figure]:
                       height=360)  # fmt: skip
     return [eq, val]
 
-# %% ../nbs/07a_trainjob.ipynb #a9c91798
+# %% ../nbs/07a_trainjob.ipynb #3c16ba53
 @patch
 def publish(self: TrainJob) -> Path:
-    "Export the best model as a policy bundle in the run folder, verify it, and write the final metrics."
+    "Export the published learner (and an RL run's supervised baseline) as verified bundles; write the final metrics."
     t, splits = self.settings.train, self.trainer.splits
-    meta = {"algorithm": t.algo, "hyperparameters": t.model_dump(mode="json"), "seed": t.seed,
+    meta = {"hyperparameters": t.model_dump(mode="json"), "seed": t.seed,
             "metrics": {"val": self.metrics.get("val"), "test": self.metrics.get("test")},
             **bars_fingerprint(splits.bars["train"]), "git_revision": self.trainer.lineage()["git_revision"],
             "symbol": self.settings.data.symbol, "timeframe": self.settings.data.timeframe}  # fmt: skip
-    path = export_bundle(self.model, splits.pipeline, splits.fill_model, splits.env, self.run_dir / "bundle", meta)
+    if self.model is None:
+        path = export_supervised(self.supervised, self.run_dir / "bundle", {k: v for k, v in meta.items()
+                                                                           if k != "hyperparameters"})  # fmt: skip
+    else:
+        path = export_bundle(self.model, splits.pipeline, splits.fill_model, splits.env, self.run_dir / "bundle",
+                             {"algorithm": t.algo, **meta})  # fmt: skip
     PolicyBundle.load(path, splits.pipeline)
     final = {**self.metrics, "bundle": str(path), "comparison": self.comparison.to_dict(orient="index")}
+    if self.supervised is not None and self.model is not None:
+        name = f"supervised {self.supervised.config.model}"
+        sup_meta = {**meta, "metrics": {"test": final["comparison"][name]}}
+        sup_meta.pop("hyperparameters")
+        final["bundle_supervised"] = str(export_supervised(self.supervised, self.run_dir / "bundle_supervised",
+                                                           sup_meta))  # fmt: skip
     text = json.dumps(final, indent=2, default=str)
     atomic_write(self.run_dir / "metrics.json", lambda p: p.write_text(text))
     logger.info("published bundle", path=str(path))
     return path
 
-# %% ../nbs/07a_trainjob.ipynb #3fb3632d
+# %% ../nbs/07a_trainjob.ipynb #22dfbeef
 @patch
 def backtest(self: TrainJob) -> list[go.Figure]:
-    "Event-driven backtest of the published bundle on the test split against the baselines: report.html."
+    "Event-driven backtest of the published bundle (and the supervised one) on the test split: report.html."
     from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
     from intraday.report import backtest_figures, backtest_report
 
@@ -180,8 +246,11 @@ def backtest(self: TrainJob) -> list[go.Figure]:
     env = bundle.env_settings()
     bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, self.settings.backtest)
     start = self.bars.index.get_loc(self.trainer.splits.bars["test"].index[0])
-    self.backtests = {
-        "policy": bt.run(self.bars, bundle_policy(bundle), start),
+    self.backtests = {"policy": bt.run(self.bars, bundle_policy(bundle), start)}
+    if (self.run_dir / "bundle_supervised").is_dir() and self.model is not None:
+        sup = PolicyBundle.load(self.run_dir / "bundle_supervised", self.trainer.splits.pipeline)
+        self.backtests[f"supervised {self.supervised.config.model}"] = bt.run(self.bars, bundle_policy(sup), start)
+    self.backtests |= {
         "buy & hold": bt.run(self.bars, BuyAndHold(env.positions), start),
         "SMA 20/100": bt.run(self.bars, SMACross(env.positions, 20, 100), start),
     }

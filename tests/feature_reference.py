@@ -72,4 +72,8 @@ def reference_features(bars: pd.DataFrame, fs) -> pd.DataFrame:
         out[f"er_{n}"] = er.where(valid)
         out[f"volregime_{fast}_{slow}"] = np.log(r.rolling(fast).std() / rs).where(valid)
         out[f"adamom_{n}"] = (logc.diff(n) / (rs * np.sqrt(n)) * er).where(valid)
+    tod = (bars.index.as_unit("s").asi8 % 86400) / 86400
+    for k in fs.harmonics:
+        out[f"tod_sin{k}"] = pd.Series(np.sin(2 * np.pi * k * tod), index=bars.index)
+        out[f"tod_cos{k}"] = pd.Series(np.cos(2 * np.pi * k * tod), index=bars.index)
     return pd.DataFrame(out, index=bars.index)

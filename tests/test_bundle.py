@@ -349,7 +349,9 @@ class SignBranch(BaseFeaturesExtractor):
         super().__init__(observation_space, observation_space.shape[0])
 
     def forward(self, obs):
-        return obs if bool(obs[:, -1].sum() > 0) else -obs
+        # the last column is the share of the episode left: in (0, 1) on every real row, rarely on the trace's
+        # zeros and Gaussian probes, so the traced branch (-obs) passes the trace check and fails the verification
+        return obs if bool(((obs[:, -1] > 0) & (obs[:, -1] < 1)).float().mean() > 0.5) else -obs
 
 
 def fresh(splits, **kw):

@@ -151,7 +151,7 @@ def test_bundle_compiled_equals_torchscript_on_every_bar(trained):  # noqa: F811
         ref = bt.run(BARS, bundle_policy(bundle), end=9000, engine="python")  # TorchScript decides every bar
         fast = bt.run(BARS, bundle_policy(bundle), end=9000)
         same(fast, ref)
-        assert fast.engine_note.startswith("bundle MLP 28-64-64-3") and "decided by TorchScript" in fast.engine_note
+        assert fast.engine_note.startswith("bundle MLP 33-64-64-3") and "decided by TorchScript" in fast.engine_note
         assert ref.decisions.action.nunique() >= 2 and len(ref.fills) > 10  # the policy acts: not a constant
     # the network alone on every bar of the backtest: raw batch features and the position states the run saw
     raw = bundle.pipeline().transform(BARS).to_numpy()[fast.decisions.index.map(BARS.index.get_loc)]
@@ -169,6 +169,6 @@ def test_bundle_refused_when_it_does_not_fit(trained, pipe):  # noqa: F811
     plan, why = compile_policy(bundle_policy(bundle), len(pipe.names), 2)
     assert plan is None and "3 actions" in why
     plan, why = compile_policy(bundle_policy(bundle), 5, 3)
-    assert plan is None and "takes 25 features" in why
+    assert plan is None and "takes 30 features" in why
     r = Backtester(bundle.pipeline(), env=env).run(BARS.iloc[:1500], SMACross(env.positions, 5, 20))
     assert r.engine == "compiled"

@@ -27,7 +27,7 @@ from intraday.features import (
     session_vwap,
 )
 
-FS = FeatureSettings()
+FS = FeatureSettings(amihud=[60])  # every kind: the defaults leave Amihud out (it follows the price level)
 PIPE = FeaturePipeline.from_settings(FS)
 
 

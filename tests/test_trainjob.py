@@ -43,13 +43,15 @@ def test_papermill_job_writes_record_bundle_and_metrics(papermill_run, capsys):
                for o in c.get("outputs", []))  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["bundle"] == str(run / "bundle") and metrics["num_timesteps"] >= 2048
-    assert set(metrics["comparison"]) == {"policy", "buy & hold", "planted-signal oracle"}
+    assert set(metrics["comparison"]) == {"policy", "supervised mlp", "buy & hold", "planted-signal oracle"}
+    assert metrics["comparison"]["supervised mlp"]["learner"] == "supervised-mlp"
+    assert PolicyBundle.load(metrics["bundle_supervised"]).manifest["algorithm"] == "supervised-mlp"
     assert (run / "report.html").read_text().count("Plotly.newPlot") == 6  # the job's backtest report
     bundle = PolicyBundle.load(run / "bundle")
     assert bundle.manifest["algorithm"] == "PPO" and len(bundle.manifest["data_hash"]) == 64
     assert main(["bundle", "verify", str(run / "bundle")]) == 0
     assert main(["bundle", "show", str(run / "bundle")]) == 0
-    assert "features           25" in capsys.readouterr().out
+    assert "features           30" in capsys.readouterr().out
 
 
 def test_verify_names_tampering(papermill_run, tmp_path, capsys):
@@ -97,3 +99,20 @@ def test_parameter_errors(tmp_path, capsys):
     assert "not a run folder" in capsys.readouterr().err
     Path("p2.yaml").write_text("[unclosed\n")
     assert main(["train", "--params", "p2.yaml"]) == 1
+
+
+def test_supervised_learner_on_a_zoo_market(tmp_path, capsys):
+    "`-p learner supervised -p market flow`: no agent trained; the forecaster's bundle ships, against flow's oracle."
+    args = job_args(tmp_path, "sup", "-p", "learner", "supervised", "-p", "market", "flow", "-p", "alpha", "0.5")
+    assert main(["train", "--direct", *args]) == 0
+    run = tmp_path / "runs" / "sup"
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["learner"] == "supervised" and metrics["num_timesteps"] == 0 and metrics["history"]
+    assert set(metrics["comparison"]) == {"policy", "buy & hold", "planted-signal oracle"}
+    # a strong alpha, so that the short test split shows it: flow's own oracle earns, and so does the forecaster
+    assert metrics["comparison"]["planted-signal oracle"]["sharpe"] > 10 and metrics["test"]["sharpe"] > 0
+    assert PolicyBundle.load(run / "bundle").manifest["algorithm"] == "supervised-mlp"
+    assert not (run / "checkpoints").exists() and (run / "report.html").is_file()
+    assert "supervised-mlp" in capsys.readouterr().out
+    assert main(["train", "--direct", *job_args(tmp_path, "x", "-p", "learner", "forest")]) == 1
+    assert "train.learner" in capsys.readouterr().err
