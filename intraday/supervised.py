@@ -49,7 +49,6 @@ class SupervisedConfig:
     model: str = "mlp"  # 'linear' or 'mlp'
     hidden: tuple[int, ...] = (32, 32)  # MLP hidden layer widths
     horizon: int = 15  # k: predict the log return from the next bar's open to the close k bars later
-    harmonics: int = 4  # time-of-day harmonics 1..K made from tod_sin / tod_cos inside the model (<= 1: none)
     lr: float = 1e-3  # Adam learning rate
     shift_limit: float = 0.5  # ignore features whose validation mean is this many train stds off the train mean
     huber: float = 1.0  # Huber loss threshold, in standard deviations of the target (fat tails, jumps)
@@ -103,27 +102,20 @@ def round_trip_cost(
 
 # %% ../nbs/06a_supervised.ipynb #5e203fc6
 class EdgeNet(nn.Module):
-    "Normalised feature rows -> predicted k-bar log return; time-of-day harmonics are derived inside."
+    "Normalised feature rows -> predicted k-bar log return, with the ignored features masked out."
 
     def __init__(
         self,
         n_features: int,  # feature columns
         hidden: tuple[int, ...],  # hidden widths; () = linear
         scale: float,  # std of the training target: the network predicts target / scale
-        tod: tuple[int, int] | None = None,  # columns of tod_sin and tod_cos, if the features have them
-        tod_stats: tuple[float, float, float, float] = (0.0, 1.0, 0.0, 1.0),  # their mean, std (sin, then cos)
-        harmonics: int = 0,  # add sin/cos of k x the time-of-day angle, k = 2..harmonics
         keep: np.ndarray | None = None,  # 1 for the features the predictor uses, 0 for those it ignores
     ):
         super().__init__()
         keep = np.ones(n_features) if keep is None else np.asarray(keep, dtype=np.float64)
         self.register_buffer("keep", torch.tensor(keep, dtype=torch.float32))
-        self.extra = 2 * (harmonics - 1) if tod is not None and harmonics > 1 else 0
-        self.harmonics = harmonics
-        self.tod = tod or (0, 0)
-        self.register_buffer("tod_stats", torch.tensor(tod_stats, dtype=torch.float32))
         self.register_buffer("scale", torch.tensor(float(scale), dtype=torch.float32))
-        width, layers = n_features + self.extra, []
+        width, layers = n_features, []
         for h in hidden:
             layers += [nn.Linear(width, h), nn.ReLU()]
             width = h
@@ -131,18 +123,7 @@ class EdgeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         "Predicted log return (batch,) of float32 normalised features (batch, n_features)."
-        raw = x
-        x = x * self.keep
-        if self.extra:
-            st = self.tod_stats
-            s1 = raw[:, self.tod[0]] * st[1] + st[0]
-            c1 = raw[:, self.tod[1]] * st[3] + st[2]
-            s, c, cols = s1, c1, []
-            for _ in range(self.harmonics - 1):  # (c + i s) <- (c + i s)(c1 + i s1)
-                s, c = s * c1 + c * s1, c * c1 - s * s1
-                cols += [s, c]
-            x = torch.cat([x, torch.stack(cols, dim=1)], dim=1)
-        return self.body(x).squeeze(-1) * self.scale
+        return self.body(x * self.keep).squeeze(-1) * self.scale
 
 # %% ../nbs/06a_supervised.ipynb #6d9e091b
 class RuleNet(nn.Module):
@@ -271,14 +252,10 @@ def fit_supervised(
     if len(Xtr) < c.batch_size or len(Xva) < 2:
         raise ValueError(f"too few rows to fit: {len(Xtr)} train and {len(Xva)} validation (horizon {c.horizon})")
     scale = float(ytr.std()) or 1.0
-    names = list(splits.pipeline.names)
-    tod = (names.index("tod_sin"), names.index("tod_cos")) if {"tod_sin", "tod_cos"} <= set(names) else None
-    st = splits.pipeline.stats
-    tod_stats = tuple(st[n][k] for n in ("tod_sin", "tod_cos") for k in ("mean", "std")) if tod else (0, 1, 0, 1)
     hidden = tuple(c.hidden) if c.model == "mlp" else ()
     shift = np.abs(Xva.mean(axis=0) - Xtr.mean(axis=0)) / np.maximum(Xtr.std(axis=0), 1e-12)
     keep = (shift <= c.shift_limit).astype(np.float64)
-    net = EdgeNet(Xtr.shape[1], hidden, scale, tod, tod_stats, c.harmonics, keep)
+    net = EdgeNet(Xtr.shape[1], hidden, scale, keep)
     opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     gen = torch.Generator().manual_seed(c.seed)
     Xt, yt = torch.from_numpy(Xtr), torch.from_numpy(ytr / scale)

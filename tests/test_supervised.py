@@ -1,4 +1,4 @@
-"""The supervised baseline: target, cost, harmonics, the hysteresis rule, seeded early-stopped fits, out of sample."""
+"""The supervised baseline: target, cost, mask, the hysteresis rule, seeded early-stopped fits, out of sample."""
 
 import numpy as np
 import pytest
@@ -59,19 +59,6 @@ def test_round_trip_cost_fixed_and_range():
     fm = FillModel(spread="range", range_k=0.2, kyle_lambda=0.0, taker_bps=0.0)
     rng = ((bars.high - bars.low) / bars.open).median()
     assert round_trip_cost(fm, bars, 1e4) == pytest.approx(2 * 0.2 * rng)
-
-
-def test_harmonics_are_exact_from_the_normalised_clock():
-    "The net rebuilds sin kθ, cos kθ from normalised tod_sin / tod_cos (their stats undone inside)."
-    theta = torch.linspace(0, 2 * np.pi, 50)
-    ms, ss, mc, sc = 0.1, 0.7, -0.05, 0.8
-    x = torch.stack([(torch.sin(theta) - ms) / ss, (torch.cos(theta) - mc) / sc, torch.zeros(50)], dim=1)
-    net = EdgeNet(3, (), 2.0, tod=(0, 1), tod_stats=(ms, ss, mc, sc), harmonics=4).requires_grad_(False)
-    net.body[0].weight[:] = 0
-    net.body[0].bias[:] = 0
-    net.body[0].weight[0, 3 + 4] = 1.0  # sin 4θ (columns: 3 features, then sin/cos of 2θ, 3θ, 4θ)
-    np.testing.assert_allclose(net(x).numpy(), 2.0 * torch.sin(4 * theta).numpy(), atol=1e-5)
-    assert EdgeNet(3, (), 1.0, tod=None, harmonics=4).extra == 0
 
 
 def test_mask_zeroes_ignored_features():
