@@ -252,8 +252,9 @@ class TrainSettings(Section):
     algo: Literal["PPO", "A2C", "DQN"] = "PPO"  # stable-baselines3 algorithm
     net_arch: IntList = [64, 64]  # hidden layer sizes of the policy (and value) network
     learning_rate: float = Field(3e-4, gt=0, lt=1)
-    gamma: float = Field(0.9, gt=0, le=1)  # discount factor
-    n_steps: int = Field(256, ge=8)  # PPO/A2C rollout length per env
+    gamma: float = Field(0.99, gt=0, le=1)  # discount factor (horizon about 1 / (1 - gamma) bars)
+    n_steps: int = Field(1024, ge=8)  # PPO/A2C rollout length per env
+    gae_lambda: float = Field(0.95, ge=0, le=1)  # PPO/A2C GAE: advantages look about 1 / (1 - gamma lambda) bars ahead
     batch_size: int = Field(256, ge=8)  # PPO/DQN minibatch size
     ent_coef: float = Field(0.01, ge=0)  # PPO/A2C entropy bonus
     normalize_reward: bool = True  # scale rewards by a running std of returns (VecNormalize) while training
@@ -280,7 +281,7 @@ class TuneSettings(Section):
     grace: int = Field(0, ge=0)  # a trial silent this long is failed and re-queued (0 = 2 x heartbeat)
     retries: int = Field(1, ge=0)  # times a failed (stale) trial's parameters are re-queued
     learning_rate: FloatList = [1e-4, 1e-3]  # log-uniform range
-    gamma: FloatList = [0.8, 0.99]  # uniform range
+    gamma: FloatList = [0.95, 0.999]  # uniform range
     ent_coef: FloatList = [0.0, 0.05]  # uniform range
     net_arch: Annotated[list[str], BeforeValidator(_comma_list)] = ["64x64", "128x128"]  # choices
 

@@ -278,9 +278,9 @@ def make_model(self: Trainer, env: IntradayVecEnv) -> BaseAlgorithm:
     kw: dict[str, Any] = dict(learning_rate=t.learning_rate, gamma=t.gamma, seed=t.seed, device="cpu", verbose=0,
                               policy_kwargs={"net_arch": list(t.net_arch)})  # fmt: skip
     if t.algo == "PPO":
-        kw.update(n_steps=t.n_steps, batch_size=t.batch_size, ent_coef=t.ent_coef)
+        kw.update(n_steps=t.n_steps, batch_size=t.batch_size, ent_coef=t.ent_coef, gae_lambda=t.gae_lambda)
     elif t.algo == "A2C":
-        kw.update(n_steps=t.n_steps, ent_coef=t.ent_coef)
+        kw.update(n_steps=t.n_steps, ent_coef=t.ent_coef, gae_lambda=t.gae_lambda)
     else:
         kw.update(batch_size=t.batch_size, learning_starts=min(1000, t.total_timesteps // 10), buffer_size=100_000)
     return ALGOS[t.algo]("MlpPolicy", env, **kw)

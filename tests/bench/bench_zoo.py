@@ -1,22 +1,25 @@
-"""The learning table over the zoo: oracle, supervised linear / MLP (and optionally PPO) out of sample, with placebos.
+"""The learning table over the zoo: oracle, RL (PPO) and the supervised baseline out of sample, with placebos.
 
-Run: .venv/bin/python tests/bench/bench_zoo.py [--days 60] [--seed 1] [--markets trend,flow] [--ppo schedule]
-     [--timesteps 300000]
+Run: .venv/bin/python tests/bench/bench_zoo.py [--days 180] [--seed 1] [--markets trend,flow] [--timesteps N]
+     [--learners rl,linear,mlp] [--jobs 2]
 For each zoo market (intraday.markets.MARKETS) at its default alpha and at alpha = 0 (its placebo), on the test
 split (the last 20 % after the embargo) under the default settings and costs:
-- the oracle (the planted signal's sign) net Sharpe, t-statistic of its mean per-bar log return, trades;
+- the oracle (the planted signal's sign): net Sharpe, t-statistic of its mean per-bar log return, trades;
+- PPO at the [train] defaults (budget: [train] total_timesteps unless --timesteps), its best validation model:
+  net Sharpe, ratio to the oracle, t, trades, seconds of training, and its last update's explained variance;
 - the supervised baseline (intraday.supervised.select_supervised: horizon and entry threshold chosen on the
-  validation split), linear and MLP: net Sharpe, ratio to the oracle, t, trades, fit seconds;
-- with --ppo, PPO at [train] defaults but --timesteps steps on the named markets, with its training diagnostics
-  (explained variance, value loss, entropy of the last update) read from the run's progress.csv.
-Market i uses seed + i (alpha and placebo alike), so the five placebos are independent draws."""
+  validation split), linear and MLP: the same columns.
+Market i uses seed + i (alpha and placebo alike), so the five placebos are independent draws. Markets run in
+--jobs processes, one torch thread each. The goals of the learning issue are checked at the end."""
 
 import argparse
 import csv
 import math
+import os
 import platform
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -29,14 +32,16 @@ from intraday.supervised import SupervisedConfig, score_policy, select_supervise
 
 
 def ratio(x: float, oracle: float) -> float:
+    "A learner's Sharpe as a fraction of the oracle's (NaN when the oracle has no edge to share)."
     return x / oracle if oracle > 0 else math.nan
 
 
-def ppo_row(settings, bars, timesteps: int) -> dict:
-    "Train PPO (default settings, `timesteps` steps), score its best model on the test split, read its diagnostics."
+def ppo_row(settings, bars, timesteps: int | None = None, seed: int | None = None) -> dict:
+    "Train PPO at the settings (optionally another budget / seed), score its best model on the test split."
     from intraday.train import Trainer, model_policy
 
-    s = settings.model_copy(update={"train": settings.train.model_copy(update={"total_timesteps": timesteps})})
+    t = settings.train.model_copy(update={k: v for k, v in (("total_timesteps", timesteps), ("seed", seed)) if v})
+    s = settings.model_copy(update={"train": t})
     run = Path(tempfile.mkdtemp()) / "run"
     t0 = time.perf_counter()
     trainer = Trainer(s, bars, run)
@@ -45,66 +50,75 @@ def ppo_row(settings, bars, timesteps: int) -> dict:
     out = score_policy(model_policy(trainer.best_model()), trainer.splits, "test")
     rows = list(csv.DictReader(open(run / "logs" / "progress.csv")))
     last = [r for r in rows if r.get("train/explained_variance")]
-    diag = (
-        {k: float(last[-1][f"train/{k}"]) for k in ("explained_variance", "value_loss", "entropy_loss")} if last else {}
-    )
-    vals, steps = [], 0
-    for r in rows:  # evaluation rows carry no step count: take the last rollout's
-        steps = int(float(r["time/total_timesteps"])) if r.get("time/total_timesteps") else steps
-        if r.get("val/sharpe"):
-            vals.append((steps, float(r["val/sharpe"]), float(r["val/trades"])))
-    return {**out, "seconds": seconds, **diag, "val_history": vals, "gamma": s.train.gamma, "run": str(run)}
+    diag = {k: float(last[-1][f"train/{k}"]) for k in ("explained_variance", "entropy_loss")} if last else {}
+    vals = [float(r["val/sharpe"]) for r in rows if r.get("val/sharpe")]
+    return {**out, "seconds": seconds, **diag, "val_history": vals, "steps": trainer.state.steps}
+
+
+def zoo_row(name: str, alpha: float, days: float, seed: int, learners=("rl", "linear", "mlp"),
+            timesteps: int | None = None) -> dict:  # fmt: skip
+    "Oracle and each learner on one zoo market (alpha 0 = its placebo), scored on the test split."
+    torch.set_num_threads(1)
+    settings = load_settings()
+    bars = make_market(name, days=days, seed=seed, alpha=alpha)
+    splits = build_envs(settings, bars)
+    x = MARKETS[name].targets(bars).to_numpy()[bars.index.get_indexer(splits.bars["test"].index)]
+    row = {"market": name, "alpha": alpha, "oracle": score_policy(targets_policy(splits.env.positions, x), splits)}
+    for learner in learners:
+        t0 = time.perf_counter()
+        if learner == "rl":
+            row["rl"] = ppo_row(settings, bars, timesteps, seed)
+        else:
+            fit = select_supervised(splits, SupervisedConfig(model=learner, seed=seed))
+            row[learner] = {**fit.score("test"), "seconds": time.perf_counter() - t0, "k": fit.config.horizon}
+    return row
+
+
+def _cell(r: dict, oracle: float, placebo: bool) -> str:
+    "One learner's columns: Sharpe, ratio to the oracle (t for a placebo), trades, seconds."
+    mid = f"t {r['t']:5.2f}" if placebo else f"{ratio(r['sharpe'], oracle):7.2f}"
+    return f"{r['sharpe']:7.1f} {mid} {r['trades']:5d} {r['seconds']:4.0f}"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--days", type=int, default=60)
+    ap.add_argument("--days", type=float, default=180)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--markets", default=",".join(MARKETS))
-    ap.add_argument("--ppo", default="", help="comma-separated markets to also train PPO on")
-    ap.add_argument("--timesteps", type=int, default=300_000)
+    ap.add_argument("--learners", default="rl,linear,mlp")
+    ap.add_argument("--timesteps", type=int, default=None, help="PPO budget (default: [train] total_timesteps)")
+    ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    settings = load_settings()
-    names = args.markets.split(",")
-    print(f"zoo on {platform.node()} ({platform.processor() or platform.machine()}, torch threads 1): "
-          f"{args.days} days per market, seed {args.seed} + i, test split, default costs")  # fmt: skip
-    head = (f"{'market':9} {'alpha':>5} {'IC':>6} | {'oracle':>7} {'t':>6} {'trd':>5} | {'linear':>7} {'/orc':>5} "
-            f"{'t':>6} {'trd':>5} {'s':>4} | {'mlp':>7} {'/orc':>5} {'t':>6} {'trd':>5} {'s':>4}")  # fmt: skip
-    print(head)
-    print("-" * len(head))
-    for i, name in enumerate(names):
-        m = MARKETS[name]
-        for alpha in (m.alpha, 0.0):
-            bars = make_market(name, days=args.days, seed=args.seed + i, alpha=alpha)
-            splits = build_envs(settings, bars)
-            test = splits.bars["test"]
-            x = m.targets(bars).to_numpy()[bars.index.get_indexer(test.index)]
-            ora = score_policy(targets_policy(splits.env.positions, x), splits, "test")
-            res = {}
-            for model in ("linear", "mlp"):
-                t0 = time.perf_counter()
-                learner = select_supervised(splits, SupervisedConfig(model=model, seed=args.seed))
-                res[model] = {**learner.score("test"), "seconds": time.perf_counter() - t0,
-                              "k": learner.config.horizon, "enter": learner.config.enter}  # fmt: skip
-            ic = m.ic(alpha, share=float(np.mean(m.signal(bars).to_numpy() ** 2)))
-            line = f"{name:9} {alpha:5.2f} {ic:6.3f} | {ora['sharpe']:7.2f} {ora['t']:6.2f} {ora['trades']:5d} |"
-            for model in ("linear", "mlp"):
-                r = res[model]
-                line += (f" {r['sharpe']:7.2f} {ratio(r['sharpe'], ora['sharpe']):5.2f} {r['t']:6.2f} "
-                         f"{r['trades']:5d} {r['seconds']:4.0f} |")  # fmt: skip
-            lin, mlp = res["linear"], res["mlp"]
-            print(line + f" k={lin['k']}/{mlp['k']} enter={lin['enter']}/{mlp['enter']}", flush=True)
-            if name in args.ppo.split(","):
-                nan = math.nan
-                p = ppo_row(settings, bars, args.timesteps)
-                print(f"  PPO {args.timesteps:,} steps (gamma {p['gamma']}): test Sharpe {p['sharpe']:.2f} "
-                      f"(/oracle {ratio(p['sharpe'], ora['sharpe']):.2f}), t {p['t']:.2f}, {p['trades']} trades, "
-                      f"{p['seconds']:.0f} s; last update: explained variance {p.get('explained_variance', nan):.3f}, "
-                      f"value loss {p.get('value_loss', nan):.4f}, entropy loss {p.get('entropy_loss', nan):.3f}",
-                      flush=True)  # fmt: skip
-                hist = ", ".join(f"{s // 1000}k: {v:.1f} ({int(n)} tr)" for s, v, n in p["val_history"])
-                print(f"  PPO validation Sharpe by step: {hist}", flush=True)
+    names, learners = args.markets.split(","), args.learners.split(",")
+    t = load_settings().train
+    budget = args.timesteps or t.total_timesteps
+    print(f"zoo on {platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"{args.jobs} jobs, torch threads 1): {args.days:g} days per market, seed {args.seed} + i, test split, "
+          f"default costs; PPO {budget:,} steps, gamma {t.gamma}, n_steps {t.n_steps}, {t.n_envs} envs")  # fmt: skip
+    head = f"{'market':9} {'alpha':>5} | {'oracle':>7} {'t':>5} {'trd':>5} |" + "".join(
+        f" {lr:>7} {'/orc|t':>7} {'trd':>5} {'s':>4} |" for lr in learners
+    )
+    print(head + "\n" + "-" * len(head), flush=True)
+    tasks = [(n, a, args.seed + i) for i, n in enumerate(names) for a in (MARKETS[n].alpha, 0.0)]
+    rows, t0 = [], time.perf_counter()
+    with ProcessPoolExecutor(args.jobs) as pool:
+        futs = [pool.submit(zoo_row, n, a, args.days, s, learners, args.timesteps) for n, a, s in tasks]
+        for fut in as_completed(futs):
+            r = fut.result()
+            rows.append(r)
+            o = r["oracle"]
+            line = f"{r['market']:9} {r['alpha']:5.2f} | {o['sharpe']:7.1f} {o['t']:5.2f} {o['trades']:5d} |"
+            print(line + "".join(f" {_cell(r[lr], o['sharpe'], r['alpha'] == 0)} |" for lr in learners), flush=True)
+    print(f"all rows in {time.perf_counter() - t0:.0f} s")
+    for lr in learners:
+        real = [r for r in rows if r["alpha"] > 0]
+        worst = min(real, key=lambda r: ratio(r[lr]["sharpe"], r["oracle"]["sharpe"]))
+        w = ratio(worst[lr]["sharpe"], worst["oracle"]["sharpe"])
+        placebo_t = max((r[lr]["t"], r["market"]) for r in rows if r["alpha"] == 0)
+        secs = [r[lr]["seconds"] for r in rows]
+        print(f"goal {lr}: >= 0.5 x oracle on every market: {'MET' if w >= 0.5 else 'MISSED'} (worst {w:.2f} on "
+              f"{worst['market']}); placebo t >= 2: {'none' if placebo_t[0] < 2 else 'YES'} (max t {placebo_t[0]:.2f} "
+              f"on {placebo_t[1]}); seconds per market median {np.median(secs):.0f}, max {max(secs):.0f}")  # fmt: skip
 
 
 if __name__ == "__main__":
