@@ -247,7 +247,7 @@ class TrainSettings(Section):
     "[train]: the learning algorithm, its budget, callbacks and run folder."
 
     learner: Literal["rl", "supervised"] = "rl"  # what the training job publishes: the agent or the forecaster
-    supervised_model: Literal["linear", "mlp"] = "mlp"  # the supervised learner's model
+    supervised_model: Literal["linear", "mlp"] = "linear"  # the supervised learner's model
     compare_supervised: bool = True  # learner = rl: also fit the supervised baseline and show it beside the agent
     algo: Literal["PPO", "A2C", "DQN"] = "PPO"  # stable-baselines3 algorithm
     net_arch: IntList = [64, 64]  # hidden layer sizes of the policy (and value) network

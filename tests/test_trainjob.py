@@ -43,9 +43,9 @@ def test_papermill_job_writes_record_bundle_and_metrics(papermill_run, capsys):
                for o in c.get("outputs", []))  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["bundle"] == str(run / "bundle") and metrics["num_timesteps"] >= 2048
-    assert set(metrics["comparison"]) == {"policy", "supervised mlp", "buy & hold", "planted-signal oracle"}
-    assert metrics["comparison"]["supervised mlp"]["learner"] == "supervised-mlp"
-    assert PolicyBundle.load(metrics["bundle_supervised"]).manifest["algorithm"] == "supervised-mlp"
+    assert set(metrics["comparison"]) == {"policy", "supervised linear", "buy & hold", "planted-signal oracle"}
+    assert metrics["comparison"]["supervised linear"]["learner"] == "supervised-linear"
+    assert PolicyBundle.load(metrics["bundle_supervised"]).manifest["algorithm"] == "supervised-linear"
     assert (run / "report.html").read_text().count("Plotly.newPlot") == 6  # the job's backtest report
     bundle = PolicyBundle.load(run / "bundle")
     assert bundle.manifest["algorithm"] == "PPO" and len(bundle.manifest["data_hash"]) == 64
@@ -111,8 +111,8 @@ def test_supervised_learner_on_a_zoo_market(tmp_path, capsys):
     assert set(metrics["comparison"]) == {"policy", "buy & hold", "planted-signal oracle"}
     # a strong alpha, so that the short test split shows it: flow's own oracle earns, and so does the forecaster
     assert metrics["comparison"]["planted-signal oracle"]["sharpe"] > 10 and metrics["test"]["sharpe"] > 0
-    assert PolicyBundle.load(run / "bundle").manifest["algorithm"] == "supervised-mlp"
+    assert PolicyBundle.load(run / "bundle").manifest["algorithm"] == "supervised-linear"
     assert not (run / "checkpoints").exists() and (run / "report.html").is_file()
-    assert "supervised-mlp" in capsys.readouterr().out
+    assert "supervised-linear" in capsys.readouterr().out
     assert main(["train", "--direct", *job_args(tmp_path, "x", "-p", "learner", "forest")]) == 1
     assert "train.learner" in capsys.readouterr().err
