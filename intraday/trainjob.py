@@ -86,6 +86,8 @@ class TrainJob:
             raise JobError(f"source must be synthetic, parquet or store, got {self.params.source!r}")
         if self.params.market and self.params.market not in MARKETS:
             raise JobError(f"market must be one of the zoo's {', '.join(MARKETS)}, got {self.params.market!r}")
+        if self.params.market and self.params.source != "synthetic":
+            raise JobError(f"market = {self.params.market!r} needs source = synthetic, got {self.params.source!r}")
         self.settings = self.params.settings(settings_path)
         self.progress = progress
 
