@@ -6,7 +6,7 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch', 'cmd_venue_serve',
-           'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle', 'cmd_live',
+           'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle', 'loopback', 'cmd_live',
            'cmd_live_run', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
@@ -34,6 +34,7 @@ from intraday.data import (
     read_parquet_meta,
     synth_from_settings,
     synth_market,
+    timeframe_seconds,
     validate_bars,
     write_bars,
 )
@@ -42,6 +43,7 @@ from .obs import setup_logging
 from .report import market_figure, write_report
 
 JOB_NOTEBOOK = Path("nbs/jobs/train.ipynb")
+
 
 # %% ../nbs/14_cli.ipynb #12a11ff0
 def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
@@ -177,9 +179,17 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"intraday: bad fault profile: {e}", file=sys.stderr)
         return 2
     admin = v.admin or args.admin or args.step  # a stepped clock is moved by POST /admin/step
-    venue = Venue(bars, symbol=symbol, start=v.start, keys=keys, admin=admin, speed=speed, faults=faults)
+    start = v.start
+    if args.history is not None:  # enough history for a runner's feature warm-up: days of bars before "now"
+        start = int(round(args.history * 86400 / timeframe_seconds(infer_timeframe(bars))))
+        if not 0 < start < len(bars):
+            print(f"intraday: --history {args.history:g} days is {start:,} bars; the market has {len(bars):,} (make it "
+                  f"longer: INTRADAY__DATA__DAYS or --data)", file=sys.stderr)  # fmt: skip
+            return 2
+    venue = Venue(bars, symbol=symbol, start=start, keys=keys, admin=admin, speed=speed, faults=faults)
     url, stop = serve(venue, v.host, v.port if args.port is None else args.port)
-    print(f"paper venue for {symbol} ({len(bars):,} bars, current bar {v.start}) on {url}", flush=True)
+    print(f"paper venue for {symbol} ({len(bars):,} bars, {start:,} of history before the current bar) on {url}",
+          flush=True)  # fmt: skip
     if speed > 0:
         latest = pd.Timestamp(venue.now - venue.step_ms, unit="ms", tz="UTC")
         clock = f"real time x {speed:g}, latest bar {latest:%Y-%m-%d %H:%M}"
@@ -211,6 +221,7 @@ def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
         rows += _bars_summary(bars)
     _print_rows(rows)
     return 0
+
 
 # %% ../nbs/14_cli.ipynb #06ec7ccf
 def _strategy_rows(results: dict) -> pd.DataFrame:
@@ -308,6 +319,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         path = backtest_report(results, bars, args.report, f"backtest of {args.bundle}", bundle=bundle)
         print(f"report: {path}")
     return 0
+
 
 # %% ../nbs/14_cli.ipynb #189b629f
 def _job_params(args: argparse.Namespace) -> dict:
@@ -407,7 +419,20 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:<18} {value}")
     return 0
 
+
 # %% ../nbs/14_cli.ipynb #98d03e6e
+def loopback(url: str) -> bool:
+    "Whether `url` points at this machine (127.0.0.0/8, ::1 or localhost): a paper venue, not an exchange."
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url if "//" in url else f"//{url}").hostname or ""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost may resolve anywhere
+        return False
+
+
 def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     "Kill, resume or describe the runner of a state directory."
     from intraday.journal import Journal
@@ -421,8 +446,13 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
         return cmd_live_run(args, settings)
     state = Path(args.state_dir or settings.live.state_dir)
     if args.action == "kill":
-        state.mkdir(parents=True, exist_ok=True)
-        (state / KILL_FILE).write_text(args.reason)
+        try:
+            state.mkdir(parents=True, exist_ok=True)
+            (state / KILL_FILE).write_text(args.reason)
+        except OSError as e:
+            print(f"intraday: cannot write the kill file {state / KILL_FILE}: {e.strerror or e}; a running runner can be "
+                  "killed with POST /kill on its control port or `kill -USR1 <pid>`", file=sys.stderr)  # fmt: skip
+            return 1
         print(f"kill file written: {state / KILL_FILE} ({args.reason}); a running router halts and cancels at its "
               "next check, a new one stays halted until `intraday live resume`")  # fmt: skip
         return 0
@@ -439,20 +469,33 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{state}: kill file removed, trading state ACTIVE ({args.reason}); the next start reconciles first")
         return 0
     risk = j.state.get("risk", {})
+    killed = (state / KILL_FILE).exists()
+    trading = "HALTED" if killed else risk.get("state", "ACTIVE")
+    why = f"kill file: {(state / KILL_FILE).read_text().strip()}" if killed and not risk.get("reason") else risk.get(
+        "reason")  # fmt: skip
+    since = next((e["ts"] for e in reversed(j.events()) if e["kind"] == "state" and "risk" in e["data"]), None)
     counts: dict[str, int] = {}
     for o in j.orders.values():
         counts[o.status.value] = counts.get(o.status.value, 0) + 1
     last = next((e for e in reversed(j.events()) if e["kind"] == "reconcile"), None)
     print(f"journal        {j.path} ({j.account}/{j.runner}, {len(j.orders)} orders, seq {j.last_seq})")
-    print(f"trading state  {risk.get('state', 'ACTIVE')}{' (' + risk['reason'] + ')' if risk.get('reason') else ''}")
-    print(f"kill file      {'present' if (state / KILL_FILE).exists() else 'absent'}")
+    print(f"trading state  {trading}{' (' + why + ')' if why else ''}")
+    if trading == "HALTED" and since is not None:
+        print(
+            f"halted since   {pd.Timestamp(since, unit='s', tz='UTC'):%Y-%m-%d %H:%M:%S} UTC, holding {j.position():g}"
+        )
+    print(f"kill file      {'present' if killed else 'absent'}")
     print(f"position       {j.position():g}")
     print(f"orders         {', '.join(f'{k} {v}' for k, v in sorted(counts.items())) or 'none'}")
     print(f"live orders    {', '.join(o.client_id for o in j.live_orders()) or 'none'}")
     if last:
         ok = "ok" if last["data"].get("ok") else "FAILED"
         print(f"reconciled     {pd.Timestamp(last['ts'], unit='s', tz='UTC'):%Y-%m-%d %H:%M:%S} UTC, {ok}")
+    if trading == "HALTED":
+        print(f"to resume      fix the cause, then `intraday live resume --state-dir {state}` (a running runner: POST "
+              "/resume on its control port)")  # fmt: skip
     return 0
+
 
 # %% ../nbs/14_cli.ipynb #fe7c853c
 def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
@@ -461,13 +504,17 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from intraday.journal import Journal
-    from intraday.live import BarFeed, FeedGap, LiveRunner
+    from intraday.live import AccountError, BarFeed, FeedGap, LiveRunner
     from intraday.monitor import ControlServer, Monitor, StateLock, StateLockError
     from intraday.risk import Risk
     from intraday.router import ReconcileError, Router
 
     if args.venue == "binance" and not (args.live or args.shadow):
         print("intraday: --venue binance trades real money: add --live to confirm (or --shadow)", file=sys.stderr)
+        return 2
+    if args.url and not loopback(args.url) and not args.live:
+        print(f"intraday: --url {args.url} is not on this machine (127.0.0.0/8): a remote venue may be a real exchange; "
+              "add --live to confirm", file=sys.stderr)  # fmt: skip
         return 2
     sec = settings.secrets
     if not (sec.api_key and sec.api_secret):
@@ -493,16 +540,17 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
             await router.start()
             feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
             runner = LiveRunner(router, feed, args.bundle, monitor, settings.backtest, shadow=args.shadow)
-            checks = {"reconciled": lambda: router.ready, "warm": lambda: runner.warm}
+            checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
             control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
                                     host=settings.live.control_host,
-                                    kill=lambda reason: router.kill(reason or "control endpoint"),
-                                    resume=lambda reason: router.resume(reason or "control endpoint"))  # fmt: skip
+                                    kill=lambda reason: runner.kill(reason or "control endpoint"),
+                                    resume=lambda reason: runner.resume(reason or "control endpoint"))  # fmt: skip
             await control.start()
+            loop = asyncio.get_running_loop()
             # the kill switch by signal: `kill -USR1 <pid>` halts, cancels every open order (and flattens if set)
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGUSR1, lambda: asyncio.ensure_future(router.kill("signal SIGUSR1"))
-            )
+            loop.add_signal_handler(signal.SIGUSR1, lambda: router.kill_soon("signal SIGUSR1"))
+            for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the bar in hand, log the summary
+                loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
             logger.bind(url=control.url).info("control and metrics on {}", control.url)
             print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr)
             try:
@@ -517,11 +565,12 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with StateLock(state):
             final = asyncio.run(session())
-    except (ReconcileError, StateLockError, FeedGap) as e:  # the runner refuses to trade: say why, once
+    except (ReconcileError, StateLockError, FeedGap, AccountError) as e:  # the runner refuses to trade: say why, once
         print(f"intraday: {e}", file=sys.stderr)
         return 1
     print(json.dumps({k: final[k] for k in ("trading_state", "position", "equity", "pnl", "decisions")}, indent=1))
     return 0
+
 
 # %% ../nbs/14_cli.ipynb #d0fc5f61
 def build_parser() -> argparse.ArgumentParser:
@@ -592,6 +641,8 @@ def build_parser() -> argparse.ArgumentParser:
     clock.add_argument(
         "--step", action="store_true", help="stepped clock, moved by POST /admin/step (turns --admin on)"
     )
+    vs.add_argument("--history", type=float, metavar="DAYS", help="days of bars served as history before the current "
+                    "bar (default: [venue] start bars); a runner warms its features from them")  # fmt: skip
     vs.add_argument("--faults", help="fault profile file, JSON or YAML (default [venue] faults)")
     vs.add_argument("--seed", type=int, help="seed of the fault profile (overrides the file's)")
     vs.set_defaults(func=cmd_venue_serve, overrides=())
@@ -638,7 +689,8 @@ def main(
         print(f"intraday: {e}", file=sys.stderr)
         return 2
     # JSON lines on a terminal are noise for a person: stderr gets warnings unless asked; a log file gets [obs]
-    level = args.log_level or (settings.obs.log_level if settings.obs.log_file else "WARNING")
+    long_running = args.room == "venue" or (args.room == "live" and getattr(args, "action", "") == "run")
+    level = args.log_level or (settings.obs.log_level if settings.obs.log_file or long_running else "WARNING")
     setup_logging(level, settings=settings)
     try:
         code = args.func(args, settings)

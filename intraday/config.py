@@ -58,6 +58,7 @@ def seconds_timeframe(
             return f"{seconds // size}{unit}"
     raise ValueError(f"bar length {seconds!r} s is not a whole number of seconds")
 
+
 # %% ../nbs/00_config.ipynb #bd6acc12
 class Section(BaseModel):
     "Base of every settings section: unknown keys are errors, assignments are validated."
@@ -116,6 +117,7 @@ class ObsSettings(Section):
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
+
 
 # %% ../nbs/00_config.ipynb #5635fe7e
 def _comma_list(v: Any) -> Any:
@@ -299,6 +301,7 @@ class TuneSettings(Section):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
 
+
 # %% ../nbs/00_config.ipynb #4b62c193
 class RiskSettings(Section):
     "[risk]: pre-trade checks before any order leaves the process, and the limits that halt trading."
@@ -333,6 +336,12 @@ class LiveSettings(Section):
     foreign_orders: Literal["cancel", "adopt", "ignore"] = "cancel"  # open orders on the account that are not ours
     timeout_ms: int = Field(10_000, ge=100)  # ccxt request timeout
     control_host: str = "127.0.0.1"  # interface of the runner's /metrics and control endpoints (0.0.0.0 in a pod)
+    account_type: Literal["spot", "margin"] = "spot"  # spot: no short, no negative cash (the paper venue is spot)
+    shorts: Literal["refuse", "flat"] = "refuse"  # spot and a bundle with short targets: refuse to start, or trade flat
+    fill_buffer_bps: float = Field(
+        100.0, ge=0, le=1000
+    )  # spot buys leave this room (plus the fee) for the move to the fill
+    ready_bars: float = Field(3.0, gt=0)  # not ready when no bar closed for this many bar lengths
 
     @field_validator("account", "runner")
     @classmethod
@@ -340,6 +349,7 @@ class LiveSettings(Section):
         if not re.fullmatch(r"[A-Za-z0-9_]{1,12}", v):
             raise ValueError("use 1-12 letters, digits or '_' (it becomes part of client order ids)")
         return v
+
 
 # %% ../nbs/00_config.ipynb #c1ae45a5
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
@@ -394,6 +404,7 @@ def load_secrets(
         if env.get(var):
             values[key] = env[var]
     return Secrets(**values)
+
 
 # %% ../nbs/00_config.ipynb #d1dc312e
 ENV_PREFIX = "INTRADAY__"

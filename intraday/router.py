@@ -15,6 +15,7 @@ import math
 import os
 import re
 import signal
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from loguru import logger
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from .config import LiveSettings, RiskSettings
-from .journal import Journal
+from .journal import Journal, JournalError
 from .orders import IN_DOUBT, WORKING, Order, OrderEvent, OrderStatus, OverFill, from_wire
 from .risk import Intent, Risk, TradingState
 
@@ -131,6 +132,7 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
+
 # %% ../nbs/12b_router.ipynb #0adbd920
 @dataclass
 class Throttle:
@@ -155,6 +157,7 @@ class Throttle:
             dt = (1 - self.tokens) / self.rate
             await asyncio.sleep(dt)
             waited += dt
+
 
 # %% ../nbs/12b_router.ipynb #cc892cd6
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
@@ -187,6 +190,8 @@ class Router:
         self.crash_at = crash_at if crash_at is not None else os.environ.get(CRASH_ENV)
         self.ready, self.last_price, self.market = False, math.nan, None
         self.alerts: list[str] = []
+        self.kill_task: asyncio.Task | None = None  # a kill's cancels and flatten, running to their end
+        self.state_since: float | None = None  # wall clock of the last trading-state change
         self.listeners: list = []  # callables (kind, order or None, info dict): the live runner's hooks and metrics
         saved = journal.state.get("risk")
         if saved:
@@ -216,6 +221,7 @@ class Router:
         "Change and journal the trading state."
         if (self.risk.state, self.risk.reason) != (state, reason):
             self.risk.set_state(state, reason)
+            self.state_since = time.time()
             logger.bind(state=state.value, reason=reason).warning("trading state {} ({})", state.value, reason)
             self._save_risk()
 
@@ -228,10 +234,16 @@ class Router:
         if halt:
             self.set_state(TradingState.HALTED, msg)
 
+    def halted(self) -> bool:
+        "Whether trading is halted now (a daily-loss halt ends at UTC midnight)."
+        self.risk._roll(time.time())
+        return self.risk.state == TradingState.HALTED
+
     def exposure(self) -> tuple[float, float, int]:
         "(position, signed quantity still working or in doubt, number of such orders) from the journal."
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
+
 
 # %% ../nbs/12b_router.ipynb #34d1d301
 @patch
@@ -298,6 +310,7 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
 
+
 # %% ../nbs/12b_router.ipynb #2874d93c
 @patch
 async def refresh_price(self: Router) -> float:
@@ -311,24 +324,44 @@ async def refresh_price(self: Router) -> float:
 
 
 @patch
+def rounded_qty(self: Router, qty: float) -> float:
+    "`qty` truncated to the market's amount precision; 0.0 when it is below one step (ccxt raises there)."
+    try:
+        return float(self.ex.amount_to_precision(self.symbol, qty))
+    except ccxt.InvalidOrder:  # "must be greater than minimum amount precision": nothing tradable
+        return 0.0
+
+
+@patch
+def tradable(self: Router, qty: float, price: float | None = None) -> tuple[float, str | None]:
+    "`qty` at the market's precision, and why it cannot be sent (rounds to 0, below the minimum amount or notional)."
+    q = self.rounded_qty(qty)
+    if q <= 0:
+        return q, f"quantity {qty:g} rounds to 0 at the market's precision"
+    lim = (self.market or {}).get("limits") or {}
+    amin, cmin = (lim.get("amount") or {}).get("min"), (lim.get("cost") or {}).get("min")
+    ref = price if price is not None else self.last_price
+    if amin and q < amin:
+        return q, f"quantity {q:g} below the market minimum {amin:g}"
+    if cmin and ref == ref and q * ref < cmin:
+        return q, f"notional {q * ref:g} below the market minimum {cmin:g}"
+    return q, None
+
+
+@patch
 def _precheck(self: Router, intent: Intent) -> tuple[Intent, str | None]:
     "The intent rounded to the market's precision, and the reason to deny it (None if none)."
     if not self.ready:
         return intent, "not reconciled: trading waits for a complete reconciliation"
     if self.retry.banned:
         return intent, f"venue ban (418) for {self.retry.banned_until - time.time():.1f} s more"
-    qty = float(self.ex.amount_to_precision(self.symbol, intent.qty))
     price = float(self.ex.price_to_precision(self.symbol, intent.price)) if intent.price is not None else None
+    qty, why = self.tradable(intent.qty, price)
     if qty <= 0:
-        return intent, f"quantity {intent.qty:g} rounds to 0 at the market's precision"
+        return intent, why
     rounded = Intent(intent.side, qty, intent.type, price, intent.tag)
-    lim = self.market.get("limits") or {}
-    amin, cmin = (lim.get("amount") or {}).get("min"), (lim.get("cost") or {}).get("min")
-    ref = price if price is not None else self.last_price
-    if amin and qty < amin:
-        return rounded, f"quantity {qty:g} below the market minimum {amin:g}"
-    if cmin and ref == ref and qty * ref < cmin:
-        return rounded, f"notional {qty * ref:g} below the market minimum {cmin:g}"
+    if why is not None:
+        return rounded, why
     position, pending, n = self.exposure()
     return rounded, self.risk.check(rounded, position, pending, n, self.last_price, time.time())
 
@@ -350,13 +383,14 @@ async def submit(
 async def _send(self: Router, intent: Intent, reason: str | None, resends: int, of: str = "") -> Order:
     "Journal the intent (denied, or with its SUBMIT), send it once, journal the outcome."
     args = (self.symbol, intent.side, intent.type, intent.qty, intent.price, of)
+    tag = {"tag": intent.tag} if intent.tag else {}
     if reason is not None:
-        od = self.journal.new_order(*args, then=OrderEvent.DENY, reason=reason)
+        od = self.journal.new_order(*args, then=OrderEvent.DENY, reason=reason, **tag)
         logger.bind(client_id=od.client_id, reason=reason).info("order denied: {}", reason)
         self._emit("deny", od, reason=reason)
         return od
     await self.throttle.acquire()
-    od = self.journal.new_order(*args, then=OrderEvent.SUBMIT, sent=time.time())
+    od = self.journal.new_order(*args, then=OrderEvent.SUBMIT, sent=time.time(), **tag)
     self.risk.note_sent(time.time())
     self._crash("before_send")
     price = intent.price if intent.type == "limit" else None
@@ -390,6 +424,7 @@ async def _send(self: Router, intent: Intent, reason: str | None, resends: int, 
             logger.bind(was=od.client_id).info("re-sending the intent of an order confirmed absent")
             return await self._send(again, why, resends - 1, od.intent)
     return od
+
 
 # %% ../nbs/12b_router.ipynb #27bad3a4
 @patch
@@ -437,6 +472,7 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
+
 # %% ../nbs/12b_router.ipynb #d9899a2e
 @patch
 async def cancel(self: Router, od: Order) -> Order:
@@ -470,6 +506,7 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
+
 # %% ../nbs/12b_router.ipynb #09417dcf
 @patch
 async def _foreign(self: Router, info: dict) -> str:
@@ -484,6 +521,7 @@ async def _foreign(self: Router, info: dict) -> str:
         return "cancelled"
     return "adopted"
 
+
 # %% ../nbs/12b_router.ipynb #a626d8ef
 @patch
 async def reconcile(self: Router) -> dict:
@@ -491,7 +529,9 @@ async def reconcile(self: Router) -> dict:
     rep = {"resolved": 0, "fills": 0, "foreign": {}, "abandoned": 0}
     try:
         if self.market is None:
-            await self.retry.call("markets", self.ex.load_markets)
+            markets = await self.retry.call("markets", self.ex.load_markets, True, check=bool)
+            if self.symbol not in markets:
+                raise ccxt.BadSymbol(f"{self.symbol} is not among the venue's {len(markets)} markets")
             self.market = self.ex.market(self.symbol)
         for od in [o for o in self.journal.orders.values() if o.status == OrderStatus.INITIALIZED]:
             self.journal.transition(od, OrderEvent.DENY, "abandoned: journaled but never sent (restart)")
@@ -551,7 +591,12 @@ async def reconcile(self: Router) -> dict:
         if o.status not in (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED):
             reached[o.intent] = reached.get(o.intent, 0) + 1
     rep["duplicates"] = sum(n - 1 for n in reached.values())
-    rep |= {"position": pos, "venue_position": venue_pos, "mismatch": abs(pos - venue_pos) > tol}
+    off = abs(pos - venue_pos) > tol
+    grace = time.time() - self.settings.unknown_grace_s
+    recent = [o.client_id for o in self.journal.orders.values()
+              if o.status not in _NOT_SENT and (o.sent or o.created) >= grace]  # fmt: skip
+    rep |= {"position": pos, "venue_position": venue_pos, "mismatch": off and not recent,
+            "deferred": recent if off and recent else []}  # fmt: skip
     if newest is not None:  # overlap: a trade booked late is read again, and applied once
         self.journal.record("state", trades_since=newest - 60_000)
     self.journal.record("reconcile", ok=not rep["mismatch"], **rep)
@@ -560,6 +605,12 @@ async def reconcile(self: Router) -> dict:
         self.alert(f"position mismatch: journal {pos:.8g} {base}, venue {venue_pos:.8g} {base}; trading halted")
         return rep
     self.ready = True
+    if rep["deferred"]:
+        logger.bind(position=pos, venue_position=venue_pos, orders=rep["deferred"]).info(
+            "position {} {} against the venue's {}: {} order(s) sent within the last {:g} s may not be visible yet; "
+            "checked again at the next reconciliation", pos, base, venue_pos, len(rep["deferred"]),
+            self.settings.unknown_grace_s)  # fmt: skip
+        return rep
     logger.bind(**{k: v for k, v in rep.items() if k != "foreign"}, foreign=len(rep["foreign"])).info(
         "reconciled: {} order(s) brought up to date, {} fill(s) applied, {} duplicate(s), position {} {} matches the "
         "venue",
@@ -570,6 +621,7 @@ async def reconcile(self: Router) -> dict:
         base,
     )
     return rep
+
 
 # %% ../nbs/12b_router.ipynb #31114dbf
 @patch
@@ -588,19 +640,41 @@ async def kill(
     flatten: bool | None = None,  # also send a market order to a flat position; default [risk] flatten_on_kill
 ) -> list[Order]:
     "Halt trading, cancel every open order and optionally flatten; the orders touched."
-    if not self.kill_file.exists():
-        self.kill_file.write_text(reason)
-    self.set_state(TradingState.HALTED, f"killed: {reason}")
+    self.risk.set_state(TradingState.HALTED, f"killed: {reason}")  # in memory first: nothing passes from now on
+    try:
+        if not self.kill_file.exists():
+            self.kill_file.write_text(reason)
+    except OSError as e:  # a full or read-only state dir: the halt holds in this process, not across a restart
+        logger.error("kill file {} not written ({}): halted in this process only", self.kill_file, e.strerror or e)
+    self.state_since = time.time()
+    logger.bind(reason=reason).warning("kill switch: {}; halted, cancelling every open order", reason)
+    try:
+        self._save_risk()
+    except (sqlite3.Error, OSError, JournalError) as e:  # the cancels below matter more than the record
+        logger.error("kill switch: the halt could not be journaled ({}); cancelling anyway", e)
     done = await self.cancel_all()
     flatten = self.risk.settings.flatten_on_kill if flatten is None else flatten
     pos = self.journal.position()
     if flatten and self.ready and abs(pos) > 0:
-        qty = float(self.ex.amount_to_precision(self.symbol, abs(pos)))
+        qty = self.rounded_qty(abs(pos))
         if qty > 0:
             side = "sell" if pos > 0 else "buy"
             done.append(await self._send(Intent(side, qty), None, 0))  # risk is halted: the exit goes around it
     logger.bind(reason=reason, cancelled=len(done)).warning("kill switch: {} order(s) handled", len(done))
     return done
+
+
+@patch
+def kill_soon(
+    self: Router,
+    reason: str = "kill switch",  # why (journaled, shown in denials)
+    flatten: bool | None = None,  # also flatten; default [risk] flatten_on_kill
+) -> asyncio.Task:
+    "Halt now and run the kill's cancels and flatten in a task of their own (a caller that times out stops neither)."
+    self.risk.set_state(TradingState.HALTED, f"killed: {reason}")
+    if self.kill_task is None or self.kill_task.done():
+        self.kill_task = asyncio.ensure_future(self.kill(reason, flatten))
+    return self.kill_task
 
 
 @patch
@@ -619,6 +693,7 @@ async def check_kill_file(self: Router) -> bool:
         return True
     return False
 
+
 # %% ../nbs/12b_router.ipynb #510f2daa
 @patch
 def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
@@ -627,6 +702,7 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
         logger.bind(equity=equity).warning("trading halted: {}", self.risk.reason)
         self._save_risk()
     return self.risk.state
+
 
 # %% ../nbs/12b_router.ipynb #fb24ae98
 _NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)

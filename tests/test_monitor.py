@@ -471,7 +471,7 @@ def test_kill_and_resume_need_the_bearer_token_from_the_environment(monkeypatch,
         ("POST", "/kill", {"headers": auth, "json": ["drawdown"]}),
     )
     statuses = [r[0] for r in res]
-    assert statuses == [401, 401, 401, 401, 405, 200, 200, 400, 400]
+    assert statuses == [401, 401, 401, 401, 405, 202, 200, 400, 400]  # a kill is accepted, then runs on
     assert res[0][1]["WWW-Authenticate"].startswith("Bearer")
     assert json.loads(res[0][2]) == {"error": "missing or wrong bearer token"}
     assert json.loads(res[5][2]) == {"ok": True, "action": "kill", "reason": "drawdown", "result": {"state": "halted"}}
@@ -511,7 +511,7 @@ def test_thread_mode_serves_synchronous_callers_and_frees_the_port():
         assert port > 0
         status, text = get(server.url + "/metrics")
         assert status == 200 and value(families(text), "intraday_fills_total") == 1
-        assert get(server.url + "/kill", "POST", token="t")[0] == 200
+        assert get(server.url + "/kill", "POST", token="t")[0] == 202  # accepted: the kill runs on
     assert kills == ["operator"]
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
         pass
