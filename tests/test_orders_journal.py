@@ -3,10 +3,13 @@ processes, and durability of acknowledged writes when the process is killed."""
 
 import json
 import os
+import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -14,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from intraday.config import RiskSettings
-from intraday.journal import Journal, JournalError
+from intraday.journal import Journal, JournalError, StorageError
 from intraday.orders import (
     CLIENT_ID_RE,
     PREVIOUS,
@@ -210,3 +213,199 @@ def test_risk_reducing_state_and_rate_limit():
     assert r.note_equity(107.0, t + 2) == TradingState.HALTED and r.reason == "drawdown 10.83% reached the limit 10.00%"
     assert r.note_equity(50.0, t + 3) is None  # already halted
     assert json.loads(json.dumps(r.to_dict()))["state"] == "HALTED"
+
+
+# Issue 20: the journal's storage defects. Each test is named after the defect it pins.
+
+
+def _snap(j: Journal) -> tuple:
+    "What a failed write must leave untouched: orders, state, seq, position, live set."
+    orders = {k: o.to_dict() for k, o in j.orders.items()}
+    return orders, dict(j.state), j.last_seq, j.position(), [o.client_id for o in j.live_orders()]
+
+
+def _fill_events(d) -> int:
+    return sum(e["kind"] == "fill" for e in Journal(d, runner="p").events())
+
+
+def test_fill_not_atomic_two_writers_apply_a_trade_once(tmp_path):
+    a, b = Journal(tmp_path, runner="p"), Journal(tmp_path, runner="p")
+    oa = a.new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT)
+    b._replay()  # b knows the order, not the fill a is about to journal
+    ob = b.orders[oa.client_id]
+    assert a.fill(oa, "t1", 1.0, 10.0) is True
+    assert b.fill(ob, "t1", 1.0, 10.0) is False  # the same trade, reported to a stale writer
+    assert (ob.filled, b.position()) == (1.0, 1.0)  # b caught up on a's fill in the transaction
+    assert _fill_events(tmp_path) == 1 and Journal(tmp_path, runner="p").position() == 1.0
+
+
+FILLER = textwrap.dedent(
+    """
+    import os, sys, time
+    from intraday.journal import Journal
+    j = Journal(sys.argv[1], runner="p", busy_timeout=30)
+    od = j.orders[sys.argv[2]]
+    print("ready", flush=True)
+    while not os.path.exists(sys.argv[3]):  # both have replayed before either fills: both start stale
+        time.sleep(0.005)
+    print(sum(j.fill(od, str(i), 0.02, 10.0) for i in range(50)))
+    """
+)
+
+
+def test_fill_not_atomic_two_processes_race_on_the_same_trades(tmp_path):
+    od = Journal(tmp_path, runner="p").new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT)
+    go = tmp_path / "go"
+    procs = [subprocess.Popen([sys.executable, "-c", FILLER, str(tmp_path), od.client_id, str(go)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    assert [p.stdout.readline().strip() for p in procs] == ["ready", "ready"]
+    go.touch()
+    applied = [int(p.communicate(timeout=120)[0]) for p in procs]
+    j = Journal(tmp_path, runner="p")
+    assert sum(applied) == 50 and _fill_events(tmp_path) == 50  # each trade applied by exactly one writer
+    assert j.position() == pytest.approx(1.0) and j.orders[od.client_id].status == OrderStatus.FILLED
+
+
+def test_replay_counts_only_fills_apply_fill_took(tmp_path):
+    j = Journal(tmp_path, runner="p")
+    od = j.new_order("SYN/USDT", "sell", "market", 1.0, then=OrderEvent.SUBMIT)
+    assert j.fill(od, "t1", 1.0, 10.0)
+    # an old journal (before the fill was one transaction) may hold a duplicate and an over-filling fill event
+    for tid in ("t1", "t2"):
+        j.db.execute("INSERT INTO events (ts, kind, client_id, data) VALUES (?, 'fill', ?, ?)",
+                     (time.time(), od.client_id, json.dumps({"trade_id": tid, "qty": 1.0, "price": 10.0})))  # fmt: skip
+    again = Journal(tmp_path, runner="p")
+    assert again.position() == j.position() == -1.0 and again.orders[od.client_id].filled == 1.0
+    assert len(again.skipped) == 2 and "applied already" in again.skipped[0] and "refused" in again.skipped[1]
+
+
+def test_replay_counts_only_fills_a_stale_writer_writes_no_refused_fill(tmp_path):
+    a, b = Journal(tmp_path, runner="p"), Journal(tmp_path, runner="p")
+    oa = a.new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT)
+    b._replay()
+    ob = b.orders[oa.client_id]
+    assert a.fill(oa, "t1", 1.0, 10.0)
+    with pytest.raises(OverFill, match="refused"):
+        b.fill(ob, "t2", 1.0, 10.0)  # b's stale view would allow it; the journal does not
+    assert _fill_events(tmp_path) == 1 and Journal(tmp_path, runner="p").skipped == []
+
+
+def test_journal_opens_with_quick_check_and_refuses_a_damaged_file(tmp_path):
+    j = Journal(tmp_path, runner="p")
+    for i in range(300):
+        j.new_order("SYN/USDT", "buy", "limit", 1.0, 10.0, then=OrderEvent.SUBMIT, reason=f"order {i} " + "x" * 60)
+    j.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    j.close()
+    for side in ("-wal", "-shm"):
+        (tmp_path / f"journal.sqlite{side}").unlink(missing_ok=True)
+    path = tmp_path / "journal.sqlite"
+    raw = bytearray(path.read_bytes())
+    page = int.from_bytes(raw[16:18], "big")
+    middle = len(raw) // page // 2
+    raw[middle * page : (middle + 1) * page] = random.Random(7).randbytes(page)
+    path.write_bytes(bytes(raw))
+    for opener in (lambda: Journal(tmp_path, runner="p"), lambda: Journal.open(tmp_path)):
+        with pytest.raises(JournalError, match=f"{path}: cannot open the journal, it is damaged \\(SQLite: .+\\)"):
+            opener()
+
+
+def test_broken_event_row_names_file_seq_and_kind(tmp_path):
+    j = Journal(tmp_path, runner="p")
+    od = j.new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT)
+    cur = j.db.execute("INSERT INTO events (ts, kind, client_id, data) VALUES (0, 'fill', ?, '{\"trade_id\": ')",
+                       (od.client_id,))  # fmt: skip
+    want = f"{tmp_path / 'journal.sqlite'}: event seq {cur.lastrowid} \\(fill, order {od.client_id}\\) is not readable"
+    with pytest.raises(JournalError, match=want):
+        Journal(tmp_path, runner="p")
+    with pytest.raises(JournalError, match=want):
+        j.events()
+    with pytest.raises(JournalError, match=want):  # a live journal meets it when catching up before a write
+        j.record("note", msg="x")
+
+
+def _every_write_fails(j: Journal, od, match: str) -> None:
+    "Each write method raises a StorageError naming the journal file and `match`, and leaves memory as it was."
+    before = _snap(j)
+    counter = j._meta()["counter"]
+    writes = [
+        lambda: j.new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT, reason="r" * 300),
+        lambda: j.transition(od, OrderEvent.CANCEL_REQUEST, "x" * 300),
+        lambda: j.fill(od, "t9", 0.5, 10.0, 0.01),
+        lambda: j.record("state", baseline=5.0, why="y" * 300),
+        lambda: j.adopt(
+            "SYN/USDT",
+            {
+                "id": 9,
+                "clientOrderId": "x9",
+                "side": "buy",
+                "type": "limit",
+                "amount": 2,
+                "price": 5,
+                "note": "z" * 300,
+            },
+        ),  # fmt: skip
+    ]
+    for write in writes:
+        with pytest.raises(StorageError, match=f"{j.path}: cannot write the journal .*{match}"):
+            write()
+        assert _snap(j) == before and j._meta()["counter"] == counter
+    assert issubclass(StorageError, JournalError)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    "A 192 KiB tmpfs (needs root and mount); skipped where it cannot be mounted."
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    yield mnt
+    subprocess.run(["umount", "-l", str(mnt)], check=True)
+
+
+def test_storage_errors_are_typed_when_the_disk_is_full(tiny_tmpfs):
+    j = Journal(tiny_tmpfs, runner="p")
+    od = j.new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT)
+    j.transition(od, OrderEvent.ACCEPT)
+    with pytest.raises(StorageError, match="database or disk is full"):
+        for _ in range(10_000):
+            j.record("note", blob="n" * 500)
+    _every_write_fails(j, od, "database or disk is full")
+    j.close()
+    again = Journal(tiny_tmpfs, runner="p")  # what was acknowledged is there, nothing half-written
+    assert again.orders[od.client_id].status == OrderStatus.OPEN and again.position() == 0.0
+    again.close()
+
+
+def test_storage_errors_are_typed_when_sqlite_max_page_count_is_reached(tmp_path):
+    j = Journal(tmp_path, runner="p")
+    od = j.new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT)
+    j.transition(od, OrderEvent.ACCEPT)
+    pages = j.db.execute("PRAGMA page_count").fetchone()[0]
+    j.db.execute(f"PRAGMA max_page_count = {pages}")  # SQLITE_FULL for real once the file would grow
+    with pytest.raises(StorageError, match="database or disk is full"):
+        for _ in range(10_000):
+            j.record("note")
+    _every_write_fails(j, od, "database or disk is full")
+
+
+def test_storage_errors_are_typed_when_the_journal_is_read_only(tmp_path):
+    j = Journal(tmp_path, runner="p")
+    od = j.new_order("SYN/USDT", "buy", "market", 1.0, then=OrderEvent.SUBMIT)
+    j.transition(od, OrderEvent.ACCEPT)
+    j.db.execute("PRAGMA query_only = ON")  # root ignores file modes: make the connection itself read-only
+    _every_write_fails(j, od, "attempt to write a readonly database")
+
+
+def test_storage_errors_are_typed_a_busy_journal_waits_then_fails(tmp_path):
+    j = Journal(tmp_path, runner="p", busy_timeout=5)
+    other = sqlite3.connect(tmp_path / "journal.sqlite", isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock for a moment
+    threading.Timer(0.3, lambda: other.execute("COMMIT")).start()
+    assert j.record("note", msg="waited") > 0  # waited for the lock rather than failing at once
+    quick = Journal(tmp_path, runner="p", busy_timeout=0.05)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(StorageError, match="database is locked"):
+        quick.record("note", msg="gives up")
+    other.execute("ROLLBACK")
+    assert [e["data"].get("msg") for e in quick.events()] == ["waited"]
