@@ -450,8 +450,8 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
             state.mkdir(parents=True, exist_ok=True)
             (state / KILL_FILE).write_text(args.reason)
         except OSError as e:
-            print(f"intraday: cannot write the kill file {state / KILL_FILE}: {e.strerror or e}; a running runner can be "
-                  "killed with POST /kill on its control port or `kill -USR1 <pid>`", file=sys.stderr)  # fmt: skip
+            print(f"intraday: cannot write the kill file {state / KILL_FILE}: {e.strerror or e}; a running runner "
+                  "can be killed with POST /kill or `kill -USR1 <pid>`", file=sys.stderr)  # fmt: skip
             return 1
         print(f"kill file written: {state / KILL_FILE} ({args.reason}); a running router halts and cancels at its "
               "next check, a new one stays halted until `intraday live resume`")  # fmt: skip
@@ -513,8 +513,8 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
         print("intraday: --venue binance trades real money: add --live to confirm (or --shadow)", file=sys.stderr)
         return 2
     if args.url and not loopback(args.url) and not args.live:
-        print(f"intraday: --url {args.url} is not on this machine (127.0.0.0/8): a remote venue may be a real exchange; "
-              "add --live to confirm", file=sys.stderr)  # fmt: skip
+        print(f"intraday: --url {args.url} is not on this machine (127.0.0.0/8): a remote venue may be a real "
+              "exchange; add --live to confirm", file=sys.stderr)  # fmt: skip
         return 2
     sec = settings.secrets
     if not (sec.api_key and sec.api_secret):

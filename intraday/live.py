@@ -285,7 +285,7 @@ def pnl_from_journal(
     held: float,  # base position now (the venue's)
     mark: float,  # last price
 ) -> PnL:
-    "A PnL tracker rebuilt at restart: realised PnL, fees and entry price from the journal's fills, cash from the venue."
+    "The PnL rebuilt at restart: realised PnL, fees and entry price from the journal's fills, cash from the venue."
     replay = PnL(cash=0.0)
     for e in journal.events():
         od = journal.orders.get(e["client_id"] or "")
