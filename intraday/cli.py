@@ -44,7 +44,6 @@ from .report import market_figure, write_report
 
 JOB_NOTEBOOK = Path("nbs/jobs/train.ipynb")
 
-
 # %% ../nbs/14_cli.ipynb #12a11ff0
 def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
     "Print the effective settings (secrets as set/unset only), as a table or JSON."
@@ -222,7 +221,6 @@ def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
     _print_rows(rows)
     return 0
 
-
 # %% ../nbs/14_cli.ipynb #06ec7ccf
 def _strategy_rows(results: dict) -> pd.DataFrame:
     "Net Sharpe, return, max drawdown and trades of each strategy's backtest."
@@ -319,7 +317,6 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         path = backtest_report(results, bars, args.report, f"backtest of {args.bundle}", bundle=bundle)
         print(f"report: {path}")
     return 0
-
 
 # %% ../nbs/14_cli.ipynb #189b629f
 def _job_params(args: argparse.Namespace) -> dict:
@@ -419,7 +416,6 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:<18} {value}")
     return 0
 
-
 # %% ../nbs/14_cli.ipynb #98d03e6e
 def loopback(url: str) -> bool:
     "Whether `url` points at this machine (127.0.0.0/8, ::1 or localhost): a paper venue, not an exchange."
@@ -496,7 +492,6 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
               "/resume on its control port)")  # fmt: skip
     return 0
 
-
 # %% ../nbs/14_cli.ipynb #fe7c853c
 def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     "Trade a bundle on the paper venue (or, with --live, on Binance) until --duration or --bars."
@@ -570,7 +565,6 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(json.dumps({k: final[k] for k in ("trading_state", "position", "equity", "pnl", "decisions")}, indent=1))
     return 0
-
 
 # %% ../nbs/14_cli.ipynb #d0fc5f61
 def build_parser() -> argparse.ArgumentParser:

@@ -58,7 +58,6 @@ def seconds_timeframe(
             return f"{seconds // size}{unit}"
     raise ValueError(f"bar length {seconds!r} s is not a whole number of seconds")
 
-
 # %% ../nbs/00_config.ipynb #bd6acc12
 class Section(BaseModel):
     "Base of every settings section: unknown keys are errors, assignments are validated."
@@ -117,7 +116,6 @@ class ObsSettings(Section):
     @classmethod
     def _empty_is_none(cls, v: Any) -> Any:
         return None if v == "" else v
-
 
 # %% ../nbs/00_config.ipynb #5635fe7e
 def _comma_list(v: Any) -> Any:
@@ -301,7 +299,6 @@ class TuneSettings(Section):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
 
-
 # %% ../nbs/00_config.ipynb #4b62c193
 class RiskSettings(Section):
     "[risk]: pre-trade checks before any order leaves the process, and the limits that halt trading."
@@ -349,7 +346,6 @@ class LiveSettings(Section):
         if not re.fullmatch(r"[A-Za-z0-9_]{1,12}", v):
             raise ValueError("use 1-12 letters, digits or '_' (it becomes part of client order ids)")
         return v
-
 
 # %% ../nbs/00_config.ipynb #c1ae45a5
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
@@ -404,7 +400,6 @@ def load_secrets(
         if env.get(var):
             values[key] = env[var]
     return Secrets(**values)
-
 
 # %% ../nbs/00_config.ipynb #d1dc312e
 ENV_PREFIX = "INTRADAY__"

@@ -31,7 +31,6 @@ from .orders import OrderEvent
 from .risk import Intent, TradingState
 from .router import TRANSIENT, ReconcileError, Router
 
-
 # %% ../nbs/13_live.ipynb #c3274ff2
 @dataclass(frozen=True)
 class Bar:
@@ -62,7 +61,6 @@ class VenueClockError(FeedGap):
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
-
 
 # %% ../nbs/13_live.ipynb #be40fae1
 @dataclass
@@ -103,7 +101,6 @@ class CloseTracker:
         if self.last is None:
             return []
         return list(range(self.last + self.step_ms, first, self.step_ms))
-
 
 # %% ../nbs/13_live.ipynb #ee1712be
 class BarFeed:
@@ -242,7 +239,6 @@ class BarFeed:
         if self._watch is not None:
             self._watch.cancel()
 
-
 # %% ../nbs/13_live.ipynb #9528e9a9
 @dataclass
 class PnL:
@@ -295,7 +291,6 @@ def pnl_from_journal(
     baseline = held - replay.qty  # what the account held before the journal's first fill
     avg = replay.avg if abs(baseline) <= 1e-12 else mark  # a position from before the journal: marked at the close
     return PnL(cash=cash, qty=held, avg=avg if held else 0.0, realized=replay.realized, fees=replay.fees, mark=mark)
-
 
 # %% ../nbs/13_live.ipynb #30b974dd
 HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
@@ -393,7 +388,6 @@ class LiveRunner:
         elif kind == "alert":
             self._hook("on_error", info.get("msg"))
 
-
 # %% ../nbs/13_live.ipynb #857d0e5b
 @patch
 async def start(self: LiveRunner) -> dict:
@@ -454,7 +448,6 @@ async def check_bundle(self: LiveRunner) -> bool | None:
     self.monitor.set_bundle(new.manifest["policy_sha256"], str(self.bundle_path))
     logger.bind(old=old[:12], new=new.manifest["policy_sha256"][:12]).warning("bundle swapped between bars")
     return True
-
 
 # %% ../nbs/13_live.ipynb #c48a6ffd
 @patch
@@ -555,7 +548,6 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     logger.bind(**d).debug("decision at bar {}: target {}", bar.ts, w)
     self._hook("on_decision", d)
     return d
-
 
 # %% ../nbs/13_live.ipynb #ceef84fb
 @patch

@@ -43,7 +43,6 @@ from .obs import LATENCY_BUCKETS, latency_histogram, make_registry, metrics_text
 from .orders import TERMINAL
 from .report import write_report
 
-
 # %% ../nbs/13a_monitor.ipynb #8b8fb3c3
 class RollingWindow:
     "The last `size` observations (younger than `max_age` seconds, if given), kept sorted for O(1) quantiles."
@@ -97,7 +96,6 @@ class RollingWindow:
         hi = min(lo + 1, n - 1)
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
-
 # %% ../nbs/13a_monitor.ipynb #01711fb8
 STAGES = {
     "feed_lag": "bar close -> receipt",
@@ -120,7 +118,6 @@ def trading_state_name(
     if isinstance(name, str) and name.lower() in TRADING_STATES:
         return name.lower()
     raise ValueError(f"unknown trading state {state!r}: expected one of {', '.join(TRADING_STATES)} (or 0, 1, 2)")
-
 
 # %% ../nbs/13a_monitor.ipynb #c4abdde9
 def _quantile_key(q: float) -> str:
@@ -362,7 +359,6 @@ class Monitor:
                 }
         return out
 
-
 # %% ../nbs/13a_monitor.ipynb #e848e98c
 TOKEN_ENV = "INTRADAY_CONTROL_TOKEN"  # environment variable holding the control token
 
@@ -578,7 +574,6 @@ class ControlServer:
     def __exit__(self, *exc) -> None:
         self.stop_thread()
 
-
 # %% ../nbs/13a_monitor.ipynb #b8de266f
 class StateLockError(RuntimeError):
     "The state directory is held by another runner."
@@ -652,7 +647,6 @@ class StateLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
-
 
 # %% ../nbs/13a_monitor.ipynb #c21372c2
 def histogram_quantile(

@@ -132,7 +132,6 @@ def _transient(e: BaseException) -> bool:
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
-
 # %% ../nbs/12b_router.ipynb #0adbd920
 @dataclass
 class Throttle:
@@ -157,7 +156,6 @@ class Throttle:
             dt = (1 - self.tokens) / self.rate
             await asyncio.sleep(dt)
             waited += dt
-
 
 # %% ../nbs/12b_router.ipynb #cc892cd6
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
@@ -244,7 +242,6 @@ class Router:
         live = self.journal.live_orders()
         return self.journal.position(), sum(o.sign * o.remaining for o in live), len(live)
 
-
 # %% ../nbs/12b_router.ipynb #34d1d301
 @patch
 async def _apply_trades(self: Router, od: Order, trades: list[dict]) -> int:
@@ -309,7 +306,6 @@ async def _apply_report(self: Router, od: Order, info: dict) -> Order:
     if od.status == OrderStatus.PENDING_CANCEL and status in (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED):
         self.journal.transition(od, OrderEvent.CANCEL_REJECT, "the venue reports it still working")
     return od
-
 
 # %% ../nbs/12b_router.ipynb #2874d93c
 @patch
@@ -425,7 +421,6 @@ async def _send(self: Router, intent: Intent, reason: str | None, resends: int, 
             return await self._send(again, why, resends - 1, od.intent)
     return od
 
-
 # %% ../nbs/12b_router.ipynb #27bad3a4
 @patch
 async def query(self: Router, od: Order) -> dict | None:
@@ -472,7 +467,6 @@ async def sync(self: Router, od: Order) -> Order:
         self.alert(f"order {od.client_id} ({od.status}) is unknown to the venue", od)
     return od
 
-
 # %% ../nbs/12b_router.ipynb #d9899a2e
 @patch
 async def cancel(self: Router, od: Order) -> Order:
@@ -506,7 +500,6 @@ async def cancel_all(self: Router) -> list[Order]:
     "Cancel every working order (and resolve those in doubt first)."
     return list(await asyncio.gather(*(self.cancel(o) for o in self.journal.live_orders())))
 
-
 # %% ../nbs/12b_router.ipynb #09417dcf
 @patch
 async def _foreign(self: Router, info: dict) -> str:
@@ -520,7 +513,6 @@ async def _foreign(self: Router, info: dict) -> str:
         await self.cancel(od)
         return "cancelled"
     return "adopted"
-
 
 # %% ../nbs/12b_router.ipynb #a626d8ef
 @patch
@@ -622,7 +614,6 @@ async def reconcile(self: Router) -> dict:
     )
     return rep
 
-
 # %% ../nbs/12b_router.ipynb #31114dbf
 @patch
 async def start(self: Router) -> dict:
@@ -693,7 +684,6 @@ async def check_kill_file(self: Router) -> bool:
         return True
     return False
 
-
 # %% ../nbs/12b_router.ipynb #510f2daa
 @patch
 def mark_equity(self: Router, equity: float, now: float | None = None) -> TradingState:
@@ -702,7 +692,6 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
         logger.bind(equity=equity).warning("trading halted: {}", self.risk.reason)
         self._save_risk()
     return self.risk.state
-
 
 # %% ../nbs/12b_router.ipynb #fb24ae98
 _NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)

@@ -23,7 +23,6 @@ from .faults import FaultInjector, FaultProfile
 from .fills import FillModel
 from .orders import WORKING, OrderEvent, OrderStatus, next_status, to_wire
 
-
 # %% ../nbs/10_venue.ipynb #d5f21403
 class Venue:
     "A paper exchange for one symbol replaying `bars`; matching through a `FillModel`, ledger in plain Python."
@@ -84,7 +83,6 @@ class Venue:
         for listen in self.listeners:
             listen(kind, *args)
 
-
 # %% ../nbs/10_venue.ipynb #b8be5dee
 @patch
 def half_spread(self: Venue) -> float:
@@ -104,7 +102,6 @@ def book(
     ask = np.ceil(c * (1 + self.half_spread()) / tick - 1e-9) * tick
     size = max(floor_to((self.fm.participation or 1.0) * vol / n, self.spec.step_size), self.spec.step_size)
     return bid, float(max(ask, bid + tick)), size
-
 
 # %% ../nbs/10_venue.ipynb #472fafb8
 @patch
@@ -185,7 +182,6 @@ def open_orders(self: Venue) -> list[dict]:
     "The working orders queries may see."
     return [od for od in self.orders if od["status"] in WORKING and self.visible(od)]
 
-
 # %% ../nbs/10_venue.ipynb #4bdd6f31
 @patch
 def _unlock(self: Venue, od: dict) -> None:
@@ -259,7 +255,6 @@ def cancel(
     self._close(od, OrderEvent.CANCEL)
     return od
 
-
 # %% ../nbs/10_venue.ipynb #048df3ba
 @patch
 def _market_fill(self: Venue, od: dict, bar: tuple, room: float):
@@ -330,7 +325,6 @@ def step(
             self._match()
             self._emit("bar", self.cursor)
         return self.cursor
-
 
 # %% ../nbs/10_venue.ipynb #e0c2beb5
 @patch
