@@ -161,6 +161,7 @@ class Throttle:
 FINAL = (ccxt.ExchangeError,)  # processed and refused by the venue (OrderNotFound is handled before)
 KILL_FILE = "KILL"
 CRASH_ENV = "INTRADAY_CRASH_AT"  # before_send | after_send | after_ack: SIGKILL there (fault tests)
+_NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)  # never reached the venue
 
 
 class ReconcileError(RuntimeError):
@@ -694,9 +695,6 @@ def mark_equity(self: Router, equity: float, now: float | None = None) -> Tradin
     return self.risk.state
 
 # %% ../nbs/12b_router.ipynb #fb24ae98
-_NOT_SENT = (OrderStatus.DENIED, OrderStatus.REJECTED, OrderStatus.INITIALIZED)
-
-
 def ledger_audit(
     ledger: dict,  # the venue's ledger (`Venue.ledger()` or GET /admin/ledger)
     journal: Journal,  # the router's journal
