@@ -30,6 +30,7 @@ from intraday.data import (
     bar_problems,
     gap_report,
     infer_timeframe,
+    problem_lines,
     read_bars,
     read_parquet_meta,
     synth_from_settings,
@@ -100,12 +101,12 @@ def cmd_data_synth(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace, settings: Settings) -> int:
-    "Validate a bars file: exit 0 with a one-line OK, or exit 1 with one line per problem."
-    bars = read_bars(args.path)
+    "Validate a bars file: exit 0 with a one-line OK, or exit 1 listing the first 50 problems and counting the rest."
+    bars = read_bars(args.path, tz=args.tz)
     problems = bar_problems(bars)
     if problems:
-        for p in problems:
-            print(f"{args.path}: {p}")
+        for line in problem_lines(problems, prefix=f"{args.path}: "):  # 3M bad rows: 51 lines, not 3M
+            print(line)
         print(f"{len(problems)} problem(s) in {args.path}", file=sys.stderr)
         return 1
     gaps = gap_report(bars, args.timeframe) if len(bars) > 1 else pd.DataFrame({"missing": []})
@@ -210,8 +211,8 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
     "Describe a bars file: metadata, size, range, timeframe, gaps, prices, volume, returns."
     path = Path(args.path)
-    bars = read_bars(path)
-    rows = [("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)")]
+    bars = read_bars(path, tz=args.tz)
+    rows = [("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)"), ("timestamps", bars.attrs["timestamps"])]
     if path.suffix.lower() in (".parquet", ".pq"):
         rows += [(k, str(v)) for k, v in read_parquet_meta(path).items()]
     problems = bar_problems(bars)
@@ -591,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = data.add_parser("check", help="validate a bars file (exit 1 with one line per problem)")
     check.add_argument("path", help=".parquet or .csv bars file")
     check.add_argument("--timeframe", help="expected bar length for the gap report (default: inferred)")
+    check.add_argument("--tz", help="zone of times written without one, e.g. UTC (default: such times are refused)")
     check.set_defaults(func=cmd_data_check)
     fetch = data.add_parser("fetch", help="download history via ccxt into the bar store (resumable)")
     fetch.add_argument("--exchange", default="binance", help="ccxt exchange id (store key)")
@@ -602,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.set_defaults(func=cmd_data_fetch)
     info = data.add_parser("info", help="describe a bars file")
     info.add_argument("path", help=".parquet or .csv bars file")
+    info.add_argument("--tz", help="zone of times written without one, e.g. UTC (default: such times are refused)")
     info.set_defaults(func=cmd_data_info)
 
     train = sub.add_parser("train", help="run the training job (papermill notebook, or --direct in-process)")

@@ -28,8 +28,21 @@ from .config import Settings
 REDACTED = "***"
 
 
+def _escaped_forms(secret: str) -> set[str]:
+    "How `secret` can appear in text: raw, JSON-escaped, repr-escaped, and each of those JSON-escaped once more."
+    once = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1]}
+    return once | {json.dumps(f, ensure_ascii=False)[1:-1] for f in once}
+
+
+def _token(form: str) -> str:
+    "A pattern matching `form` as a whole token: not glued to a letter or digit where it starts or ends with one."
+    left = r"(?<![A-Za-z0-9])" if form[0].isalnum() else ""
+    right = r"(?![A-Za-z0-9])" if form[-1].isalnum() else ""
+    return left + re.escape(form) + right
+
+
 class Redactor:
-    "Replaces every registered secret value, raw or as it appears inside JSON strings, with `***`."
+    "Replaces each registered secret's exact value (raw, JSON- or repr-escaped) with `***` where it is a whole token."
 
     def __init__(self, secrets: Iterable[str] = ()):
         self._forms: set[str] = set()
@@ -40,14 +53,38 @@ class Redactor:
         "Register more secret values (empty ones are ignored)."
         for s in secrets:
             if s:
-                self._forms |= {s, json.dumps(s)[1:-1]}
+                self._forms |= _escaped_forms(s)
         # longest first, so a secret that contains another is replaced whole
         forms = sorted(self._forms, key=len, reverse=True)
-        self._re = re.compile("|".join(map(re.escape, forms))) if forms else None
+        self._re = re.compile("|".join(map(_token, forms))) if forms else None
 
     def __call__(self, text: str) -> str:
         "`text` with every secret value replaced by `***`."
         return self._re.sub(REDACTED, text) if self._re else text
+
+    def _value(self, v: Any) -> Any:
+        "A decoded JSON value with secrets redacted in its strings and numbers (never in its keys)."
+        if isinstance(v, str):
+            return self(v)
+        if isinstance(v, dict):
+            return {k: self._value(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [self._value(x) for x in v]
+        if isinstance(v, int | float) and not isinstance(v, bool) and self(str(v)) != str(v):
+            return REDACTED  # a numeric secret logged as a number
+        return v
+
+    def json_line(self, line: str) -> str:
+        "A serialized log line with secrets redacted in its values, never in its keys (text fallback if not JSON)."
+        if not self._re:
+            return line
+        try:
+            record = json.loads(line)
+        except ValueError:
+            return self(line)
+        # redacting the decoded values, not the raw line: a JSON key such as "message" stays whole
+        end = "\n" if line.endswith("\n") else ""
+        return json.dumps(self._value(record), default=str, ensure_ascii=False) + end
 
 # %% ../nbs/01_obs.ipynb #1d13bc63
 class _InterceptHandler(logging.Handler):
@@ -70,7 +107,7 @@ class _RedactingSink:
         self.stream = open(target, "a", encoding="utf-8") if self._own else target  # noqa: SIM115
 
     def write(self, message: str) -> None:
-        self.stream.write(self.redactor(str(message)))
+        self.stream.write(self.redactor.json_line(str(message)))
         self.stream.flush()
 
     def stop(self) -> None:

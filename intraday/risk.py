@@ -155,6 +155,14 @@ def note_reject(self: Risk, now: float) -> TradingState | None:
 def note_equity(self: Risk, equity: float, now: float) -> TradingState | None:
     "A valuation of the account; HALTED on the daily loss or drawdown limit (the new state, or None)."
     s, day = self.settings, _utc_day(now)
+    if not (equity > 0 and math.isfinite(equity)):
+        # a loss measured against zero, negative or missing equity means nothing: with a limit set, stop trading
+        # rather than divide; without one there is nothing to check (and day start and peak stay positive)
+        if (s.daily_loss_limit > 0 or s.max_drawdown > 0) and self.state != TradingState.HALTED:
+            return self.set_state(
+                TradingState.HALTED, f"equity {equity!r} is not positive: loss limits cannot be checked"
+            )
+        return None
     if day != self.day or math.isnan(self.day_start):
         self.day, self.day_start = day, equity
     self.peak = equity if math.isnan(self.peak) else max(self.peak, equity)

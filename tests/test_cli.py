@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import ROOT
 from test_data import write_bad_frame
@@ -143,3 +144,40 @@ def test_data_info_into_a_closed_pipe_exits_quietly(capsys, tmp_path):
     shell = subprocess.run(["bash", "-c", f"set -o pipefail; '{exe}' data info b.parquet | head -n 2"],
                            capture_output=True, text=True, env=env, timeout=120)  # fmt: skip
     assert len(shell.stdout.splitlines()) == 2 and "Traceback" not in shell.stderr, shell.stderr
+
+
+def test_cli_data_check_refuses_naive_times_unless_tz(capsys, tmp_path, month):
+    "Issue 20: naive CSV timestamps were taken as UTC without a word."
+    naive = month.iloc[:10].copy()
+    naive.index = naive.index.tz_localize(None)
+    naive.to_csv(tmp_path / "naive.csv")
+    for cmd in ("check", "info"):
+        code, out, err = run(capsys, "data", cmd, "naive.csv")
+        assert code == 1 and out == "" and "naive.csv" in err and "--tz UTC" in err and len(err.splitlines()) == 1
+    code, out, _ = run(capsys, "data", "check", "naive.csv", "--tz", "UTC")
+    assert code == 0 and out.startswith("OK naive.csv: 10 bars, 2024-01-01 00:00:00+00:00")
+    code, out, _ = run(capsys, "data", "info", "naive.csv", "--tz", "UTC")
+    assert code == 0 and "times without a zone taken as UTC" in out
+
+
+def test_cli_data_info_states_epoch_unit_seconds(capsys, tmp_path, month):
+    "Issue 20: epoch seconds were read as ms and failed with `cannot infer the timeframe` (no file, no cause)."
+    secs = month.iloc[:10].copy()
+    secs.index = pd.Index(secs.index.as_unit("s").asi8, name="timestamp")
+    secs.to_csv(tmp_path / "secs.csv")
+    code, out, err = run(capsys, "data", "info", "secs.csv")
+    assert code == 0, err
+    assert "timestamps   epoch s (column 'timestamp', unit inferred from magnitude)" in out and "1m (inferred)" in out
+    code, out, _ = run(capsys, "data", "check", "secs.csv")
+    assert code == 0 and "2024-01-01 00:00:00+00:00" in out
+
+
+def test_cli_data_check_caps_listing_at_50_problems(capsys, tmp_path, month):
+    "Issue 20: `data check` on 3M bad rows printed 3M lines."
+    bad = month.iloc[:500].copy()
+    bad["close"] = np.nan
+    bad.to_parquet(tmp_path / "bad.parquet")
+    code, out, err = run(capsys, "data", "check", "bad.parquet")
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 51 and "500 problem(s)" in err
+    assert lines[0].startswith("bad.parquet: row 0") and lines[-1] == "... and 450 more problems"

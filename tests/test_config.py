@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT
 
 from intraday.config import (
+    SECTIONS,
     DataSettings,
     ObsSettings,
     Settings,
@@ -66,7 +67,7 @@ def test_every_problem_reported_once_with_key_value_source_and_rule(tmp_path):
     text = "\n".join(probs)
     assert len(probs) == 8, text
     assert "data.timeframe = '7x' (from env INTRADAY__DATA__TIMEFRAME): timeframe '7x' is not <count><unit>" in text
-    assert f"data.timefrme = '1m' (from {ini}): unknown key; allowed keys: exchange," in text
+    assert f"data.timefrme (from {ini}): unknown key; allowed keys: exchange," in text
     assert "data.alpha = '1.5'" in text and "less than 1" in text
     assert "[featurez]" in text and "unknown section" in text
     assert "obs.log_level = 'loud'" in text and "'INFO'" in text
@@ -106,6 +107,7 @@ def test_validators_of_sections():
 def test_secrets_from_env_and_file_never_shown(tmp_path):
     f = tmp_path / "secrets"
     f.write_text("# creds\nINTRADAY_API_KEY='key-in-file'\napi_secret = \"sec-in-file\"\n\n")
+    f.chmod(0o600)
     env = {"INTRADAY_SECRETS_FILE": str(f), "INTRADAY_API_KEY": "key-in-env"}
     s = load_settings(environ=env)
     assert s.secrets.api_key.get_secret_value() == "key-in-env"
@@ -119,6 +121,7 @@ def test_secrets_from_env_and_file_never_shown(tmp_path):
 def test_secrets_file_errors_name_line_not_value(tmp_path):
     f = tmp_path / "secrets"
     f.write_text("api_key = fine\npassword = hunter2\n")
+    f.chmod(0o600)
     with pytest.raises(SettingsError) as ei:
         load_settings(environ={"INTRADAY_SECRETS_FILE": str(f)})
     assert f"{f}:2:" in str(ei.value) and "hunter2" not in str(ei.value)
@@ -139,3 +142,86 @@ def test_cli_names_bad_env_key_and_exits_nonzero():
     assert r.returncode != 0
     assert "data.timeframe" in r.stderr and "7x" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def _float_keys() -> list[tuple[str, str, str]]:
+    "(section, key, a non-finite raw value) for every float setting, lists included."
+    out = []
+    for sec, model in SECTIONS.items():
+        for key, f in model.model_fields.items():
+            ann = str(f.annotation)
+            if "float" in ann:
+                out.append((sec, key, "0.5, inf" if "list" in ann else "inf"))
+    return out
+
+
+def test_config_refuses_infinite_taker_bps():
+    with pytest.raises(SettingsError) as ei:
+        load_settings(environ={"INTRADAY__FILLS__TAKER_BPS": "inf"})
+    assert ei.value.problems == [
+        "fills.taker_bps = 'inf' (from env INTRADAY__FILLS__TAKER_BPS): Input should be a finite number"
+    ]
+    with pytest.raises(SettingsError, match=r"fills.taker_bps = inf \(from argument\): Input should be a finite"):
+        load_settings(environ={}, fills__taker_bps=float("inf"))
+
+
+@pytest.mark.parametrize(("sec", "key", "value"), _float_keys(), ids=lambda x: str(x))
+def test_config_refuses_non_finite_floats_in_every_section(sec, key, value):
+    var = f"INTRADAY__{sec.upper()}__{key.upper()}"
+    for how in ({"environ": {var: value}}, {"environ": {}, f"{sec}__{key}": value.replace("inf", "nan")}):
+        with pytest.raises(SettingsError) as ei:
+            load_settings(**how)
+        (line,) = ei.value.problems  # one line, naming the key, its source and what is allowed
+        assert line.startswith(f"{sec}.{key} = ") and "finite number" in line
+        assert ("from env " + var if "environ" in how and how["environ"] else "from argument") in line
+
+
+def test_config_float_settings_cover_the_issue_list():
+    keys = {f"{s}.{k}" for s, k, _ in _float_keys()}
+    want = {"fills.taker_bps", "fills.kyle_lambda", "env.initial_cash", "risk.price_band_bps", "live.order_rate",
+            "live.unknown_grace_s", "live.reconcile_every_s", "features.clip"}  # fmt: skip
+    assert want <= keys
+    with pytest.raises(SettingsError, match=r"fills.kyle_lambda = 'nan' .*finite number or Input should be 'auto'"):
+        load_settings(environ={"INTRADAY__FILLS__KYLE_LAMBDA": "nan"})
+
+
+def test_config_unknown_key_error_never_echoes_value(tmp_path):
+    ini = tmp_path / "s.ini"
+    ini.write_text("[live]\napi_secret = TOPSECRET123\n")
+    env = {"INTRADAY__LIVE__API_KEY": "TOPSECRET456"}
+    with pytest.raises(SettingsError) as ei:
+        load_settings(ini, environ=env, live={"secret": "TOPSECRET789"})
+    text = str(ei.value)
+    assert "TOPSECRET" not in text, text
+    assert f"live.api_secret (from {ini}): unknown key" in text
+    assert "live.api_key (from env INTRADAY__LIVE__API_KEY): unknown key" in text
+    assert "live.secret (from argument): unknown key" in text
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660], ids=oct)
+def test_config_refuses_secrets_file_readable_by_others(tmp_path, mode):
+    f = tmp_path / "secrets"
+    f.write_text("api_key = paper-key-1\napi_secret = paper-secret-1\n")
+    f.chmod(mode)
+    with pytest.raises(SettingsError) as ei:
+        load_settings(environ={"INTRADAY_SECRETS_FILE": str(f)})
+    (line,) = ei.value.problems
+    assert f"mode {mode:04o}" in line and f"chmod 600 {f}" in line and "paper-secret-1" not in line
+    f.chmod(0o600)
+    assert load_settings(environ={"INTRADAY_SECRETS_FILE": str(f)}).secrets.values() == [
+        "paper-key-1",
+        "paper-secret-1",
+    ]
+
+
+def test_config_refuses_secrets_too_short_to_redact(tmp_path):
+    with pytest.raises(SettingsError) as ei:
+        load_settings(environ={"INTRADAY_API_KEY": "k", "INTRADAY_API_SECRET": "s"})
+    assert len(ei.value.problems) == 2 and all("at least 8 characters" in p for p in ei.value.problems)
+    assert "secrets.api_key (from INTRADAY_API_KEY)" in str(ei.value)
+    f = tmp_path / "secrets"
+    f.write_text("api_secret = short\n")
+    f.chmod(0o600)
+    with pytest.raises(SettingsError, match=r"secrets.api_secret \(from the file INTRADAY_SECRETS_FILE names\)"):
+        load_settings(environ={"INTRADAY_SECRETS_FILE": str(f)})
+    assert load_settings(environ={"INTRADAY_API_KEY": "12345678"}).secrets.values() == ["12345678"]

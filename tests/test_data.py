@@ -13,6 +13,7 @@ from intraday.data import (
     bar_problems,
     gap_report,
     infer_timeframe,
+    problem_lines,
     read_bars,
     read_parquet_meta,
     validate_bars,
@@ -93,7 +94,7 @@ def test_one_error_lists_every_problem(bars):
     msg = str(e)
     assert msg.startswith("feed.csv: 59 problem(s) in bars:")
     assert "row 1 (2024-01-01 00:01:00+00:00): close: NaN or not a number" in msg
-    assert "... and 29 more" in msg
+    assert msg.endswith("... and 9 more problems")  # the first 50 listed
 
 
 def test_gap_report_and_timeframe(month):
@@ -263,3 +264,59 @@ def test_store_refuses_bad_files_and_loses_nothing(tmp_path, month):
     assert store.keys() == [KEY]
     with pytest.raises(ValueError, match="timeframe"):
         store.path("binance", "BTC/USDT", "1x")
+
+
+def test_data_refuses_naive_csv_timestamps_without_tz(tmp_path, bars):
+    "Issue 20: naive CSV timestamps were taken as UTC without a word."
+    path = tmp_path / "naive.csv"
+    naive = bars.iloc[:5].copy()
+    naive.index = naive.index.tz_localize(None)
+    naive.to_csv(path)
+    with pytest.raises(BarsFileError, match=r"naive.csv: column 'ts' has times without a zone .*--tz UTC"):
+        read_bars(path)
+    got = read_bars(path, tz="UTC", validate=True)
+    assert got.index.equals(bars.index[:5]) and "taken as UTC" in got.attrs["timestamps"]
+    paris = read_bars(path, tz="Europe/Paris")  # winter: one hour ahead of UTC
+    assert paris.index.equals(bars.index[:5] - pd.Timedelta("1h"))
+    with pytest.raises(BarsFileError, match="cannot read times without a zone as 'Mars/Olympus'"):
+        read_bars(path, tz="Mars/Olympus")
+    zoned = tmp_path / "zoned.csv"
+    bars.iloc[:5].to_csv(zoned)  # '+00:00' on every row: no tz needed, and a tz changes nothing
+    assert read_bars(zoned).index.equals(bars.index[:5]) and read_bars(zoned, tz="Asia/Tokyo").index.equals(
+        bars.index[:5]
+    )
+
+
+@pytest.mark.parametrize(("unit", "scale"), [("s", 10**9), ("ms", 10**6), ("us", 10**3), ("ns", 1)])
+def test_data_infers_epoch_unit_from_magnitude(tmp_path, bars, unit, scale):
+    "Issue 20: epoch seconds were read as milliseconds, then failed with 'cannot infer the timeframe'."
+    path = tmp_path / f"{unit}.csv"
+    ep = bars.iloc[:5].copy()
+    ep.index = pd.Index(bars.index[:5].as_unit("ns").asi8 // scale, name="open_time")
+    ep.to_csv(path)
+    messages = []
+    sink = data.logger.add(lambda m: messages.append(m.record["message"]), level="INFO")
+    data.logger.enable("intraday")
+    try:
+        got = read_bars(path, validate=True)
+    finally:
+        data.logger.remove(sink)
+    assert got.index.equals(bars.index[:5])
+    assert got.attrs["timestamps"].startswith(f"epoch {unit} (column 'open_time'")
+    assert any(f"read as epoch {unit}" in m and str(path) in m for m in messages)
+
+
+@pytest.mark.parametrize("values", [[1, 2, 3], [1_700_000_000, 1_700_000_000_000], [-1_700_000_000, 1_700_000_060]])
+def test_data_impossible_epoch_magnitude_names_file_and_column(tmp_path, values):
+    path = tmp_path / "odd.csv"
+    rows = "".join(f"{v},1,2,0.5,1.5,3\n" for v in values)
+    path.write_text("timestamp,open,high,low,close,volume\n" + rows)
+    with pytest.raises(BarsFileError, match=r"odd.csv: column 'timestamp' holds numbers from .* not epoch timestamps"):
+        read_bars(path)
+
+
+def test_data_problem_listing_capped_at_50():
+    probs = [f"p{i}" for i in range(3_000_000)]
+    lines = problem_lines(probs, prefix="f.csv: ")
+    assert len(lines) == 51 and lines[0] == "f.csv: p0" and lines[-1] == "... and 2,999,950 more problems"
+    assert problem_lines(probs[:50]) == probs[:50]

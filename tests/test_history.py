@@ -11,11 +11,12 @@ from intraday.venue import Venue
 
 BARS = synth_market(days=1, seed=3)
 START = pd.Timestamp("2024-01-01", tz="UTC")
+KEY, SECRET = "paper-key-1", "paper-secret-1"  # the settings loader refuses secrets under 8 characters
 
 
 @pytest.fixture
 def venue():
-    v = Venue(BARS, symbol="SYN/USDT", start=1400, keys={"k": "s"}, admin=True)
+    v = Venue(BARS, symbol="SYN/USDT", start=1400, keys={KEY: SECRET}, admin=True)
     url, stop = serve(v)
     yield v, url
     stop()
@@ -24,7 +25,7 @@ def venue():
 def test_what_is_stored_equals_what_the_venue_served(venue, tmp_path):
     v, url = venue
     store = BarStore(tmp_path)
-    got = fetch_history(connect(url, "k", "s"), "SYN/USDT", "1m", START, store=store, exchange="venue", limit=500)
+    got = fetch_history(connect(url, KEY, SECRET), "SYN/USDT", "1m", START, store=store, exchange="venue", limit=500)
     served = BARS.iloc[:1401]  # bars up to the current replay bar
     assert len(got) == 1401
     pd.testing.assert_frame_equal(store.load("venue", "SYN/USDT", "1m"), served, check_freq=False)
@@ -35,18 +36,18 @@ def test_faults_mid_download_are_retried(venue, tmp_path):
     v.fault("/api/v3/klines", "5xx", count=2)
     v.fault("/api/v3/klines", "drop_response", count=1)
     store = BarStore(tmp_path)
-    got = fetch_history(connect(url, "k", "s"), "SYN/USDT", "1m", START, store=store, exchange="venue",
+    got = fetch_history(connect(url, KEY, SECRET), "SYN/USDT", "1m", START, store=store, exchange="venue",
                         limit=300, backoff=0.01)  # fmt: skip
     pd.testing.assert_frame_equal(got, BARS.iloc[:1401], check_freq=False)
     v.fault("/api/v3/klines", "5xx", count=10)
     with pytest.raises(RuntimeError, match="network error after 3 attempts"):
-        fetch_history(connect(url, "k", "s"), "SYN/USDT", "1m", START, retries=3, backoff=0.01)
+        fetch_history(connect(url, KEY, SECRET), "SYN/USDT", "1m", START, retries=3, backoff=0.01)
 
 
 def test_resume_appends_without_duplicates(venue, tmp_path):
     v, url = venue
     store = BarStore(tmp_path)
-    client = connect(url, "k", "s")
+    client = connect(url, KEY, SECRET)
     first = fetch_history(client, "SYN/USDT", "1m", START, until=BARS.index[700], store=store, exchange="venue")
     assert len(first) == 700
     v.step(20)  # the market moves on
@@ -59,15 +60,15 @@ def test_resume_appends_without_duplicates(venue, tmp_path):
 def test_exchange_errors_stop_with_a_message(venue):
     _, url = venue
     with pytest.raises(RuntimeError, match="the exchange refused"):
-        fetch_history(connect(url, "k", "s"), "SYN/USDT", "5m", START)
+        fetch_history(connect(url, KEY, SECRET), "SYN/USDT", "5m", START)
 
 
 def test_cli_data_fetch(venue, tmp_path, monkeypatch, capsys):
     _, url = venue
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
-    monkeypatch.setenv("INTRADAY_API_KEY", "k")
-    monkeypatch.setenv("INTRADAY_API_SECRET", "s")
+    monkeypatch.setenv("INTRADAY_API_KEY", KEY)
+    monkeypatch.setenv("INTRADAY_API_SECRET", SECRET)
     args = ["data", "fetch", "--exchange", "venue", "--symbol", "SYN/USDT", "--since", "2024-01-01", "--url", url]
     assert main(args) == 0
     assert "fetched 1,401 new 1m bars" in capsys.readouterr().out
@@ -81,8 +82,8 @@ def test_cli_venue_serve_for_a_real_ccxt_client(tmp_path):
     import sys
     from pathlib import Path
 
-    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": "k",
-           "INTRADAY_API_SECRET": "s", "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": KEY,
+           "INTRADAY_API_SECRET": SECRET, "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
     exe = str(Path(sys.executable).with_name("intraday"))
     proc = subprocess.Popen([exe, "venue", "serve", "--port", "0", "--admin"], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -90,7 +91,7 @@ def test_cli_venue_serve_for_a_real_ccxt_client(tmp_path):
         line = proc.stdout.readline()
         assert "paper venue for SYN/USDT (1,440 bars, current bar 100) on http://127.0.0.1:" in line, proc.stderr.read()
         url = line.rsplit(" on ", 1)[1].strip()
-        ex = connect(url, "k", "s")
+        ex = connect(url, KEY, SECRET)
         assert len(ex.fetch_ohlcv("SYN/USDT", "1m", since=0, limit=1000)) == 101
         assert ex.fetch_balance()["USDT"]["free"] > 0
     finally:

@@ -176,3 +176,44 @@ def test_serve_metrics_over_http():
     finally:
         server.shutdown()
     assert "intraday_http_seconds_bucket" in body and "intraday_http_seconds_count 1.0" in body
+
+
+def test_obs_redaction_by_exact_value_keeps_letters_and_json_keys(tmp_path, monkeypatch):
+    "Issue 20: with key k and secret s every letter k and s became ***, JSON keys included (`me******age`)."
+    monkeypatch.setenv("INTRADAY_API_KEY", "paper-key-1")
+    monkeypatch.setenv("INTRADAY_API_SECRET", "paper-secret-1")
+    settings = load_settings()
+    log = tmp_path / "log.jsonl"
+    setup_logging("INFO", sink=log, settings=settings, secrets=["function"])  # "function" is also a record key
+    logger.bind(secret="paper-secret-1", other="paper-key-12").info("sessions keep paper-key-1 for the function")
+    logger.complete()
+    logger.remove()
+    raw = log.read_text()
+    (line,) = read_json_lines(log)
+    rec = line["record"]
+    assert rec["message"] == "sessions keep *** for the ***"
+    assert rec["extra"] == {"secret": "***", "other": "paper-key-12"}  # a longer token is another value
+    assert {"message", "function", "extra", "level"} <= rec.keys()  # keys are never redacted
+    assert 'paper-key-1"' not in raw and "paper-secret-1" not in raw
+    with monkeypatch.context() as m:
+        m.setenv("INTRADAY_API_KEY", "k")
+        with pytest.raises(ValueError, match="at least 8 characters"):
+            load_settings()
+
+
+def test_obs_redacts_backslash_secret_in_ccxt_repr_and_json(tmp_path, monkeypatch):
+    "Issue 20: a key with a backslash reached the log through ccxt's repr of the request headers."
+    key = "paper\\key\\1"
+    monkeypatch.setenv("INTRADAY_API_KEY", key)
+    monkeypatch.delenv("INTRADAY_API_SECRET", raising=False)
+    log = tmp_path / "log.jsonl"
+    setup_logging("DEBUG", sink=log, settings=load_settings(), enqueue=False)
+    logging.getLogger("ccxt").setLevel("DEBUG")
+    logging.getLogger("ccxt.base.exchange").debug("GET /api/v3/order %r", {"X-MBX-APIKEY": key})
+    logger.info("body {}", json.dumps({"apiKey": key}))
+    logger.info("raw {}", key)
+    raw = log.read_text()
+    forms = {key, json.dumps(key)[1:-1], repr(key)[1:-1], json.dumps(json.dumps(key)[1:-1])[1:-1]}
+    assert not [f for f in forms if f in raw], raw
+    msgs = [x["record"]["message"] for x in read_json_lines(log)]
+    assert msgs == ["GET /api/v3/order {'X-MBX-APIKEY': '***'}", 'body {"apiKey": "***"}', "raw ***"]

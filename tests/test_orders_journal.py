@@ -409,3 +409,18 @@ def test_storage_errors_are_typed_a_busy_journal_waits_then_fails(tmp_path):
         quick.record("note", msg="gives up")
     other.execute("ROLLBACK")
     assert [e["data"].get("msg") for e in quick.events()] == ["waited"]
+
+
+@pytest.mark.parametrize("equity", [0.0, -5.0, float("nan")])
+def test_risk_note_equity_zero_halts_or_passes_without_dividing(equity):
+    "Issue 20: Risk().note_equity(0.0) raised ZeroDivisionError with the limits off."
+    t = 1.7e9
+    off = Risk()
+    assert off.note_equity(equity, t) is None and off.state == TradingState.ACTIVE
+    assert off.note_equity(100.0, t + 1) is None and (off.day_start, off.peak) == (100.0, 100.0)
+    for limits in ({"daily_loss_limit": 0.05}, {"max_drawdown": 0.1}):
+        r = Risk(RiskSettings(**limits))
+        assert r.note_equity(equity, t) == TradingState.HALTED and "is not positive" in r.reason
+        r = Risk(RiskSettings(**limits))
+        r.note_equity(100.0, t)  # a positive start, then the account is emptied
+        assert r.note_equity(equity, t + 1) == TradingState.HALTED and "loss limits cannot be checked" in r.reason

@@ -19,6 +19,7 @@ from intraday.data import synth_market
 from intraday.venue import Venue
 
 START = 100
+KEY, SECRET = "paper-key-1", "paper-secret-1"  # the settings loader refuses secrets under 8 characters
 SYM = "SYN/USDT"
 BARS = synth_market(days=1, seed=1)
 STEP = 60_000
@@ -39,7 +40,7 @@ def admin(url: str, path: str) -> dict:
 
 
 def test_realtime_replay_is_rebased_and_advances(tmp_path):
-    venue = Venue(BARS, start=START, keys={"k": "s"}, admin=True, speed=SPEED)
+    venue = Venue(BARS, start=START, keys={KEY: SECRET}, admin=True, speed=SPEED)
     t0 = time.time() * 1000
     url, stop = serve(venue)
     t1 = time.time() * 1000
@@ -48,7 +49,7 @@ def test_realtime_replay_is_rebased_and_advances(tmp_path):
         assert t0 - STEP < close <= t1
         assert (venue.ts[0] - BARS.index[0].value // 10**6) % STEP == 0  # shifted by whole bars
         wait_for(lambda: venue.cursor >= START + 20)
-        ex = connect(url, "k", "s")
+        ex = connect(url, KEY, SECRET)
         rows = ex.fetch_ohlcv(SYM, "1m", limit=1000)
         i = len(rows) - 1  # the current bar when ccxt asked
         assert i >= START + 20 and [r[0] for r in rows] == list(venue.ts[: i + 1])
@@ -69,11 +70,11 @@ def test_realtime_replay_is_rebased_and_advances(tmp_path):
 
 
 def test_watch_ohlcv_on_the_realtime_clock():
-    venue = Venue(BARS, start=START, keys={"k": "s"}, speed=600.0)  # 100 ms per bar
+    venue = Venue(BARS, start=START, keys={KEY: SECRET}, speed=600.0)  # 100 ms per bar
     url, stop = serve(venue)
 
     async def watch():
-        ex = connect(url, "k", "s", pro=True)
+        ex = connect(url, KEY, SECRET, pro=True)
         try:
             got = []
             while len(got) < 3:
@@ -95,8 +96,8 @@ def test_watch_ohlcv_on_the_realtime_clock():
 def test_cli_venue_serve_realtime_with_faults(tmp_path):
     profile = tmp_path / "faults.yaml"
     profile.write_text("seed: 1\nendpoints:\n  GET /api/v3/ticker/24hr:\n    5xx: 1.0\n")
-    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": "k",
-           "INTRADAY_API_SECRET": "s", "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": KEY,
+           "INTRADAY_API_SECRET": SECRET, "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
     exe = str(Path(sys.executable).with_name("intraday"))
     args = [exe, "venue", "serve", "--port", "0", "--speed", "1", "--faults", str(profile), "--seed", "4"]
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -106,7 +107,7 @@ def test_cli_venue_serve_realtime_with_faults(tmp_path):
         url = line.rsplit(" on ", 1)[1].strip()
         info = proc.stdout.readline()
         assert "clock: real time x 1, latest bar" in info and f"faults: {profile} (seed 4)" in info
-        ex = connect(url, "k", "s")
+        ex = connect(url, KEY, SECRET)
         last = ex.fetch_ohlcv(SYM, "1m", limit=1)[-1][0]
         assert time.time() * 1000 - 2 * STEP < last + STEP <= time.time() * 1000  # the latest bar ended by now
         with pytest.raises(ccxt.ExchangeNotAvailable):
@@ -118,8 +119,8 @@ def test_cli_venue_serve_realtime_with_faults(tmp_path):
 
 def test_cli_venue_serve_bad_arguments(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
-    monkeypatch.setenv("INTRADAY_API_KEY", "k")
-    monkeypatch.setenv("INTRADAY_API_SECRET", "s")
+    monkeypatch.setenv("INTRADAY_API_KEY", KEY)
+    monkeypatch.setenv("INTRADAY_API_SECRET", SECRET)
     with pytest.raises(SystemExit):
         main(["venue", "serve", "--step", "--speed", "2"])
     assert "not allowed with argument" in capsys.readouterr().err
@@ -134,8 +135,8 @@ def test_cli_venue_serve_bad_arguments(tmp_path, monkeypatch, capsys):
 
 def serve_cli(args: list[str], cwd: Path) -> tuple[subprocess.Popen, str]:
     "Start `intraday venue serve ARGS` on a free port; the process and its first line."
-    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": "k",
-           "INTRADAY_API_SECRET": "s", "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini"), "INTRADAY_API_KEY": KEY,
+           "INTRADAY_API_SECRET": SECRET, "INTRADAY__DATA__DAYS": "1"}  # fmt: skip
     exe = str(Path(sys.executable).with_name("intraday"))
     proc = subprocess.Popen([exe, "venue", "serve", "--port", "0", *args], env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
@@ -154,7 +155,7 @@ def test_cli_venue_serve_symbol_defaults_to_the_files_own(tmp_path):
             assert f"paper venue for {want} (300 bars, current bar 100) on http://127.0.0.1:" in line, (
                 proc.stderr.read()
             )
-            ex = connect(line.rsplit(" on ", 1)[1].strip(), "k", "s")
+            ex = connect(line.rsplit(" on ", 1)[1].strip(), KEY, SECRET)
             assert list(ex.load_markets()) == [want]
             assert len(ex.fetch_ohlcv(want, "1m", since=0, limit=1000)) == 101
         finally:
@@ -164,7 +165,7 @@ def test_cli_venue_serve_symbol_defaults_to_the_files_own(tmp_path):
 
 def test_cli_venue_serve_bad_symbol(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
-    monkeypatch.setenv("INTRADAY_API_KEY", "k")
-    monkeypatch.setenv("INTRADAY_API_SECRET", "s")
+    monkeypatch.setenv("INTRADAY_API_KEY", KEY)
+    monkeypatch.setenv("INTRADAY_API_SECRET", SECRET)
     assert main(["venue", "serve", "--symbol", "BTCUSDT"]) == 2
     assert "--symbol must be BASE/QUOTE (e.g. BTC/USDT), got 'BTCUSDT'" in capsys.readouterr().err
