@@ -548,7 +548,7 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
             for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the bar in hand, log the summary
                 loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
             logger.bind(url=control.url).info("control and metrics on {}", control.url)
-            print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr)
+            print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr, flush=True)
             try:
                 await runner.start()
                 return await runner.run(args.duration, args.bars)
