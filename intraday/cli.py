@@ -499,6 +499,8 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     import asyncio
     import signal
 
+    import ccxt
+
     from intraday.journal import Journal
     from intraday.live import AccountError, BarFeed, FeedGap, LiveRunner
     from intraday.monitor import ControlServer, Monitor, StateLock, StateLockError
@@ -563,6 +565,10 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
             final = asyncio.run(session())
     except (ReconcileError, StateLockError, FeedGap, AccountError) as e:  # the runner refuses to trade: say why, once
         print(f"intraday: {e}", file=sys.stderr)
+        return 1
+    except ccxt.BaseError as e:  # the venue failed at start beyond the retries: nothing traded yet; say it once
+        print(f"intraday: the venue failed while starting ({type(e).__name__}: {str(e)[:300]}); not trading",
+              file=sys.stderr)  # fmt: skip
         return 1
     print(json.dumps({k: final[k] for k in ("trading_state", "position", "equity", "pnl", "decisions")}, indent=1))
     return 0

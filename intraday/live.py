@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import ccxt
 import numpy as np
 from fastcore.basics import patch
 from loguru import logger
@@ -29,7 +30,7 @@ from .journal import JournalError
 from .monitor import Monitor
 from .orders import OrderEvent
 from .risk import Intent, TradingState
-from .router import TRANSIENT, ReconcileError, Router
+from .router import TRANSIENT, ReconcileError, Router, balance_well_formed
 
 # %% ../nbs/13_live.ipynb #c3274ff2
 @dataclass(frozen=True)
@@ -128,14 +129,16 @@ class BarFeed:
     async def history(self, n: int, page: int = 1000) -> list[Bar]:
         "The last `n` closed bars over REST, in pages (warm-up); the feed continues after them."
         latest = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, limit=2)
-        if not latest:
-            return []
+        if not latest:  # a garbled reply parses into no rows: a transient failure, retried by the caller
+            raise ccxt.BadResponse(f"{self.symbol}: the venue returned no bars of history")
         now_ms = self.clock() * 1000
         last = max(int(r[0]) for r in latest if r[0] + self.step_ms <= now_ms) if any(
             r[0] + self.step_ms <= now_ms for r in latest) else int(latest[0][0])  # fmt: skip
         rows, since = {}, last - (n - 1) * self.step_ms
         while since <= last:
             got = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=min(page, n))
+            if not got:
+                raise ccxt.BadResponse(f"{self.symbol}: no bars of history after {_iso(since)} (a garbled reply?)")
             rows |= {int(r[0]): r for r in got if int(r[0]) <= last}
             logger.bind(bars=len(rows), needed=n).info("warm-up: {} of {} bars of history read", len(rows), n)
             if not got or int(got[-1][0]) >= last:
@@ -392,13 +395,13 @@ class LiveRunner:
 @patch
 async def start(self: LiveRunner) -> dict:
     "Read the balances, rebuild the PnL from the journal, warm the features from REST history; a summary."
-    bal = await self.router.retry.call("balance", self.router.ex.fetch_balance)
+    bal = await self.router.retry.call("balance", self.router.ex.fetch_balance, check=balance_well_formed)
     base, quote = self.router.market["base"], self.router.market["quote"]
     cash = float((bal.get(quote) or {}).get("total") or 0.0)
     held = float((bal.get(base) or {}).get("total") or 0.0)
     need = self.pipeline.warmup + 1
     logger.bind(needed=need).info("warm-up: reading {} bars of history", need)
-    history = await self.feed.history(need)
+    history = await self.router.retry.call("history", self.feed.history, need)  # 429s and 5xx at start too
     for b in history:
         self.stream.update_values(float(b.ts // 1000), b.open, b.high, b.low, b.close, b.volume)
     mark = history[-1].close if history else math.nan
@@ -561,7 +564,7 @@ async def reconcile(self: LiveRunner) -> dict:
         return rep
     if rep.get("deferred"):  # an order sent within the grace window is not visible yet: checked next time
         return rep
-    bal = await r.retry.call("balance", r.ex.fetch_balance)
+    bal = await r.retry.call("balance", r.ex.fetch_balance, check=balance_well_formed)
     quote, base = r.market["quote"], r.market["base"]
     cash, held = float((bal.get(quote) or {}).get("total") or 0.0), float((bal.get(base) or {}).get("total") or 0.0)
     tol = 1e-6 * max(abs(cash), 1.0)

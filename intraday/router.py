@@ -121,8 +121,9 @@ def trades_well_formed(trades) -> bool:
 
 
 def balance_well_formed(bal) -> bool:
-    "Whether a ccxt balance is readable."
-    return isinstance(bal, dict) and isinstance(bal.get("total"), dict)
+    "Whether a ccxt balance is readable: totals present and numbers (a garbled reply parses into none, or Nones)."
+    total = bal.get("total") if isinstance(bal, dict) else None
+    return isinstance(total, dict) and bool(total) and all(isinstance(v, int | float) for v in total.values())
 
 
 def _transient(e: BaseException) -> bool:
