@@ -4,7 +4,7 @@ page and /kill under hanging cancels; audited at the end from the venue's ledger
 
 Run (from the repository root, PYTHONPATH on it; root for the tmpfs mount of the state directory):
 
-    python -m tests.soak                 # 3 simulated days (4,320 bars at 0.18 s), 12 kill -9s: about 15 minutes
+    python -m tests.soak                 # 3 simulated days (4,320 bars at 0.17 s), 12 kill -9s: about 15 minutes
     python tests/soak/soak.py --short    # 1 day (1,440 bars at 0.15 s), 3 kill -9s: about 5 minutes
 
 Prints one line (simulated hours, decisions, orders, faults, kills, crashes, duplicates, lost, mismatches, halts by
@@ -64,7 +64,7 @@ STEP_MS = 60_000
 @dataclass
 class Config:
     bars: int = 4320  # bars stepped (4,320 one-minute bars = 3 simulated days)
-    step_s: float = 0.18  # wall seconds per bar
+    step_s: float = 0.17  # wall seconds per bar
     kills: int = 12  # kill -9 of the runner at random instants
     seed: int = 20  # seed of the schedule, the faults and the bundles
     faults: bool = True  # the soak's fault profile on the venue
@@ -79,10 +79,10 @@ class Config:
 
 def fault_profile(seed: int) -> dict:
     "The soak's faults: lost acks and requests, 5xx, 429, invisible orders, duplicate trades, late fills, hung cancels."
-    reads = {"5xx": 0.01, "429": 0.002, "drop_request": 0.01, "drop_response": 0.01, "malformed": 0.005,
+    reads = {"5xx": 0.02, "429": 0.004, "drop_request": 0.015, "drop_response": 0.015, "malformed": 0.01,
              "latency": {"exponential": 1.0}}  # fmt: skip
-    create = {"5xx": 0.02, "429": 0.005, "drop_request": 0.02, "drop_response": 0.03, "malformed": 0.01,
-              "invisible": 0.02, "latency": {"exponential": 2.0}}  # fmt: skip
+    create = {"5xx": 0.03, "429": 0.01, "drop_request": 0.03, "drop_response": 0.05, "malformed": 0.02,
+              "invisible": 0.04, "latency": {"exponential": 2.0}}  # fmt: skip
     return {"seed": seed, "endpoints": {
         "*": reads,
         "POST /api/v3/order": create,
@@ -433,7 +433,10 @@ class Soak:
     def kill9(self) -> None:
         time.sleep(self.rng.uniform(0, self.cfg.step_s))  # a random instant within the bar
         if self.runner is None or not self.runner.alive():
-            self.note("kill9 skipped: no runner up")
+            if self.bar + 10 < self.cfg.bars:  # the runner is down (crashed): kill the next one
+                self.plan.insert(0, (self.bar + 10, "kill9", None))
+                self.plan.sort(key=lambda e: e[0])
+            self.note("kill9 deferred 10 bars: no runner up")
             return
         self.runner.kill9()
         self.kills += 1
@@ -623,7 +626,7 @@ class Soak:
     # the run
     def run(self) -> dict:
         self.prepare()
-        plan = self.schedule()
+        plan = self.plan = self.schedule()
         (self.out / "schedule.json").write_text(json.dumps(plan))
         self.start_venue(WARM)
         self.start_runner()
@@ -785,7 +788,8 @@ def cause(reason: str) -> str:
 def line(s: dict) -> str:
     halts = ", ".join(f"{k} {v}" for k, v in sorted(s["halts"].items())) or "none"
     return (
-        f"soak: {s['simulated_hours']:g} simulated hours, {s['decisions']} decisions, {s['orders']} orders, "
+        f"soak: {s['simulated_hours']:g} simulated hours, {s['decisions']} decisions, {s['orders']} orders "
+        f"({s['venue_orders']} reached the venue), "
         f"{s['faults']} faults, {s['kills']} kills, {s['crashes']} crashes, {s['duplicates']} duplicates, "
         f"{s['lost']} lost, {s['mismatches']} mismatches, halts by cause: {halts}; "
         f"{s['control_slow']} slow or failed /kill or /resume ({s['wall_seconds']:g} s)"
@@ -796,7 +800,7 @@ def parse(argv=None) -> Config:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--short", action="store_true", help="the CI version: 1 day, 1,440 bars at 0.15 s, 3 kill -9s")
     ap.add_argument("--bars", type=int, help="bars stepped (default 4,320; --short 1,440)")
-    ap.add_argument("--step-s", type=float, help="wall seconds per bar (default 0.18; --short 0.15)")
+    ap.add_argument("--step-s", type=float, help="wall seconds per bar (default 0.17; --short 0.15)")
     ap.add_argument("--kills", type=int, help="kill -9s of the runner (default 12; --short 3)")
     ap.add_argument("--seed", type=int, default=20)
     ap.add_argument("--no-faults", action="store_true", help="no fault profile on the venue")
