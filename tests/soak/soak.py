@@ -70,7 +70,7 @@ class Config:
     faults: bool = True  # the soak's fault profile on the venue
     out: Path = Path("reports/soak")  # work folder: logs, bundles, data, summary.json
     tmpfs_mb: int = 64  # size of the tmpfs holding the state directories
-    full_bars: int = 30  # bars the state directory stays full
+    full_bars: int = 0  # bars the state directory stays full (0: bars / 25)
     resume_after: int = 10  # bars a halt lasts before the harness resumes the runner (POST /resume)
     reconcile_s: float = 5.0  # the runner's [live] reconcile_every_s (the venue restart is found at a reconciliation)
     rebase_bars: int = 30  # the restarted venue's clock starts this many bars after the old one's
@@ -223,6 +223,8 @@ class Soak:
         self.halts_seen: list[dict] = []
         self.control: list[dict] = []
         self.swaps: list[dict] = []
+        self.harness_errors: list[str] = []
+        self.disk: dict = {}
         self.decisions: dict[str, int] = {}  # runner -> decisions, from its /state
         self.fault_counts: Counter = Counter()
         self.kills = self.restarts = self.n_runner = self.n_venue = 0
@@ -289,7 +291,7 @@ class Soak:
               (0.62, "venue_restart", None), (0.75, "swap", "flip"), (0.80, "control_kill", None),
               (0.90, "swap", "hold")]  # fmt: skip
         out = [(int(f * n), k, a) for f, k, a in ev]
-        out.append((int(0.35 * n) + c.full_bars, "disk_free", None))
+        out.append((int(0.35 * n) + (c.full_bars or n // 25), "disk_free", None))
         busy = [b for b, _, _ in out]
         gap = max(10, n // 40)  # a restart takes ~40 bars at 0.15 s: each event meets a runner that is up
         cand = [b for b in range(int(0.03 * n), int(0.97 * n)) if all(abs(b - x) > gap for x in busy)]
@@ -438,10 +440,11 @@ class Soak:
                 self.plan.sort(key=lambda e: e[0])
             self.note("kill9 deferred 10 bars: no runner up")
             return
+        name = self.runner.name
         self.runner.kill9()
         self.kills += 1
         self.check_exit()
-        self.note("kill -9", runner=self.runner.name)
+        self.note("kill -9", runner=name)
         self.start_runner()
         self.restarts += 1
 
@@ -462,11 +465,15 @@ class Soak:
             if e.errno != errno.ENOSPC:
                 raise
         st = os.statvfs(self.state_root)
-        self.note("disk full", ballast_mb=round(written / 2**20, 1), free_bytes=st.f_bavail * st.f_frsize)
+        self.disk = {"bar": self.bar, "ballast_mb": round(written / 2**20, 1), "crashes_before": len(self.crashes)}
+        self.note("disk full", ballast_mb=self.disk["ballast_mb"], free_bytes=st.f_bavail * st.f_frsize)
 
     def disk_free(self) -> None:
         (self.state_root / "ballast").unlink(missing_ok=True)
-        self.note("disk freed")
+        if self.disk:
+            during = self.crashes[self.disk["crashes_before"] :]
+            self.disk |= {"freed_at": self.bar, "crashes_while_full": [(c["traceback"] or ["?"])[-1] for c in during]}
+        self.note("disk freed", **self.disk)
 
     def corrupt(self) -> None:
         "Stop the runner, overwrite a page in the middle of journal.sqlite, start: it must refuse naming the file."
@@ -638,7 +645,12 @@ class Soak:
         while self.bar < self.cfg.bars:
             while plan and plan[0][0] <= self.bar:
                 _, kind, arg = plan.pop(0)
-                getattr(self, kind)(*([arg] if arg else []))
+                try:
+                    getattr(self, kind)(*([arg] if arg else []))
+                except Exception as e:  # a harness bug or a dead venue: say so, go on with the run
+                    self.harness_errors.append(f"{kind}: {type(e).__name__}: {e}")
+                    self.note("HARNESS ERROR", event=kind, error=f"{type(e).__name__}: {e}")
+                    self.stepper.paused.clear()
             if self.runner is not None and not self.runner.alive():
                 self.check_exit()
             if self.runner is None and time.time() >= self.restart_at:
@@ -751,6 +763,8 @@ class Soak:
             "halts_seen": self.halts_seen,
             "swaps": dict(swaps),
             "swap_checks": self.swaps,
+            "harness_errors": self.harness_errors,
+            "disk_full": self.disk,
             "log_errors": dict(errors.most_common(20)),
             "control": self.control,
             "control_slow": sum(slow(c, k) for c in self.control for k in ("kill", "resume")),
