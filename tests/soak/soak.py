@@ -135,6 +135,13 @@ def last_traceback(text: str, lines: int = 3) -> list[str]:
     return tb[max(1, end - lines + 1) : end + 1]
 
 
+def origin(text: str) -> str | None:
+    "The deepest frame of the last traceback in `text` that is intraday's own code ('live.py:333 in start')."
+    at = text.rfind("Traceback (most recent call last)")
+    frames = re.findall(r'File "[^"]*/intraday/([^"/]+\.py)", line (\d+), in (\S+)', text[at:]) if at >= 0 else []
+    return f"{frames[-1][0]}:{frames[-1][1]} in {frames[-1][2]}" if frames else None
+
+
 class Proc:
     "A child process with its stdout and stderr in files; `stopped` once the harness stopped it on purpose."
 
@@ -366,8 +373,9 @@ class Soak:
         r.reported = True
         rc, err = r.p.returncode, r.stderr()
         tb = last_traceback(err)
+        tail = [x for x in err.splitlines() if x.strip()][-2:]
         info = {"runner": r.name, "segment": r.segment, "rc": rc, "up_s": round(time.time() - r.t0, 1),
-                "traceback": tb, "last_stderr": [x for x in err.splitlines() if x.strip()][-2:]}  # fmt: skip
+                "traceback": tb, "origin": origin(err), "last_stderr": tail}  # fmt: skip
         if r.stopped and not tb:
             return None
         if expect_refusal and rc != 0 and not tb and JOURNAL_FILE in err:
@@ -757,7 +765,12 @@ class Soak:
             "restarts": self.restarts,
             "crashes": len(self.crashes),
             "crash_list": self.crashes,
-            "crash_causes": dict(Counter((c["traceback"] or c.get("last_stderr") or ["?"])[-1] for c in self.crashes)),
+            "crash_causes": dict(
+                Counter(
+                    f"{(c['traceback'] or c.get('last_stderr') or ['?'])[-1]} (at {c.get('origin')})"
+                    for c in self.crashes
+                )
+            ),
             "refusals": self.refusals,
             "halts": dict(halts),
             "halts_seen": self.halts_seen,
