@@ -231,6 +231,7 @@ class Soak:
         self.control: list[dict] = []
         self.swaps: list[dict] = []
         self.harness_errors: list[str] = []
+        self.cold: list[str] = []  # runners that came up without their warm-up history
         self.disk: dict = {}
         self.decisions: dict[str, int] = {}  # runner -> decisions, from its /state
         self.fault_counts: Counter = Counter()
@@ -392,16 +393,24 @@ class Soak:
         return info
 
     def ensure_ready(self, timeout: float = 90.0) -> dict | None:
-        "A runner up, reconciled and warm (started if none); its /state."
-        t = time.time()
+        "A runner up and answering /state, warm if it gets warm within 10 s (started if none); its /state."
+        t, up = time.time(), None
         while time.time() - t < timeout:
             if self.runner is None or not self.runner.alive():
                 if self.runner is not None:
                     self.check_exit()
                 self.start_runner()
                 self.restarts += 1
+                up = None
             st = self.state()
-            if st and st.get("ready") is not None and st.get("warm"):
+            if st and st.get("warm"):
+                return st
+            if st and up is None:
+                up = time.time()
+            if st and time.time() - up > 10:  # up but cold: its warm-up history came back short
+                if self.runner.name not in self.cold:
+                    self.cold.append(self.runner.name)
+                    self.note("runner up but not warm", runner=self.runner.name)
                 return st
             time.sleep(0.2)
         return None
@@ -477,6 +486,7 @@ class Soak:
         self.note("disk full", ballast_mb=self.disk["ballast_mb"], free_bytes=st.f_bavail * st.f_frsize)
 
     def disk_free(self) -> None:
+        self.check_exit()  # a runner that died while the disk was full counts there
         (self.state_root / "ballast").unlink(missing_ok=True)
         if self.disk:
             during = self.crashes[self.disk["crashes_before"] :]
@@ -777,6 +787,7 @@ class Soak:
             "swaps": dict(swaps),
             "swap_checks": self.swaps,
             "harness_errors": self.harness_errors,
+            "cold_starts": self.cold,
             "disk_full": self.disk,
             "log_errors": dict(errors.most_common(20)),
             "control": self.control,
