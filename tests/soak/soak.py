@@ -818,9 +818,10 @@ def slow(c: dict, k: str) -> bool:
 
 
 def cause(reason: str) -> str:
-    "A halt's cause: its reason up to the first colon or number ('position mismatch', 'killed', 'circuit breaker')."
-    head = re.split(r"[:;(]|\d", reason or "?", maxsplit=1)[0].strip()
-    return head or reason[:40]
+    "A halt's cause: its reason up to the first colon, ids and numbers masked ('position mismatch', 'killed')."
+    r = re.sub(r"\b\w+-\w+-\w+\b", "<order>", reason or "?")  # client ids
+    head = re.split(r"[:;]", re.sub(r"\d[\d.]*", "N", r), maxsplit=1)[0].strip()
+    return head or r[:40]
 
 
 def line(s: dict) -> str:
