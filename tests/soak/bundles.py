@@ -1,0 +1,86 @@
+"""The soak's policy bundles: a small MLP (the demo's kind) and, on its manifest, a constant and a flipping policy.
+
+All three share one manifest's features and normalisation, so any of them is a valid hot swap for the others.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from intraday.bundle import MANIFEST_FILE, POLICY_FILE, PolicyBundle, export_bundle
+from intraday.config import load_settings
+from intraday.data import synth_market
+from intraday.env import build_envs
+from intraday.lineage import file_sha256
+
+POSITIONS = "0, 0.5"  # long-only: the paper venue is spot (a short is a sell beyond the holdings, rejected)
+EPISODE = 1_000_000  # bars per "episode": the runner's force-flat never comes within a soak
+
+
+class Constant(nn.Module):
+    "Always the same action: a target weight held for hours."
+
+    def __init__(self, action: int):
+        super().__init__()
+        self.action = action
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), self.action, dtype=torch.int64)
+
+
+class Flip(nn.Module):
+    "Action 1 on even steps, 0 on odd ones: a new target weight every bar (the step is read off the time left)."
+
+    def __init__(self, episode_len: int):
+        super().__init__()
+        self.episode_len = float(episode_len)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = torch.round((1.0 - x[:, -1].to(torch.float64)) * self.episode_len).to(torch.int64)
+        return 1 - torch.remainder(steps, 2)
+
+
+def mlp_bundle(out: Path, seed: int = 0) -> Path:
+    "A random-weight PPO MLP on a fitted pipeline (the demo's kind of bundle, without minutes of training)."
+    from stable_baselines3 import PPO
+
+    torch.set_num_threads(1)
+    bars = synth_market(days=12, seed=seed + 101)
+    s = load_settings(environ={}, env={"positions": POSITIONS, "episode_len": 400}, train={"seed": seed})
+    splits = build_envs(s, bars)
+    model = PPO("MlpPolicy", splits.make_vec_env("train", 2, seed=seed), n_steps=64, batch_size=64, seed=seed,
+                device="cpu", policy_kwargs={"net_arch": [32, 32]})  # fmt: skip
+    model.learn(128)  # one short update: a policy whose choice moves with the features
+    path = export_bundle(model, splits.pipeline, splits.fill_model, splits.env, out, overwrite=True)
+    m = json.loads((path / MANIFEST_FILE).read_text())
+    m["env"] |= {"episode_len": EPISODE, "force_flat": False}
+    (path / MANIFEST_FILE).write_text(json.dumps(m, indent=2) + "\n")
+    PolicyBundle.load(path)
+    return path
+
+
+def scripted_bundle(base: Path, module: nn.Module, out: Path, algorithm: str) -> Path:
+    "A bundle with `module` as its policy and `base`'s manifest (features, stats, action map, env)."
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    torch.jit.save(torch.jit.script(module), str(out / POLICY_FILE))
+    m = json.loads((base / MANIFEST_FILE).read_text())
+    sha = file_sha256(out / POLICY_FILE)
+    m |= {"algorithm": algorithm, "hyperparameters": {}, "metrics": None, "policy_sha256": sha}
+    (out / MANIFEST_FILE).write_text(json.dumps(m, indent=2) + "\n")
+    PolicyBundle.load(out, PolicyBundle.load(base).pipeline())  # a valid bundle, and a valid swap for the base
+    return out
+
+
+def make_bundles(root: Path, seed: int = 0) -> dict[str, Path]:
+    "The three bundles of a soak: {'mlp', 'hold' (always long 0.5), 'flip' (0.5 / 0 every other bar)}."
+    mlp = mlp_bundle(root / "mlp", seed)
+    return {
+        "mlp": mlp,
+        "hold": scripted_bundle(mlp, Constant(1), root / "hold", "constant-0.5"),
+        "flip": scripted_bundle(mlp, Flip(EPISODE), root / "flip", "flip-every-bar"),
+    }
