@@ -338,6 +338,7 @@ class LiveRunner:
         self.decisions: list[dict] = []
         self.swaps = {"accepted": 0, "refused": 0}
         self.stream_fills = 0  # trades applied from the user data stream (before REST saw them)
+        self.backlog = 0  # bars caught up without a decision because newer ones were already waiting
         self.fault: dict | None = None  # a storage or internal fault that halted trading: cause and time
         self._bundle_mtime = self._mtime()
         self._reconciled_at = time.time()  # last reconciliation started
@@ -498,6 +499,11 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     r.mark_equity(self.pnl.equity)
     if not was_warm:
         return None
+    if behind := len(self.feed.ready):  # the loop fell behind (a slow venue): decide on the newest bar only
+        self.backlog += 1
+        logger.bind(bar=bar.ts, behind=behind).info("bar {} caught up without a decision: {} newer bar(s) waiting",
+                                                    _iso(bar.ts), behind)  # fmt: skip
+        return None
     L, lat = env.episode_len, self.latency
     steps = self.steps % L
     eq = self.pnl.equity
@@ -614,6 +620,7 @@ def state(self: LiveRunner) -> dict:
                          "status": o.status.value} for o in r.journal.live_orders()],
         "feed": {"staleness_s": self.feed.staleness(), "polls": self.feed.polls, "backfilled": self.feed.backfilled},
         "stream_fills": self.stream_fills,
+        "backlog_bars": self.backlog,
         "decisions": len(self.decisions),
     }  # fmt: skip
 

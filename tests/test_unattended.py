@@ -425,3 +425,23 @@ def test_the_readme_paper_session_trades_within_a_minute_and_ends_with_a_summary
     messages = [x["record"]["message"] for x in logs]
     for key in ("warm-up done", "reconciled", "order buy", "fill buy", "session ended (signal SIGTERM)"):
         assert any(m.startswith(key) for m in messages), (key, messages[:20])
+
+
+def test_a_backlog_of_bars_after_a_stall_is_caught_up_with_one_decision(bundles, tmp_path):
+    "A stalled loop used to decide every queued bar at its old close: orders sized on stale prices, rejected."
+    venue = venue_for(bundles["half"])
+    url, stop = serve(venue)
+
+    async def session():
+        r = await runner_for(url, tmp_path / "state", bundles["half"])
+        venue.step(4)  # four bars close while the runner is busy elsewhere
+        got = [await asyncio.wait_for(r.feed.next(), 10) for _ in range(4)]
+        r.feed.ready[:0] = got[1:]  # as the feed holds them when the loop comes back
+        ds = [await r.on_bar(got[0])] + [await r.on_bar(await r.feed.next()) for _ in range(3)]
+        await close(r)
+        return r, ds
+
+    r, ds = asyncio.run(session())
+    stop()
+    assert ds[:3] == [None, None, None] and ds[3]["client_id"] is not None and r.backlog == 3
+    assert len(r.router.journal.orders) == 1 and r.state()["backlog_bars"] == 3
