@@ -33,9 +33,14 @@ lint: install
 
 # coverage cannot see inside numba-compiled code: the kernels first run as plain Python on small inputs
 # (tests/test_interpreted.py, NUMBA_DISABLE_JIT=1), then the whole suite runs compiled and the coverage adds up
+# The soak (tests/test_soak.py: a simulated day of the CLI runner against the venue, mostly waiting on its paced clock)
+# runs beside the rest of the suite instead of after it; its output is shown when both are done.
 pytest: install
 	NUMBA_DISABLE_JIT=1 $(BIN)/pytest tests/test_interpreted.py -q --cov=intraday --cov-report= --cov-fail-under=0
-	$(BIN)/pytest tests --cov=intraday --cov-append --cov-report=term
+	@log=$$(mktemp); $(BIN)/pytest tests/test_soak.py -q -s -p no:cacheprovider >"$$log" 2>&1 & soak=$$!; \
+	$(BIN)/pytest tests --ignore=tests/test_soak.py --cov=intraday --cov-append --cov-report=term; main=$$?; \
+	wait $$soak; rc=$$?; echo "--- tests/test_soak.py (run beside the suite) ---"; cat "$$log"; rm -f "$$log"; \
+	exit $$(( main ? main : rc ))
 
 nbval: install
 	$(BIN)/pytest --nbval-lax nbs --ignore=nbs/jobs -p no:cacheprovider -q
