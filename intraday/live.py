@@ -10,6 +10,7 @@ __all__ = ['HOOKS', 'STORAGE_ERRORS', 'Bar', 'FeedGap', 'VenueClockError', 'Clos
 
 # %% ../nbs/13_live.ipynb #41681e04
 import asyncio
+import hashlib
 import math
 import sqlite3
 import time
@@ -340,7 +341,7 @@ class LiveRunner:
         self.stream_fills = 0  # trades applied from the user data stream (before REST saw them)
         self.backlog = 0  # bars caught up without a decision because newer ones were already waiting
         self.fault: dict | None = None  # a storage or internal fault that halted trading: cause and time
-        self._bundle_mtime = self._mtime()
+        self._bundle_stamp = self._stamp()
         self._reconciled_at = time.time()  # last reconciliation started
         self.reconciled_ok_at = time.time() if router.ready else 0.0  # last one that completed and matched
         self.bar_at = time.time()  # wall clock of the last bar handled
@@ -360,11 +361,12 @@ class LiveRunner:
                     f"INTRADAY__LIVE__SHORTS=flat to trade its short targets as flat")  # fmt: skip
         return None
 
-    def _mtime(self) -> float:
+    def _stamp(self) -> str:
+        "The manifest's content hash: a copy that keeps the old file times (cp -p, rsync -t) is still a change."
         try:
-            return (self.bundle_path / "manifest.json").stat().st_mtime
+            return hashlib.sha256((self.bundle_path / "manifest.json").read_bytes()).hexdigest()
         except OSError:
-            return 0.0
+            return ""
 
     def _hook(self, name: str, *args) -> None:
         for fn in self.hooks[name]:
@@ -432,10 +434,10 @@ async def start(self: LiveRunner) -> dict:
 @patch
 async def check_bundle(self: LiveRunner) -> bool | None:
     "Hot swap between bars: a changed bundle is verified against the running pipeline and swapped, or refused."
-    mtime = self._mtime()
-    if mtime == self._bundle_mtime:
+    stamp = self._stamp()
+    if stamp == self._bundle_stamp:
         return None
-    self._bundle_mtime = mtime
+    self._bundle_stamp = stamp
     try:
         new = PolicyBundle.load(self.bundle_path, self.pipeline)
         if why := self.account_problem(new):

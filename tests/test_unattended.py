@@ -4,6 +4,7 @@ market's precision (lot 0.001, minimum notional 5), through the real ccxt client
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -445,3 +446,26 @@ def test_a_backlog_of_bars_after_a_stall_is_caught_up_with_one_decision(bundles,
     stop()
     assert ds[:3] == [None, None, None] and ds[3]["client_id"] is not None and r.backlog == 3
     assert len(r.router.journal.orders) == 1 and r.state()["backlog_bars"] == 3
+
+
+def test_a_hot_swap_that_keeps_the_old_file_times_is_seen(bundles, tmp_path):
+    "The swap was found by the manifest's mtime: a copy that keeps file times (cp -p, rsync -t) went unseen."
+    live = tmp_path / "live"
+    shutil.copytree(bundles["half"], live)
+    venue = venue_for(bundles["half"])
+    url, stop = serve(venue)
+
+    async def session():
+        r = await runner_for(url, tmp_path / "state", live)
+        old = (live / "manifest.json").stat()
+        for name in ("policy.pt", "manifest.json"):
+            shutil.copy2(bundles["full"] / name, live / name)
+        os.utime(live / "manifest.json", ns=(old.st_atime_ns, old.st_mtime_ns))  # as `cp -p` of an older file
+        swapped = await r.check_bundle()
+        await close(r)
+        return r, swapped
+
+    r, swapped = asyncio.run(session())
+    stop()
+    assert swapped is True and r.swaps["accepted"] == 1
+    assert r.bundle.manifest["policy_sha256"] == PolicyBundle.load(bundles["full"]).manifest["policy_sha256"]
