@@ -346,7 +346,8 @@ class LiveRunner:
         self.reconciled_ok_at = time.time() if router.ready else 0.0  # last one that completed and matched
         self.bar_at = time.time()  # wall clock of the last bar handled
         self.busy_since: float | None = None  # a bar in hand since (wall clock)
-        self._lock = asyncio.Lock()  # bars and reconciliations take turns
+        self._lock = asyncio.Lock()  # bars, reconciliations and a kill's cancels take turns
+        router.lock = self._lock
         self._stop = asyncio.Event()
         self.stopped = ""  # why the session ended, when it was asked to
         self.monitor.set_bundle(self.bundle.manifest["policy_sha256"], str(self.bundle_path))

@@ -191,6 +191,8 @@ class Router:
         self.ready, self.last_price, self.market = False, math.nan, None
         self.alerts: list[str] = []
         self.kill_task: asyncio.Task | None = None  # a kill's cancels and flatten, running to their end
+        self.lock: asyncio.Lock | None = None  # the live runner's: a kill's cancels wait for the bar in hand
+        self._resolving: dict[str, asyncio.Task] = {}  # client id -> the one resolution of that order in flight
         self.state_since: float | None = None  # wall clock of the last trading-state change
         self.listeners: list = []  # callables (kind, order or None, info dict): the live runner's hooks and metrics
         saved = journal.state.get("risk")
@@ -436,7 +438,17 @@ async def query(self: Router, od: Order) -> dict | None:
 
 @patch
 async def resolve(self: Router, od: Order) -> Order:
-    "Find out what happened to an order in doubt; it stays in doubt if the venue cannot be reached."
+    "Find out what happened to an order in doubt, once: a second caller (the kill's cancels) awaits the same query."
+    task = self._resolving.get(od.client_id)
+    if task is None:  # two resolutions of one order would both journal its outcome: the second is illegal
+        task = self._resolving[od.client_id] = asyncio.ensure_future(self._resolve(od))
+        task.add_done_callback(lambda _: self._resolving.pop(od.client_id, None))
+    return await asyncio.shield(task)
+
+
+@patch
+async def _resolve(self: Router, od: Order) -> Order:
+    "Query an order in doubt until the venue knows it or the grace window says absent; in doubt if unreachable."
     grace = self.settings.unknown_grace_s
     sent = od.sent or od.created
     delay = self.settings.retry_base_s
@@ -666,8 +678,17 @@ def kill_soon(
     "Halt now and run the kill's cancels and flatten in a task of their own (a caller that times out stops neither)."
     self.risk.set_state(TradingState.HALTED, f"killed: {reason}")
     if self.kill_task is None or self.kill_task.done():
-        self.kill_task = asyncio.ensure_future(self.kill(reason, flatten))
+        self.kill_task = asyncio.ensure_future(self._kill_locked(reason, flatten))
     return self.kill_task
+
+
+@patch
+async def _kill_locked(self: Router, reason: str, flatten: bool | None) -> list[Order]:
+    "The kill's cancels and flatten, after the bar in hand (whose own requests would race them) is done."
+    if self.lock is None:
+        return await self.kill(reason, flatten)
+    async with self.lock:
+        return await self.kill(reason, flatten)
 
 
 @patch

@@ -24,6 +24,7 @@ from intraday.env import build_envs
 from intraday.journal import Journal
 from intraday.live import AccountError, BarFeed, LiveRunner
 from intraday.monitor import ControlServer
+from intraday.orders import OrderEvent
 from intraday.risk import Intent, Risk, TradingState
 from intraday.router import Router, ledger_audit
 from intraday.venue import Venue
@@ -469,3 +470,24 @@ def test_a_hot_swap_that_keeps_the_old_file_times_is_seen(bundles, tmp_path):
     stop()
     assert swapped is True and r.swaps["accepted"] == 1
     assert r.bundle.manifest["policy_sha256"] == PolicyBundle.load(bundles["full"]).manifest["policy_sha256"]
+
+
+def test_a_kill_and_a_bar_resolving_one_order_in_doubt_journal_its_outcome_once(bundles, tmp_path):
+    "The soak's IllegalTransition: the kill's cancel and the bar's send both resolved one UNKNOWN order, both REJECTed."
+    venue = venue_for(bundles["half"])
+    url, stop = serve(venue)
+
+    async def session():
+        router = router_for(url, tmp_path / "state")
+        await router.start()
+        j = router.journal
+        od = j.new_order("SYN/USDT", "sell", "market", 1.0, then=OrderEvent.SUBMIT, sent=time.time())
+        j.transition(od, OrderEvent.UNKNOWN, "a lost request")  # never reached the venue: absent after the grace
+        got = await asyncio.gather(router.resolve(od), router.cancel(od), router.sync(od))
+        await router.ex.close()
+        return od, got, j.events(od.client_id)
+
+    od, got, events = asyncio.run(session())
+    stop()
+    assert all(o.status.value == "REJECTED" for o in got)
+    assert [e["data"]["event"] for e in events if e["kind"] == "transition"] == ["SUBMIT", "UNKNOWN", "REJECT"]
