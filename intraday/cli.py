@@ -188,8 +188,7 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
             return 2
     venue = Venue(bars, symbol=symbol, start=start, keys=keys, admin=admin, speed=speed, faults=faults)
     url, stop = serve(venue, v.host, v.port if args.port is None else args.port)
-    print(f"paper venue for {symbol} ({len(bars):,} bars, {start:,} of history before the current bar) on {url}",
-          flush=True)  # fmt: skip
+    print(f"paper venue for {symbol} ({len(bars):,} bars, current bar {start}) on {url}", flush=True)
     if speed > 0:
         latest = pd.Timestamp(venue.now - venue.step_ms, unit="ms", tz="UTC")
         clock = f"real time x {speed:g}, latest bar {latest:%Y-%m-%d %H:%M}"
