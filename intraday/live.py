@@ -363,11 +363,14 @@ class LiveRunner:
         return None
 
     def _stamp(self) -> str:
-        "The manifest's content hash: a copy that keeps the old file times (cp -p, rsync -t) is still a change."
+        "The bundle's content hash (manifest and policy): a copy keeping old file times (cp -p) is still a change."
+        h = hashlib.sha256()
         try:
-            return hashlib.sha256((self.bundle_path / "manifest.json").read_bytes()).hexdigest()
+            for name in ("manifest.json", "policy.pt"):  # small files: hashing both costs well under a ms a bar
+                h.update((self.bundle_path / name).read_bytes())
         except OSError:
             return ""
+        return h.hexdigest()
 
     def _hook(self, name: str, *args) -> None:
         for fn in self.hooks[name]:
