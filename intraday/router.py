@@ -193,6 +193,7 @@ class Router:
         self.kill_task: asyncio.Task | None = None  # a kill's cancels and flatten, running to their end
         self.lock: asyncio.Lock | None = None  # the live runner's: a kill's cancels wait for the bar in hand
         self._resolving: dict[str, asyncio.Task] = {}  # client id -> the one resolution of that order in flight
+        self._deferred_since: float | None = None  # a position difference first put down to orders not yet visible
         self.state_since: float | None = None  # wall clock of the last trading-state change
         self.listeners: list = []  # callables (kind, order or None, info dict): the live runner's hooks and metrics
         saved = journal.state.get("risk")
@@ -598,11 +599,20 @@ async def reconcile(self: Router) -> dict:
             reached[o.intent] = reached.get(o.intent, 0) + 1
     rep["duplicates"] = sum(n - 1 for n in reached.values())
     off = abs(pos - venue_pos) > tol
-    grace = time.time() - self.settings.unknown_grace_s
-    recent = [o.client_id for o in self.journal.orders.values()
-              if o.status not in _NOT_SENT and (o.sent or o.created) >= grace]  # fmt: skip
-    rep |= {"position": pos, "venue_position": venue_pos, "mismatch": off and not recent,
-            "deferred": recent if off and recent else []}  # fmt: skip
+    now, grace = time.time(), self.settings.unknown_grace_s
+    recent = [
+        o for o in self.journal.orders.values() if o.status not in _NOT_SENT and (o.sent or o.created) >= now - grace
+    ]
+    # "not visible yet" explains at most the recent orders' quantities, and only for a while: a runner that sends an
+    # order every bar always has one in the window, and a venue that lost our books must not hide behind it
+    explained = off and abs(pos - venue_pos) <= sum(o.qty for o in recent) + tol
+    if not (off and explained):
+        self._deferred_since = None
+    elif self._deferred_since is None:
+        self._deferred_since = now
+    defer = off and explained and now - self._deferred_since <= 2 * grace
+    rep |= {"position": pos, "venue_position": venue_pos, "mismatch": off and not defer,
+            "deferred": [o.client_id for o in recent] if defer else []}  # fmt: skip
     if newest is not None:  # overlap: a trade booked late is read again, and applied once
         self.journal.record("state", trades_since=newest - 60_000)
     self.journal.record("reconcile", ok=not rep["mismatch"], **rep)

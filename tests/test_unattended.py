@@ -491,3 +491,31 @@ def test_a_kill_and_a_bar_resolving_one_order_in_doubt_journal_its_outcome_once(
     stop()
     assert all(o.status.value == "REJECTED" for o in got)
     assert [e["data"]["event"] for e in events if e["kind"] == "transition"] == ["SUBMIT", "UNKNOWN", "REJECT"]
+
+
+def test_a_runner_always_sending_cannot_hide_a_lost_ledger_behind_the_grace_window(bundles, tmp_path):
+    "The full soak: a flipping runner always had an order within the grace window, so a lost ledger was deferred."
+    venue = venue_for(bundles["half"])
+    url, stop = serve(venue)
+
+    async def session():
+        router = router_for(url, tmp_path / "state", unknown_grace_s=1.0)
+        await router.start()
+        router.last_price = venue.last
+        od = await router.submit(Intent("buy", 0.5))
+        venue.step()
+        await router.sync(od)
+        venue.balances["SYN"] = [0.0, 0.0]  # the venue lost our position
+        reps = []
+        for _ in range(6):  # a fresh order before every pass: one is always within the window
+            await router.submit(Intent("buy", 1.0, "limit", round(venue.last * 0.9, 2)))
+            reps.append(await router.reconcile())
+            await asyncio.sleep(0.6)
+        await router.ex.close()
+        return router, reps
+
+    router, reps = asyncio.run(session())
+    stop()
+    assert reps[0]["deferred"] and not reps[0]["mismatch"]
+    assert reps[-1]["mismatch"] and router.risk.state == TradingState.HALTED
+    assert "position mismatch: journal 0.5 SYN, venue 0 SYN" in router.risk.reason
