@@ -334,7 +334,8 @@ class LiveRunner:
         self.hooks: dict[str, list] = {h: [] for h in HOOKS}
         self.pnl = PnL(cash=0.0)
         self.warm, self.steps, self.lastw, self.target, self._seen = False, 0, math.nan, 0.0, 0
-        self.latency = self.bundle.fill_model().latency_bars
+        self.fills = self.bundle.fill_model()  # the bundle's costs: spot buys leave room for its fee
+        self.latency = self.fills.latency_bars
         self.last_bar: Bar | None = None
         self.decisions: list[dict] = []
         self.swaps = {"accepted": 0, "refused": 0}
@@ -452,7 +453,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
         logger.bind(path=str(self.bundle_path)).error("new bundle refused, the old one keeps trading: {}", e)
         return False
     old = self.bundle.manifest["policy_sha256"]
-    self.bundle = new
+    self.bundle, self.fills = new, new.fill_model()
     self.swaps["accepted"] += 1
     self.monitor.count_swap(True)
     self.monitor.set_bundle(new.manifest["policy_sha256"], str(self.bundle_path))
@@ -468,7 +469,7 @@ def order_qty(self: LiveRunner, position: float, pending: float, close: float) -
         return order
     if order < 0:
         return max(order, -max(position + pending, 0.0))
-    fm = self.bundle.fill_model()
+    fm = self.fills
     room = close * (1 + fm.taker_bps / 1e4) * (1 + self.settings.fill_buffer_bps / 1e4)  # as a venue locks it
     return min(order, max(self.pnl.cash - fm.min_fee - max(pending, 0.0) * room, 0.0) / room)
 

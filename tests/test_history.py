@@ -3,6 +3,7 @@
 import pandas as pd
 import pytest
 from conftest import ROOT
+from procs import stderr_of
 
 from intraday.binance import connect, serve
 from intraday.cli import main
@@ -89,7 +90,7 @@ def test_cli_venue_serve_for_a_real_ccxt_client(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         line = proc.stdout.readline()
-        assert "paper venue for SYN/USDT (1,440 bars, current bar 100) on http://127.0.0.1:" in line, _stderr(proc)
+        assert "paper venue for SYN/USDT (1,440 bars, current bar 100) on http://127.0.0.1:" in line, stderr_of(proc)
         url = line.rsplit(" on ", 1)[1].strip()
         ex = connect(url, KEY, SECRET)
         assert len(ex.fetch_ohlcv("SYN/USDT", "1m", since=0, limit=1000)) == 101
@@ -100,11 +101,3 @@ def test_cli_venue_serve_for_a_real_ccxt_client(tmp_path):
     no_keys = {k: v for k, v in env.items() if not k.startswith("INTRADAY_API")}
     r = subprocess.run([exe, "venue", "serve"], env=no_keys, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "needs credentials" in r.stderr
-
-
-def _stderr(proc) -> str:
-    "The venue's stderr for a failure message, without waiting on a process that still runs (that read never ends)."
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(10)
-    return proc.stderr.read()

@@ -12,6 +12,7 @@ from pathlib import Path
 import ccxt
 import pytest
 from conftest import ROOT
+from procs import stderr_of
 
 from intraday.binance import connect, serve
 from intraday.cli import main
@@ -103,7 +104,7 @@ def test_cli_venue_serve_realtime_with_faults(tmp_path):
     proc = subprocess.Popen(args, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
-        assert "paper venue for SYN/USDT (1,440 bars, current bar 100) on http://127.0.0.1:" in line, _stderr(proc)
+        assert "paper venue for SYN/USDT (1,440 bars, current bar 100) on http://127.0.0.1:" in line, stderr_of(proc)
         url = line.rsplit(" on ", 1)[1].strip()
         info = proc.stdout.readline()
         assert "clock: real time x 1, latest bar" in info and f"faults: {profile} (seed 4)" in info
@@ -152,7 +153,7 @@ def test_cli_venue_serve_symbol_defaults_to_the_files_own(tmp_path):
                        (["--data", str(tmp_path / "plain.csv")], "SYN/USDT")):  # fmt: skip
         proc, line = serve_cli(args, tmp_path)
         try:
-            assert f"paper venue for {want} (300 bars, current bar 100) on http://127.0.0.1:" in line, _stderr(proc)
+            assert f"paper venue for {want} (300 bars, current bar 100) on http://127.0.0.1:" in line, stderr_of(proc)
             ex = connect(line.rsplit(" on ", 1)[1].strip(), KEY, SECRET)
             assert list(ex.load_markets()) == [want]
             assert len(ex.fetch_ohlcv(want, "1m", since=0, limit=1000)) == 101
@@ -167,11 +168,3 @@ def test_cli_venue_serve_bad_symbol(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("INTRADAY_API_SECRET", SECRET)
     assert main(["venue", "serve", "--symbol", "BTCUSDT"]) == 2
     assert "--symbol must be BASE/QUOTE (e.g. BTC/USDT), got 'BTCUSDT'" in capsys.readouterr().err
-
-
-def _stderr(proc) -> str:
-    "The venue's stderr for a failure message, without waiting on a process that still runs (that read never ends)."
-    if proc.poll() is None:
-        proc.terminate()
-        proc.wait(10)
-    return proc.stderr.read()
