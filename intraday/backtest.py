@@ -18,7 +18,17 @@ from tqdm.auto import tqdm
 
 from .config import BacktestSettings, EnvSettings
 from .data import BAR_COLUMNS
-from .env import BOOK, STEP, execute_bar, place_order, position_state
+from intraday.env import (
+    BOOK,
+    STEP,
+    account_params,
+    bar_seconds,
+    execute_bar,
+    place_order,
+    position_state,
+    session_breaks,
+    session_flat,
+)
 from .features import FeaturePipeline
 from .fills import FillModel
 
@@ -111,13 +121,14 @@ class BacktestResult:
     halted_days: list = field(default_factory=list)
     engine: str = "python"  # the engine that ran: 'python' (this loop) or 'compiled' (intraday.compiled)
     engine_note: str = ""  # what was compiled, or why the policy ran in Python
+    session_breaks: list = field(default_factory=list)  # gaps longer than [env] max_gap: flat across each
 
     def summary(self) -> dict:
         "Headline numbers: total return, trades, costs."
         eq = self.equity
         total = float(eq.iloc[-1] / eq.iloc[0] - 1)
         return {"start": str(eq.index[0]), "end": str(eq.index[-1]), "total_return": total, "fills": len(self.fills),
-                "costs": float(sum(self.costs.values()))}  # fmt: skip
+                "costs": float(sum(self.costs.values())), "session_breaks": len(self.session_breaks)}  # fmt: skip
 
 # %% ../nbs/08_backtest.ipynb #e44d915f
 _FILL_COLS = {"qty": STEP.fill_qty, "price": STEP.fill_price, "fee": STEP.fee, "spread_cost": STEP.spread_cost,
@@ -178,6 +189,7 @@ class Backtester:
                 raise ValueError(f"engine='compiled' cannot run this policy: {why}")
         ts = bars.index.as_unit("ns").asi8 // 1_000_000_000
         vals, fp = bars[list(BAR_COLUMNS)].to_numpy(np.float64), fm.params()
+        ap, flat = account_params(env, fm, bar_seconds(ts)), session_flat(ts, env.max_gap_s, lat)
         book, pending, out = np.zeros((1, len(BOOK))), np.zeros((1, lat)), np.zeros((1, len(STEP)))
         book[0, BOOK.cash] = book[0, BOOK.equity] = book[0, BOOK.peak] = env.initial_cash
         QTY, AVG, EQUITY, FILLED = BOOK.qty, BOOK.avg_price, BOOK.equity, STEP.fill_qty  # column names as fast locals
@@ -188,7 +200,7 @@ class Backtester:
         for i in tqdm(range(end), disable=not progress, unit="bar", desc="backtest", leave=False):
             o, h, lo, c, v = vals[i]
             if i > start:  # the order due in this bar fills; mark at the close
-                execute_bar(book, pending, 0, fp, o, h, lo, c, v, out)
+                execute_bar(book, pending, 0, fp, o, h, lo, c, v, out, ap)
                 if out[0, FILLED] != 0.0:
                     fills.append((bars.index[i], *out[0, fill_cols].tolist()))
             equity[i], qty[i] = book[0, EQUITY], book[0, QTY]
@@ -199,9 +211,9 @@ class Backtester:
             state = np.array(state_of(book[0, QTY], book[0, AVG], eq, c, steps, L))
             action = int(policy(np.array([ts[i], o, h, lo, c, v]), raw, state))
             w = float(np.clip(positions[action], -cap, cap))
-            if (limit.limit and limit.check(ts[i], eq)) or (env.force_flat and steps >= L - lat):
+            if (limit.limit and limit.check(ts[i], eq)) or (env.force_flat and steps >= L - lat) or flat[i]:
                 w = 0.0
-            place_order(book, pending, 0, w, c)
+            place_order(book, pending, 0, w, c, ap)
             decisions.append((bars.index[i], action, w))
         fills_df, idx = _fills_frame(fills), bars.index[:end]
         return BacktestResult(
@@ -209,9 +221,10 @@ class Backtester:
             positions=pd.Series(qty, index=idx, name="position").iloc[start:],
             fills=fills_df,
             decisions=pd.DataFrame(decisions, columns=["ts", "action", "target"]).set_index("ts"),
-            costs=_costs(fills_df),
+            costs=_costs(fills_df) | {"borrow": float(book[0, BOOK.borrow_paid])},
             halted_days=limit.days,
             engine_note=why,
+            session_breaks=session_breaks(bars.index[:end], env.max_gap_s),
         )
 
 # %% ../nbs/08_backtest.ipynb #c9d209f6
@@ -242,17 +255,22 @@ def vectorbt_portfolio(
     bars: pd.DataFrame,  # bars
     targets: pd.Series | pd.DataFrame,  # target positions (fractions of equity) at decision bars, NaN = no order
     fill_model: FillModel,  # costs; must be expressible in vectorbt
-    init_cash: float = 10_000.0,  # starting equity
+    env: EnvSettings | None = None,  # the account and initial cash (vectorbt has no borrow cost nor spot sizing)
 ):
     "The vectorbt Portfolio equivalent to the event engine for these targets (one column per target series)."
     import vectorbt as vbt
 
-    fm = fill_model
+    fm, env = fill_model, env or EnvSettings()
     checks = (("kyle_lambda", fm.kyle_lambda > 0), ("participation", fm.participation > 0), ("min_fee", fm.min_fee > 0),
-              ("spread", fm.spread != "fixed"), ("price", fm.price != "open"))  # fmt: skip
+              ("spread", fm.spread != "fixed"), ("price", fm.price != "open"),
+              ("[env] borrow_apr", env.account == "margin" and env.borrow_apr > 0))  # fmt: skip
     problems = [name for name, bad in checks if bad]
     if problems:
-        raise ValueError(f"FillModel not expressible in vectorbt: set {', '.join(problems)} to 0 / fixed / open")
+        raise ValueError(f"not expressible in vectorbt: set {', '.join(problems)} to 0 / fixed / open")
+    if env.account == "spot":
+        raise ValueError("not expressible in vectorbt: a spot account's sizing (fee and fill buffer left free); "
+                         "use account = margin with borrow_apr = 0 to compare")  # fmt: skip
+    init_cash = env.initial_cash
     lat = fm.latency_bars
     size = targets.shift(lat)  # decided at the close of t, executed in bar t + latency
     val_price = bars["close"].shift(lat)  # sized with the equity and price of the decision close

@@ -21,7 +21,17 @@ from numba import njit
 
 from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .data import BAR_COLUMNS
-from .env import BOOK, STEP, execute_bar, place_order, position_state
+from intraday.env import (
+    BOOK,
+    STEP,
+    account_params,
+    bar_seconds,
+    execute_bar,
+    place_order,
+    position_state,
+    session_breaks,
+    session_flat,
+)
 
 # the env's book and step-report columns, as plain ints numba folds into constants
 CASH, QTY, EQUITY, PEAK, AVG = BOOK.cash, BOOK.qty, BOOK.equity, BOOK.peak, BOOK.avg_price
@@ -402,7 +412,7 @@ _U64 = 2.0**-53  # unit roundoff of float64
 
 
 @njit(cache=True)
-def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max_pos, dll,
+def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, ap, gap_flat, L, force_flat, max_pos, dll,
           kind, ints, buf, roll, pre, norm, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam,
           fst, pending, out, ist, day_eq, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted,
           xrow, x, h, err, tmp):  # fmt: skip
@@ -414,7 +424,7 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
         resumed = i == i0 and forced >= 0
         if not resumed:
             if i > start:  # the order due in this bar fills; mark at the close
-                execute_bar(fst, pending, 0, fp, o, hi, lo, c, v, out)
+                execute_bar(fst, pending, 0, fp, o, hi, lo, c, v, out, ap)
                 if out[0, FQTY] != 0.0:
                     k = ist[NFILL]
                     fill_bar[k] = i
@@ -480,9 +490,9 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, L, force_flat, max
                 halted[ist[NHALT]] = today
                 ist[NHALT] += 1
             ist[HALTED] = 1
-        if ist[HALTED] == 1 or (force_flat and steps >= L - lat):
+        if ist[HALTED] == 1 or (force_flat and steps >= L - lat) or gap_flat[i]:
             w = 0.0
-        place_order(fst, pending, 0, w, c)
+        place_order(fst, pending, 0, w, c, ap)
         k = ist[NDEC]
         dec_bar[k], dec_action[k], dec_target[k] = i, action, w
         ist[NDEC] = k + 1
@@ -514,9 +524,10 @@ def run_compiled(
     pre = np.zeros(1, dtype=np.int64)
     if plan.kind == ACTIONS:  # one batch draw = one draw per decision, same integers and generator state after
         pre = plan.policy.rng.integers(plan.policy.n, size=n_dec).astype(np.int64)
-    fst = np.zeros((1, 7))
+    fst = np.zeros((1, len(BOOK)))
     fst[0, CASH] = fst[0, EQUITY] = fst[0, PEAK] = env.initial_cash
-    pending, out = np.zeros((1, lat)), np.zeros((1, 10))
+    pending, out = np.zeros((1, lat)), np.zeros((1, len(STEP)))
+    ap, gap_flat = account_params(env, fm, bar_seconds(ts)), session_flat(ts, env.max_gap_s, lat)
     ist = np.zeros(7, dtype=np.int64)
     ist[DAY], ist[SMA_M] = np.iinfo(np.int64).min, -1
     roll = np.zeros(4)  # SMA: rolling fast and slow sums, max |close|, the fixed part of their error bound
@@ -538,7 +549,8 @@ def run_compiled(
     tmp = np.zeros(max(int(plan.ints[3]) if plan.kind == SMA else 1, 1))
     i, forced, deferred = 0, -1, 0
     while True:
-        i = _loop(i, forced, start, end, ts, mkt, XT, positions, fm.params(), L, env.force_flat, risk.max_position,
+        i = _loop(i, forced, start, end, ts, mkt, XT, positions, fm.params(), ap, gap_flat, L, env.force_flat,
+                  risk.max_position,
                   risk.daily_loss_limit, plan.kind, plan.ints, plan.buf, roll, pre, net.norm, net.dims, net.pin,
                   net.acts, net.w, net.bias, net.rnorm, net.rmax, net.bmax, net.gam, fst, pending, out, ist, day_eq,
                   equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted, xrow, x, h, err,
@@ -552,8 +564,11 @@ def run_compiled(
         plan.policy.n = int(ist[SMA_N])
     note = plan.name + (f"; {deferred} of {n_dec} decisions were near ties decided by TorchScript"
                         if plan.kind == MLP else "")  # fmt: skip
-    return _result(bars, start, end, equity, qty, fills[: ist[NFILL]], fill_bar[: ist[NFILL]], dec_bar, dec_action,
-                   dec_target, halted[: ist[NHALT]], note)  # fmt: skip
+    res = _result(bars, start, end, equity, qty, fills[: ist[NFILL]], fill_bar[: ist[NFILL]], dec_bar, dec_action,
+                  dec_target, halted[: ist[NHALT]], note)  # fmt: skip
+    res.costs["borrow"] = float(fst[0, BOOK.borrow_paid])
+    res.session_breaks = session_breaks(bars.index[:end], env.max_gap_s)
+    return res
 
 
 def _result(bars, start, end, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted, note):

@@ -13,6 +13,7 @@ __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'MIN_SECRET
 
 # %% ../nbs/00_config.ipynb #0455a121
 import configparser
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -211,6 +212,22 @@ class EnvSettings(Section):
     train: float = Field(0.6, gt=0, lt=1)  # fraction of bars for training
     val: float = Field(0.2, ge=0, lt=1)  # fraction for validation; the test split gets the rest
     embargo: int = Field(0, ge=0)  # bars dropped between splits; raised to the feature warm-up if smaller
+    account: Literal["spot", "margin"] = "margin"  # spot: no short, no negative cash; margin: borrows at borrow_apr
+    borrow_apr: float = Field(0.1, ge=0, le=10)  # margin: yearly rate on borrowed cash and on the value sold short
+    fill_buffer_bps: float = Field(100.0, ge=0, le=1000)  # spot: a buy leaves this room (and the fee) for the fill
+    max_gap: str = "1h"  # a gap between bars longer than this is a session break: flat across it ('' = none)
+
+    @field_validator("max_gap")
+    @classmethod
+    def _max_gap(cls, v: str) -> str:
+        if v:
+            timeframe_seconds(v)
+        return v
+
+    @property
+    def max_gap_s(self) -> float:
+        "`max_gap` in seconds (infinite when off)."
+        return float(timeframe_seconds(self.max_gap)) if self.max_gap else math.inf
 
     @field_validator("positions")
     @classmethod
@@ -223,6 +240,9 @@ class EnvSettings(Section):
     def _splits(self) -> "EnvSettings":
         if self.train + self.val >= 1:
             raise ValueError(f"train + val must leave bars for the test split (got {self.train} + {self.val})")
+        if self.account == "spot" and not all(0 <= p <= 1 for p in self.positions):
+            raise ValueError(f"positions {self.positions} need a margin account (account = margin): a spot account "
+                             "holds no short nor more than its cash (use positions in [0, 1], e.g. 0,1)")  # fmt: skip
         return self
 
 
@@ -336,9 +356,6 @@ class LiveSettings(Section):
     control_host: str = "127.0.0.1"  # interface of the runner's /metrics and control endpoints (0.0.0.0 in a pod)
     account_type: Literal["spot", "margin"] = "spot"  # spot: no short, no negative cash (the paper venue is spot)
     shorts: Literal["refuse", "flat"] = "refuse"  # spot and a bundle with short targets: refuse to start, or trade flat
-    fill_buffer_bps: float = Field(
-        100.0, ge=0, le=1000
-    )  # spot buys leave this room (plus the fee) for the move to the fill
     ready_bars: float = Field(3.0, gt=0)  # not ready when no bar closed for this many bar lengths
 
     @field_validator("account", "runner")

@@ -26,7 +26,7 @@ from loguru import logger
 from .bundle import BundleError, PolicyBundle
 from .config import BacktestSettings
 from .data import timeframe_seconds
-from .env import position_state
+from .env import account_params, position_state, sized_order
 from .journal import JournalError
 from .monitor import Monitor
 from .orders import OrderEvent
@@ -335,6 +335,7 @@ class LiveRunner:
         self.pnl = PnL(cash=0.0)
         self.warm, self.steps, self.lastw, self.target, self._seen = False, 0, math.nan, 0.0, 0
         self.fills = self.bundle.fill_model()  # the bundle's costs: spot buys leave room for its fee
+        self.account = self.account_of(self.bundle)
         self.latency = self.fills.latency_bars
         self.last_bar: Bar | None = None
         self.decisions: list[dict] = []
@@ -362,6 +363,15 @@ class LiveRunner:
                     f"selling): export a long-only bundle (e.g. INTRADAY__ENV__POSITIONS=0,1) or set "
                     f"INTRADAY__LIVE__SHORTS=flat to trade its short targets as flat")  # fmt: skip
         return None
+
+    def account_of(self, bundle: PolicyBundle) -> np.ndarray:
+        "The account the orders are sized for: the bundle's, made spot when the venue's account is spot."
+        env, spot = bundle.env_settings(), self.settings.account_type == "spot"
+        if spot and env.account != "spot":
+            logger.bind(bundle=str(self.bundle_path)).warning(
+                "bundle {} was backtested on a margin account; this account is spot: buys are capped by the cash "
+                "and fills can differ from its backtest", self.bundle_path)  # fmt: skip
+        return account_params(env, bundle.fill_model(), self.feed.step_ms / 1000, spot=spot or None)
 
     def _stamp(self) -> str:
         "The bundle's content hash (manifest and policy): a copy keeping old file times (cp -p) is still a change."
@@ -453,7 +463,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
         logger.bind(path=str(self.bundle_path)).error("new bundle refused, the old one keeps trading: {}", e)
         return False
     old = self.bundle.manifest["policy_sha256"]
-    self.bundle, self.fills = new, new.fill_model()
+    self.bundle, self.fills, self.account = new, new.fill_model(), self.account_of(new)
     self.swaps["accepted"] += 1
     self.monitor.count_swap(True)
     self.monitor.set_bundle(new.manifest["policy_sha256"], str(self.bundle_path))
@@ -463,15 +473,8 @@ async def check_bundle(self: LiveRunner) -> bool | None:
 # %% ../nbs/13_live.ipynb #c48a6ffd
 @patch
 def order_qty(self: LiveRunner, position: float, pending: float, close: float) -> float:
-    "Signed quantity to send towards the target; on spot: no sale beyond holdings, buys within cash, fee and room."
-    order = self.target - (position + pending)
-    if self.settings.account_type != "spot":
-        return order
-    if order < 0:
-        return max(order, -max(position + pending, 0.0))
-    fm = self.fills
-    room = close * (1 + fm.taker_bps / 1e4) * (1 + self.settings.fill_buffer_bps / 1e4)  # as a venue locks it
-    return min(order, max(self.pnl.cash - fm.min_fee - max(pending, 0.0) * room, 0.0) / room)
+    "Signed quantity to send towards the target: the env's `sized_order` on the account (spot: within holdings, cash)."
+    return float(sized_order(self.target, position, pending, self.pnl.cash, close, self.account))
 
 
 @patch
@@ -523,9 +526,10 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     if env.force_flat and steps >= L - lat:
         w = 0.0
     self.steps += 1
-    if w != self.lastw:
-        self.target, self.lastw = w * eq / bar.close, w
     position, pending, _ = r.exposure() if not self.shadow else (self.pnl.qty, 0.0, 0)
+    if w != self.lastw:  # as env.place_order: on spot the target is what the account can hold
+        self.target, self.lastw = w * eq / bar.close, w
+        self.target = position + pending + self.order_qty(position, pending, bar.close)
     order = self.order_qty(position, pending, bar.close) if not self.shadow else self.target - position
     decided = time.time()
     d = {"ts": bar.ts, "action": action, "target_weight": w, "target_qty": self.target, "order_qty": 0.0,

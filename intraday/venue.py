@@ -19,6 +19,7 @@ from .binance import BinanceError, MarketSpec, err, floor_to
 from .clock import ReplayClock, wall_ms
 from .config import timeframe_seconds
 from .data import BAR_COLUMNS, infer_timeframe, validate_bars
+from .env import affordable
 from .faults import FaultInjector, FaultProfile
 from .fills import FillModel
 from .orders import WORKING, OrderEvent, OrderStatus, next_status, to_wire
@@ -268,7 +269,7 @@ def _market_fill(self: Venue, od: dict, bar: tuple, room: float):
     if od["side"] == "BUY" and q > 0:
         afford = od["_lock"] + self.balances[self.spec.quote][0]
         if q * f.price + f.fee > afford:  # the price ran away beyond the locked buffer
-            q = floor_to(afford / (f.price * (1 + self.fm.taker_bps / 1e4)) * 0.999, step)
+            q = floor_to(affordable(afford - self.fm.min_fee, f.price, self.fm.taker_bps / 1e4), step)
             f = self.fm.fill(sign * q, (o, h, lo, c, room))
     return q, f
 

@@ -70,23 +70,25 @@ def test_bundle_backtest_reproduces_the_env_rollout_exactly(trained):
 
 def test_event_engine_agrees_with_vectorbt():
     simple = FillModel(kyle_lambda=0, participation=0, taker_bps=3, half_spread_bps=2)
-    env = SETTINGS.env.model_copy(update={"positions": [-0.5, 0.0, 0.5]})
+    env = SETTINGS.env.model_copy(update={"positions": [-0.5, 0.0, 0.5], "borrow_apr": 0.0})  # vectorbt: no borrow
     pipe = Trainer(SETTINGS, BARS).splits.pipeline
     r = Backtester(pipe, simple, env).run(BARS, SMACross(env.positions, 10, 60))
     targets = decision_targets(r).reindex(BARS.index)
-    value = vectorbt_portfolio(BARS, targets, simple).value().loc[r.equity.index]
+    value = vectorbt_portfolio(BARS, targets, simple, env).value().loc[r.equity.index]
     assert len(r.fills) > 20
     assert (value / r.equity - 1).abs().max() < 1e-6
-    dearer = vectorbt_portfolio(BARS, targets, FillModel(kyle_lambda=0, participation=0, taker_bps=10)).value()
+    dearer = vectorbt_portfolio(BARS, targets, FillModel(kyle_lambda=0, participation=0, taker_bps=10), env).value()
     assert (dearer.loc[r.equity.index] / r.equity - 1).abs().max() > 1e-4  # a different cost model disagrees
     sweep = sma_targets(BARS, [(10, 60), (20, 100), (5, 30)], env.positions)
-    pf = vectorbt_portfolio(BARS, sweep, simple)
+    pf = vectorbt_portfolio(BARS, sweep, simple, env)
     assert pf.value().shape[1] == 3
-    one = vectorbt_portfolio(BARS, sweep[(10, 60)], simple).value()
+    one = vectorbt_portfolio(BARS, sweep[(10, 60)], simple, env).value()
     np.testing.assert_allclose(pf.value()[(10, 60)], one, rtol=1e-12)  # a sweep column is that pair's own run
     assert pf.value().iloc[-1].nunique() == 3
     with pytest.raises(ValueError, match="kyle_lambda, participation"):
-        vectorbt_portfolio(BARS, targets, FillModel())
+        vectorbt_portfolio(BARS, targets, FillModel(), env)
+    with pytest.raises(ValueError, match="borrow_apr"):  # the margin account's borrow cost is not in vectorbt
+        vectorbt_portfolio(BARS, targets, simple, env.model_copy(update={"borrow_apr": 0.1}))
 
 
 def test_risk_limits():

@@ -34,13 +34,13 @@ SPEC = MarketSpec(step_size=1e-8, min_qty=1e-8, min_notional=1e-6)  # no roundin
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    "Two small PPO bundles (seeds 0 and 1), long-only (a spot venue cannot short), on the same pipeline."
+    "Two small PPO bundles (seeds 0 and 1) for the spot venue (long-only, weight 1: the cash cap binds), one pipeline."
     tmp = tmp_path_factory.mktemp("live")
     out = []
     for seed in (0, 1):
         train = {"total_timesteps": 2048, "n_envs": 2, "n_steps": 256, "batch_size": 128, "eval_every": 2048,
                  "seed": seed, "runs_dir": str(tmp)}  # fmt: skip
-        s = load_settings(environ={}, env={"episode_len": 400, "positions": "0, 0.5"}, train=train)
+        s = load_settings(environ={}, env={"episode_len": 400, "positions": "0, 1", "account": "spot"}, train=train)
         trainer = Trainer(s, BARS, tmp / f"run{seed}")
         model = trainer.fit()
         sp = trainer.splits

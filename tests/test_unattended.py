@@ -36,7 +36,10 @@ KEY, SECRET = "unattended-key", "unattended-secret"
 
 def fixed_bundle(path: Path, positions: str, pick: int) -> Path:
     "A bundle whose policy always picks action `pick` of `positions` (an untrained PPO with its output forced)."
-    s = load_settings(environ={}, env={"positions": positions, "episode_len": 600})
+    spot = all(0 <= float(w) <= 1 for w in positions.split(","))  # a long-only bundle is made for the spot venue
+    s = load_settings(
+        environ={}, env={"positions": positions, "episode_len": 600, "account": "spot" if spot else "margin"}
+    )
     sp = build_envs(s, BARS)
     model = PPO("MlpPolicy", sp.make_env("train"), n_steps=64, batch_size=64, seed=0, device="cpu")
     net = model.policy.action_net

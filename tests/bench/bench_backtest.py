@@ -96,7 +96,9 @@ def main() -> None:
     args = ap.parse_args()
     bars = synth_market(days=365, seed=3, alpha=0.0)
     n = len(bars)
-    env = EnvSettings(positions=[-1.0, 0.0, 1.0], episode_len=n, force_flat=False)
+    env = EnvSettings(
+        positions=[-1.0, 0.0, 1.0], episode_len=n, force_flat=False, borrow_apr=0.0
+    )  # the peers charge no borrow
     small = load_settings(environ={}, train={"total_timesteps": 2048, "n_steps": 128, "batch_size": 128})
     with tempfile.TemporaryDirectory() as d:
         tr = Trainer(small, synth_market(days=30, seed=1), Path(d) / "run")
@@ -118,7 +120,7 @@ def main() -> None:
     cases = {
         "vectorbt from_signals": lambda: run_vectorbt(bars),
         "backtesting.py": lambda: run_backtesting(data),
-        "our vectorbt path (from_orders)": lambda: int(vectorbt_portfolio(bars, targets, simple).orders.count()),
+        "our vectorbt path (from_orders)": lambda: int(vectorbt_portfolio(bars, targets, simple, env).orders.count()),
         "intraday compiled, SMACross": lambda: rule_bt.run(bars, SMACross(env.positions, FAST, SLOW), start=0),
         "intraday compiled, bundle": lambda: bundle_bt.run(bars, bundle_policy(bundle)),
     }

@@ -49,7 +49,8 @@ def mlp_bundle(out: Path, seed: int = 0) -> Path:
 
     torch.set_num_threads(1)
     bars = synth_market(days=12, seed=seed + 101)
-    s = load_settings(environ={}, env={"positions": POSITIONS, "episode_len": 400}, train={"seed": seed})
+    env = {"positions": POSITIONS, "episode_len": 400, "account": "spot"}
+    s = load_settings(environ={}, env=env, train={"seed": seed})
     splits = build_envs(s, bars)
     model = PPO("MlpPolicy", splits.make_vec_env("train", 2, seed=seed), n_steps=64, batch_size=64, seed=seed,
                 device="cpu", policy_kwargs={"net_arch": [32, 32]})  # fmt: skip
