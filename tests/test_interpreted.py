@@ -108,3 +108,29 @@ def test_compiled_engine_interpreted_matches_python_loop():
     with torch.no_grad():
         theirs = mod(torch.from_numpy(rows)).numpy()
     assert (mine >= 0).sum() > 40 and (mine[mine >= 0] == theirs[mine >= 0]).all()
+
+
+def test_account_interpreted_spot_caps_and_margin_borrow():
+    import pandas as pd
+
+    from intraday.backtest import Backtester, BuyAndHold
+    from intraday.config import EnvSettings, FeatureSettings
+    from intraday.features import FeaturePipeline
+    from intraday.fills import FillModel
+
+    ts = pd.date_range("2024-01-01", periods=60, freq="1min", tz="UTC", name="ts")
+    price = np.full(60, 100.0)
+    price[31:] = 110.0  # a 10 % jump past the spot buffer between a decision and its fill
+    bars = pd.DataFrame({"open": price, "high": price, "low": price, "close": price, "volume": 1e6}, index=ts)
+    bars = pd.concat([bars, bars.set_axis(ts + pd.Timedelta(days=3))])  # and a session break
+    pipe = FeaturePipeline.from_settings(FeatureSettings(returns=[1], ema=[], momentum=[], rsi=[], atr=[], vwap=[],
+                                                         realized_vol=[], range_vol=[], volume_z=[], kyle_lambda=[],
+                                                         adaptive=[], session_vwap=False, calendar=False,
+                                                         harmonics=[]))  # fmt: skip
+    spot = EnvSettings(account="spot", positions=[0, 1], episode_len=1000, force_flat=False)
+    r = Backtester(pipe, FillModel(participation=0), spot).run(bars, BuyAndHold([0, 1]), start=30)
+    cash = spot.initial_cash - (r.fills.qty * r.fills.price + r.fills.fee).cumsum()
+    assert (cash >= 0).all() and len(r.session_breaks) == 1  # the buy at 110 was cut to what the cash pays
+    margin = EnvSettings(positions=[-1, 0], episode_len=1000, force_flat=False, borrow_apr=1.0)
+    m = Backtester(pipe, FillModel(participation=0), margin).run(bars, lambda bar, x, state: 0, start=2)  # short
+    assert m.costs["borrow"] > 0  # a short pays to borrow every bar
