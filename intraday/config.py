@@ -350,6 +350,8 @@ class LiveSettings(Section):
     retry_base_s: float = Field(0.1, gt=0)  # first backoff; doubles, with jitter
     retry_max_s: float = Field(5.0, gt=0)  # longest backoff (a Retry-After header may ask for longer)
     resend_absent: bool = True  # re-send an intent whose order is confirmed absent (under a new client id)
+    resend_within_s: float = Field(5.0, ge=0)  # ... only this soon after its first send (later: the next bar re-sizes)
+    retry_deadline_s: float = Field(30.0, gt=0)  # reads and cancels: no new attempt after this long
     reconcile_every_s: float = Field(30.0, gt=0)
     foreign_orders: Literal["cancel", "adopt", "ignore"] = "cancel"  # open orders on the account that are not ours
     timeout_ms: int = Field(10_000, ge=100)  # ccxt request timeout

@@ -23,7 +23,7 @@ from pathlib import Path
 import ccxt
 from fastcore.basics import patch
 from loguru import logger
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from .config import LiveSettings, RiskSettings
 from .journal import Journal, JournalError
@@ -48,6 +48,7 @@ class RetryPolicy:
     attempts: int = 8  # tries in all
     base_s: float = 0.1  # first backoff
     max_s: float = 5.0  # longest backoff (Retry-After may ask for longer)
+    deadline_s: float = 30.0  # no new attempt after this long (a slow venue must not hold a bar for minutes)
     banned_until: float = 0.0  # wall clock (s) when a 418 ban ends
     retries: dict = field(default_factory=dict)  # op -> retries made (for metrics)
     exchange: object = None  # the ccxt client, to read Retry-After from its last response headers
@@ -82,7 +83,8 @@ class RetryPolicy:
     async def call(self, op: str, fn, *args, check=None, **kw):
         "`await fn(*args, **kw)`, retried on transient errors (and on replies `check` refuses); the last error raised."
         async for attempt in AsyncRetrying(
-            stop=stop_after_attempt(self.attempts), wait=self.wait, retry=retry_if_exception(_transient), reraise=True,
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline_s), wait=self.wait,
+            retry=retry_if_exception(_transient), reraise=True,
             before_sleep=lambda s: self.retries.__setitem__(op, self.retries.get(op, 0) + 1),
         ):  # fmt: skip
             with attempt:
@@ -185,7 +187,9 @@ class Router:
         self.settings = settings or LiveSettings()
         self.risk = risk or Risk(RiskSettings())
         s = self.settings
-        self.retry = RetryPolicy(s.retry_attempts, s.retry_base_s, s.retry_max_s, exchange=exchange)
+        exchange.timeout = s.timeout_ms  # [live] timeout_ms applies to whatever client the router is given
+        self.retry = RetryPolicy(s.retry_attempts, s.retry_base_s, s.retry_max_s, exchange=exchange,
+                                 deadline_s=s.retry_deadline_s)  # fmt: skip
         self.throttle = Throttle(s.order_rate, s.order_burst)
         self.crash_at = crash_at if crash_at is not None else os.environ.get(CRASH_ENV)
         self.ready, self.last_price, self.market = False, math.nan, None
@@ -420,10 +424,16 @@ async def _send(self: Router, intent: Intent, reason: str | None, resends: int, 
             await self.resolve(od)
         self._crash("after_ack")
     if od.status == OrderStatus.REJECTED and od.reason.startswith("absent") and resends > 0:
-        if self.settings.resend_absent:
+        first = self.journal.orders[of].sent if of in self.journal.orders else od.sent  # the intent's first send
+        age = time.time() - (first or od.created)
+        if self.settings.resend_absent and age <= self.settings.resend_within_s:
             again, why = self._precheck(intent)
             logger.bind(was=od.client_id).info("re-sending the intent of an order confirmed absent")
             return await self._send(again, why, resends - 1, od.intent)
+        if self.settings.resend_absent:  # a decision this old trades on a stale price: the next one re-sizes
+            logger.bind(was=od.client_id, age_s=round(age, 1)).warning(
+                "order confirmed absent {:.1f} s after its intent was first sent: not re-sent (past [live] "
+                "resend_within_s); the next decision sizes the order again", age)  # fmt: skip
     return od
 
 # %% ../nbs/12b_router.ipynb #27bad3a4

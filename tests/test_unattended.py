@@ -522,3 +522,38 @@ def test_a_runner_always_sending_cannot_hide_a_lost_ledger_behind_the_grace_wind
     assert reps[0]["deferred"] and not reps[0]["mismatch"]
     assert reps[-1]["mismatch"] and router.risk.state == TradingState.HALTED
     assert "position mismatch: journal 0.5 SYN, venue 0 SYN" in router.risk.reason
+
+
+def test_slow_venue_creates_are_not_resent_stale_and_the_bar_is_not_blocked_for_long(bundles, tmp_path):
+    """Creates slowed past the client timeout: the intent is sent once per bar (a stale decision is not re-sent),
+    the bar ends within about one timeout, and no order is doubled."""
+    slow = {"endpoints": {"POST /api/v3/order": {"latency": {"fixed": 1500}}}, "seed": 1}
+    venue = venue_for(bundles["full"], faults=slow)
+    url, stop = serve(venue)
+
+    async def session():
+        r = await runner_for(
+            url, tmp_path / "state", bundles["full"], timeout_ms=1000, unknown_grace_s=1.0, resend_within_s=0.5
+        )  # a create that timed out (1 s) is too old to re-send
+        t0 = time.time()
+        ds = await bars(r, venue, 1)
+        took = time.time() - t0
+        await asyncio.sleep(1.0)  # the venue executes the slowed create after the client gave up
+        for _ in range(3):
+            ds += await bars(r, venue, 1)
+        await r.reconcile()
+        a = ledger_audit(venue.ledger(), r.router.journal, "SYN")
+        st = r.state()
+        await close(r)
+        return r, ds, a, took, st
+
+    r, ds, audit, took, st = asyncio.run(session())
+    stop()
+    creates = [e for e in venue.injector.log if e["method"] == "POST" and e["path"] == "/api/v3/order"]
+    print(f"slow venue: first bar {took:.2f} s, creates {len(creates)}, statuses {[d['status'] for d in ds]}, "
+          f"state {st['trading_state']}, audit {audit}")  # fmt: skip
+    assert len(creates) == len(ds) == 4  # one send per bar: the timed-out create is not re-sent on a stale price
+    assert took < 2.0  # one timeout (1 s) and its resolution, not three of them
+    assert all(d["status"] == "REJECTED" for d in ds) and st["trading_state"] == "ACTIVE"  # absent, still trading
+    assert (audit["duplicates"], audit["lost"], audit["mismatches"]) == (0, 0, 0)
+    assert r.pnl.qty == pytest.approx(venue.ledger()["balances"]["SYN"]["total"])
