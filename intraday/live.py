@@ -28,7 +28,7 @@ from .config import BacktestSettings
 from .data import timeframe_seconds
 from .env import account_params, position_state, sized_order
 from .journal import JournalError
-from .monitor import Monitor
+from .monitor import Monitor, Refused
 from .orders import OrderEvent
 from .risk import Intent, TradingState
 from .router import TRANSIENT, ReconcileError, Router, balance_well_formed
@@ -678,6 +678,8 @@ def kill(self: LiveRunner, reason: str = "control endpoint") -> dict:
 @patch
 async def resume(self: LiveRunner, reason: str = "resumed by the operator") -> dict:
     "Lift a halt (a fault's too, once fixed): reconcile, then trade again; the state."
+    if (k := self.router.kill_task) is not None and not k.done():  # a resume now would race the kill's flatten
+        raise Refused("the kill's cancels and flatten are still running (see /state's kill); resume once they end")
     async with self._lock:
         self.fault = None
         try:

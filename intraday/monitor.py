@@ -6,8 +6,8 @@ Docs: https://intraday-workbench.github.io/intraday/monitor.html.md"""
 
 # %% auto #0
 __all__ = ['STAGES', 'TRADING_STATES', 'DEFAULT_THRESHOLDS', 'TOKEN_ENV', 'RollingWindow', 'trading_state_name', 'Monitor',
-           'ControlServer', 'StateLockError', 'StateLock', 'histogram_quantile', 'latency_buckets', 'latency_figure',
-           'write_latency_figure']
+           'Refused', 'ControlServer', 'StateLockError', 'StateLock', 'histogram_quantile', 'latency_buckets',
+           'latency_figure', 'write_latency_figure']
 
 # %% ../nbs/13a_monitor.ipynb #b8e71ef6
 import asyncio
@@ -369,6 +369,10 @@ async def _call(fn: Callable, *args, timeout: float | None = None) -> Any:
     return await asyncio.wait_for(out, timeout) if inspect.isawaitable(out) else out
 
 
+class Refused(RuntimeError):
+    "A control action the runner refuses in its present state (answered 409 with the reason)."
+
+
 def _err(e: BaseException, timeout: float) -> str:
     return f"no answer in {timeout:g} s" if isinstance(e, TimeoutError) else f"{type(e).__name__}: {e}"
 
@@ -492,6 +496,9 @@ class ControlServer:
         logger.bind(action=action, reason=reason, remote=request.remote).warning(f"control: {action} requested")
         try:
             result = await _call(fn, reason, timeout=self.callback_timeout)
+        except Refused as e:
+            logger.bind(action=action).warning("control: {} refused: {}", action, e)
+            return _json({"ok": False, "action": action, "error": str(e)}, 409)
         except Exception as e:
             logger.opt(exception=e).error(f"control: {action} failed")
             return _json({"ok": False, "action": action, "error": _err(e, self.callback_timeout)}, 500)

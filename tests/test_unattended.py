@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -338,27 +339,38 @@ def test_kill_answers_at_once_while_cancels_hang(bundles, tmp_path):
         od = await r.router.submit(Intent("buy", 1.0, "limit", round(venue.last * 0.98, 2)))
         assert od.status.value == "OPEN", od.reason
         venue.fault("DELETE /api/v3/order", "cancel_timeout", 3, cancel_timeout_ms=1500)
-        async with ControlServer(r.monitor, state=r.state, kill=r.kill, token="tok-unattended") as server:
-            req = urllib.request.Request(server.url + "/kill", method="POST",
-                                         headers={"Authorization": "Bearer tok-unattended"})  # fmt: skip
+        async with ControlServer(r.monitor, state=r.state, kill=r.kill, resume=r.resume,
+                                 token="tok-unattended") as server:  # fmt: skip
+
+            def post(path):
+                return urllib.request.Request(server.url + path, method="POST",
+                                              headers={"Authorization": "Bearer tok-unattended"})  # fmt: skip
+
             t0 = time.time()
-            status, body = await asyncio.to_thread(lambda: _open(req))
+            status, body = await asyncio.to_thread(lambda: _open(post("/kill")))
             answered = time.time() - t0
             running = r.state()["kill"]["running"]
+            early = await asyncio.to_thread(lambda: _open(post("/resume")))  # while the cancels still hang
             await asyncio.wait_for(r.router.kill_task, 30)
+            late = await asyncio.to_thread(lambda: _open(post("/resume")))
         await close(r)
-        return od, status, json.loads(body), answered, running, r
+        return od, status, json.loads(body), answered, running, r, early, late
 
-    od, status, body, answered, running, r = asyncio.run(session())
+    od, status, body, answered, running, r, early, late = asyncio.run(session())
     stop()
     assert status == 202 and answered < 1.0 and body["result"]["trading_state"] == "HALTED"
     assert running and r.state()["kill"]["running"] is False
     assert od.status.value == "CANCELED"  # the cancel ran to its end after the answer
+    assert early[0] == 409 and "still running" in json.loads(early[1])["error"]  # refused, not a 500 after 5 s
+    assert late[0] == 200 and json.loads(late[1])["result"]["trading_state"] == "ACTIVE"
 
 
 def _open(req):
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        return resp.status, resp.read().decode()
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as e:  # 4xx/5xx: the status and the body, as for a success
+        return e.code, e.read().decode()
 
 
 def test_url_outside_loopback_needs_live(capsys, monkeypatch, tmp_path):
