@@ -373,6 +373,25 @@ class LiveRunner:
                 "and fills can differ from its backtest", self.bundle_path)  # fmt: skip
         return account_params(env, bundle.fill_model(), self.feed.step_ms / 1000, spot=spot or None)
 
+    def sizing_problem(self, equity: float, price: float) -> str | None:
+        "Why the bundle's smallest target cannot be an order at this equity and price (market minimums), or None."
+        cap = self.limits.max_position
+        weights = [
+            min(abs(w), cap) for w in self.bundle.positions if w and not (w < 0 and self.settings.shorts == "flat")
+        ]
+        if not weights or price != price:
+            return None
+        w = min(weights)
+        qty, why = self.router.tradable(w * max(equity, 0.0) / price, price)
+        if why is None:
+            return None
+        lim = (self.router.market or {}).get("limits") or {}
+        amin, cmin = (lim.get("amount") or {}).get("min") or 0.0, (lim.get("cost") or {}).get("min") or 0.0
+        need = max(cmin, amin * price) / w
+        return (f"bundle {self.bundle_path}'s smallest target (weight {w:g} of equity {equity:.2f}) cannot be an "
+                f"order: {why}; fund the account with at least {need:.2f} {self.router.market['quote']} or export "
+                f"larger positions")  # fmt: skip
+
     def _stamp(self) -> str:
         "The bundle's content hash (manifest and policy): a copy keeping old file times (cp -p) is still a change."
         h = hashlib.sha256()
@@ -427,6 +446,8 @@ async def start(self: LiveRunner) -> dict:
         self.router.last_price = mark
         self.last_bar = history[-1]
     self.pnl = pnl_from_journal(self.router.journal, cash, held, mark)
+    if why := self.sizing_problem(self.pnl.equity, mark):
+        raise AccountError(why)
     self._seen = len(history)
     self.warm = self._seen >= self.pipeline.warmup
     self.feed.subscribe()

@@ -569,3 +569,29 @@ def test_slow_venue_creates_are_not_resent_stale_and_the_bar_is_not_blocked_for_
     assert all(d["status"] == "REJECTED" for d in ds) and st["trading_state"] == "ACTIVE"  # absent, still trading
     assert (audit["duplicates"], audit["lost"], audit["mismatches"]) == (0, 0, 0)
     assert r.pnl.qty == pytest.approx(venue.ledger()["balances"]["SYN"]["total"])
+
+
+def test_a_bundle_whose_targets_are_below_the_market_minimum_is_refused_at_start(bundles, tmp_path):
+    b = PolicyBundle.load(bundles["half"])
+    venue = Venue(
+        BARS,
+        start=b.pipeline().warmup + 50,
+        admin=True,
+        keys={KEY: SECRET},
+        fill_model=b.fill_model(),
+        spec=REAL,
+        balances={"USDT": 8.0, "SYN": 0.0},
+    )  # half of 8 USDT is below the 5 USDT notional
+    url, stop = serve(venue)
+
+    async def session():
+        try:
+            with pytest.raises(
+                AccountError, match=r"weight 0.5 of equity 8.00.*below the market minimum 5.*at least 10"
+            ):
+                await runner_for(url, tmp_path / "state", bundles["half"])
+        finally:
+            await asyncio.sleep(0)
+
+    asyncio.run(session())
+    stop()
