@@ -377,19 +377,19 @@ def record(
 def adopt(
     self: Journal,
     symbol: str,  # unified symbol
-    info: dict,  # the venue's report of the order (a ccxt order dict)
+    rep,  # the venue's report of the order (a `client.OrderReport`)
 ) -> Order:
     "Journal a foreign open order found at the venue (its own client id, its venue id), so its fills count."
-    cid = info.get("clientOrderId") or f"foreign-{info['id']}"
+    cid = rep.client_id or f"foreign-{rep.exchange_id}"
 
     def check() -> None:
         if cid in self.orders:
             raise ValueError(f"order {cid} is in the journal already")
 
     check()
-    price = info.get("price") if info["type"] == "limit" else None
-    od = Order(cid, symbol, info["side"], info["type"], float(info["amount"]), price, cid, OrderStatus.OPEN,
-               exchange_id=str(info["id"]), reason="adopted")  # fmt: skip
+    price = rep.price if rep.type == "limit" else None
+    od = Order(cid, symbol, rep.side, rep.type, rep.amount, price, cid, OrderStatus.OPEN, exchange_id=rep.exchange_id,
+               reason="adopted")  # fmt: skip
     self._append("intent", cid, od.to_dict(), check=check)
     return self.orders[cid]
 

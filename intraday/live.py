@@ -24,6 +24,7 @@ from fastcore.basics import patch
 from loguru import logger
 
 from .bundle import BundleError, PolicyBundle
+from .client import TRANSIENT
 from .config import BacktestSettings
 from .data import timeframe_seconds
 from .env import account_params, position_state, sized_order
@@ -31,7 +32,7 @@ from .journal import JournalError
 from .monitor import Monitor, Refused
 from .orders import OrderEvent
 from .risk import Intent, TradingState
-from .router import TRANSIENT, ReconcileError, Router, balance_well_formed
+from .router import ReconcileError, Router
 
 # %% ../nbs/13_live.ipynb #c3274ff2
 @dataclass(frozen=True)
@@ -153,6 +154,10 @@ class BarFeed:
     def staleness(self) -> float:
         "Seconds since the last message from the venue (stream or REST)."
         return self.clock() - self.last_message
+
+    def restart(self) -> None:
+        "Forget the last bar: continue from the next one the venue has (after a gap that halted trading)."
+        self.tracker.last = None
 
     async def _backfill(self, upto: int) -> list[Bar]:
         "Bars from the last closed one up to (not including) `upto`, over REST; FeedGap if any is missing."
@@ -432,10 +437,9 @@ class LiveRunner:
 @patch
 async def start(self: LiveRunner) -> dict:
     "Read the balances, rebuild the PnL from the journal, warm the features from REST history; a summary."
-    bal = await self.router.retry.call("balance", self.router.ex.fetch_balance, check=balance_well_formed)
+    bal = await self.router.client.balance()
     base, quote = self.router.market["base"], self.router.market["quote"]
-    cash = float((bal.get(quote) or {}).get("total") or 0.0)
-    held = float((bal.get(base) or {}).get("total") or 0.0)
+    cash, held = bal.total(quote), bal.total(base)
     need = self.pipeline.warmup + 1
     logger.bind(needed=need).info("warm-up: reading {} bars of history", need)
     history = await self.router.retry.call("history", self.feed.history, need)  # 429s and 5xx at start too
@@ -602,9 +606,9 @@ async def reconcile(self: LiveRunner) -> dict:
         return rep
     if rep.get("deferred"):  # an order sent within the grace window is not visible yet: checked next time
         return rep
-    bal = await r.retry.call("balance", r.ex.fetch_balance, check=balance_well_formed)
+    bal = await r.client.balance()
     quote, base = r.market["quote"], r.market["base"]
-    cash, held = float((bal.get(quote) or {}).get("total") or 0.0), float((bal.get(base) or {}).get("total") or 0.0)
+    cash, held = bal.total(quote), bal.total(base)
     tol = 1e-6 * max(abs(cash), 1.0)
     if abs(cash - self.pnl.cash) > tol or abs(held - self.pnl.qty) > 1e-9 * max(abs(held), 1.0):
         self.monitor.count_mismatch()
@@ -725,7 +729,7 @@ async def watch_fills(self: LiveRunner) -> None:
     r = self.router
     while True:
         try:
-            trades = await r.ex.watch_my_trades(r.symbol)
+            trades = await r.client.watch_trades()
         except asyncio.CancelledError:
             raise
         except Exception as e:  # a dropped stream: REST keeps the books; try again
@@ -736,9 +740,9 @@ async def watch_fills(self: LiveRunner) -> None:
             continue
         try:
             for t in trades:
-                od = r.journal.by_exchange_id(str(t.get("order")))
+                od = r.journal.by_exchange_id(t.order_id)
                 if od is not None:
-                    self.stream_fills += await r._apply_trades(od, [t])
+                    self.stream_fills += r.apply_trades(od, [t])
         except STORAGE_ERRORS as e:
             self.halt_on_fault(e, "user data stream")
 
@@ -770,7 +774,7 @@ async def run(
     "The session: closed bars until the duration, bar count or a stop; the final state (also logged)."
     t0 = time.time()
     tasks = [asyncio.ensure_future(self.reconcile_loop())]
-    if hasattr(self.router.ex, "watch_my_trades"):
+    if self.router.client.streams:
         tasks.append(asyncio.ensure_future(self.watch_fills()))
     try:
         await self._loop(t0, duration, bars)
@@ -815,7 +819,7 @@ async def _loop(self: LiveRunner, t0: float, duration: float | None, bars: int |
                 self.router.set_state(TradingState.HALTED, f"feed gap: {e}")
             except STORAGE_ERRORS as se:
                 self.halt_on_fault(se, "feed")
-            self.feed.tracker.last = None  # continue from the next bar the venue has
+            self.feed.restart()  # continue from the next bar the venue has
             self._hook("on_error", e)
             continue
         except TRANSIENT as e:

@@ -278,7 +278,7 @@ def test_order_not_found_for_3_s_after_its_ack_is_not_yet_never(rig):
         assert not rep["mismatch"] and od.status == OrderStatus.OPEN and r.alerts == []
         assert (await r.query(od)) is None
         await asyncio.sleep(3.1)
-        assert (await r.query(od))["clientOrderId"] == od.client_id
+        assert (await r.query(od)).client_id == od.client_id  # a typed report
         await r.cancel(od)
         assert od.status == OrderStatus.CANCELED and len(venue_orders(g)) == 1
         g.tally(r, "not found for 3 s after the ack")

@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from intraday.client import OrderReport
 from intraday.config import RiskSettings
 from intraday.journal import Journal, JournalError, StorageError
 from intraday.orders import (
@@ -33,6 +34,8 @@ from intraday.orders import (
     to_wire,
 )
 from intraday.risk import Intent, Risk, TradingState
+
+FOREIGN = OrderReport("9", "x9", OrderStatus.OPEN, "open", 0.0, (), "buy", "limit", 2.0, 5.0)  # an order not ours
 
 events = st.lists(st.sampled_from(list(OrderEvent)), max_size=30)
 
@@ -140,10 +143,10 @@ def test_journal_refuses_bad_input(tmp_path):
     od = other.new_order("SYN/USDT", "buy", "market", 1.0)
     with pytest.raises(KeyError, match="is not an order of"):
         j.transition(od, OrderEvent.SUBMIT)
-    od2 = j.adopt("SYN/USDT", {"id": 9, "clientOrderId": "x9", "side": "buy", "type": "limit", "amount": 2, "price": 5})
+    od2 = j.adopt("SYN/USDT", FOREIGN)
     assert (od2.status, od2.intent, od2.exchange_id, j.by_exchange_id("9")) == (OrderStatus.OPEN, "x9", "9", od2)
     with pytest.raises(ValueError, match="in the journal already"):
-        j.adopt("SYN/USDT", {"id": 9, "clientOrderId": "x9", "side": "buy", "type": "limit", "amount": 2})
+        j.adopt("SYN/USDT", FOREIGN)
     assert "Journal(" in repr(j) and j.events(od2.client_id)[0]["kind"] == "intent"
 
 
@@ -332,18 +335,7 @@ def _every_write_fails(j: Journal, od, match: str) -> None:
         lambda: j.transition(od, OrderEvent.CANCEL_REQUEST, "x" * 300),
         lambda: j.fill(od, "t9", 0.5, 10.0, 0.01),
         lambda: j.record("state", baseline=5.0, why="y" * 300),
-        lambda: j.adopt(
-            "SYN/USDT",
-            {
-                "id": 9,
-                "clientOrderId": "x9",
-                "side": "buy",
-                "type": "limit",
-                "amount": 2,
-                "price": 5,
-                "note": "z" * 300,
-            },
-        ),  # fmt: skip
+        lambda: j.adopt("SYN/USDT", FOREIGN),  # fmt: skip
     ]
     for write in writes:
         with pytest.raises(StorageError, match=f"{j.path}: cannot write the journal .*{match}"):

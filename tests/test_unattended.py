@@ -67,9 +67,9 @@ def venue_for(bundle: Path, **kw) -> Venue:
                  balances={"USDT": 10_000.0, "SYN": 0.0}, **kw)  # fmt: skip
 
 
-def router_for(url: str, state: Path, **live) -> Router:
+def router_for(url: str, state: Path, ex=None, **live) -> Router:
     s = LiveSettings(runner="ua", unknown_grace_s=live.pop("unknown_grace_s", 1.0), retry_base_s=0.02, **live)
-    return Router(connect(url, KEY, SECRET, pro=True), Journal(state, runner="ua"), "SYN/USDT",
+    return Router(ex or connect(url, KEY, SECRET, pro=True), Journal(state, runner="ua"), "SYN/USDT",
                   Risk(RiskSettings()), s)  # fmt: skip
 
 
@@ -146,9 +146,7 @@ def test_garbled_exchange_info_does_not_poison_later_starts(bundles, tmp_path):
     async def session():
         router = router_for(url, tmp_path / "state")
         await router.start()  # garbled replies are retried with markets reloaded
-        second = router_for(url, tmp_path / "state2")
-        second.ex = router.ex  # the same ccxt client: its market list must not stay empty
-        second.retry.exchange = router.ex
+        second = router_for(url, tmp_path / "state2", ex=router.ex)  # the same ccxt client: its markets must reload
         venue.fault("GET /api/v3/exchangeInfo", "malformed", 2)
         await second.start()
         await router.ex.close()
