@@ -433,6 +433,7 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     "Kill, resume or describe the runner of a state directory."
     from intraday.journal import Journal
     from intraday.monitor import StateLock
+    from intraday.risk import Risk, TradingState
     from intraday.router import KILL_FILE
 
     if args.action == "run":
@@ -457,8 +458,9 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
         try:
             with StateLock(state):
                 (state / KILL_FILE).unlink(missing_ok=True)
-                j.record("state", risk={**j.state.get("risk", {}), "state": "ACTIVE", "reason": args.reason,
-                                        "halted_until": None})  # fmt: skip
+                risk = Risk(settings.risk).load(j.state.get("risk", {}))
+                risk.set_state(TradingState.ACTIVE, args.reason)
+                j.record("state", risk=risk.to_dict())
         except RuntimeError as e:
             print(f"intraday: {e}; resume the running runner with POST /resume on its control port", file=sys.stderr)
             return 1

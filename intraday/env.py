@@ -7,8 +7,8 @@ Docs: https://intraday-workbench.github.io/intraday/env.html.md"""
 # %% auto #0
 __all__ = ['BOOK', 'CLOCK', 'STEP', 'ACCOUNT', 'OHLCV', 'STATE_NAMES', 'STATE_WIDTH', 'STATE_CLIP', 'Book', 'Clock', 'StepOut',
            'AccountParams', 'Ohlcv', 'position_state', 'account_params', 'sized_order', 'affordable', 'bar_seconds',
-           'session_flat', 'session_breaks', 'place_order', 'execute_bar', 'episode_bounds', 'observation_space',
-           'IntradayEnv', 'IntradayVecEnv', 'EnvSplits', 'build_envs']
+           'session_flat', 'session_breaks', 'place_order', 'update_avg_price', 'execute_bar', 'episode_bounds',
+           'observation_space', 'IntradayEnv', 'IntradayVecEnv', 'EnvSplits', 'build_envs']
 
 # %% ../nbs/05_env.ipynb #a165afd2
 import math
@@ -222,7 +222,7 @@ def place_order(
 
 # %% ../nbs/05_env.ipynb #b301144b
 @njit(cache=True)
-def _update_avg_price(avg, q0, filled, price):
+def update_avg_price(avg, q0, filled, price):
     "Average entry price after a fill of `filled` at `price` on a position of `q0` at `avg`."
     q1 = q0 + filled
     if q0 == 0.0 or (q0 > 0) == (filled > 0):
@@ -254,7 +254,7 @@ def execute_bar(
         filled, price, fee, sc, ic = fill_kernel(fp, affordable(cash - ap[ACCOUNT.min_fee], price, ap[ACCOUNT.fee]),
                                                  o, h, lo, c, v, False)  # fmt: skip
     if filled != 0.0:
-        book[n, BOOK.avg_price] = _update_avg_price(book[n, BOOK.avg_price], book[n, BOOK.qty], filled, price)
+        book[n, BOOK.avg_price] = update_avg_price(book[n, BOOK.avg_price], book[n, BOOK.qty], filled, price)
         book[n, BOOK.cash] -= filled * price + fee
         book[n, BOOK.qty] += filled
     borrow = ap[ACCOUNT.borrow] * (max(-book[n, BOOK.cash], 0.0) + max(-book[n, BOOK.qty], 0.0) * c)

@@ -27,7 +27,7 @@ from .bundle import BundleError, PolicyBundle
 from .client import TRANSIENT
 from .config import BacktestSettings
 from .data import timeframe_seconds
-from .env import account_params, position_state, sized_order
+from .env import account_params, position_state, sized_order, update_avg_price
 from .journal import JournalError
 from .monitor import Monitor, Refused
 from .orders import OrderEvent
@@ -263,12 +263,9 @@ class PnL:
     def fill(self, qty: float, price: float, fee: float = 0.0) -> None:
         "Book a fill of signed `qty` at `price`."
         q0, q1 = self.qty, self.qty + qty
-        if q0 == 0.0 or (q0 > 0) == (qty > 0):
-            self.avg = (self.avg * abs(q0) + price * abs(qty)) / abs(q1)
-        else:
-            closed = min(abs(qty), abs(q0))
-            self.realized += closed * (price - self.avg) * (1 if q0 > 0 else -1)
-            self.avg = price if abs(qty) > abs(q0) else (0.0 if q1 == 0 else self.avg)
+        if q0 != 0.0 and (q0 > 0) != (qty > 0):  # a (partial) close realises against the entry price
+            self.realized += min(abs(qty), abs(q0)) * (price - self.avg) * (1 if q0 > 0 else -1)
+        self.avg = float(update_avg_price(self.avg, q0, qty, price))  # the env's own rule (one owner)
         self.cash -= qty * price + fee
         self.fees += fee
         self.qty = q1

@@ -42,6 +42,7 @@ from .data import atomic_write
 from .obs import LATENCY_BUCKETS, latency_histogram, make_registry, metrics_text
 from .orders import TERMINAL
 from .report import write_report
+from .risk import TradingState
 
 # %% ../nbs/13a_monitor.ipynb #8b8fb3c3
 class RollingWindow:
@@ -104,7 +105,7 @@ STAGES = {
     "ack": "submit -> ack",
     "bar_to_ack": "bar close -> ack",
 }  # latency stage -> what it measures; histogram intraday_<stage>_seconds
-TRADING_STATES = ("active", "reducing", "halted")  # intraday_trading_state value = index
+TRADING_STATES = tuple(s.value.lower() for s in TradingState)  # intraday_trading_state value = index (risk's states)
 DEFAULT_THRESHOLDS = {"decision": 1e-3, "bar_to_ack": 50e-3}  # seconds the quantile of a stage must stay under
 
 

@@ -6,8 +6,8 @@ Docs: https://intraday-workbench.github.io/intraday/orders.html.md"""
 
 # %% auto #0
 __all__ = ['S', 'E', 'PREVIOUS', 'TRANSITIONS', 'TERMINAL', 'WORKING', 'IN_DOUBT', 'QTY_EPS', 'CLIENT_ID_RE', 'OrderStatus',
-           'OrderEvent', 'IllegalTransition', 'next_status', 'to_wire', 'from_wire', 'OverFill', 'Order', 'base36',
-           'client_prefix', 'client_id']
+           'OrderEvent', 'IllegalTransition', 'next_status', 'to_wire', 'from_wire', 'fill_event', 'OverFill', 'Order',
+           'base36', 'client_prefix', 'client_id']
 
 # %% ../nbs/12_orders.ipynb #39a9231e
 import math
@@ -131,6 +131,20 @@ def from_wire(name: str) -> OrderStatus:
 QTY_EPS = 1e-9  # relative tolerance on quantities: sums of fills are floats
 
 
+def fill_event(
+    status: OrderStatus,  # the order's state before the trade
+    qty: float,  # the order's quantity
+    filled: float,  # filled before the trade
+    trade: float,  # the trade's quantity (> 0)
+    tol: float | None = None,  # what is left and still counts as done (default: float noise, QTY_EPS)
+) -> OrderEvent:
+    "LATE_FILL on a closed order, else FILL if the trade completes it, else PARTIAL_FILL (both sides of the wire)."
+    if status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
+        return OrderEvent.LATE_FILL
+    tol = qty * QTY_EPS + QTY_EPS if tol is None else tol
+    return OrderEvent.FILL if qty - (filled + trade) <= tol else OrderEvent.PARTIAL_FILL
+
+
 class OverFill(ValueError):
     "A trade that would fill an order beyond its quantity: refused, and an alert for the operator."
 
@@ -210,11 +224,8 @@ class Order:
         return True
 
     def _fill_event(self, qty: float) -> OrderEvent:
-        "LATE_FILL on a closed order, else FILL if a trade of `qty` completes the order, else PARTIAL_FILL."
-        if self.status in (OrderStatus.CANCELED, OrderStatus.EXPIRED):
-            return OrderEvent.LATE_FILL
-        done = self.qty - (self.filled + qty) <= self.qty * QTY_EPS + QTY_EPS
-        return OrderEvent.FILL if done else OrderEvent.PARTIAL_FILL
+        "The event a trade of `qty` is for this order (`fill_event`)."
+        return fill_event(self.status, self.qty, self.filled, qty)
 
     def apply_fill(
         self,

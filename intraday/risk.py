@@ -184,3 +184,11 @@ def to_dict(self: Risk) -> dict:
     d = asdict(self)
     d.pop("settings")
     return d
+
+
+@patch
+def load(self: Risk, saved: dict) -> "Risk":
+    "Restore the state `to_dict` journaled (the trading state and the counters it depends on); itself."
+    for k, v in saved.items():
+        setattr(self, k, TradingState(v) if k == "state" else v)
+    return self

@@ -93,10 +93,7 @@ class Router:
         crash_at = crash_at if crash_at is not None else os.environ.get(CRASH_ENV)
         if crash_at:
             self.listeners.append(crash_listener(crash_at))
-        saved = journal.state.get("risk")
-        if saved:
-            for k, v in saved.items():
-                setattr(self.risk, k, TradingState(v) if k == "state" else v)
+        self.risk.load(journal.state.get("risk") or {})
 
     @property
     def ex(self):

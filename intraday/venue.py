@@ -22,7 +22,7 @@ from .data import BAR_COLUMNS, infer_timeframe, validate_bars
 from .env import affordable
 from .faults import FaultInjector, FaultProfile
 from .fills import FillModel
-from .orders import WORKING, OrderEvent, OrderStatus, next_status, to_wire
+from .orders import WORKING, OrderEvent, OrderStatus, fill_event, next_status, to_wire
 
 # %% ../nbs/10_venue.ipynb #d5f21403
 class Venue:
@@ -220,12 +220,10 @@ def _fill(self: Venue, od: dict, qty: float, price: float, fee: float, maker: bo
         od["_lock"] -= qty
         base[1] -= qty
         quote[0] += qty * price - fee
+    event = fill_event(od["status"], od["origQty"], od["executedQty"], qty, tol=self.spec.step_size / 2)  # lot noise
     od["executedQty"] += qty
     od["cummulativeQuoteQty"] += qty * price
     od["updateTime"] = t
-    done = od["origQty"] - od["executedQty"] < self.spec.step_size / 2
-    E = OrderEvent
-    event = E.LATE_FILL if od["status"] == OrderStatus.CANCELED else E.FILL if done else E.PARTIAL_FILL
     od["status"] = next_status(od["status"], event, od["clientOrderId"])
     od["isWorking"] = od["status"] in WORKING
     trade = {

@@ -119,11 +119,12 @@ def test_targets_policy_holds_the_nearest_action():
 @pytest.mark.parametrize("name", list(MARKETS))
 def test_compiled_kernels_equal_their_python_source(name, monkeypatch):
     "The numba kernels run as plain Python (numba's py_func) give the same bars and signal: one definition, two runs."
+    import intraday.data as kernel
     import intraday.markets as mk
 
     fast, fast_sig = make_market(name, days=0.5, seed=8, truth=True)
-    for fn in ("_advance", "_signal", "_zoo_simulate", "_signal_path"):
-        monkeypatch.setattr(mk, fn, getattr(mk, fn).py_func)
+    for mod, fn in ((kernel, "_advance"), (kernel, "_signal"), (kernel, "_simulate"), (mk, "_signal_path")):
+        monkeypatch.setattr(mod, fn, getattr(mod, fn).py_func)
     slow, slow_sig = make_market(name, days=0.5, seed=8, truth=True)
     np.testing.assert_allclose(slow.to_numpy(), fast.to_numpy(), rtol=1e-12)
     np.testing.assert_array_equal(slow_sig.signal.to_numpy(), fast_sig.signal.to_numpy())
