@@ -431,7 +431,7 @@ def tune(
     import optuna
     import sqlalchemy
 
-    from intraday.bundle import export_bundle
+    from intraday.bundle import export_bundle, probe_rows
 
     ts = settings.tune
     if ts.storage.startswith("sqlite:///"):
@@ -479,7 +479,9 @@ def tune(
         meta = {"algorithm": train.algo, "hyperparameters": train.model_dump(mode="json"), "seed": train.seed,
                 "metrics": {k: metrics.get(k) for k in ("val", "test")}, **bars_fingerprint(splits.bars["train"]),
                 "tune": {"study": ts.study, "trial": trial.number}}  # fmt: skip
-        bundle = export_bundle(model, splits.pipeline, splits.fill_model, trial_settings.env, run_dir / "bundle", meta)
+        probes = probe_rows(splits.pipeline, splits.bars["train"])
+        bundle = export_bundle(model, splits.pipeline, splits.fill_model, trial_settings.env, run_dir / "bundle", meta,
+                               probes=probes)  # fmt: skip
         trial.set_user_attr("bundle", str(bundle))
         return metrics["score"]
 
