@@ -277,7 +277,7 @@ def _action_map_problems(amap, env) -> list[str]:
                 "backtester trades"]  # fmt: skip
     return []
 
-
+# %% ../nbs/07_bundle.ipynb #b44f18e3
 def _check_manifest(m: dict) -> list[str]:
     "Problems of a manifest's own fields, before any file is opened."
     if m.get("schema_version") != SCHEMA_VERSION:
@@ -375,7 +375,7 @@ def _check_probes(root: Path, module, m: dict) -> list[str]:
                 f"observations ({m['probes'].get('source', '?')})"]  # fmt: skip
     return []
 
-
+# %% ../nbs/07_bundle.ipynb #1954f44b
 def _check_bundle(
     path, pipeline: FeaturePipeline | None = None, trust: Trust | None = None
 ) -> tuple[list[str], dict | None, object, list[str]]:
@@ -581,7 +581,7 @@ def _write_manifest(path: Path, manifest: dict) -> None:
     text = json.dumps(manifest, indent=2, allow_nan=False)
     atomic_write(path, lambda p: p.write_text(text + "\n", encoding="utf-8"))
 
-
+# %% ../nbs/07_bundle.ipynb #d33308d9
 def probe_rows(
     pipeline: FeaturePipeline,  # the pipeline the bundle is exported with
     bars: pd.DataFrame,  # real bars, e.g. the training window
@@ -614,7 +614,7 @@ def probe_observations(
     state = np.column_stack([rng.choice(positions, k), rng.normal(0.0, 0.01, k), rng.random(k)])
     return np.hstack([raw, state]), source
 
-
+# %% ../nbs/07_bundle.ipynb #571ed7c9
 def _save_probes(path: Path, obs: np.ndarray, actions: np.ndarray) -> None:
     "Plain arrays in an .npz (loaded with allow_pickle=False)."
     with open(path, "wb") as f:
@@ -662,7 +662,7 @@ def _failed(dest: Path, step: str, e: Exception) -> BundleError:
     why = str(e) if isinstance(e, BundleError) else f"{type(e).__name__}: {e}"
     return BundleError(f"export to {dest} failed at {step}: {why}")
 
-
+# %% ../nbs/07_bundle.ipynb #0da5c23c
 def write_bundle(
     module: torch.jit.ScriptModule,  # the traced policy: raw feature row + position state -> action index
     manifest: dict,  # `build_manifest`'s (policy_sha256 and probes are filled in here)
@@ -673,7 +673,7 @@ def write_bundle(
     key=None,  # Ed25519 private key that signs; default the workbench key ([bundle] signing_key)
     reference_name: str = "the model's deterministic predict",  # named when the module disagrees
 ) -> Path:
-    "Write policy.pt, manifest.json, probes.npz and signature.json atomically; verified by loading and against `reference`."
+    "Write policy.pt, manifest.json, probes.npz, signature.json atomically; verified on load and against `reference`."
     step, tmp = PROBES_FILE, None
     try:
         obs, source = probe_observations(pipeline, manifest["action_map"], probes)
@@ -708,7 +708,7 @@ def write_bundle(
             shutil.rmtree(tmp, ignore_errors=True)  # already renamed away after a success
     return dest
 
-
+# %% ../nbs/07_bundle.ipynb #9ac12983
 def export_bundle(
     model,  # trained stable-baselines3 PPO, A2C or DQN (Discrete actions)
     pipeline: FeaturePipeline,  # the fitted feature pipeline the model was trained on

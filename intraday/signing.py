@@ -92,13 +92,14 @@ def keygen(
 
 # %% ../nbs/02c_signing.ipynb #4169f271
 def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
-    "The Ed25519 private key at `path`; refused if missing, readable by others, or not an Ed25519 key."
+    "The Ed25519 private key at `path`; refused if missing, open to other users, or not an Ed25519 key."
     path = Path(path).expanduser()
     if not path.is_file():
         raise TrustError(f"{path}: no signing key there (create one with `intraday bundle keygen`)")
-    if mode := path.stat().st_mode & 0o077:
-        raise TrustError(f"{path}: mode {oct(path.stat().st_mode & 0o777)} lets other users read the signing key "
-                         f"(group/other bits {oct(mode)}); chmod 600 it")  # fmt: skip
+    # group read is tolerated: a Kubernetes secret volume with fsGroup makes its files 0440 for the pod's own group
+    if mode := path.stat().st_mode & 0o037:
+        raise TrustError(f"{path}: mode {oct(path.stat().st_mode & 0o777)} lets other users read or change the "
+                         f"signing key (bits {oct(mode)}); chmod 600 it")  # fmt: skip
     try:
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as e:

@@ -285,6 +285,27 @@ def _load_replay(path: Path, rb) -> None:
 
 
 @patch
+def load_weights(self: Trainer, path: Path, env) -> BaseAlgorithm:
+    "A fresh model of [train] with a `save_weights` checkpoint's weights; anything else is refused, never unpickled."
+    try:
+        d = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
+    except Exception as e:
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        raise ValueError(
+            f"{path}: not a weights-only checkpoint, refusing to load it ({type(e).__name__}: {why})"
+        ) from None
+    algo = self.settings.train.algo
+    if not isinstance(d, dict) or d.get("format") != WEIGHTS_FORMAT or d.get("algo") != algo:
+        got = (d.get("format"), d.get("algo")) if isinstance(d, dict) else type(d).__name__
+        raise ValueError(f"{path}: expected a {WEIGHTS_FORMAT} checkpoint of {algo}, got {got}")
+    model = self.make_model(env)
+    model.policy.load_state_dict(d["policy"])
+    model.policy.optimizer.load_state_dict(d["optimizer"])
+    model.num_timesteps, model._n_updates = int(d["num_timesteps"]), int(d["n_updates"])
+    return model
+
+
+@patch
 def _checkpoint(self: Trainer, model: BaseAlgorithm) -> Path:
     "Atomically write ckpt_<steps>.pt, weights only (and the replay buffer's arrays for DQN), then state.json."
     ckpt = self.run_dir / "checkpoints" / f"ckpt_{model.num_timesteps}.pt"
@@ -337,27 +358,6 @@ def _evaluate(self: Trainer, model: BaseAlgorithm, sb3_logger, patience: int, tr
     return not (patience and self.state.since_best >= patience)
 
 # %% ../nbs/06_train.ipynb #53755f19
-@patch
-def load_weights(self: Trainer, path: Path, env) -> BaseAlgorithm:
-    "A fresh model of [train] with a `save_weights` checkpoint's weights; anything else is refused, never unpickled."
-    try:
-        d = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only
-    except Exception as e:
-        why = (str(e).strip().splitlines() or [""])[0][:200]
-        raise ValueError(
-            f"{path}: not a weights-only checkpoint, refusing to load it ({type(e).__name__}: {why})"
-        ) from None
-    algo = self.settings.train.algo
-    if not isinstance(d, dict) or d.get("format") != WEIGHTS_FORMAT or d.get("algo") != algo:
-        got = (d.get("format"), d.get("algo")) if isinstance(d, dict) else type(d).__name__
-        raise ValueError(f"{path}: expected a {WEIGHTS_FORMAT} checkpoint of {algo}, got {got}")
-    model = self.make_model(env)
-    model.policy.load_state_dict(d["policy"])
-    model.policy.optimizer.load_state_dict(d["optimizer"])
-    model.num_timesteps, model._n_updates = int(d["num_timesteps"]), int(d["n_updates"])
-    return model
-
-
 @patch
 def _start_model(self: Trainer, env, resume: bool) -> BaseAlgorithm:
     "The model to continue (the last checkpoint when resuming) or a fresh one with config.json and lineage.json."

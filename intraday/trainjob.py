@@ -220,8 +220,8 @@ def publish(self: TrainJob) -> Path:
             "symbol": self.settings.data.symbol, "timeframe": self.settings.data.timeframe}  # fmt: skip
     probes = probe_rows(splits.pipeline, splits.bars["train"])  # real observations the bundle must reproduce
     if self.model is None:
-        path = export_supervised(self.supervised, self.run_dir / "bundle", {k: v for k, v in meta.items()
-                                                                           if k != "hyperparameters"}, probes)  # fmt: skip
+        sup = {k: v for k, v in meta.items() if k != "hyperparameters"}
+        path = export_supervised(self.supervised, self.run_dir / "bundle", sup, probes)
     else:
         path = export_bundle(self.model, splits.pipeline, splits.fill_model, splits.env, self.run_dir / "bundle",
                              {"algorithm": t.algo, **meta}, probes=probes)  # fmt: skip
