@@ -306,7 +306,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from intraday.bundle import PolicyBundle
     from intraday.report import backtest_report
 
-    bundle = PolicyBundle.load(args.bundle)
+    bundle = PolicyBundle.load(args.bundle, trust=_trust(args, settings))
     bars = read_bars(args.data, validate=True)
     start = bundle.pipeline().warmup
     if args.start:
@@ -400,19 +400,61 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _trust(args: argparse.Namespace, settings: Settings):
+    "The keys a bundle must be signed by ([bundle] trusted_keys), or none required with --allow-unsigned."
+    from intraday.signing import Trust
+
+    return Trust.from_settings(settings.bundle, allow_unsigned=getattr(args, "allow_unsigned", False))
+
+
+def _bundle_keygen(args: argparse.Namespace, settings: Settings) -> int:
+    "Create a signing key (mode 0600) and trust it; print the line a runner's trusted-keys file needs."
+    from intraday.signing import key_line, keygen, load_signing_key
+
+    path = Path(args.out or settings.bundle.signing_key).expanduser()
+    kid = keygen(path, settings.bundle.trusted_keys, args.name)
+    print(f"signing key {kid}: {path} (mode 0600; keep it private)")
+    print(f"trusted in {Path(settings.bundle.trusted_keys).expanduser()}; give runners this line:")
+    print(key_line(load_signing_key(path).public_key(), args.name or path.stem))
+    return 0
+
+
+def _bundle_sign(args: argparse.Namespace, settings: Settings) -> int:
+    "Sign a bundle that passes every other check (e.g. one exported with another key) with the workbench key."
+    from intraday.bundle import SIGNED_FILES, verify_bundle
+    from intraday.signing import Trust, key_id, load_signing_key, sign_folder, workbench_key
+
+    key = load_signing_key(args.key) if args.key else workbench_key(settings.bundle)
+    if problems := verify_bundle(args.path, trust=Trust(allow_unsigned=True)):
+        for p in problems:
+            print(f"{args.path}: {p}")
+        print(f"intraday: {args.path} not signed: it fails the checks above", file=sys.stderr)
+        return 1
+    sign_folder(args.path, SIGNED_FILES, key)
+    print(f"signed {args.path} with key {key_id(key.public_key())}")
+    return 0
+
+
 def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
-    "Show a bundle's manifest summary, or verify it fully (exit 1 with one line per problem)."
+    "Show, verify (exit 1 with one line per problem) or sign a bundle; create a signing key."
     from intraday.bundle import PolicyBundle, verify_bundle
 
+    if args.cmd == "keygen":
+        return _bundle_keygen(args, settings)
+    if args.cmd == "sign":
+        return _bundle_sign(args, settings)
+    trust = _trust(args, settings)
     if args.cmd == "verify":
-        problems = verify_bundle(args.path)
+        problems = verify_bundle(args.path, trust=trust)
         for p in problems:
             print(f"{args.path}: {p}")
         if problems:
             return 1
-        print(f"OK {args.path}: verified (sha256, schema, features, observation shape, library versions)")
+        signed = "signature NOT required (--allow-unsigned)" if trust.allow_unsigned else f"signature ({trust.source})"
+        print(f"OK {args.path}: verified ({signed}, sha256, schema, features, action map = env positions, stats, "
+              "probe actions, library versions)")  # fmt: skip
         return 0
-    for key, value in PolicyBundle.load(args.path).summary().items():
+    for key, value in PolicyBundle.load(args.path, trust=trust).summary().items():
         print(f"{key:<18} {value}")
     return 0
 
@@ -515,6 +557,9 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"intraday: --url {args.url} is not on this machine (127.0.0.0/8): a remote venue may be a real "
               "exchange; add --live to confirm", file=sys.stderr)  # fmt: skip
         return 2
+    if args.allow_unsigned and (args.live or args.venue == "binance"):
+        print("intraday: --allow-unsigned is for research on the paper venue, never with real money", file=sys.stderr)
+        return 2
     sec = settings.secrets
     if not (sec.api_key and sec.api_secret):
         print("intraday: set INTRADAY_API_KEY and INTRADAY_API_SECRET (or INTRADAY_SECRETS_FILE)", file=sys.stderr)
@@ -538,7 +583,8 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
                             symbol, Risk(settings.risk), settings.live)  # fmt: skip
             await router.start()
             feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
-            runner = LiveRunner(router, feed, args.bundle, monitor, settings.backtest, shadow=args.shadow)
+            runner = LiveRunner(router, feed, args.bundle, monitor, settings.backtest, shadow=args.shadow,
+                                trust=_trust(args, settings))  # fmt: skip
             checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
             control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
                                     host=settings.live.control_host,
@@ -627,10 +673,19 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--worker", type=int, default=0, help="index of this worker on a shared study (sampler seed)")
     tune.set_defaults(func=cmd_tune)
     bundle = sub.add_parser("bundle", help="policy bundles").add_subparsers(dest="cmd", required=True)
-    for name, text in (("show", "summary of a bundle's manifest"), ("verify", "verify a bundle (exit 1 if bad)")):
+    for name, text in (("show", "summary of a bundle's manifest"), ("verify", "verify a bundle (exit 1 if bad)"),
+                       ("sign", "sign a bundle that passes every other check")):  # fmt: skip
         b = bundle.add_parser(name, help=text)
         b.add_argument("path", help="bundle folder")
         b.set_defaults(func=cmd_bundle)
+        if name == "sign":
+            b.add_argument("--key", help="private key file (default: the workbench key, [bundle] signing_key)")
+        else:
+            b.add_argument("--allow-unsigned", action="store_true", help="research: do not require a trusted signature")
+    kg = bundle.add_parser("keygen", help="create an Ed25519 signing key (mode 0600) and trust it")
+    kg.add_argument("--out", help="key file (default [bundle] signing_key)")
+    kg.add_argument("--name", default="", help="the key's name in the trusted-keys file")
+    kg.set_defaults(func=cmd_bundle)
 
     venue = sub.add_parser("venue", help="the paper venue").add_subparsers(dest="cmd", required=True)
     vs = venue.add_parser("serve", help="serve the paper venue (Binance spot REST subset) until Ctrl-C")
@@ -655,6 +710,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--data", required=True, help="bars file (.parquet or .csv)")
     bt.add_argument("--report", help="write the HTML report here")
     bt.add_argument("--start", help="first decision time (ISO, UTC); default: after the feature warm-up")
+    bt.add_argument("--allow-unsigned", action="store_true", help="research: do not require a trusted signature")
     bt.set_defaults(func=cmd_backtest)
 
     live = sub.add_parser("live", help="trade a bundle (run); the kill switch, resume, status of a runner")
@@ -671,6 +727,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--shadow", action="store_true", help="run: decide and journal, send nothing")
     live.add_argument("--metrics-port", type=int, default=0, help="run: /metrics and control port (0 = free)")
     live.add_argument("--live", action="store_true", help="run: confirm trading on a real exchange")
+    live.add_argument("--allow-unsigned", action="store_true",
+                      help="run: research only: trade bundles without a trusted signature")  # fmt: skip
     live.set_defaults(func=cmd_live)
 
     demo = sub.add_parser("demo", help="the research flow on the synthetic market: train, backtest, audit, report")

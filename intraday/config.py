@@ -8,8 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'MIN_SECRET_LEN', 'ENV_PREFIX', 'SETTINGS_ENV', 'SECTIONS',
            'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings', 'FeatureSettings',
            'FillSettings', 'EnvSettings', 'BacktestSettings', 'VenueSettings', 'TrainSettings', 'TuneSettings',
-           'RiskSettings', 'LiveSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings', 'find_settings_file',
-           'load_settings']
+           'RiskSettings', 'LiveSettings', 'BundleSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings',
+           'find_settings_file', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #0455a121
 import configparser
@@ -367,6 +367,15 @@ class LiveSettings(Section):
             raise ValueError("use 1-12 letters, digits or '_' (it becomes part of client order ids)")
         return v
 
+
+class BundleSettings(Section):
+    "[bundle]: the key that signs exported policy bundles and the public keys a loaded bundle must be signed by."
+
+    # outside the project, the reports volume and the state dir: a run folder is not trusted, and a key in it
+    # would sign whatever a job wrote there
+    signing_key: str = "~/.intraday/bundle_signing.key"  # Ed25519 private key (PEM, mode 0600; created on first use)
+    trusted_keys: str = "~/.intraday/trusted_keys"  # lines "ed25519 <64 hex digits> <name>"; a runner needs only this
+
 # %% ../nbs/00_config.ipynb #c1ae45a5
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
@@ -464,6 +473,7 @@ class Settings(BaseModel):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
     obs: ObsSettings = Field(default_factory=ObsSettings)
+    bundle: BundleSettings = Field(default_factory=BundleSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

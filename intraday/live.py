@@ -23,7 +23,7 @@ import numpy as np
 from fastcore.basics import patch
 from loguru import logger
 
-from .bundle import BundleError, PolicyBundle
+from .bundle import SIGNED_FILES, BundleError, PolicyBundle
 from .client import TRANSIENT
 from .config import BacktestSettings
 from .data import timeframe_seconds
@@ -320,11 +320,12 @@ class LiveRunner:
         shadow: bool = False,  # decide and journal, never send
         stale_s: float = 120.0,  # a feed silent this long is stale: exits only
         reconcile_every_s: float | None = None,  # default [live] reconcile_every_s
+        trust=None,  # signing.Trust every bundle (the first and each swap) must pass; default [bundle] trusted_keys
     ):
         self.router, self.feed, self.shadow = router, feed, shadow
         self.settings = router.settings
-        self.bundle_path = Path(bundle)
-        self.bundle = PolicyBundle.load(self.bundle_path)
+        self.bundle_path, self.trust = Path(bundle), trust
+        self.bundle = PolicyBundle.load(self.bundle_path, trust=trust)
         if why := self.account_problem(self.bundle):
             raise AccountError(why)
         self.pipeline = self.bundle.pipeline()
@@ -395,11 +396,12 @@ class LiveRunner:
                 f"larger positions")  # fmt: skip
 
     def _stamp(self) -> str:
-        "The bundle's content hash (manifest and policy): a copy keeping old file times (cp -p) is still a change."
+        "The bundle's content hash (its signed files and signature): a copy keeping old file times is still a change."
         h = hashlib.sha256()
         try:
-            for name in ("manifest.json", "policy.pt"):  # small files: hashing both costs well under a ms a bar
-                h.update((self.bundle_path / name).read_bytes())
+            for name in (*SIGNED_FILES, "signature.json"):  # small files: hashing them costs well under a ms a bar
+                f = self.bundle_path / name  # an unsigned bundle (--allow-unsigned) has no signature.json
+                h.update(name.encode() + (f.read_bytes() if f.is_file() else b"\0absent"))
         except OSError:
             return ""
         return h.hexdigest()
@@ -476,7 +478,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
         return None
     self._bundle_stamp = stamp
     try:
-        new = PolicyBundle.load(self.bundle_path, self.pipeline)
+        new = PolicyBundle.load(self.bundle_path, self.pipeline, self.trust)
         if why := self.account_problem(new):
             raise BundleError(why)
     except (BundleError, OSError, ValueError) as e:

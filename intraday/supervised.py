@@ -10,11 +10,7 @@ __all__ = ['SupervisedConfig', 'forward_returns', 'round_trip_cost', 'EdgeNet', 
 
 # %% ../nbs/06a_supervised.ipynb #7ccd8a29
 import copy
-import json
 import math
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, replace
@@ -27,14 +23,11 @@ import torch
 from torch import nn
 
 from intraday.bundle import (
-    MANIFEST_FILE,
-    POLICY_FILE,
     STATE_NAMES,
-    BundleError,
-    PolicyBundle,
     PolicyModule,
+    _destination,
     build_manifest,
-    file_sha256,
+    write_bundle,
 )
 from .env import EnvSplits
 from .fills import FillModel
@@ -326,16 +319,15 @@ def export_supervised(
     learner: SupervisedLearner,  # the fitted learner (its rule thresholds are the config's)
     path: str | Path,  # the bundle folder to create (must not exist)
     metadata: dict | None = None,  # metrics, data_range, data_hash, ... as for bundle.export_bundle
+    probes: pd.DataFrame | None = None,  # raw feature rows of real bars (`bundle.probe_rows`)
+    key=None,  # Ed25519 private key that signs; default the workbench key
 ) -> Path:
-    "Write the learner's rule as a PolicyBundle (TorchScript + manifest), verified by loading it."
-    dest = Path(path)
-    if dest.exists():
-        raise BundleError(f"{dest}: already exists; refusing to replace it")
+    "Write the learner's rule as a signed PolicyBundle (TorchScript + manifest), verified by loading it."
+    dest = _destination(path, overwrite=False)
     sp, pipe = learner.splits, learner.splits.pipeline
     rule = learner.rule()
-    mean = [pipe.stats[n]["mean"] for n in pipe.names]
-    std = [pipe.stats[n]["std"] for n in pipe.names]
-    module = PolicyModule(rule, mean, std, pipe.clip).eval()
+    mean, std = pipe.norm_arrays()
+    module = PolicyModule(rule, mean.tolist(), std.tolist(), pipe.clip).eval()
     width = len(pipe.names) + len(STATE_NAMES)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
@@ -345,24 +337,11 @@ def export_supervised(
     meta = {"algorithm": f"supervised-{learner.config.model}", "seed": learner.config.seed, "hyperparameters": hyper}
     meta.update(metadata or {})
     manifest = build_manifest(shim, pipe, sp.fill_model, sp.env, meta)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r".*torch\.jit", category=DeprecationWarning)
-            torch.jit.save(traced, str(tmp / POLICY_FILE))
-        manifest["policy_sha256"] = file_sha256(tmp / POLICY_FILE)
-        (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        bundle = PolicyBundle.load(tmp, pipe)
-        rng = np.random.default_rng(0)
-        raw = np.array(mean) + np.array(std) * rng.normal(0.0, 2.0, (256, len(mean)))
-        state = np.column_stack([rng.choice(bundle.positions, 256), rng.normal(0, 0.01, 256), rng.random(256)])
-        obs = torch.from_numpy(np.hstack([pipe.normalize(raw), state]).astype(np.float32))
+    nf = len(pipe.names)
+
+    def rule_actions(obs: np.ndarray) -> np.ndarray:
+        x = np.hstack([np.nan_to_num(pipe.normalize(obs[:, :nf])), obs[:, nf:]]).astype(np.float32)
         with torch.no_grad():
-            ours = rule(obs).argmax(dim=1).numpy()
-        if bad := int((bundle.act_batch(np.hstack([raw, state])) != ours).sum()):
-            raise BundleError(f"{dest}: the bundle picks other actions than the learner's rule on {bad} of 256 rows")
-        os.replace(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
+            return rule(torch.from_numpy(x)).argmax(dim=1).numpy()
+
+    return write_bundle(traced, manifest, pipe, dest, rule_actions, probes, key, "the learner's rule")

@@ -21,7 +21,7 @@ from loguru import logger
 from plotly.subplots import make_subplots
 
 from .backtest import BuyAndHold
-from .bundle import PolicyBundle, export_bundle
+from .bundle import PolicyBundle, export_bundle, probe_rows
 from .config import Settings, load_settings
 from .data import BarStore, planted_signal, read_bars, synth_market, validate_bars
 from .lineage import atomic_write, bars_fingerprint, run_id
@@ -218,12 +218,13 @@ def publish(self: TrainJob) -> Path:
             "metrics": {"val": self.metrics.get("val"), "test": self.metrics.get("test")},
             **bars_fingerprint(splits.bars["train"]), "git_revision": self.trainer.lineage()["git_revision"],
             "symbol": self.settings.data.symbol, "timeframe": self.settings.data.timeframe}  # fmt: skip
+    probes = probe_rows(splits.pipeline, splits.bars["train"])  # real observations the bundle must reproduce
     if self.model is None:
-        path = export_supervised(self.supervised, self.run_dir / "bundle", {k: v for k, v in meta.items()
-                                                                           if k != "hyperparameters"})  # fmt: skip
+        sup = {k: v for k, v in meta.items() if k != "hyperparameters"}
+        path = export_supervised(self.supervised, self.run_dir / "bundle", sup, probes)
     else:
         path = export_bundle(self.model, splits.pipeline, splits.fill_model, splits.env, self.run_dir / "bundle",
-                             {"algorithm": t.algo, **meta})  # fmt: skip
+                             {"algorithm": t.algo, **meta}, probes=probes)  # fmt: skip
     PolicyBundle.load(path, splits.pipeline)
     final = {**self.metrics, "bundle": str(path), "comparison": self.comparison.to_dict(orient="index")}
     if self.supervised is not None and self.model is not None:
@@ -231,7 +232,7 @@ def publish(self: TrainJob) -> Path:
         sup_meta = {**meta, "metrics": {"test": final["comparison"][name]}}
         sup_meta.pop("hyperparameters")
         final["bundle_supervised"] = str(export_supervised(self.supervised, self.run_dir / "bundle_supervised",
-                                                           sup_meta))  # fmt: skip
+                                                           sup_meta, probes))  # fmt: skip
     text = json.dumps(final, indent=2, default=str)
     atomic_write(self.run_dir / "metrics.json", lambda p: p.write_text(text))
     logger.info("published bundle", path=str(path))

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,6 +7,21 @@ from loguru import logger
 from intraday.data import synth_market
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def workbench_keys(tmp_path_factory):
+    "The bundle signing key and trusted keys of the test session (not the user's ~/.intraday); subprocesses inherit."
+    keys = tmp_path_factory.mktemp("keys")
+    saved = {k: os.environ.get(k) for k in ("INTRADAY__BUNDLE__SIGNING_KEY", "INTRADAY__BUNDLE__TRUSTED_KEYS")}
+    os.environ["INTRADAY__BUNDLE__SIGNING_KEY"] = str(keys / "signing.key")
+    os.environ["INTRADAY__BUNDLE__TRUSTED_KEYS"] = str(keys / "trusted_keys")
+    yield keys
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture(scope="session")

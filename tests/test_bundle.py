@@ -27,6 +27,9 @@ from intraday.config import EnvSettings, load_settings
 from intraday.data import synth_market
 from intraday.env import build_envs
 from intraday.features import FeaturePipeline
+from intraday.signing import Trust
+
+UNSIGNED = Trust(allow_unsigned=True)  # research: the checks behind the signature, reached without one
 
 ALGOS = {
     "PPO": (PPO, {"n_steps": 64, "batch_size": 64}),
@@ -227,9 +230,11 @@ def test_one_edited_byte_in_the_policy_is_refused(good, tmp_path):
     data = bytearray((path / POLICY_FILE).read_bytes())
     data[len(data) // 2] ^= 0x01
     (path / POLICY_FILE).write_bytes(bytes(data))
-    with pytest.raises(BundleError, match="policy.pt: sha256 mismatch: manifest says"):
+    with pytest.raises(BundleError, match="policy.pt: changed since it was signed"):
         PolicyBundle.load(path)
-    problems = verify_bundle(path)
+    with pytest.raises(BundleError, match="policy.pt: sha256 mismatch: manifest says"):
+        PolicyBundle.load(path, trust=UNSIGNED)
+    problems = verify_bundle(path, trust=UNSIGNED)
     assert problems and "sha256" in problems[0]
 
 
@@ -280,9 +285,11 @@ def test_other_normalisation_stats_are_refused(good, market):
 def test_bad_manifest_fields_are_named(good, tmp_path, changes, field):
     path = copy_of(good, tmp_path)
     edit_manifest(path, **changes)
-    with pytest.raises(BundleError, match=field):
+    with pytest.raises(BundleError, match="manifest.json: changed since it was signed"):
         PolicyBundle.load(path)
-    assert any(field in p for p in verify_bundle(path))
+    with pytest.raises(BundleError, match=field):
+        PolicyBundle.load(path, trust=UNSIGNED)
+    assert any(field in p for p in verify_bundle(path, trust=UNSIGNED))
 
 
 def test_a_missing_field_is_named(good, tmp_path):
@@ -327,7 +334,7 @@ def test_a_policy_for_another_shape_fails_its_forward_pass(good, tmp_path, split
     edit_manifest(path, policy_sha256=file_sha256(path / POLICY_FILE))
     width = len(splits.pipeline.names) + 3
     with pytest.raises(BundleError, match=rf"policy.pt: forward pass on zeros of shape \(2, {width}\)"):
-        PolicyBundle.load(path)
+        PolicyBundle.load(path, trust=UNSIGNED)
 
 
 def test_verify_bundle_of_a_good_bundle_is_empty(good, splits):

@@ -15,16 +15,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from intraday.backtest import Backtester, bundle_policy
 from intraday.binance import MarketSpec, connect, serve
-from intraday.bundle import PolicyBundle, export_bundle
+from intraday.bundle import SIGNED_FILES, PolicyBundle, export_bundle
 from intraday.config import LiveSettings, RiskSettings, load_settings
 from intraday.data import synth_market
 from intraday.journal import Journal
 from intraday.live import BarFeed, LiveRunner
 from intraday.risk import Risk
 from intraday.router import Router, ledger_audit
+from intraday.signing import sign_folder
 from intraday.train import Trainer
 from intraday.venue import Venue
 
@@ -150,6 +152,11 @@ def test_hot_swap_verified_refused_and_shadow(bundles, tmp_path):
         os.utime(live / "manifest.json", (time.time() + 5, time.time() + 5))
         venue.step()
         await r.on_bar(await r.feed.next())  # refused: the old one keeps trading
+        shutil.rmtree(live)
+        shutil.copytree(bundles[0], live)  # a valid bundle, re-signed by a key the runner does not trust
+        sign_folder(live, SIGNED_FILES, Ed25519PrivateKey.generate())
+        venue.step()
+        await r.on_bar(await r.feed.next())  # refused too
         text = r.monitor.metrics_text()
         out = (sha0, sha1, r.bundle.manifest["policy_sha256"], dict(r.swaps), text)
         await r.feed.close()
@@ -157,8 +164,8 @@ def test_hot_swap_verified_refused_and_shadow(bundles, tmp_path):
         return out
 
     sha0, sha1, sha_after, swaps, text = asyncio.run(session())
-    assert sha0 != sha1 and sha_after == sha1 and swaps == {"accepted": 1, "refused": 1}
-    assert 'intraday_bundle_swaps_total{result="refused"} 1.0' in text
+    assert sha0 != sha1 and sha_after == sha1 and swaps == {"accepted": 1, "refused": 2}
+    assert 'intraday_bundle_swaps_total{result="refused"} 2.0' in text
     assert f'hash="{sha1}"' in text
 
     stop()

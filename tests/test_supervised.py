@@ -164,4 +164,4 @@ def test_exports_a_verified_bundle_that_backtests_like_the_env(trend_splits, tmp
     assert ev["trades"] > 0
     assert res.equity.iloc[-1] == pytest.approx(ev["equity_curve"][-1], rel=2e-3)
     (path / "policy.pt").write_bytes((path / "policy.pt").read_bytes() + b"x")
-    assert any("sha256 mismatch" in p for p in verify_bundle(path))
+    assert any("policy.pt: changed since it was signed" in p for p in verify_bundle(path))

@@ -49,10 +49,10 @@ def test_run_folder_contents(tmp_path, bars):
     m = trainer.finish()
     run = trainer.run_dir
     assert run.parent == tmp_path and run.name.endswith(trainer.lineage()["data_hash"][:8])
-    for name in ("config.json", "lineage.json", "state.json", "metrics.json", "best.zip"):
+    for name in ("config.json", "lineage.json", "state.json", "metrics.json", "best.pt"):
         assert (run / name).is_file(), name
     assert (run / "logs" / "progress.csv").is_file() and any((run / "logs").glob("events.out.tfevents*"))
-    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt_1024.zip", "ckpt_2048.zip"]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["ckpt_1024.pt", "ckpt_2048.pt"]
     lineage = json.loads((run / "lineage.json").read_text())
     assert lineage["data_range"]["start"] == bars.index[0].isoformat() and len(lineage["data_hash"]) == 64
     assert lineage["embargo_bars"] >= 1439 and lineage["versions"]["torch"] == torch.__version__
@@ -99,7 +99,7 @@ def test_resume_after_sigkill(tmp_path):
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(ckpts.glob("ckpt_*.zip"))) < 2:
+    while time.time() < deadline and len(list(ckpts.glob("ckpt_*.pt"))) < 2:
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.2)
     os.kill(proc.pid, signal.SIGKILL)
@@ -146,4 +146,42 @@ def test_walk_forward_folds_expand_and_pool(tmp_path):
     wf = trainer.walk_forward()
     assert [f["fold"] for f in wf["folds"]] == [0, 1, 2]
     assert wf["pooled"]["bars"] == sum(f["bars"] for f in wf["folds"])
-    assert (tmp_path / "wf" / "walk_forward.json").is_file() and (tmp_path / "wf" / "fold2" / "best.zip").is_file()
+    assert (tmp_path / "wf" / "walk_forward.json").is_file() and (tmp_path / "wf" / "fold2" / "best.pt").is_file()
+
+
+class Payload:
+    "Unpickling this runs a shell command that creates `path`: what a doctored checkpoint on a shared volume carries."
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+@pytest.mark.parametrize("algo", ["PPO", "DQN"])
+def test_resume_loads_weights_only_and_refuses_a_doctored_checkpoint(tmp_path, bars, algo):
+    import pickle
+
+    settings = small_settings(tmp_path, algo=algo, total_timesteps=1024, eval_every=1024)
+    trainer = Trainer(settings, bars, tmp_path / "run")
+    model = trainer.fit()
+    run = tmp_path / "run"
+    ckpt = run / "checkpoints" / "ckpt_1024.pt"
+    back = Trainer.resume(run, bars).load_weights(ckpt, trainer.splits.make_vec_env("train", 1, seed=0))
+    assert back.num_timesteps == 1024 and all(torch.equal(v, weights(back)[k]) for k, v in weights(model).items())
+    if algo == "DQN":  # the replay buffer comes back from plain arrays
+        assert (run / "checkpoints" / "ckpt_1024_replay.npz").is_file()
+    marker = tmp_path / "pwned"
+    pickle.loads(pickle.dumps(Payload(marker)))  # the payload is live: unpickling it creates the file
+    assert marker.is_file()
+    marker.unlink()
+    torch.save({"format": "intraday-weights-v1", "algo": algo, "policy": Payload(marker)}, ckpt)
+    with pytest.raises(ValueError, match="not a weights-only checkpoint, refusing to load it"):
+        Trainer.resume(run, bars).fit(resume=True)
+    (run / "checkpoints" / "ckpt_1024.zip").write_bytes(pickle.dumps(Payload(marker)))  # an SB3-style file name
+    state = json.loads((run / "state.json").read_text())
+    (run / "state.json").write_text(json.dumps({**state, "checkpoint": "ckpt_1024.zip"}))
+    with pytest.raises(ValueError, match="ckpt_1024.zip: not a weights-only checkpoint"):
+        Trainer.resume(run, bars).fit(resume=True)
+    assert not marker.exists()

@@ -62,6 +62,8 @@ def test_verify_names_tampering(papermill_run, tmp_path, capsys):
     raw[len(raw) // 2] ^= 0xFF
     (edited / "policy.pt").write_bytes(raw)
     assert main(["bundle", "verify", str(edited)]) == 1
+    assert "policy.pt: changed since it was signed" in capsys.readouterr().out
+    assert main(["bundle", "verify", "--allow-unsigned", str(edited)]) == 1
     assert "policy.pt: sha256 mismatch" in capsys.readouterr().out
     renamed = tmp_path / "renamed"
     shutil.copytree(run / "bundle", renamed)
