@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from tqdm.auto import tqdm
 
 from .config import BacktestSettings, EnvSettings
@@ -169,11 +170,10 @@ class Backtester:
         engine: str = "auto",  # 'auto': compiled when the policy compiles, else Python; 'python'; 'compiled'
     ) -> BacktestResult:
         "Run the backtest; decisions from bar `start`, episodes of episode_len tiled from there."
-        env, fm, cap = self.env, self.fill_model, self.risk.max_position
-        positions = np.asarray(env.positions, dtype=np.float64)
+        positions = np.asarray(self.env.positions, dtype=np.float64)
         start = self.pipeline.warmup if start is None else start
         end = len(bars) if end is None else end
-        L, lat = env.episode_len, fm.latency_bars
+        lat = self.fill_model.latency_bars
         if not 0 <= start < end - lat:
             raise ValueError(f"start {start} leaves no bar to trade before end {end} (latency {lat})")
         if engine not in ("auto", "python", "compiled"):
@@ -187,45 +187,56 @@ class Backtester:
                 return run_compiled(self, bars, plan, start, end)
             if engine == "compiled":
                 raise ValueError(f"engine='compiled' cannot run this policy: {why}")
-        ts = bars.index.as_unit("ns").asi8 // 1_000_000_000
-        vals, fp = bars[list(BAR_COLUMNS)].to_numpy(np.float64), fm.params()
-        ap, flat = account_params(env, fm, bar_seconds(ts)), session_flat(ts, env.max_gap_s, lat)
-        book, pending, out = np.zeros((1, len(BOOK))), np.zeros((1, lat)), np.zeros((1, len(STEP)))
-        book[0, BOOK.cash] = book[0, BOOK.equity] = book[0, BOOK.peak] = env.initial_cash
-        QTY, AVG, EQUITY, FILLED = BOOK.qty, BOOK.avg_price, BOOK.equity, STEP.fill_qty  # column names as fast locals
-        fill_cols = list(_FILL_COLS.values())
-        state_of = getattr(position_state, "py_func", position_state)  # the same function, without numba's dispatch
-        stream, limit = self.pipeline.stream(), DailyLossLimit(self.risk.daily_loss_limit)
-        equity, qty, fills, decisions = np.full(end, np.nan), np.zeros(end), [], []
-        for i in tqdm(range(end), disable=not progress, unit="bar", desc="backtest", leave=False):
-            o, h, lo, c, v = vals[i]
-            if i > start:  # the order due in this bar fills; mark at the close
-                execute_bar(book, pending, 0, fp, o, h, lo, c, v, out, ap)
-                if out[0, FILLED] != 0.0:
-                    fills.append((bars.index[i], *out[0, fill_cols].tolist()))
-            equity[i], qty[i] = book[0, EQUITY], book[0, QTY]
-            raw = stream.update_values(float(ts[i]), o, h, lo, c, v)
-            if i < start or i >= end - lat:
-                continue
-            steps, eq = (i - start) % L, book[0, EQUITY]
-            state = np.array(state_of(book[0, QTY], book[0, AVG], eq, c, steps, L))
-            action = int(policy(np.array([ts[i], o, h, lo, c, v]), raw, state))
-            w = float(np.clip(positions[action], -cap, cap))
-            if (limit.limit and limit.check(ts[i], eq)) or (env.force_flat and steps >= L - lat) or flat[i]:
-                w = 0.0
-            place_order(book, pending, 0, w, c, ap)
-            decisions.append((bars.index[i], action, w))
-        fills_df, idx = _fills_frame(fills), bars.index[:end]
-        return BacktestResult(
-            equity=pd.Series(equity, index=idx, name="equity").iloc[start:],
-            positions=pd.Series(qty, index=idx, name="position").iloc[start:],
-            fills=fills_df,
-            decisions=pd.DataFrame(decisions, columns=["ts", "action", "target"]).set_index("ts"),
-            costs=_costs(fills_df) | {"borrow": float(book[0, BOOK.borrow_paid])},
-            halted_days=limit.days,
-            engine_note=why,
-            session_breaks=session_breaks(bars.index[:end], env.max_gap_s),
-        )
+        return self._run_python(bars, policy, start, end, progress, why)
+
+# %% ../nbs/08_backtest.ipynb #a2d0730c
+@patch
+def _run_python(
+    self: Backtester, bars: pd.DataFrame, policy: Policy, start: int, end: int, progress: bool, why: str
+) -> BacktestResult:
+    "The Python engine: bar by bar through the streaming features, the policy and the env's order and fill kernels."
+    env, fm, cap = self.env, self.fill_model, self.risk.max_position
+    positions = np.asarray(env.positions, dtype=np.float64)
+    L, lat = env.episode_len, fm.latency_bars
+    ts = bars.index.as_unit("ns").asi8 // 1_000_000_000
+    vals, fp = bars[list(BAR_COLUMNS)].to_numpy(np.float64), fm.params()
+    ap, flat = account_params(env, fm, bar_seconds(ts)), session_flat(ts, env.max_gap_s, lat)
+    book, pending, out = np.zeros((1, len(BOOK))), np.zeros((1, lat)), np.zeros((1, len(STEP)))
+    book[0, BOOK.cash] = book[0, BOOK.equity] = book[0, BOOK.peak] = env.initial_cash
+    QTY, AVG, EQUITY, FILLED = BOOK.qty, BOOK.avg_price, BOOK.equity, STEP.fill_qty  # column names as fast locals
+    fill_cols = list(_FILL_COLS.values())
+    state_of = getattr(position_state, "py_func", position_state)  # the same function, without numba's dispatch
+    stream, limit = self.pipeline.stream(), DailyLossLimit(self.risk.daily_loss_limit)
+    equity, qty, fills, decisions = np.full(end, np.nan), np.zeros(end), [], []
+    for i in tqdm(range(end), disable=not progress, unit="bar", desc="backtest", leave=False):
+        o, h, lo, c, v = vals[i]
+        if i > start:  # the order due in this bar fills; mark at the close
+            execute_bar(book, pending, 0, fp, o, h, lo, c, v, out, ap)
+            if out[0, FILLED] != 0.0:
+                fills.append((bars.index[i], *out[0, fill_cols].tolist()))
+        equity[i], qty[i] = book[0, EQUITY], book[0, QTY]
+        raw = stream.update_values(float(ts[i]), o, h, lo, c, v)
+        if i < start or i >= end - lat:
+            continue
+        steps, eq = (i - start) % L, book[0, EQUITY]
+        state = np.array(state_of(book[0, QTY], book[0, AVG], eq, c, steps, L))
+        action = int(policy(np.array([ts[i], o, h, lo, c, v]), raw, state))
+        w = float(np.clip(positions[action], -cap, cap))
+        if (limit.limit and limit.check(ts[i], eq)) or (env.force_flat and steps >= L - lat) or flat[i]:
+            w = 0.0
+        place_order(book, pending, 0, w, c, ap)
+        decisions.append((bars.index[i], action, w))
+    fills_df, idx = _fills_frame(fills), bars.index[:end]
+    return BacktestResult(
+        equity=pd.Series(equity, index=idx, name="equity").iloc[start:],
+        positions=pd.Series(qty, index=idx, name="position").iloc[start:],
+        fills=fills_df,
+        decisions=pd.DataFrame(decisions, columns=["ts", "action", "target"]).set_index("ts"),
+        costs=_costs(fills_df) | {"borrow": float(book[0, BOOK.borrow_paid])},
+        halted_days=limit.days,
+        engine_note=why,
+        session_breaks=session_breaks(bars.index[:end], env.max_gap_s),
+    )
 
 # %% ../nbs/08_backtest.ipynb #c9d209f6
 def decision_targets(result: BacktestResult) -> pd.Series:

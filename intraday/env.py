@@ -163,7 +163,7 @@ def affordable(
     "The largest buy a spot account pays for at `price` (a hair under, for rounding)."
     return max(cash, 0.0) / (price * (1.0 + fee)) * 0.999
 
-
+# %% ../nbs/05_env.ipynb #4ea47d4b
 def bar_seconds(
     ts: np.ndarray,  # bar times in seconds
 ) -> float:
@@ -196,7 +196,7 @@ def session_breaks(
     ks = np.flatnonzero(np.diff(ts) > max_gap_s)
     return [f"{index[k]} -> {index[k + 1]}" for k in ks]
 
-
+# %% ../nbs/05_env.ipynb #745fb2d3
 @njit(cache=True)
 def place_order(
     book,  # (N, len(BOOK)) float state
