@@ -10,11 +10,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from intraday.bundle import MANIFEST_FILE, POLICY_FILE, PolicyBundle, export_bundle
+from intraday.bundle import MANIFEST_FILE, PolicyBundle, export_bundle, write_bundle
 from intraday.config import load_settings
 from intraday.data import synth_market
 from intraday.env import build_envs
-from intraday.lineage import file_sha256
 
 POSITIONS = "0, 0.5"  # long-only: the paper venue is spot (a short is a sell beyond the holdings, rejected)
 EPISODE = 1_000_000  # bars per "episode": the runner's force-flat never comes within a soak
@@ -55,11 +54,9 @@ def mlp_bundle(out: Path, seed: int = 0) -> Path:
     model = PPO("MlpPolicy", splits.make_vec_env("train", 2, seed=seed), n_steps=64, batch_size=64, seed=seed,
                 device="cpu", policy_kwargs={"net_arch": [32, 32]})  # fmt: skip
     model.learn(128)  # one short update: a policy whose choice moves with the features
-    path = export_bundle(model, splits.pipeline, splits.fill_model, splits.env, out, overwrite=True)
-    m = json.loads((path / MANIFEST_FILE).read_text())
-    m["env"] |= {"episode_len": EPISODE, "force_flat": False}
-    (path / MANIFEST_FILE).write_text(json.dumps(m, indent=2) + "\n")
-    PolicyBundle.load(path)
+    live_env = splits.env.model_copy(update={"episode_len": EPISODE, "force_flat": False})  # no force-flat in a soak
+    path = export_bundle(model, splits.pipeline, splits.fill_model, live_env, out, overwrite=True)
+    PolicyBundle.load(path)  # signed by the workbench key, which the runner trusts
     return path
 
 
@@ -67,13 +64,20 @@ def scripted_bundle(base: Path, module: nn.Module, out: Path, algorithm: str) ->
     "A bundle with `module` as its policy and `base`'s manifest (features, stats, action map, env)."
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    torch.jit.save(torch.jit.script(module), str(out / POLICY_FILE))
-    m = json.loads((base / MANIFEST_FILE).read_text())
-    sha = file_sha256(out / POLICY_FILE)
-    m |= {"algorithm": algorithm, "hyperparameters": {}, "metrics": None, "policy_sha256": sha}
-    (out / MANIFEST_FILE).write_text(json.dumps(m, indent=2) + "\n")
-    PolicyBundle.load(out, PolicyBundle.load(base).pipeline())  # a valid bundle, and a valid swap for the base
+    scripted = torch.jit.script(module)
+    m = json.loads((base / MANIFEST_FILE).read_text()) | {
+        "algorithm": algorithm,
+        "hyperparameters": {},
+        "metrics": None,
+    }
+    pipeline = PolicyBundle.load(base).pipeline()
+
+    def reference(obs):  # the module's own choices are the probes' record
+        with torch.inference_mode():
+            return scripted(torch.from_numpy(obs)).numpy()
+
+    write_bundle(scripted, m, pipeline, out, reference, reference_name=algorithm)  # probes recorded, signed
+    PolicyBundle.load(out, pipeline)  # a valid bundle, and a valid swap for the base
     return out
 
 

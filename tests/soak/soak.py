@@ -50,10 +50,11 @@ if str(ROOT) not in sys.path:
 
 from bundles import make_bundles  # noqa: E402  (run as a script or as tests.soak: the folder is on the path)
 
-from intraday.bundle import MANIFEST_FILE, POLICY_FILE  # noqa: E402
+from intraday.bundle import MANIFEST_FILE, SIGNED_FILES  # noqa: E402
 from intraday.data import synth_market, write_bars  # noqa: E402
 from intraday.journal import JOURNAL_FILE, Journal  # noqa: E402
 from intraday.router import ledger_audit  # noqa: E402
+from intraday.signing import SIGNATURE_FILE  # noqa: E402
 
 KEY, SECRET, TOKEN = "soak-key-0001", "soak-secret-0001", "soak-token-0001"
 SYMBOL, BASE = "SYN/USDT", "SYN"
@@ -432,11 +433,11 @@ class Soak:
         "Copy another bundle into the runner's --bundle folder: policy.pt first, then manifest.json (what is watched)."
         self.ensure_ready()  # a hot swap: the runner is trading when the new bundle lands
         src = self.bundles[name]
-        for f in (POLICY_FILE, MANIFEST_FILE):
+        files = (*SIGNED_FILES, SIGNATURE_FILE)  # every file first to a temp name, then each renamed in place
+        for f in files:
             shutil.copyfile(src / f, self.live_bundle / f".{f}.tmp")
-        os.replace(self.live_bundle / f".{POLICY_FILE}.tmp", self.live_bundle / POLICY_FILE)
-        os.utime(self.live_bundle / f".{MANIFEST_FILE}.tmp")
-        os.replace(self.live_bundle / f".{MANIFEST_FILE}.tmp", self.live_bundle / MANIFEST_FILE)
+        for f in files:
+            os.replace(self.live_bundle / f".{f}.tmp", self.live_bundle / f)
         self.note("hot swap", bundle=name)
         want, t0 = json.loads((src / MANIFEST_FILE).read_text())["policy_sha256"], self.bar
         while self.bar - t0 < 20:
