@@ -453,8 +453,7 @@ async def start(self: LiveRunner) -> dict:
         raise AccountError(why)
     self._seen = len(history)
     self.warm = self._seen >= self.pipeline.warmup
-    self.feed.subscribe()
-    await asyncio.sleep(0.05)  # let the subscription reach the venue before the first bar
+    self.feed.subscribe()  # a bar pushed before the subscription is in place is found by polling: no sleep for it
     self.monitor.mark_feed()
     self.bar_at = time.time()
     p = self.pnl
