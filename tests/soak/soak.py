@@ -439,15 +439,15 @@ class Soak:
         for f in files:
             os.replace(self.live_bundle / f".{f}.tmp", self.live_bundle / f)
         self.note("hot swap", bundle=name)
-        want, t0 = json.loads((src / MANIFEST_FILE).read_text())["policy_sha256"], self.bar
-        while self.bar - t0 < 20:
+        want, t0, wall = json.loads((src / MANIFEST_FILE).read_text())["policy_sha256"], self.bar, time.time()
+        while self.bar - t0 < 20 or time.time() - wall < 15:  # a loaded machine: a verified load takes seconds
             st = self.state()
             if st and st["bundle"]["sha256"] == want:
                 self.swaps.append({"bundle": name, "bar": self.bar, "result": "trading", "bars": self.bar - t0})
                 return
             time.sleep(0.05)
         got = (self.state() or {}).get("bundle")
-        self.swaps.append({"bundle": name, "bar": self.bar, "result": "not seen in 20 bars", "state": got})
+        self.swaps.append({"bundle": name, "bar": self.bar, "result": "not seen in 20 bars and 15 s", "state": got})
         self.note("hot swap not seen", state=got)
 
     def kill9(self) -> None:
