@@ -619,6 +619,13 @@ class Soak:
         self.stepper.paused.clear()
         time.sleep(self.cfg.step_s * 5)
         st = self.state(timeout=5)
+        t = time.time()  # while the kill's cancels still hang, a resume is refused at once (409, with the reason)
+        early, ebody = http("POST", f"{url}/resume", {"reason": "soak: resume after /kill"}, TOKEN, timeout=20)
+        early_s, waited = time.time() - t, time.time()
+        while early == 409 and time.time() - waited < 60:  # as an operator: resume once /state says the kill ended
+            if not (((self.state(timeout=5) or {}).get("kill") or {}).get("running")):
+                break
+            time.sleep(0.5)
         t = time.time()
         rstatus, rbody = http("POST", f"{url}/resume", {"reason": "soak: resume after /kill"}, TOKEN, timeout=20)
         resume_s = time.time() - t
@@ -626,6 +633,8 @@ class Soak:
         rec = {"open_orders_at_kill": len(open_orders), "no_token_status": s401, "kill_status": status,
                "kill_seconds": round(kill_s, 3), "kill_body": str(body)[:200],
                "state_after_kill": (st or {}).get("trading_state"), "reason_after_kill": (st or {}).get("reason"),
+               "early_resume_status": early, "early_resume_seconds": round(early_s, 3),
+               "early_resume_body": str(ebody)[:200], "kill_cancels_seconds": round(t - waited, 1),
                "resume_status": rstatus, "resume_seconds": round(resume_s, 3), "resume_body": str(rbody)[:200],
         }  # fmt: skip
         self.control.append(rec)
@@ -792,7 +801,7 @@ class Soak:
             "disk_full": self.disk,
             "log_errors": dict(errors.most_common(20)),
             "control": self.control,
-            "control_slow": sum(slow(c, k) for c in self.control for k in ("kill", "resume")),
+            "control_slow": sum(slow(c, k) for c in self.control for k in ("kill", "early_resume", "resume")),
             "corrupted_journal": getattr(self, "corruption", None),
             "venue_restart_halt": getattr(self, "venue_restart_halt", None),
             "tmpfs": self.mounted,
@@ -813,9 +822,12 @@ class Soak:
             subprocess.run(["umount", "-l", str(self.state_root)], check=False)
 
 
+OK_STATUS = {"kill": (202,), "resume": (200,), "early_resume": (200, 409)}  # 409: refused while the cancels run
+
+
 def slow(c: dict, k: str) -> bool:
-    "A control call (/kill or /resume) that failed or took over 2 s."
-    return c[f"{k}_status"] != 200 or c[f"{k}_seconds"] > 2.0
+    "A control call (/kill, /resume, or a /resume while the kill's cancels run) that failed or took over 2 s."
+    return c[f"{k}_status"] not in OK_STATUS[k] or c[f"{k}_seconds"] > 2.0
 
 
 def cause(reason: str) -> str:
