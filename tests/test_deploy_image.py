@@ -14,6 +14,7 @@ from deploy_layout import ROOT, TINY, command, cronjob, layout
 from pgserver import require
 
 from intraday.bundle import verify_bundle
+from intraday.signing import Trust, keygen, read_trusted
 
 IMAGE = os.environ.get("IMAGE", "localhost/intraday:test")
 BASE_IMAGE = os.environ.get("BASE_IMAGE", "localhost/intraday-base:bookworm")
@@ -77,7 +78,9 @@ def test_image_config(image):
 def test_training_job_in_the_image(image, tmp_path):
     # the CronJob's command in the image, its volumes bind-mounted where the pod mounts them
     mounts = layout(tmp_path / "app")
-    for host in mounts.values():
+    keys = mounts["/app/keys"]  # the intraday-bundle-signing Secret's files, as the pod sees them
+    keygen(keys / "signing.key", keys / "trusted_keys", "cluster")
+    for host in [*mounts.values(), *keys.iterdir()]:
         os.chown(host, UID, UID)
     c, _ = cronjob()
     t0 = time.perf_counter()
@@ -88,6 +91,6 @@ def test_training_job_in_the_image(image, tmp_path):
     nb = nbformat.read(reports / "intraday-train-img.ipynb", as_version=4)
     assert nb.metadata["papermill"]["parameters"]["run_id"] == "intraday-train-img"
     run_dir = reports / "runs" / "intraday-train-img"
-    assert verify_bundle(run_dir / "bundle") == []
+    assert verify_bundle(run_dir / "bundle", trust=Trust(read_trusted(keys / "trusted_keys"))) == []  # the cluster key
     assert (run_dir / "report.html").stat().st_size > 10_000
     assert c["workingDir"] == "/app"
