@@ -514,10 +514,8 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     why = f"kill file: {(state / KILL_FILE).read_text().strip()}" if killed and not risk.get("reason") else risk.get(
         "reason")  # fmt: skip
     since = next((e["ts"] for e in reversed(j.events()) if e["kind"] == "state" and "risk" in e["data"]), None)
-    counts: dict[str, int] = {}
-    for o in j.orders.values():
-        counts[o.status.value] = counts.get(o.status.value, 0) + 1
-    last = next((e for e in reversed(j.events()) if e["kind"] == "reconcile"), None)
+    counts = j.status_counts()
+    last = next(iter(j.events(kind="reconcile", last=1)), None)
     print(f"journal        {j.path} ({j.account}/{j.runner}, {len(j.orders)} orders, seq {j.last_seq})")
     print(f"trading state  {trading}{' (' + why + ')' if why else ''}")
     if trading == "HALTED" and since is not None:

@@ -398,11 +398,17 @@ def adopt(
 def events(
     self: Journal,
     client_id: str | None = None,  # one order's events only
+    kind: str | None = None,  # events of this kind only (one of KINDS)
+    last: int | None = None,  # only the last so many (a dashboard's poll reads a few, not the whole journal)
 ) -> list[dict]:
     "The journaled events in order (seq, ts, kind, client_id, data)."
-    q, args = "SELECT seq, ts, kind, client_id, data FROM events", ()
-    if client_id is not None:
-        q, args = q + " WHERE client_id = ?", (client_id,)
+    where = {"client_id": client_id, "kind": kind}
+    where = {k: v for k, v in where.items() if v is not None}
+    q = "SELECT seq, ts, kind, client_id, data FROM events"
+    q += " WHERE " + " AND ".join(f"{k} = ?" for k in where) if where else ""
+    args = tuple(where.values())
+    if last is not None:  # the newest `last` rows, then back in order
+        q, args = f"SELECT * FROM ({q} ORDER BY seq DESC LIMIT ?)", (*args, int(last))
     out = []
     for s, t, k, c, d in self.db.execute(q + " ORDER BY seq", args):
         try:
@@ -410,6 +416,15 @@ def events(
         except (TypeError, ValueError) as e:
             raise JournalError(f"{self.path}: event seq {s} ({k}, order {c}) is not readable JSON ({e})") from None
     return out
+
+
+@patch
+def status_counts(self: Journal) -> dict[str, int]:
+    "How many of the journal's orders are in each state, e.g. {'FILLED': 3, 'CANCELED': 1}."
+    counts: dict[str, int] = {}
+    for o in self.orders.values():
+        counts[o.status.value] = counts.get(o.status.value, 0) + 1
+    return counts
 
 
 @patch

@@ -653,6 +653,10 @@ def state(self: LiveRunner) -> dict:
         "open_orders": [{"client_id": o.client_id, "side": o.side, "qty": o.qty, "filled": o.filled,
                          "status": o.status.value} for o in r.journal.live_orders()],
         "feed": {"staleness_s": self.feed.staleness(), "polls": self.feed.polls, "backfilled": self.feed.backfilled},
+        "orders": r.journal.status_counts(),
+        "fills": [{"ts": e["ts"], "client_id": e["client_id"], **e["data"]}
+                  for e in r.journal.events(kind="fill", last=10)],
+        "last_reconcile": next(iter(r.journal.events(kind="reconcile", last=1)), None),
         "stream_fills": self.stream_fills,
         "backlog_bars": self.backlog,
         "decisions": len(self.decisions),
