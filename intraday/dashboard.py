@@ -10,7 +10,7 @@ __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'RUNNERS_ENV', 'STATIC_ENV',
            'trades_figure', 'results_table', 'RunnerControl', 'live_rows', 'fills_frame', 'ModelsPage', 'RunsPage',
            'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard']
 
-# %% ../nbs/15_dashboard.ipynb #e8ef7eb1
+# %% ../nbs/15_dashboard.ipynb #658ea051
 import asyncio
 import dataclasses
 import html
@@ -37,7 +37,7 @@ from .metrics import metrics_table, performance
 from .monitor import TOKEN_ENV
 from .report import bundle_html
 
-# %% ../nbs/15_dashboard.ipynb #74234dda
+# %% ../nbs/15_dashboard.ipynb #58615a16
 def _read_json(path: Path) -> tuple[dict | None, str]:
     "A JSON object from a file, or (None, why not)."
     try:
@@ -81,7 +81,7 @@ def list_models(
     "The models the dashboard shows. Today the run folders' bundles; the MLflow registry replaces this one function."
     return run_models(settings.train.runs_dir)
 
-# %% ../nbs/15_dashboard.ipynb #1383bb91
+# %% ../nbs/15_dashboard.ipynb #e70af74d
 RUN_COLUMNS = ["run", "kind", "status", "progress", "updated", "test_sharpe", "notebook", "report", "path"]
 
 
@@ -121,7 +121,7 @@ def list_runs(
         })  # fmt: skip
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("updated", ascending=False, ignore_index=True)
 
-# %% ../nbs/15_dashboard.ipynb #2d81a194
+# %% ../nbs/15_dashboard.ipynb #f60db0d0
 def decimate(
     s: pd.Series,  # a line to draw (equity, price, position)
     n: int = 2000,  # buckets: at most 3n + 1 points are kept
@@ -140,7 +140,7 @@ def decimate(
         keep.append(hit[np.r_[True, np.diff(np.searchsorted(edges, hit, side="right")) != 0]])
     return s.iloc[np.unique(np.concatenate(keep))]
 
-# %% ../nbs/15_dashboard.ipynb #c2a73b79
+# %% ../nbs/15_dashboard.ipynb #35be801c
 RULES = {
     "buy & hold": lambda positions: BuyAndHold(positions),
     "SMA 20/100": lambda positions: SMACross(positions, 20, 100),
@@ -224,7 +224,7 @@ def run_backtest(
     progress(1.0, f"done: {end - start:,} bars from {bars.index[start]} to {bars.index[end - 1]}")
     return results, bars
 
-# %% ../nbs/15_dashboard.ipynb #c763c7c0
+# %% ../nbs/15_dashboard.ipynb #63606d13
 def equity_figure(
     results: dict[str, BacktestResult],  # strategy -> result
     n: int = 2000,  # decimation buckets per line
@@ -277,7 +277,7 @@ def results_table(
     perf = {name: performance(r.equity, r.fills, r.positions, r.costs) for name, r in results.items()}
     return metrics_table(perf, formatted=True)
 
-# %% ../nbs/15_dashboard.ipynb #39be0541
+# %% ../nbs/15_dashboard.ipynb #66d0b5a9
 class RunnerControl:
     "A live runner seen through its control URL: /state, and kill or resume with a bearer token."
 
@@ -328,7 +328,7 @@ class RunnerControl:
             return False, f"{action} refused by {self.url}: wrong or missing token"
         return False, f"{action} failed at {self.url}: {body.get('error') or code}"
 
-# %% ../nbs/15_dashboard.ipynb #76582d3d
+# %% ../nbs/15_dashboard.ipynb #ac08eb9f
 def _age(ts: float | None, now: float) -> str:
     return "never" if not ts else f"{pd.Timestamp(ts, unit='s', tz='UTC'):%H:%M:%S} UTC ({now - ts:,.0f} s ago)"
 
@@ -380,7 +380,7 @@ def fills_frame(
             for f in reversed(state.get("fills") or [])]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../nbs/15_dashboard.ipynb #9fb3d044
+# %% ../nbs/15_dashboard.ipynb #1466ff80
 def _links(df: pd.DataFrame, cols: Iterable[str], base: str | None, root: Path) -> pd.DataFrame:
     "File columns as links under the static route `base` (files outside `root`, or no route: their path as text)."
 
@@ -413,7 +413,7 @@ class ModelsPage:
     def __init__(self, settings: Settings, static: str | None = None, mlflow_url: str = ""):
         self.settings, self.static, self.root = settings, static, Path(settings.train.runs_dir)
         self.table = pn.pane.HTML(sizing_mode="stretch_width")
-        self.pick = pn.widgets.Select(name="bundle", options=[])
+        self.pick = pn.widgets.Select(label="bundle", options=[])
         self.detail = pn.pane.HTML(sizing_mode="stretch_width")
         self.pick.param.watch(lambda e: self.show(e.new), "value")
         note = (
@@ -454,7 +454,7 @@ class RunsPage:
     def __init__(self, settings: Settings, static: str | None = None):
         self.settings, self.static, self.root = settings, static, Path(settings.train.runs_dir)
         self.table = pn.pane.HTML(sizing_mode="stretch_width")
-        self.button = pn.widgets.Button(name="Refresh runs")
+        self.button = pn.widgets.Button(label="Refresh runs")
         self.button.on_click(lambda e: self.refresh())
         self.view = pn.Column("## Runs and jobs", self.button, self.table, sizing_mode="stretch_width")
         self.refresh()
@@ -467,7 +467,7 @@ class RunsPage:
         self.table.object = _html_table(shown, ["run", "kind", "status"]) if len(df) else "<p>no runs yet</p>"
         return df
 
-# %% ../nbs/15_dashboard.ipynb #26901724
+# %% ../nbs/15_dashboard.ipynb #9124498e
 class BacktestPage:
     "The Backtest page: the form of a BacktestChoice, progress, then the figures and the metrics table."
 
@@ -477,13 +477,13 @@ class BacktestPage:
         options = {**{f"rule: {k}": k for k in RULES}, **{f"bundle: {r.run}/{r.bundle}": r.path for r in
                                                           models.itertuples() if not r.problem}}  # fmt: skip
         f = settings.fills
-        self.policy = pn.widgets.Select(name="policy", options=options)
-        self.data = pn.widgets.TextInput(name="market file (.parquet/.csv; empty: the bar store)", value="")
-        self.start = pn.widgets.TextInput(name="start (UTC, ISO; empty: after warm-up)", value="")
-        self.end = pn.widgets.TextInput(name="end (UTC, ISO, exclusive; empty: last bar)", value="")
-        self.taker = pn.widgets.FloatInput(name="taker fee, bps", value=f.taker_bps, start=0)
-        self.spread = pn.widgets.FloatInput(name="half-spread, bps", value=f.half_spread_bps, start=0)
-        self.run_button = pn.widgets.Button(name="Run backtest", button_type="primary")
+        self.policy = pn.widgets.Select(label="policy", options=options)
+        self.data = pn.widgets.TextInput(label="market file", placeholder="bars.parquet or .csv (empty: the bar store)")
+        self.start = pn.widgets.TextInput(label="start (UTC, ISO; empty: after warm-up)", value="")
+        self.end = pn.widgets.TextInput(label="end (UTC, ISO, exclusive; empty: last bar)", value="")
+        self.taker = pn.widgets.FloatInput(label="taker fee, bps", value=f.taker_bps, start=0)
+        self.spread = pn.widgets.FloatInput(label="half-spread, bps", value=f.half_spread_bps, start=0)
+        self.run_button = pn.widgets.Button(label="Run backtest", color="primary")
         self.progress = pn.indicators.Progress(value=0, max=100, visible=False, sizing_mode="stretch_width")
         self.status = pn.pane.Markdown("")
         self.equity = pn.pane.Plotly(None, sizing_mode="stretch_width", visible=False)
@@ -529,7 +529,7 @@ class BacktestPage:
     async def _clicked(self, event) -> None:
         await self.run()
 
-# %% ../nbs/15_dashboard.ipynb #a977a025
+# %% ../nbs/15_dashboard.ipynb #132735c2
 class RunnerCard:
     "One runner on the Live page: its headline, recent fills, kill and resume behind a confirmation."
 
@@ -538,11 +538,11 @@ class RunnerCard:
         self.title = pn.pane.Markdown(f"### runner {html.escape(url)}")
         self.rows = pn.pane.DataFrame(None, sizing_mode="stretch_width")
         self.fills = pn.pane.DataFrame(None, sizing_mode="stretch_width")
-        self.reason = pn.widgets.TextInput(name="reason", placeholder="why (journaled)", width=260)
-        self.kill = pn.widgets.Button(name="Kill", button_type="danger", width=100)
-        self.resume = pn.widgets.Button(name="Resume", button_type="warning", width=100)
-        self.confirm = pn.widgets.Button(name="Confirm", button_type="danger", visible=False, width=220)
-        self.cancel = pn.widgets.Button(name="Cancel", visible=False, width=100)
+        self.reason = pn.widgets.TextInput(label="reason", placeholder="why (journaled)", width=260)
+        self.kill = pn.widgets.Button(label="Kill", color="danger", width=100)
+        self.resume = pn.widgets.Button(label="Resume", color="warning", width=100)
+        self.confirm = pn.widgets.Button(label="Confirm", color="danger", visible=False, width=220)
+        self.cancel = pn.widgets.Button(label="Cancel", visible=False, width=100)
         self.message = pn.pane.Markdown("")
         self.pending: str | None = None
         self.last: dict = {}
@@ -574,7 +574,7 @@ class RunnerCard:
     def ask(self, action: str) -> None:
         "Show the confirmation for `action`; nothing is sent yet."
         self.pending = action
-        self.confirm.name = f"Confirm {action} of {self.control.url}"
+        self.confirm.label = f"Confirm {action} of {self.control.url}"
         self.confirm.visible = self.cancel.visible = True
         self.message.object = f"{action}: confirm or cancel"
 
@@ -601,9 +601,9 @@ class LivePage:
 
     def __init__(self, urls: Iterable[str] = (), period_ms: int = 1000):
         self.period_ms = period_ms
-        self.token = pn.widgets.PasswordInput(name="control token (sent with kill/resume, never stored)", width=360)
-        self.url = pn.widgets.TextInput(name="runner control URL", placeholder="http://127.0.0.1:9100", width=360)
-        self.add_button = pn.widgets.Button(name="Add runner")
+        self.token = pn.widgets.PasswordInput(label="control token (sent with kill/resume, never stored)", width=360)
+        self.url = pn.widgets.TextInput(label="runner control URL", placeholder="http://127.0.0.1:9100", width=360)
+        self.add_button = pn.widgets.Button(label="Add runner")
         self.add_button.on_click(lambda e: self.add(self.url.value))
         self.cards: list[RunnerCard] = []
         self.column = pn.Column(sizing_mode="stretch_width")
@@ -632,7 +632,7 @@ class LivePage:
         if self.polling is None:
             self.polling = pn.state.add_periodic_callback(self.refresh, period=self.period_ms)
 
-# %% ../nbs/15_dashboard.ipynb #a9f9524d
+# %% ../nbs/15_dashboard.ipynb #cec20042
 RUNNERS_ENV, STATIC_ENV, MLFLOW_ENV = "INTRADAY_DASHBOARD_RUNNERS", "INTRADAY_DASHBOARD_STATIC", "INTRADAY_MLFLOW_URL"
 
 
