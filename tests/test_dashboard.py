@@ -4,6 +4,7 @@ Chromium (Playwright, no browser download) against a live runner trading on the 
 import asyncio
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 from procs import stderr_of
 from test_unattended import KEY, SECRET, fixed_bundle
 
@@ -211,10 +213,15 @@ def tab(page, name: str) -> None:
     page.get_by_text(name, exact=True).first.click()
 
 
+def row(page, name: str):
+    "The value cell of a runner card's row `name` (its table: one th, one td per row)."
+    return page.locator("tr").filter(has=page.locator("th", has_text=re.compile(f"^{re.escape(name)}$"))).locator("td")
+
+
 def test_browser_models_and_runs_pages(browser):
     page = browser["page"]
     print(f"first render of the dashboard: {browser['first']:.2f} s")
-    page.get_by_text("policy bundle: metrics at export").wait_for()
+    page.get_by_text("run lineage").wait_for()
     page.screenshot(path=SHOTS / "models.png", full_page=True)
     tab(page, "Runs and jobs")
     page.get_by_text("done", exact=True).first.wait_for()
@@ -230,13 +237,13 @@ def test_browser_live_page_shows_the_ledger_position_updates_and_kills_with_the_
         wait_for("the runner's decision on the new bar", lambda n=n: state()["decisions"] > n)
     held = wait_for("a position at the venue", lambda: http("GET", venue + "/admin/ledger")["balances"]["SYN"]["total"])
     tab(page, "Live")
-    cell = page.get_by_text(f"{held:g} @", exact=False).first
-    cell.wait_for(timeout=15_000)  # the position the venue's ledger holds, polled onto the page
+    # the position the venue's ledger holds, polled onto the page
+    expect(row(page, "position")).to_have_text(re.compile(f"^{re.escape(f'{held:g}')} @"), timeout=15_000)
     decisions = state()["decisions"]
-    page.get_by_text(str(decisions), exact=True).first.wait_for()
+    expect(row(page, "decisions")).to_have_text(str(decisions), timeout=15_000)
     http("POST", venue + "/admin/step")
     wait_for("the next decision", lambda: state()["decisions"] > decisions)
-    page.get_by_text(str(decisions + 1), exact=True).first.wait_for(timeout=15_000)  # no reload: pushed by the server
+    expect(row(page, "decisions")).to_have_text(str(decisions + 1), timeout=15_000)  # no reload: the server pushed it
     assert len(browser["navigations"]) == 1, browser["navigations"]
     page.screenshot(path=SHOTS / "live.png", full_page=True)
 
@@ -251,20 +258,26 @@ def test_browser_live_page_shows_the_ledger_position_updates_and_kills_with_the_
     page.get_by_role("button", name=f"Confirm kill of {control}").click()
     page.get_by_text("kill accepted").first.wait_for()
     assert state()["trading_state"] == "HALTED"
-    page.get_by_text("HALTED", exact=False).first.wait_for()
+    expect(row(page, "trading state")).to_have_text(re.compile(r"^HALTED"), timeout=15_000)
     page.screenshot(path=SHOTS / "live_killed.png", full_page=True)
 
 
 def test_browser_backtest_page_runs_and_draws_equity(runs, browser):
     page = browser["page"]
     tab(page, "Backtest")
+    page.locator("select:visible").first.select_option(label="bundle: run-half/bundle")
     page.get_by_placeholder("bars.parquet or .csv").fill(str(runs / "market.parquet"))
     page.get_by_role("button", name="Run backtest").click()
     page.get_by_text("equity against the baselines, and drawdown").wait_for(timeout=30_000)
-    page.get_by_text("backtest ").first.wait_for()
+    expect(page.get_by_text("policy (bundle): price, position and trades")).to_be_visible()
+    expect(page.get_by_text(re.compile(r"^done: 2,881 bars .*; backtest and metrics"))).to_be_visible()
     page.screenshot(path=SHOTS / "backtest.png", full_page=True)
 
 
 def test_browser_loaded_nothing_from_outside_the_machine(browser):
-    outside = [u for u in browser["requests"] if not u.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:"))]
+    outside = [
+        u
+        for u in browser["requests"]
+        if not u.startswith(("http://127.0.0.1:", "ws://127.0.0.1:", "blob:http://127.0.0.1:", "data:"))
+    ]
     assert browser["requests"] and not outside, outside[:10]
