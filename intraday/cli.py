@@ -636,12 +636,17 @@ def dashboard_command(args: argparse.Namespace, settings: Settings) -> tuple[lis
             raise ValueError(f"--runner {url!r}: expected a control URL such as http://127.0.0.1:9100")
     origins = args.origin or [f"{h}:{args.port}" for h in dict.fromkeys((args.address, "127.0.0.1", "localhost"))]
     runs = Path(settings.train.runs_dir)
-    runs.mkdir(parents=True, exist_ok=True)  # the static route needs the folder; an empty one lists no runs
+    try:  # the static route needs the folder; an empty one lists no runs
+        runs.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a read-only volume without runs yet: no links, the pages say there are no runs
+        pass
+    static = ["--static-dirs", f"runs={runs}"] if runs.is_dir() else []
     argv = [sys.executable, "-m", "panel", "serve", str(notebook), "--address", args.address, "--port", str(args.port),
-            "--static-dirs", f"runs={runs}", "--num-procs", "1", "--liveness", "--warm"]  # fmt: skip
+            *static, "--num-procs", "1", "--liveness", "--warm"]  # fmt: skip
     for origin in origins:  # one flag per origin
         argv += ["--allow-websocket-origin", origin]
-    env = {**os.environ, "BOKEH_RESOURCES": "server", RUNNERS_ENV: ",".join(args.runner or []), STATIC_ENV: "runs"}
+    env = {**os.environ, "BOKEH_RESOURCES": "server", RUNNERS_ENV: ",".join(args.runner or []),
+           STATIC_ENV: "runs" if static else ""}  # fmt: skip
     if args.settings:  # the served notebook loads the same settings file
         env["INTRADAY_SETTINGS"] = str(Path(args.settings).resolve())
     return argv, env

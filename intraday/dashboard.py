@@ -10,7 +10,7 @@ __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'TABLE_CSS', 'RUNNERS_ENV', 
            'equity_figure', 'trades_figure', 'results_table', 'RunnerControl', 'live_rows', 'fills_frame', 'ModelsPage',
            'RunsPage', 'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard']
 
-# %% ../nbs/15_dashboard.ipynb #c5d188ce
+# %% ../nbs/15_dashboard.ipynb #a3b59638
 import asyncio
 import dataclasses
 import html
@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import panel as pn
+import plotly.colors
 import plotly.graph_objects as go
-import plotly.io as pio
 from plotly.subplots import make_subplots
 
 from .backtest import Backtester, BacktestResult, BuyAndHold, SMACross, bundle_policy
@@ -38,7 +38,7 @@ from .metrics import metrics_table, performance
 from .monitor import TOKEN_ENV
 from .report import bundle_html, mark_short_sample
 
-# %% ../nbs/15_dashboard.ipynb #9a707919
+# %% ../nbs/15_dashboard.ipynb #0f20bb3e
 def _read_json(path: Path) -> tuple[dict | None, str]:
     "A JSON object from a file, or (None, why not)."
     try:
@@ -82,7 +82,7 @@ def list_models(
     "The models the dashboard shows. Today the run folders' bundles; the MLflow registry replaces this one function."
     return run_models(settings.train.runs_dir)
 
-# %% ../nbs/15_dashboard.ipynb #0636ad40
+# %% ../nbs/15_dashboard.ipynb #2ef54789
 RUN_COLUMNS = ["run", "kind", "status", "progress", "updated", "test_sharpe", "notebook", "report", "path"]
 
 
@@ -122,7 +122,7 @@ def list_runs(
         })  # fmt: skip
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("updated", ascending=False, ignore_index=True)
 
-# %% ../nbs/15_dashboard.ipynb #81c49c6c
+# %% ../nbs/15_dashboard.ipynb #3b59940e
 def decimate(
     s: pd.Series,  # a line to draw (equity, price, position)
     n: int = 2000,  # buckets: at most 3n + 1 points are kept
@@ -141,7 +141,7 @@ def decimate(
         keep.append(hit[np.r_[True, np.diff(np.searchsorted(edges, hit, side="right")) != 0]])
     return s.iloc[np.unique(np.concatenate(keep))]
 
-# %% ../nbs/15_dashboard.ipynb #63d88b34
+# %% ../nbs/15_dashboard.ipynb #5b1a318a
 RULES = {
     "buy & hold": lambda positions: BuyAndHold(positions),
     "SMA 20/100": lambda positions: SMACross(positions, 20, 100),
@@ -225,14 +225,14 @@ def run_backtest(
     progress(1.0, f"done: {end - start:,} bars from {bars.index[start]} to {bars.index[end - 1]}")
     return results, bars
 
-# %% ../nbs/15_dashboard.ipynb #61a26375
+# %% ../nbs/15_dashboard.ipynb #2bd0bf0d
 def equity_figure(
     results: dict[str, BacktestResult],  # strategy -> result
     n: int = 2000,  # decimation buckets per line
 ) -> go.Figure:
     "Equity of every strategy against the others, and its drawdown below (decimated for display)."
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.65, 0.35], vertical_spacing=0.06)
-    colors = go.layout.Template(pio.templates["plotly_white"]).layout.colorway
+    colors = plotly.colors.qualitative.Plotly  # the template's own colour order
     for i, (name, r) in enumerate(results.items()):
         eq = decimate(r.equity, n)
         dd = decimate(r.equity / r.equity.cummax() - 1, n)
@@ -281,7 +281,7 @@ def results_table(
     perf = {name: performance(r.equity, r.fills, r.positions, r.costs) for name, r in results.items()}
     return mark_short_sample(metrics_table(perf, formatted=True), perf)
 
-# %% ../nbs/15_dashboard.ipynb #c93cae53
+# %% ../nbs/15_dashboard.ipynb #7cfce8ca
 class RunnerControl:
     "A live runner seen through its control URL: /state, and kill or resume with a bearer token."
 
@@ -332,7 +332,7 @@ class RunnerControl:
             return False, f"{action} refused by {self.url}: wrong or missing token"
         return False, f"{action} failed at {self.url}: {body.get('error') or code}"
 
-# %% ../nbs/15_dashboard.ipynb #f0e68c76
+# %% ../nbs/15_dashboard.ipynb #7aa763e3
 def _age(ts: float | None, now: float) -> str:
     return "never" if not ts else f"{pd.Timestamp(ts, unit='s', tz='UTC'):%H:%M:%S} UTC ({now - ts:,.0f} s ago)"
 
@@ -386,7 +386,7 @@ def fills_frame(
             for f in reversed(state.get("fills") or [])]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../nbs/15_dashboard.ipynb #58ad2cfb
+# %% ../nbs/15_dashboard.ipynb #5c8b37bd
 TABLE_CSS = (
     "table { border-collapse: collapse; font-size: 13px; } "
     "th, td { padding: 3px 10px; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; } "
@@ -426,8 +426,8 @@ class ModelsPage:
     def __init__(self, settings: Settings, static: str | None = None, mlflow_url: str = ""):
         self.settings, self.static, self.root = settings, static, Path(settings.train.runs_dir)
         self.table = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[TABLE_CSS])
-        self.pick = pn.widgets.Select(label="bundle", options=[])
-        self.detail = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[TABLE_CSS])
+        self.pick = pn.widgets.Select(label="bundle (its manifest and lineage)", options=[])
+        self.detail = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[TABLE_CSS])
         self.pick.param.watch(lambda e: self.show(e.new), "value")
         note = (
             f"[MLflow UI]({mlflow_url})" if mlflow_url else "registry not connected: models come from the run folders"
@@ -442,7 +442,8 @@ class ModelsPage:
         shown = _links(df.drop(columns=["path"]), ["report"], self.static, self.root)
         text = [c for c in shown.columns if c not in ("report",) and shown[c].dtype == object]
         self.table.object = _html_table(shown, text) if len(df) else "<p>no bundles in the run folders yet</p>"
-        self.pick.options = {f"{r.run}/{r.bundle}": r.path for r in df.itertuples()}
+        # nothing chosen at first: loading a bundle (TorchScript) waits until someone asks for one
+        self.pick.options = {"(choose a bundle)": "", **{f"{r.run}/{r.bundle}": r.path for r in df.itertuples()}}
         return df
 
     def show(self, path: str | None) -> None:
@@ -480,7 +481,7 @@ class RunsPage:
         self.table.object = _html_table(shown, ["run", "kind", "status"]) if len(df) else "<p>no runs yet</p>"
         return df
 
-# %% ../nbs/15_dashboard.ipynb #4b918fee
+# %% ../nbs/15_dashboard.ipynb #5e3f25d2
 class BacktestPage:
     "The Backtest page: the form of a BacktestChoice, progress, then the figures and the metrics table."
 
@@ -542,7 +543,7 @@ class BacktestPage:
     async def _clicked(self, event) -> None:
         await self.run()
 
-# %% ../nbs/15_dashboard.ipynb #3c61cdc3
+# %% ../nbs/15_dashboard.ipynb #558187a6
 class RunnerCard:
     "One runner on the Live page: its headline, recent fills, kill and resume behind a confirmation."
 
@@ -645,7 +646,7 @@ class LivePage:
         if self.polling is None:
             self.polling = pn.state.add_periodic_callback(self.refresh, period=self.period_ms)
 
-# %% ../nbs/15_dashboard.ipynb #8904cadf
+# %% ../nbs/15_dashboard.ipynb #b6274d5e
 RUNNERS_ENV, STATIC_ENV, MLFLOW_ENV = "INTRADAY_DASHBOARD_RUNNERS", "INTRADAY_DASHBOARD_STATIC", "INTRADAY_MLFLOW_URL"
 
 

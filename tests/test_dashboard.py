@@ -54,7 +54,7 @@ def test_models_and_runs_pages_list_the_run_folder_and_show_a_bundle(runs):
     models = run_models(runs / "runs")
     assert models.loc[0, ["run", "bundle", "problem"]].tolist() == ["run-half", "bundle", ""]
     page = ModelsPage(settings_for(runs), static="runs")
-    assert 'href="runs/run-half/report.html"' in page.table.object
+    assert 'href="runs/run-half/report.html"' in page.table.object and page.detail.object == ""
     page.show(models.path[0])
     assert "policy bundle" in page.detail.object and "run lineage" in page.detail.object
     page.show(str(runs))  # not a bundle: the reason, on the page
@@ -221,6 +221,7 @@ def row(page, name: str):
 def test_browser_models_and_runs_pages(browser):
     page = browser["page"]
     print(f"first render of the dashboard: {browser['first']:.2f} s")
+    page.locator("select:visible").first.select_option(label="run-half/bundle")
     page.get_by_text("run lineage").wait_for()
     page.screenshot(path=SHOTS / "models.png", full_page=True)
     tab(page, "Runs and jobs")
@@ -260,6 +261,9 @@ def test_browser_live_page_shows_the_ledger_position_updates_and_kills_with_the_
     assert state()["trading_state"] == "HALTED"
     expect(row(page, "trading state")).to_have_text(re.compile(r"^HALTED"), timeout=15_000)
     page.screenshot(path=SHOTS / "live_killed.png", full_page=True)
+    page.get_by_placeholder("http://127.0.0.1:9100").fill("http://127.0.0.1:9")  # a runner that is not there
+    page.get_by_role("button", name="Add runner").click()
+    page.get_by_text("http://127.0.0.1:9 unreachable").first.wait_for(timeout=15_000)
 
 
 def test_browser_backtest_page_runs_and_draws_equity(runs, browser):

@@ -104,8 +104,13 @@ def test_selectors_match_template_labels():
         assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports
 
 
+def deployment(name: str) -> dict:
+    (d,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == name]
+    return d
+
+
 def test_live_runner_is_one_pod_recreated():
-    (live,) = by_kind("Deployment")
+    live = deployment("intraday-live")
     assert live["spec"]["replicas"] == 1
     assert live["spec"]["strategy"] == {"type": "Recreate"}  # Recreate with rollingUpdate is refused by the API
     spec = pod_spec(live)
@@ -127,6 +132,23 @@ def test_live_runner_is_one_pod_recreated():
     assert vols[mounts[state]]["persistentVolumeClaim"]["claimName"] == "intraday-state"
     pvc = next(p for p in by_kind("PersistentVolumeClaim") if p["metadata"]["name"] == "intraday-state")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_dashboard_serves_the_notebook_on_its_port_and_holds_no_secret():
+    spec = pod_spec(deployment("intraday-dashboard"))
+    (c,) = spec["spec"]["containers"]
+    args = c["args"]
+    assert args[0] == "dashboard" and args[args.index("--address") + 1] == "0.0.0.0"
+    port = int(args[args.index("--port") + 1])
+    named = {p["name"]: p["containerPort"] for p in c["ports"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"]["path"] == "/liveness" and named[c[probe]["httpGet"]["port"]] == port
+    live = next(s for s in by_kind("Service") if s["metadata"]["name"] == "intraday-live")
+    runner = args[args.index("--runner") + 1]
+    assert runner == f"http://intraday-live:{live['spec']['ports'][0]['port']}"  # the runner's control Service
+    assert not any("valueFrom" in e for e in c.get("env", []))  # kill/resume send the token typed on the page
+    assert all(m["readOnly"] for m in c["volumeMounts"] if m["name"] == "reports")
+    assert "COPY nbs/15_dashboard.ipynb /app/nbs/15_dashboard.ipynb" in (DEPLOY / "Dockerfile").read_text()
 
 
 def references(doc: dict) -> set[tuple[str, str]]:
