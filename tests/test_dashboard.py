@@ -68,7 +68,8 @@ def test_backtest_page_runs_a_bundle_and_says_why_a_bad_choice_cannot_run(runs):
     page.data.value, page.start.value = str(runs / "market.parquet"), "2024-01-02"
     results = asyncio.run(page.run())
     assert list(results) == ["policy (bundle)", "buy & hold", "SMA 20/100"]
-    assert page.equity.visible and "equity against the baselines" in page.equity.object.layout.title.text
+    assert page.equity.visible and page.equity.object.children[0].title.text.startswith("equity against the baselines")
+    assert page.trades.object.title.text == "policy (bundle): price, position and trades"
     assert "Sharpe 95% CI low" in page.table.object.index and page.status.object.startswith("done: ")
     page.data.value = str(runs / "missing.parquet")
     assert asyncio.run(page.run()) is None
@@ -272,9 +273,11 @@ def test_browser_backtest_page_runs_and_draws_equity(runs, browser):
     page.locator("select:visible").first.select_option(label="bundle: run-half/bundle")
     page.get_by_placeholder("bars.parquet or .csv").fill(str(runs / "market.parquet"))
     page.get_by_role("button", name="Run backtest").click()
-    page.get_by_text("equity against the baselines, and drawdown").wait_for(timeout=30_000)
-    expect(page.get_by_text("policy (bundle): price, position and trades")).to_be_visible()
-    expect(page.get_by_text(re.compile(r"^done: 2,881 bars .*; backtest and metrics"))).to_be_visible()
+    page.get_by_text("equity against the baselines, and drawdown (policy (bundle), buy & hold, SMA 20/100)").wait_for(
+        timeout=30_000
+    )
+    assert page.locator("canvas:visible").count() >= 3  # equity, drawdown, trades: Bokeh draws on canvases
+    expect(page.get_by_text(re.compile(r"^done: 2,881 bars .*; backtest, metrics and figures"))).to_be_visible()
     page.screenshot(path=SHOTS / "backtest.png", full_page=True)
 
 

@@ -7,7 +7,7 @@ Puts a year of seeded one-minute bars (525,600) in a bar store and a run folder 
 1. first render: navigation until the Models table is drawn, each round in a fresh browser context (empty cache);
 2. the Backtest page on the whole year from the bar store (SMA 20/100 and buy & hold, compiled engine): click until
    the figures are drawn, beside the page's own compute time (backtest and metrics);
-3. the peer: the same equity-and-drawdown figure drawn by plotly.js in the same browser, decimated (what the page
+3. the peer: the same equity-and-drawdown figure drawn by BokehJS in the same browser, decimated (what the page
    sends) against every point (what a page without decimation would send), best of the rounds.
 """
 
@@ -23,7 +23,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-import plotly.io as pio
+from bokeh.embed import file_html
+from bokeh.resources import INLINE
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect, sync_playwright
 
@@ -60,12 +61,14 @@ def wait_up(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
 
 
 def draw_time(page, fig, cap_s: float = 120.0) -> float:
-    "Seconds from handing plotly.js the figure to its traces being drawn (plotly.js inline: offline); inf past cap_s."
-    html = pio.to_html(fig, include_plotlyjs=True, full_html=True)
+    "Seconds from handing BokehJS the figure to its document being drawn (BokehJS inline: offline); inf past cap_s."
+    html = file_html(fig, INLINE, "peer")
     t0 = time.perf_counter()
     try:
         page.set_content(html, timeout=cap_s * 1e3)
-        page.locator(".scatterlayer .trace").first.wait_for(timeout=cap_s * 1e3)
+        page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0 && Bokeh.index && "
+                               "Object.keys(Bokeh.index).length > 0", timeout=cap_s * 1e3)  # fmt: skip
+        page.locator("canvas").first.wait_for(timeout=cap_s * 1e3)
     except PlaywrightTimeout:
         return float("inf")
     return time.perf_counter() - t0
@@ -109,15 +112,15 @@ def main() -> None:
             page.locator("select:visible").first.select_option(label="rule: SMA 20/100")
             t0 = time.perf_counter()
             page.get_by_role("button", name="Run backtest").click()
-            page.get_by_text("equity against the baselines, and drawdown").wait_for(timeout=120_000)
-            status = page.get_by_text(re.compile(r"^done: .*backtest and metrics"))
+            page.get_by_text("equity against the baselines, and drawdown (").wait_for(timeout=120_000)
+            status = page.get_by_text(re.compile(r"^done: .*backtest, metrics and figures"))
             expect(status).to_be_visible()
-            page.locator(".scatterlayer .trace").last.wait_for()
+            page.locator("canvas:visible").nth(2).wait_for()
             backtest_click = time.perf_counter() - t0
-            compute = float(re.search(r"backtest and metrics ([\d.]+) s", status.inner_text()).group(1))
+            compute = float(re.search(r"backtest, metrics and figures ([\d.]+) s", status.inner_text()).group(1))
             print(f"backtest page, the whole year (SMA 20/100 + buy & hold): click -> figures drawn "
-                  f"{backtest_click:.2f} s, of which backtest and metrics on the server {compute:.2f} s; drawing and "
-                  f"transfer {backtest_click - compute:.2f} s", flush=True)  # fmt: skip
+                  f"{backtest_click:.2f} s, of which backtest, metrics and figures on the server {compute:.2f} s; "
+                  f"transfer and drawing {backtest_click - compute:.2f} s", flush=True)  # fmt: skip
 
             s = load_settings(environ={})
             bt = Backtester(FeaturePipeline.from_settings(s.features, "1m"), FillModel.from_settings(s.fills), s.env,
@@ -125,7 +128,7 @@ def main() -> None:
             results = {"buy & hold": bt.run(bars, BuyAndHold(s.env.positions)),
                        "SMA 20/100": bt.run(bars, SMACross(s.env.positions, 20, 100))}  # fmt: skip
             shown, full = equity_figure(results), equity_figure(results, n=len(bars))
-            points = lambda f: sum(len(t.x) for t in f.data)  # noqa: E731
+            points = lambda f: sum(len(r.data_source.data["x"]) for p in f.children for r in p.renderers)  # noqa: E731
             peer = browser.new_page(viewport={"width": 1400, "height": 1000})
             thin_t = [draw_time(peer, shown) for _ in range(args.rounds)]
             full_t = draw_time(peer, full)  # once: it is the slow one
@@ -134,7 +137,7 @@ def main() -> None:
         proc.terminate()
         proc.communicate(timeout=30)
     slower = f"{full_t / min(thin_t):.0f}x slower" if full_t < float("inf") else "not drawn within 120 s"
-    print(f"equity figure drawn by plotly.js: decimated ({points(shown):,} points) best {min(thin_t):.2f} s; every "
+    print(f"equity figure drawn by BokehJS: decimated ({points(shown):,} points) best {min(thin_t):.2f} s; every "
           f"point ({points(full):,}) {full_t:.2f} s: {slower}")  # fmt: skip
 
 
