@@ -11,7 +11,7 @@ __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'PALETTE', 'TABLE_CSS', 'RUN
            'fills_frame', 'ModelsPage', 'RunsPage', 'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env',
            'Dashboard']
 
-# %% ../nbs/15_dashboard.ipynb #d8891eae
+# %% ../nbs/15_dashboard.ipynb #962c7222
 import asyncio
 import dataclasses
 import html
@@ -42,7 +42,7 @@ from .metrics import metrics_table, performance
 from .monitor import TOKEN_ENV
 from .report import bundle_html, mark_short_sample
 
-# %% ../nbs/15_dashboard.ipynb #ca1cad20
+# %% ../nbs/15_dashboard.ipynb #a7e8894d
 def _read_json(path: Path) -> tuple[dict | None, str]:
     "A JSON object from a file, or (None, why not)."
     try:
@@ -71,7 +71,7 @@ def run_models(
             "run": manifest.parent.parent.name, "bundle": manifest.parent.name, "alias": "",
             "algorithm": m.get("algorithm", ""), "created": m.get("created_at", ""),
             "data": f"{rng['start'][:10]} .. {rng['end'][:10]} ({rng.get('bars', '?')} bars)" if rng else "",
-            "data_hash": str(m.get("data_hash", ""))[:12], "git": str(m.get("git_revision", ""))[:10],
+            "data_hash": str(m.get("data_hash") or "")[:12], "git": str(m.get("git_revision") or "")[:10],
             "test_sharpe": test.get("sharpe"), "test_return": test.get("total_log_return"),
             "test_max_drawdown": test.get("max_drawdown"), "test_trades": test.get("trades"),
             "path": str(manifest.parent), "report": str(report) if report.is_file() else "", "problem": problem,
@@ -86,7 +86,7 @@ def list_models(
     "The models the dashboard shows. Today the run folders' bundles; the MLflow registry replaces this one function."
     return run_models(settings.train.runs_dir)
 
-# %% ../nbs/15_dashboard.ipynb #9ac457b4
+# %% ../nbs/15_dashboard.ipynb #c87bd2ab
 RUN_COLUMNS = ["run", "kind", "status", "progress", "updated", "test_sharpe", "notebook", "report", "path"]
 
 
@@ -126,7 +126,7 @@ def list_runs(
         })  # fmt: skip
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("updated", ascending=False, ignore_index=True)
 
-# %% ../nbs/15_dashboard.ipynb #31352840
+# %% ../nbs/15_dashboard.ipynb #ba7be52d
 def decimate(
     s: pd.Series,  # a line to draw (equity, price, position)
     n: int = 2000,  # buckets: at most 3n + 1 points are kept
@@ -145,7 +145,7 @@ def decimate(
         keep.append(hit[np.r_[True, np.diff(np.searchsorted(edges, hit, side="right")) != 0]])
     return s.iloc[np.unique(np.concatenate(keep))]
 
-# %% ../nbs/15_dashboard.ipynb #09e0e51d
+# %% ../nbs/15_dashboard.ipynb #a9380ada
 RULES = {
     "buy & hold": lambda positions: BuyAndHold(positions),
     "SMA 20/100": lambda positions: SMACross(positions, 20, 100),
@@ -229,7 +229,7 @@ def run_backtest(
     progress(1.0, f"done: {end - start:,} bars from {bars.index[start]} to {bars.index[end - 1]}")
     return results, bars
 
-# %% ../nbs/15_dashboard.ipynb #8a371a97
+# %% ../nbs/15_dashboard.ipynb #3be3fd12
 PALETTE = Category10[10]
 
 
@@ -294,7 +294,7 @@ def results_table(
     perf = {name: performance(r.equity, r.fills, r.positions, r.costs) for name, r in results.items()}
     return mark_short_sample(metrics_table(perf, formatted=True), perf)
 
-# %% ../nbs/15_dashboard.ipynb #aaab8e34
+# %% ../nbs/15_dashboard.ipynb #eb547276
 class RunnerControl:
     "A live runner seen through its control URL: /state, and kill or resume with a bearer token."
 
@@ -345,7 +345,7 @@ class RunnerControl:
             return False, f"{action} refused by {self.url}: wrong or missing token"
         return False, f"{action} failed at {self.url}: {body.get('error') or code}"
 
-# %% ../nbs/15_dashboard.ipynb #c8d91c4a
+# %% ../nbs/15_dashboard.ipynb #8f47809b
 def _age(ts: float | None, now: float) -> str:
     return "never" if not ts else f"{pd.Timestamp(ts, unit='s', tz='UTC'):%H:%M:%S} UTC ({now - ts:,.0f} s ago)"
 
@@ -399,7 +399,7 @@ def fills_frame(
             for f in reversed(state.get("fills") or [])]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../nbs/15_dashboard.ipynb #be917a12
+# %% ../nbs/15_dashboard.ipynb #c7080988
 TABLE_CSS = (
     "table { border-collapse: collapse; font-size: 13px; } "
     "th, td { padding: 3px 10px; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; } "
@@ -494,7 +494,7 @@ class RunsPage:
         self.table.object = _html_table(shown, ["run", "kind", "status"]) if len(df) else "<p>no runs yet</p>"
         return df
 
-# %% ../nbs/15_dashboard.ipynb #7fccf901
+# %% ../nbs/15_dashboard.ipynb #0e09053a
 class BacktestPage:
     "The Backtest page: the form of a BacktestChoice, progress, then the figures and the metrics table."
 
@@ -562,7 +562,7 @@ class BacktestPage:
     async def _clicked(self, event) -> None:
         await self.run()
 
-# %% ../nbs/15_dashboard.ipynb #7f7d8d45
+# %% ../nbs/15_dashboard.ipynb #d97cac49
 class RunnerCard:
     "One runner on the Live page: its headline, recent fills, kill and resume behind a confirmation."
 
@@ -665,7 +665,7 @@ class LivePage:
         if self.polling is None:
             self.polling = pn.state.add_periodic_callback(self.refresh, period=self.period_ms)
 
-# %% ../nbs/15_dashboard.ipynb #2f0e5d1a
+# %% ../nbs/15_dashboard.ipynb #25316d37
 RUNNERS_ENV, STATIC_ENV, MLFLOW_ENV = "INTRADAY_DASHBOARD_RUNNERS", "INTRADAY_DASHBOARD_STATIC", "INTRADAY_MLFLOW_URL"
 
 
