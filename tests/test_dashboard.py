@@ -44,7 +44,9 @@ def runs(tmp_path_factory):
 
 
 def settings_for(root: Path):
-    return load_settings(environ={}, train={"runs_dir": str(root / "runs")})
+    "Default settings with the run folders under `root` and the test session's bundle keys (tests/conftest.py)."
+    keys = {k: v for k, v in os.environ.items() if k.startswith("INTRADAY__BUNDLE__")}
+    return load_settings(environ=keys, train={"runs_dir": str(root / "runs")})
 
 
 # --- the pages in-process -------------------------------------------------------------------------------------------
