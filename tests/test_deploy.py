@@ -147,6 +147,8 @@ def test_dashboard_serves_the_notebook_on_its_port_and_holds_no_secret():
     runner = args[args.index("--runner") + 1]
     assert runner == f"http://intraday-live:{live['spec']['ports'][0]['port']}"  # the runner's control Service
     assert not any("valueFrom" in e for e in c.get("env", []))  # kill/resume send the token typed on the page
+    secrets = {v["secret"]["secretName"] for v in spec["spec"]["volumes"] if "secret" in v}
+    assert secrets == {"intraday-bundle-trust"}  # public keys only: bundles are verified, never signed here
     assert all(m["readOnly"] for m in c["volumeMounts"] if m["name"] == "reports")
     assert "COPY nbs/15_dashboard.ipynb /app/nbs/15_dashboard.ipynb" in (DEPLOY / "Dockerfile").read_text()
 
