@@ -381,6 +381,8 @@ def write_pages(lay: Layout, nbl: list[Path], nbs: Path, doc_root: str) -> list[
         page, title = pages.page(procs[p], "../" * (len(dests[p].parts) - 1), summary(p))
         dst.write_text(json.dumps(page, indent=1), encoding="utf-8")
         out.append((title or dst.stem, dests[p]))
+    if (nbs / "images").is_dir():  # pictures the notebooks show as images/x.png: beside the pages, as in nbs/
+        shutil.copytree(nbs / "images", lay.pages / "images")
     return out
 
 

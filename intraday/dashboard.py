@@ -11,7 +11,7 @@ __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'PALETTE', 'TABLE_CSS', 'RUN
            'fills_frame', 'ModelsPage', 'RunsPage', 'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env',
            'Dashboard']
 
-# %% ../nbs/15_dashboard.ipynb #11897b12
+# %% ../nbs/15_dashboard.ipynb #3e06c6d1
 import asyncio
 import dataclasses
 import html
@@ -43,7 +43,7 @@ from .monitor import TOKEN_ENV
 from .report import bundle_html, mark_short_sample
 from .signing import Trust
 
-# %% ../nbs/15_dashboard.ipynb #d86513b6
+# %% ../nbs/15_dashboard.ipynb #6d754f2a
 def _read_json(path: Path) -> tuple[dict | None, str]:
     "A JSON object from a file, or (None, why not)."
     try:
@@ -87,7 +87,7 @@ def list_models(
     "The models the dashboard shows. Today the run folders' bundles; the MLflow registry replaces this one function."
     return run_models(settings.train.runs_dir)
 
-# %% ../nbs/15_dashboard.ipynb #656b12ff
+# %% ../nbs/15_dashboard.ipynb #e65f3a38
 RUN_COLUMNS = ["run", "kind", "status", "progress", "updated", "test_sharpe", "notebook", "report", "path"]
 
 
@@ -127,7 +127,7 @@ def list_runs(
         })  # fmt: skip
     return pd.DataFrame(rows, columns=RUN_COLUMNS).sort_values("updated", ascending=False, ignore_index=True)
 
-# %% ../nbs/15_dashboard.ipynb #664794af
+# %% ../nbs/15_dashboard.ipynb #923d87e0
 def decimate(
     s: pd.Series,  # a line to draw (equity, price, position)
     n: int = 2000,  # buckets: at most 3n + 1 points are kept
@@ -146,7 +146,7 @@ def decimate(
         keep.append(hit[np.r_[True, np.diff(np.searchsorted(edges, hit, side="right")) != 0]])
     return s.iloc[np.unique(np.concatenate(keep))]
 
-# %% ../nbs/15_dashboard.ipynb #fca19261
+# %% ../nbs/15_dashboard.ipynb #81a7d785
 RULES = {
     "buy & hold": lambda positions: BuyAndHold(positions),
     "SMA 20/100": lambda positions: SMACross(positions, 20, 100),
@@ -232,7 +232,7 @@ def run_backtest(
     progress(1.0, f"done: {end - start:,} bars from {bars.index[start]} to {bars.index[end - 1]}")
     return results, bars
 
-# %% ../nbs/15_dashboard.ipynb #7e670291
+# %% ../nbs/15_dashboard.ipynb #299ba046
 PALETTE = Category10[10]
 
 
@@ -297,7 +297,7 @@ def results_table(
     perf = {name: performance(r.equity, r.fills, r.positions, r.costs) for name, r in results.items()}
     return mark_short_sample(metrics_table(perf, formatted=True), perf)
 
-# %% ../nbs/15_dashboard.ipynb #94f5753d
+# %% ../nbs/15_dashboard.ipynb #863ade53
 class RunnerControl:
     "A live runner seen through its control URL: /state, and kill or resume with a bearer token."
 
@@ -348,7 +348,7 @@ class RunnerControl:
             return False, f"{action} refused by {self.url}: wrong or missing token"
         return False, f"{action} failed at {self.url}: {body.get('error') or code}"
 
-# %% ../nbs/15_dashboard.ipynb #49e86dc4
+# %% ../nbs/15_dashboard.ipynb #aa6552bf
 def _age(ts: float | None, now: float) -> str:
     return "never" if not ts else f"{pd.Timestamp(ts, unit='s', tz='UTC'):%H:%M:%S} UTC ({now - ts:,.0f} s ago)"
 
@@ -402,7 +402,7 @@ def fills_frame(
             for f in reversed(state.get("fills") or [])]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 
-# %% ../nbs/15_dashboard.ipynb #1f92ad83
+# %% ../nbs/15_dashboard.ipynb #a2b92f0f
 TABLE_CSS = (
     "table { border-collapse: collapse; font-size: 13px; } "
     "th, td { padding: 3px 10px; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; } "
@@ -497,7 +497,7 @@ class RunsPage:
         self.table.object = _html_table(shown, ["run", "kind", "status"]) if len(df) else "<p>no runs yet</p>"
         return df
 
-# %% ../nbs/15_dashboard.ipynb #d60545c1
+# %% ../nbs/15_dashboard.ipynb #78a93e27
 class BacktestPage:
     "The Backtest page: the form of a BacktestChoice, progress, then the figures and the metrics table."
 
@@ -565,7 +565,7 @@ class BacktestPage:
     async def _clicked(self, event) -> None:
         await self.run()
 
-# %% ../nbs/15_dashboard.ipynb #bea1b682
+# %% ../nbs/15_dashboard.ipynb #12fba901
 class RunnerCard:
     "One runner on the Live page: its headline, recent fills, kill and resume behind a confirmation."
 
@@ -668,7 +668,7 @@ class LivePage:
         if self.polling is None:
             self.polling = pn.state.add_periodic_callback(self.refresh, period=self.period_ms)
 
-# %% ../nbs/15_dashboard.ipynb #e277e0e9
+# %% ../nbs/15_dashboard.ipynb #63b7e9d1
 RUNNERS_ENV, STATIC_ENV, MLFLOW_ENV = "INTRADAY_DASHBOARD_RUNNERS", "INTRADAY_DASHBOARD_STATIC", "INTRADAY_MLFLOW_URL"
 
 
