@@ -38,7 +38,7 @@ lint: install
 pytest: install
 	NUMBA_DISABLE_JIT=1 $(BIN)/pytest tests/test_interpreted.py -q --cov=intraday --cov-report= --cov-fail-under=0
 	@log=$$(mktemp); $(BIN)/pytest tests/test_soak.py -q -s -p no:cacheprovider >"$$log" 2>&1 & soak=$$!; \
-	$(BIN)/pytest tests --ignore=tests/test_soak.py --cov=intraday --cov-append --cov-report=term; main=$$?; \
+	$(BIN)/pytest tests --ignore=tests/test_soak.py --cov=intraday --cov-append --cov-report=term --durations=20; main=$$?; \
 	wait $$soak; rc=$$?; echo "--- tests/test_soak.py (run beside the suite) ---"; cat "$$log"; rm -f "$$log"; \
 	exit $$(( main ? main : rc ))
 
