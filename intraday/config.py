@@ -8,8 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'MIN_SECRET_LEN', 'ENV_PREFIX', 'SETTINGS_ENV', 'SECTIONS',
            'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings', 'FeatureSettings',
            'FillSettings', 'EnvSettings', 'BacktestSettings', 'VenueSettings', 'TrainSettings', 'TuneSettings',
-           'RiskSettings', 'LiveSettings', 'BundleSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings',
-           'find_settings_file', 'load_settings']
+           'WalkForwardSettings', 'RiskSettings', 'LiveSettings', 'BundleSettings', 'Secrets', 'load_secrets',
+           'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #0455a121
 import configparser
@@ -282,7 +282,6 @@ class TrainSettings(Section):
     total_timesteps: int = Field(1_000_000, ge=1)  # training budget, in env steps (all envs together)
     n_envs: int = Field(8, ge=1, le=1024)  # environments stepped together
     seed: int = Field(0, ge=0)  # seed of weights, exploration and episode starts
-    folds: int = Field(1, ge=1, le=20)  # walk-forward folds (expanding train window); 1 = one train/val/test split
     eval_every: int = Field(50_000, ge=1)  # validation evaluation every so many timesteps
     patience: int = Field(8, ge=0)  # stop after so many evaluations without improvement (0 = never)
     checkpoint_every: int = Field(50_000, ge=1)  # checkpoint every so many timesteps
@@ -319,6 +318,17 @@ class TuneSettings(Section):
         if not v or not all(re.fullmatch(r"[1-9][0-9]*(x[1-9][0-9]*)*", a) for a in v):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
+
+class WalkForwardSettings(Section):
+    "[walkforward]: folds of train / validation / untouched test, chained into one out-of-sample curve."
+
+    folds: int = Field(4, ge=2, le=50)  # folds; their test blocks follow each other in time
+    scheme: Literal["rolling", "anchored"] = "rolling"  # rolling: train windows of one length; anchored: from bar 0
+    train_episodes: int = Field(0, ge=0)  # rolling train window in episodes; 0 = as long as the history allows
+    val_episodes: int = Field(2, ge=1)  # validation block per fold (early stopping, model selection), in episodes
+    test_episodes: int = Field(2, ge=1)  # test block per fold, scored once after every choice, in episodes
+    trials: int = Field(1, ge=1)  # configurations tried before this one (e.g. a tuning study's): deflates the Sharpe
+    workers: int = Field(0, ge=0)  # folds trained at once, in processes; 0 = the cores available
 
 # %% ../nbs/00_config.ipynb #4b62c193
 class RiskSettings(Section):
@@ -468,6 +478,7 @@ class Settings(BaseModel):
     env: EnvSettings = Field(default_factory=EnvSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
     tune: TuneSettings = Field(default_factory=TuneSettings)
+    walkforward: WalkForwardSettings = Field(default_factory=WalkForwardSettings)
     backtest: BacktestSettings = Field(default_factory=BacktestSettings)
     venue: VenueSettings = Field(default_factory=VenueSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)

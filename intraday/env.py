@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/env.html.md"""
 __all__ = ['BOOK', 'CLOCK', 'STEP', 'ACCOUNT', 'OHLCV', 'STATE_NAMES', 'STATE_WIDTH', 'STATE_CLIP', 'Book', 'Clock', 'StepOut',
            'AccountParams', 'Ohlcv', 'position_state', 'account_params', 'sized_order', 'affordable', 'bar_seconds',
            'session_flat', 'session_breaks', 'place_order', 'update_avg_price', 'execute_bar', 'episode_bounds',
-           'observation_space', 'IntradayEnv', 'IntradayVecEnv', 'EnvSplits', 'build_envs']
+           'observation_space', 'IntradayEnv', 'IntradayVecEnv', 'EnvSplits', 'split_embargo', 'build_envs']
 
 # %% ../nbs/05_env.ipynb #a165afd2
 import math
@@ -577,6 +577,14 @@ def _split_cuts(n: int, env: EnvSettings, embargo: int, cuts: tuple[int, int] | 
         )
     return out
 
+# %% ../nbs/05_env.ipynb #ede913e3
+def split_embargo(
+    env: EnvSettings,  # [env] embargo
+    pipeline: FeaturePipeline,  # the features (their warm-up)
+) -> int:
+    "Bars dropped at the start of validation and of test: [env] embargo, raised to the feature warm-up."
+    return max(env.embargo, pipeline.warmup)
+
 # %% ../nbs/05_env.ipynb #a8e5422f
 def build_envs(
     settings: Settings,  # [features] [fills] [env] (and [data] timeframe)
@@ -587,7 +595,7 @@ def build_envs(
     "Split bars by time with embargo, fit normalisation on train, and prepare the environments."
     env = settings.env
     pipe = pipeline or FeaturePipeline.from_settings(settings.features, settings.data.timeframe)
-    embargo = max(env.embargo, pipe.warmup)
+    embargo = split_embargo(env, pipe)
     ranges = _split_cuts(len(bars), env, embargo, cuts)
     t_end = ranges["train"][1]
     pipe.fit(bars.iloc[:t_end])
