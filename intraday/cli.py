@@ -7,7 +7,8 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'DASHBOARD_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch',
            'cmd_venue_serve', 'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
-           'loopback', 'cmd_live', 'cmd_live_run', 'dashboard_command', 'cmd_dashboard', 'build_parser', 'main']
+           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'dashboard_command', 'cmd_dashboard',
+           'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -458,6 +459,32 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{key:<18} {value}")
     return 0
 
+# %% ../nbs/14_cli.ipynb #72e2ae12
+def cmd_walkforward(args: argparse.Namespace, settings: Settings) -> int:
+    "Walk-forward: folds trained in parallel, each scored once on its untouched test block; the chained summary."
+    from intraday.trainjob import TrainJob
+    from intraday.walkforward import fold_frame, walk_forward
+
+    params = _job_params(args)
+    flags = {k: getattr(args, k) for k in ("folds", "scheme", "trials", "workers") if getattr(args, k) is not None}
+    overrides = dict(params.get("overrides") or {})
+    overrides["walkforward"] = {**overrides.get("walkforward", {}), **flags}
+    params["overrides"] = overrides
+    if args.timesteps:
+        params["total_timesteps"] = args.timesteps
+    job = TrainJob(params, args.settings)
+    res = walk_forward(job.settings, job.load_data(), args.out, log_level=args.log_level)
+    fmt = {"val Sharpe": "{:.2f}".format, "test Sharpe": "{:.2f}".format, "test return": "{:+.2%}".format,
+           "test max drawdown": "{:.2%}".format, "costs": "{:,.2f}".format}  # fmt: skip
+    print(fold_frame(res).to_string(formatters=fmt))
+    o = res["oos"]
+    print(f"out of sample, the folds' test blocks chained ({o['bars']:,} bars, {o['first']} to {o['last']}): "
+          f"net Sharpe {o['sharpe']:.2f} (95 % interval {o['sharpe_ci_low']:.2f} to {o['sharpe_ci_high']:.2f}), "
+          f"deflated Sharpe {o['deflated_sharpe']:.3f} ({o['trials']} trial(s)), return {o['total_return']:+.2%}, "
+          f"max drawdown {o['max_drawdown']:.2%}")  # fmt: skip
+    print(f"report: {Path(args.out) / 'report.html'}")
+    return 0
+
 # %% ../nbs/14_cli.ipynb #98d03e6e
 def loopback(url: str) -> bool:
     "Whether `url` points at this machine (127.0.0.0/8, ::1 or localhost): a paper venue, not an exchange."
@@ -666,7 +693,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", help="settings file (default: $INTRADAY_SETTINGS or the nearest settings.ini)")
     p.add_argument("--log-level", help="level of the JSON log lines (default: WARNING on stderr, [obs] to a log_file)")
     sub = p.add_subparsers(
-        dest="room", required=True, metavar="{config,data,train,tune,bundle,backtest,venue,live,demo,dashboard}"
+        dest="room",
+        required=True,
+        metavar="{config,data,train,tune,walkforward,bundle,backtest,venue,live,demo,dashboard}",
     )
 
     cfg = sub.add_parser("config", help="settings").add_subparsers(dest="cmd", required=True)
@@ -711,6 +740,18 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=int, help="trials to run here (default [tune] n_trials)")
     tune.add_argument("--worker", type=int, default=0, help="index of this worker on a shared study (sampler seed)")
     tune.set_defaults(func=cmd_tune)
+    wf = sub.add_parser("walkforward", help="walk-forward: folds scored once on untouched test blocks, chained")
+    wf.add_argument("--params", help="YAML file of job parameters (the data: source, market, days, ...)")
+    wf.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a job parameter (repeatable)")
+    wf.add_argument(
+        "--out", default="reports/walkforward", help="output folder, replaced (default reports/walkforward)"
+    )
+    wf.add_argument("--folds", type=int, help="overrides walkforward.folds")
+    wf.add_argument("--scheme", choices=("rolling", "anchored"), help="overrides walkforward.scheme")
+    wf.add_argument("--trials", type=int, help="configurations tried before this one: deflates the Sharpe ratio")
+    wf.add_argument("--workers", type=int, help="fold processes at once (0 = the cores available)")
+    wf.add_argument("--timesteps", type=int, help="training budget of each fold (default [train] total_timesteps)")
+    wf.set_defaults(func=cmd_walkforward)
     bundle = sub.add_parser("bundle", help="policy bundles").add_subparsers(dest="cmd", required=True)
     for name, text in (("show", "summary of a bundle's manifest"), ("verify", "verify a bundle (exit 1 if bad)"),
                        ("sign", "sign a bundle that passes every other check")):  # fmt: skip

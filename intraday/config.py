@@ -319,6 +319,7 @@ class TuneSettings(Section):
             raise ValueError(f"net_arch choices look like '64x64, 128x128', got {v}")
         return v
 
+
 class WalkForwardSettings(Section):
     "[walkforward]: folds of train / validation / untouched test, chained into one out-of-sample curve."
 
