@@ -279,7 +279,7 @@ def probabilistic_sharpe(
     kurtosis: float = 3.0,  # kurtosis of the returns (not excess: 3 for a normal)
     benchmark: float = 0.0,  # Sharpe ratio to beat, per bar
 ) -> float:
-    "Probability that the true per-bar Sharpe ratio exceeds `benchmark` (Bailey & López de Prado 2012); NaN when undefined."
+    "Probability that the true per-bar Sharpe exceeds `benchmark` (Bailey & López de Prado 2012); NaN when undefined."
     var = 1.0 - skew * sr + (kurtosis - 1.0) / 4.0 * sr * sr
     if n_obs < 2 or not var > 0 or not all(map(math.isfinite, (sr, skew, kurtosis, benchmark))):
         return math.nan
@@ -304,7 +304,7 @@ def deflated_sharpe(
     n_trials: int = 1,  # configurations tried, the chosen one included
     trial_var: float | None = None,  # variance of the trials' per-bar Sharpe ratios; default 1 / (T - 1), the null's
 ) -> float:
-    "Deflated Sharpe ratio (Bailey & López de Prado 2014): the probability of beating the best of `n_trials` null draws."
+    "Deflated Sharpe ratio (Bailey & López de Prado 2014): probability of beating the best of `n_trials` null draws."
     r = np.asarray(r, dtype=np.float64)
     n = len(r)
     if n < 3 or not np.isfinite(r).all() or not r.std() > 0:

@@ -51,6 +51,7 @@ class JobParams:
     seed: int | None = None  # seed (default [train] seed)
     output_dir: str = ""  # runs folder (default [train] runs_dir)
     run_id: str = ""  # run folder name (default: time-algo-seed-datahash)
+    walk_forward: bool = False  # also run the [walkforward] evaluation into <run>/walkforward (intraday.walkforward)
     overrides: dict = field(default_factory=dict)  # more settings: {"section": {"key": value}}
 
     def settings(self, settings_path: str | None = None) -> Settings:
@@ -128,8 +129,10 @@ def train(self: TrainJob) -> dict:
         self.model = None
         self.metrics = self._supervised_metrics()
         return self.metrics
-    if t.folds > 1:  # per-fold and pooled validation first; the shipped model trains on the longest window
-        self.walk_forward = self.trainer.walk_forward()
+    if self.params.walk_forward:  # folds scored once on untouched test blocks, before the model that ships
+        from intraday.walkforward import walk_forward
+
+        self.walk_forward = walk_forward(self.settings, self.bars, self.run_dir / "walkforward")
     self.trainer.fit()
     self.model = self.trainer.best_model()
     self.metrics = self.trainer.finish(self.model)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from intraday.data import synth_market
-from intraday.lineage import atomic_write, bars_fingerprint, file_sha256, git_revision, run_id
+from intraday.lineage import atomic_write, bars_fingerprint, file_sha256, git_revision, replace_dir, run_id
 
 
 def git(cwd, *args):
@@ -61,3 +61,22 @@ def test_run_id_sorts_by_time():
     a = run_id("PPO", 1, "ab" * 32, datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC))
     b = run_id("PPO", 1, "ab" * 32, datetime(2024, 1, 2, 3, 4, 6, tzinfo=UTC))
     assert a == "20240102-030405-ppo-s1-abababab" and sorted([b, a]) == [a, b]
+
+
+def test_replace_dir_replaces_whole_and_keeps_the_old_on_failure(tmp_path):
+    out = tmp_path / "demo"
+    replace_dir(out, lambda d: (d / "a.txt").write_text("first"))
+    replace_dir(out, lambda d: (d / "b.txt").write_text("second"))
+    assert sorted(p.name for p in out.iterdir()) == ["b.txt"]
+
+    def broken(d):
+        (d / "half.txt").write_text("partial")
+        raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError, match="build failed"):
+        replace_dir(out, broken)
+    assert [p.name for p in out.iterdir()] == ["b.txt"] and (out / "b.txt").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["demo"]  # nothing left aside
+    with pytest.raises(RuntimeError, match="build failed"):
+        replace_dir(tmp_path / "new", broken)
+    assert not (tmp_path / "new").exists()

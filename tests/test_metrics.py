@@ -13,7 +13,9 @@ from intraday.metrics import (
     _fifo_kernel,
     bars_per_year,
     chain_equity,
+    deflated_sharpe,
     drawdown,
+    expected_max_sharpe,
     expected_shortfall,
     fold_table,
     max_drawdown_duration,
@@ -21,6 +23,7 @@ from intraday.metrics import (
     open_lots,
     performance,
     pooled,
+    probabilistic_sharpe,
     round_trips,
     sharpe_ci,
     sharpe_ratio,
@@ -487,3 +490,25 @@ def test_empty_equity_and_bad_equity():
     assert p["n_bars"] == 0 and finite_or_nan(p)
     with pytest.raises(ValueError, match="non-finite"):
         performance(curve([1.0, np.nan, 2.0]))
+
+
+def test_deflated_sharpe_reproduces_bailey_and_lopez_de_prado():
+    "The paper's example: SR 2.5 a year over 1,250 days, skew -3, kurtosis 10, best of 100 trials of variance 0.5."
+    sr0 = expected_max_sharpe(100, 0.5 / 250)
+    assert sr0 == pytest.approx(0.1132, abs=1e-4)
+    assert probabilistic_sharpe(2.5 / math.sqrt(250), 1250, -3.0, 10.0, sr0) == pytest.approx(0.9004, abs=1e-4)
+    assert expected_max_sharpe(1, 0.5) == 0.0
+    with pytest.raises(ValueError, match="need n_trials >= 1 and var >= 0"):
+        expected_max_sharpe(0, 0.5)
+    assert math.isnan(probabilistic_sharpe(0.1, 1))
+    assert math.isnan(probabilistic_sharpe(math.nan, 100))
+
+
+def test_deflated_sharpe_falls_with_trials_and_is_the_psr_for_one():
+    r = np.random.default_rng(2).normal(2e-5, 1e-3, 4000)
+    d = [deflated_sharpe(r, n) for n in (1, 10, 100, 1000)]
+    assert d[0] > d[1] > d[2] > d[3]
+    assert d[0] == pytest.approx(probabilistic_sharpe(r.mean() / r.std(ddof=1), len(r)), abs=0.01)  # normal returns
+    assert deflated_sharpe(r, 10, trial_var=0.0) == pytest.approx(d[0])  # trials that cannot scatter deflate nothing
+    assert deflated_sharpe(-r, 1) < 0.5 < d[0]
+    assert math.isnan(deflated_sharpe(np.zeros(50))) and math.isnan(deflated_sharpe(r[:2]))

@@ -132,23 +132,6 @@ def test_model_policy_matches_predict(tmp_path, bars):
     np.testing.assert_array_equal(model_policy(model)(obs, None), model.predict(obs, deterministic=True)[0])
 
 
-def test_walk_forward_folds_expand_and_pool(tmp_path):
-    bars = synth_market(days=16, seed=6)
-    settings = small_settings(tmp_path, folds=3, total_timesteps=512, eval_every=512)
-    trainer = Trainer(settings, bars, tmp_path / "wf")
-    assert len(trainer.folds) == 3 and trainer.splits is trainer.folds[-1]
-    trains = [f.ranges()["train"] for f in trainer.folds]
-    vals = [f.ranges()["val"] for f in trainer.folds]
-    assert all(t[0] == bars.index[0] for t in trains) and trains[0][1] < trains[1][1] < trains[2][1]
-    assert all(v[0] > t[1] for t, v in zip(trains, vals, strict=True))  # validation after its train window
-    assert vals[0][1] < vals[1][0] and vals[1][1] < vals[2][0]  # consecutive, disjoint validation blocks
-    assert trainer.folds[0].pipeline.stats != trainer.folds[2].pipeline.stats  # fitted per train window
-    wf = trainer.walk_forward()
-    assert [f["fold"] for f in wf["folds"]] == [0, 1, 2]
-    assert wf["pooled"]["bars"] == sum(f["bars"] for f in wf["folds"])
-    assert (tmp_path / "wf" / "walk_forward.json").is_file() and (tmp_path / "wf" / "fold2" / "best.pt").is_file()
-
-
 class Payload:
     "Unpickling this runs a shell command that creates `path`: what a doctored checkpoint on a shared volume carries."
 

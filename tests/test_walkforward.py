@@ -12,7 +12,7 @@ import intraday.walkforward as wfm
 from intraday.cli import main
 from intraday.config import load_settings
 from intraday.data import synth_market
-from intraday.env import STATE_WIDTH, split_embargo
+from intraday.env import STATE_WIDTH, build_envs, split_embargo
 from intraday.features import FeaturePipeline
 from intraday.train import ALGOS
 from intraday.walkforward import fold_windows, run_fold, walk_forward
@@ -78,6 +78,16 @@ def test_fold_blocks_are_ordered_embargoed_and_chain(tmp_path, scheme, folds):
     assert [b[0] - a[0] for a, b in zip(tests, tests[1:])] == [480] * (folds - 1)
     if scheme == "rolling":
         assert len({f.train_end - f.start for f in windows}) == 1
+
+
+def test_each_fold_fits_its_features_and_costs_on_its_own_train_block(tmp_path, days):
+    settings = small_settings(tmp_path)
+    folds = fold_windows(len(days), settings, embargo_of(settings))
+    first, last = (build_envs(settings, days.iloc[f.start : f.end], f.cuts) for f in (folds[0], folds[-1]))
+    assert first.pipeline.stats != last.pipeline.stats  # normalisation fitted per train window
+    for f, splits in ((folds[0], first), (folds[-1], last)):
+        assert splits.ranges()["train"] == (days.index[f.start], days.index[f.train_end - 1])
+        assert splits.ranges()["test"] == (days.index[f.blocks["test"][0]], days.index[f.end - 1])
 
 
 def test_too_short_a_history_is_one_clear_error(tmp_path):
