@@ -95,7 +95,8 @@ class AuditReport:
             + f": martingale market, out-of-sample Sharpe {p['sharpe']:.2f}, t = {p['t_stat']:.2f} (< 2 expected)",
             "positive control": ("PASS" if not k["causality"]["passed"] else "FAIL: the audit missed a leak")
             + f": {k['leaked']} shifted one bar ahead flagged by causality; its out-of-sample Sharpe "
-            + f"{k['sharpe']:.2f} against {self.honest.get('sharpe', float('nan')):.2f} honest",
+            + f"{k['sharpe']:.2f} against {self.honest.get('sharpe', float('nan')):.2f} without the leak (the "
+            + "audit's own trainings at its budget, on the test split's whole episodes; not the published agent)",
         }  # fmt: skip
 
     @property

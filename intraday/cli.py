@@ -224,44 +224,84 @@ def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
 
 # %% ../nbs/14_cli.ipynb #06ec7ccf
 def _strategy_rows(results: dict) -> pd.DataFrame:
-    "Net Sharpe, return, max drawdown and trades of each strategy's backtest."
+    "Net Sharpe with its 95 % block-bootstrap interval, return, max drawdown, fills and costs of each backtest."
     from intraday.metrics import performance
 
     rows = {}
     for name, r in results.items():
-        p = performance(r.equity, r.fills, r.positions, r.costs, n_boot=0)
-        rows[name] = {"net Sharpe": p["sharpe"], "return": p["total_return"], "max drawdown": p["max_drawdown"],
-                      "trades": p["n_trades"], "costs": p["costs_total"]}  # fmt: skip
-    return pd.DataFrame(rows).T.astype({"trades": int})
+        p = performance(r.equity, r.fills, r.positions, r.costs)
+        rows[name] = {"net Sharpe": p["sharpe"], "95 % interval": (p["sharpe_ci_low"], p["sharpe_ci_high"]),
+                      "return": p["total_return"], "max drawdown": p["max_drawdown"], "fills": p["n_trades"],
+                      "costs": p["costs_total"]}  # fmt: skip
+    return pd.DataFrame(rows).T.astype({"fills": int})
 
 
 def _print_table(df: pd.DataFrame) -> None:
-    "A strategy table with readable numbers."
-    fmt = {"net Sharpe": "{:.2f}".format, "return": "{:+.2%}".format, "max drawdown": "{:.2%}".format,
-           "costs": "{:,.2f}".format}  # fmt: skip
+    "A strategy table with readable numbers (returns in percent, like every return the workbench prints)."
+    fmt = {"net Sharpe": "{:.2f}".format, "95 % interval": lambda v: f"{v[0]:.2f} to {v[1]:.2f}",
+           "return": "{:+.2%}".format, "max drawdown": "{:.2%}".format, "costs": "{:,.2f}".format}  # fmt: skip
     print(df.to_string(formatters=fmt))
 
 
-def _backtest_all(bundle, bars: pd.DataFrame, settings: Settings, start: int, others: dict | None = None) -> dict:
-    "The bundle's policy (and `others`: more bundles by name) and the baselines, over the same bars from `start`."
+_ORACLE = "planted-signal oracle"
+
+
+class _BarPolicy:
+    "A batch policy of bar positions (training's `evaluate` signature) as a backtest policy of the bar's timestamp."
+
+    def __init__(self, batch, index: pd.DatetimeIndex):
+        self.batch, self.ts = batch, index.as_unit("ns").asi8 // 1_000_000_000
+
+    def __call__(self, bar, features, state) -> int:
+        return int(self.batch(None, np.array([np.searchsorted(self.ts, bar[0])]))[0])
+
+
+def _backtest_all(
+    bundle, bars: pd.DataFrame, settings: Settings, start: int, others: dict | None = None, oracle: bool = False
+) -> dict:
+    "The planted-signal oracle (if asked), the bundle's policy, `others` (more bundles by name) and the baselines."
     from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
+    from intraday.data import planted_signal
+    from intraday.train import signal_policy
 
     env = bundle.env_settings()
     bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, settings.backtest)
-    policies = {"policy": bundle_policy(bundle), **{k: bundle_policy(b) for k, b in (others or {}).items()},
-                "buy & hold": BuyAndHold(env.positions), "SMA 20/100": SMACross(env.positions, 20, 100)}  # fmt: skip
+    policies = {_ORACLE: _BarPolicy(signal_policy(env.positions, planted_signal(bars).to_numpy()), bars.index)}
+    policies = (policies if oracle else {}) | {"policy": bundle_policy(bundle)}
+    policies |= {k: bundle_policy(b) for k, b in (others or {}).items()}
+    policies |= {"buy & hold": BuyAndHold(env.positions), "SMA 20/100": SMACross(env.positions, 20, 100)}
     return {name: bt.run(bars, pol, start, progress=sys.stderr.isatty()) for name, pol in policies.items()}
 
 
-def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    "The demo: market -> train (small budget) -> bundle -> out-of-sample backtest vs baselines -> audit -> report."
+def _strategy_rules(bundle, results: dict) -> dict[str, str]:
+    "What each backtested strategy does and under which rules (costs, forced flats), one line each."
+    env, fm = bundle.env_settings(), bundle.fill_model()
+    flat = (f"flat at the end of every {env.episode_len}-bar episode counted from the first decision "
+            "([env] force_flat), like every strategy here" if env.force_flat else "no forced flats")  # fmt: skip
+    common = (f"decides at each bar's close among target positions {list(env.positions)} x equity, filled "
+              f"{fm.latency_bars} bar later at the {fm.price} with fees {fm.taker_bps:g} bps, half-spread "
+              f"{fm.half_spread_bps:g} bps ({fm.spread}) and impact {fm.kyle_lambda:g} per unit; {flat}")  # fmt: skip
+    own = {
+        _ORACLE: "knows the signal the market generator planted (no feature shows it directly): long when it is "
+        "up, short when down; how much there was to find at these costs",
+        "policy": "the agent's bundle: its action from the streaming features and its position state",
+        "buy & hold": "always the largest long position, taken again after every forced flat",
+        "SMA 20/100": "long when the 20-bar mean close is above the 100-bar one, else short (flat if long-only); "
+        "flat for its first 100 bars",
+    }
+    sup = ("the supervised baseline's bundle: a forecast of the next bars' return and a cost-aware entry rule chosen "
+           "on validation")  # fmt: skip
+    return {"every strategy": common} | {n: f"{own.get(n, sup)} ({len(r.fills):,} fills)" for n, r in results.items()}
+
+
+def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict:
+    "The demo's steps, writing into `out`; returns what the summary prints."
     from intraday.audit import audit
     from intraday.bundle import PolicyBundle
     from intraday.report import backtest_report
     from intraday.trainjob import TrainJob
 
     d = settings.data
-    out = Path(args.out)
     print(f"1/5 market: {d.days} days of {d.timeframe} bars of {d.symbol} (seed {d.seed}, alpha {d.alpha})")
     bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start), progress=sys.stderr.isatty())
     validate_bars(bars, "synthetic market")
@@ -283,22 +323,35 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     sup = Path(bundle_path).parent / "bundle_supervised"
     others = {f"supervised {job.supervised.config.model}": PolicyBundle.load(sup)} if sup.is_dir() else {}
     print(
-        f"3/5 out-of-sample backtest (test split): the agent{' and the supervised baseline' if others else ''} "
-        "against buy & hold and SMA crossover ..."
+        f"3/5 out-of-sample backtest (test split): the planted-signal oracle, the agent"
+        f"{', the supervised baseline' if others else ''}, buy & hold and SMA crossover ..."
     )
     start = bars.index.get_loc(job.trainer.splits.bars["test"].index[0])
-    results = _backtest_all(bundle, bars, settings, start, others)
+    results = _backtest_all(bundle, bars, settings, start, others, oracle=True)
     print(f"4/5 leakage audit ({args.audit_timesteps:,} steps per training) ...")
     audit_settings = job.settings.model_copy(
         update={"train": job.settings.train.model_copy(update={"total_timesteps": args.audit_timesteps})}
     )
     report = audit(audit_settings, bars)
-    path = backtest_report(results, bars, out / "report.html", "intraday demo: out-of-sample backtest", report, bundle)
-    print("5/5 summary (test split, net of fees, spread and impact)")
-    _print_table(_strategy_rows(results))
-    for check, verdict in report.verdicts.items():
+    path = backtest_report(results, bars, out / "report.html", "intraday demo: out-of-sample backtest", report, bundle,
+                           rules=_strategy_rules(bundle, results), main="policy")  # fmt: skip
+    return {"results": results, "report": report, "bundle_path": bundle_path, "path": path}
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    "The demo: market -> train (small budget) -> bundle -> out-of-sample backtest vs baselines -> audit -> report."
+    from intraday.lineage import replace_dir
+
+    out, done = Path(args.out), {}
+    replace_dir(out, lambda d: done.update(_demo_build(d, args, settings)))  # a second run replaces the first
+    eq = next(iter(done["results"].values())).equity
+    print(f"5/5 summary: out of sample, the test split {eq.index[0]:%Y-%m-%d %H:%M} to {eq.index[-1]:%Y-%m-%d %H:%M} "
+          f"({len(eq):,} bars), one event-driven backtest per strategy, net of fees, spread and impact; Sharpe "
+          "annualised, interval by block bootstrap; returns in percent")  # fmt: skip
+    _print_table(_strategy_rows(done["results"]))
+    for check, verdict in done["report"].verdicts.items():
         print(f"audit {check:17s} {verdict}")
-    print(f"market: {out / 'market.html'}\nbundle: {bundle_path}\nreport: {path}")
+    print(f"market: {out / 'market.html'}\nbundle: {done['bundle_path']}\nreport: {done['path']}")
     return 0
 
 
@@ -315,7 +368,8 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     results = _backtest_all(bundle, bars, settings, start)
     _print_table(_strategy_rows(results))
     if args.report:
-        path = backtest_report(results, bars, args.report, f"backtest of {args.bundle}", bundle=bundle)
+        path = backtest_report(results, bars, args.report, f"backtest of {args.bundle}", bundle=bundle,
+                               rules=_strategy_rules(bundle, results))  # fmt: skip
         print(f"report: {path}")
     return 0
 
@@ -359,7 +413,12 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     if args.direct:
         job = TrainJob(params, args.settings, progress=sys.stderr.isatty())
         metrics = job.run()
-        print(job.comparison.round(3).to_string())
+        cmp = job.comparison  # the environment's test-split episodes; returns in percent, like the demo's
+        table = pd.DataFrame({"learner": cmp["learner"], "net Sharpe": cmp["sharpe"].astype(float),
+                              "return": np.expm1(cmp["total_log_return"].astype(float)),
+                              "max drawdown": cmp["max_drawdown"].astype(float), "trades": cmp["trades"]})  # fmt: skip
+        print(f"test split ({int(cmp['bars'].iloc[0]):,} bars in whole episodes), net of all costs:")
+        _print_table(table)
         print(f"run:    {job.run_dir}\nbundle: {metrics['bundle']}")
         return 0
     import papermill as pm
@@ -383,7 +442,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run:      {run_dir}\nnotebook: {run_dir / 'train.ipynb'}\nbundle:   {metrics['bundle']}")
-    print(f"test Sharpe {metrics['test']['sharpe']:.2f}, return {metrics['test']['total_log_return']:+.4f}")
+    test = metrics["test"]
+    print(f"test split ({test['bars']:,} bars in whole episodes): net Sharpe {test['sharpe']:.2f}, return "
+          f"{np.expm1(test['total_log_return']):+.2%}")  # fmt: skip
     return 0
 
 

@@ -118,13 +118,22 @@ def bundle_html(
     shown = frame.map(
         lambda v: ("n/a" if v != v else f"{v:,.4g}") if isinstance(v, float) else ("n/a" if v is None else v)
     )
-    return _table(rest, "policy bundle") + "<h2>policy bundle: metrics at export</h2>" + shown.to_html()
+    test = splits.get("test") or {}
+    where = (
+        f" (test: {test['bars']:,} bars in {test['episodes']} episodes)" if {"bars", "episodes"} <= set(test) else ""
+    )
+    note = ("<p>Recorded by the training job when it exported the bundle: each split's whole episodes through the "
+            f"training environment{where}. A backtest replays every bar of its own window, which need not be whole "
+            "episodes, so its figures for the same split differ from these; on a backtest page, the metrics table "
+            "is the backtest's.</p>")  # fmt: skip
+    return _table(rest, "policy bundle") + "<h2>policy bundle: metrics at export</h2>" + note + shown.to_html()
 
 # %% ../nbs/09_report.ipynb #036e9c5b
 def backtest_figures(
-    results: dict,  # strategy name -> BacktestResult (the first is the policy under study)
+    results: dict,  # strategy name -> BacktestResult
     bars: pd.DataFrame,  # the bars replayed
     window: int = 1440,  # rolling Sharpe window in bars
+    main: str | None = None,  # the strategy under study, whose position and trades are drawn (default the first)
 ) -> list[go.Figure]:
     "Equity, drawdown, price with position and trades, rolling Sharpe, return distribution, costs by kind."
     names = list(results)
@@ -133,7 +142,8 @@ def backtest_figures(
     dd = go.Figure([go.Scatter(x=r.equity.index, y=r.equity / r.equity.cummax() - 1, name=n, mode="lines",
                                fill="tozeroy") for n, r in results.items()])  # fmt: skip
     dd.update_layout(title="drawdown", yaxis_tickformat=".1%")
-    main = results[names[0]]
+    main_name = main or names[0]
+    main = results[main_name]
     px = bars["close"].loc[main.equity.index]
     pos = make_subplots(specs=[[{"secondary_y": True}]])
     pos.add_trace(go.Scatter(x=px.index, y=px, name="close", line={"color": "#444"}))
@@ -143,7 +153,7 @@ def backtest_figures(
         f = main.fills[mask]
         marker = {"color": color, "size": 6, "symbol": "triangle-up" if side == "buy" else "triangle-down"}
         pos.add_trace(go.Scatter(x=f.index, y=f.price, mode="markers", name=side, marker=marker))
-    pos.update_layout(title=f"{names[0]}: price, position and trades")
+    pos.update_layout(title=f"{main_name}: price, position and trades")
     roll = go.Figure()
     for n, r in results.items():
         lr = np.log(r.equity).diff()
@@ -162,20 +172,35 @@ def backtest_figures(
     return figs
 
 # %% ../nbs/09_report.ipynb #cc2bec55
+def _window(results: dict) -> str:
+    "The bars every strategy's figures come from, as a sentence."
+    spans = {(r.equity.index[0], r.equity.index[-1], len(r.equity)) for r in results.values()}
+    if len(spans) != 1:
+        return "<p>The strategies were replayed over different windows; each column is its own.</p>"
+    a, b, n = spans.pop()
+    return (f"<p>Every figure below comes from one window, the same for every strategy: {a:%Y-%m-%d %H:%M} to "
+            f"{b:%Y-%m-%d %H:%M} UTC ({n:,} bars), one event-driven backtest each, net of fees, spread and impact; "
+            "returns in percent, Sharpe ratios annualised from per-bar log returns.</p>")  # fmt: skip
+
+
 def backtest_report(
-    results: dict,  # strategy name -> BacktestResult (the policy first)
+    results: dict,  # strategy name -> BacktestResult, in the order the table shows them
     bars: pd.DataFrame,  # the bars replayed
     path: str | Path,  # destination .html
     title: str = "intraday backtest",  # page title
     audit=None,  # an AuditReport (its verdicts are shown)
     bundle=None,  # a PolicyBundle (its manifest summary is shown)
+    rules: dict[str, str] | None = None,  # what each strategy does and under which rules, shown beside the metrics
+    main: str | None = None,  # the strategy whose position and trades are drawn (default the first)
 ) -> Path:
-    "Write the self-contained HTML backtest report: figures, metrics table, audit verdicts, bundle summary."
+    "Write the self-contained HTML backtest report: window, metrics, rules, audit verdicts, bundle summary, figures."
     perf = {n: performance(r.equity, r.fills, r.positions, r.costs) for n, r in results.items()}
     table = mark_short_sample(metrics_table(perf, formatted=True), perf)
-    parts = ["<h2>metrics</h2>", table.to_html(classes="metrics")]
+    parts = ["<h2>metrics</h2>", _window(results), table.to_html(classes="metrics")]
+    if rules:
+        parts.append(_table(rules, "strategies and their rules"))
     if audit is not None:
         parts.append(_table(audit.verdicts, "leakage audit"))
     if bundle is not None:
         parts.append(bundle_html(bundle.summary()))
-    return write_report(backtest_figures(results, bars), path, title, "".join(parts))
+    return write_report(backtest_figures(results, bars, main=main), path, title, "".join(parts))

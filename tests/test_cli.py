@@ -95,12 +95,22 @@ def test_demo_runs_the_research_flow(capsys, tmp_path, monkeypatch):
     for key, value in {"DATA__DAYS": "12", "ENV__EPISODE_LEN": "240", "TRAIN__N_ENVS": "4", "TRAIN__N_STEPS": "128",
                        "TRAIN__BATCH_SIZE": "128", "TRAIN__EVAL_EVERY": "1024"}.items():  # fmt: skip
         monkeypatch.setenv(f"INTRADAY__{key}", value)
+    stale = tmp_path / "demo" / "runs" / "demo" / "bundle"  # what an earlier run leaves: it made a second run fail
+    stale.mkdir(parents=True)
+    (stale / "manifest.json").write_text("{}")
     code, out, _ = run(capsys, "demo", "--out", "demo", "--timesteps", "2048", "--audit-timesteps", "1024")
     assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # replaced whole: nothing set aside is left
+    table = out[out.index("5/5 summary") :].splitlines()
+    assert "95 % interval" in table[1] and table[2].startswith("planted-signal oracle")  # the oracle leads
+    assert [r.split()[0] for r in table[3:5]] == ["policy", "supervised"]
     market = (tmp_path / "demo" / "market.html").read_text()
     assert market.count("Plotly.newPlot") == 1 and "candlestick" in market
     report = (tmp_path / "demo" / "report.html").read_text()
     assert report.count("Plotly.newPlot") == 6 and "leakage audit" in report and "policy bundle" in report
+    assert "one window, the same for every strategy" in report and "strategies and their rules" in report
+    assert "flat at the end of every 240-bar episode" in report and "metrics at export" in report
+    assert "policy: price, position and trades" in report  # the agent's trades drawn, not the oracle's
     for name in ("policy", "buy & hold", "SMA 20/100"):
         assert name in out
     assert "audit causality" in out and "PASS: ret_1 shifted one bar ahead flagged by causality" in out
