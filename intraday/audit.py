@@ -96,7 +96,7 @@ class AuditReport:
             "positive control": ("PASS" if not k["causality"]["passed"] else "FAIL: the audit missed a leak")
             + f": {k['leaked']} shifted one bar ahead flagged by causality; its out-of-sample Sharpe "
             + f"{k['sharpe']:.2f} against {self.honest.get('sharpe', float('nan')):.2f} without the leak (the "
-            + "audit's own trainings at its budget, on the test split's whole episodes; not the published agent)",
+            + "audit retrains the recipe at its own budget and scores the test split's whole episodes)",
         }  # fmt: skip
 
     @property

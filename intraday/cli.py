@@ -282,8 +282,9 @@ def _strategy_rules(bundle, results: dict) -> dict[str, str]:
               f"{fm.latency_bars} bar later at the {fm.price} with fees {fm.taker_bps:g} bps, half-spread "
               f"{fm.half_spread_bps:g} bps ({fm.spread}) and impact {fm.kyle_lambda:g} per unit; {flat}")  # fmt: skip
     own = {
-        _ORACLE: "knows the signal the market generator planted (no feature shows it directly): long when it is "
-        "up, short when down; how much there was to find at these costs",
+        _ORACLE: "follows the signal the market generator planted (the sign of an exponential average of past "
+        "returns, which predicts the next bar): long when positive, short when negative, at every flip; what a "
+        "rule that knows the mechanism makes at these costs",
         "policy": "the agent's bundle: its action from the streaming features and its position state",
         "buy & hold": "always the largest long position, taken again after every forced flat",
         "SMA 20/100": "long when the 20-bar mean close is above the 100-bar one, else short (flat if long-only); "

@@ -115,9 +115,20 @@ def bundle_html(
     if not splits:
         return _table(summary, "policy bundle")
     frame = pd.DataFrame(splits)
-    shown = frame.map(
-        lambda v: ("n/a" if v != v else f"{v:,.4g}") if isinstance(v, float) else ("n/a" if v is None else v)
-    )
+    if "total_log_return" in frame.index:  # returns in one unit on every page: simple, in percent
+        frame.loc["total_log_return"] = np.expm1(frame.loc["total_log_return"].astype(float))
+        frame = frame.rename(index={"total_log_return": "return"})
+
+    def show(key, v):
+        if v is None or (isinstance(v, float) and v != v):
+            return "n/a"
+        if key == "max_drawdown":
+            return f"{v:.2%}"
+        if key in ("return", "mean_episode_return"):
+            return f"{v:+.2%}"
+        return f"{v:,.4g}" if isinstance(v, float) else v
+
+    shown = pd.DataFrame({c: [show(k, v) for k, v in frame[c].items()] for c in frame}, index=frame.index)
     test = splits.get("test") or {}
     where = (
         f" (test: {test['bars']:,} bars in {test['episodes']} episodes)" if {"bars", "episodes"} <= set(test) else ""
