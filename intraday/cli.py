@@ -257,17 +257,15 @@ class _BarPolicy:
 
 
 def _backtest_all(
-    bundle, bars: pd.DataFrame, settings: Settings, start: int, others: dict | None = None, oracle: bool = False
+    bundle, bars: pd.DataFrame, settings: Settings, start: int, others: dict | None = None, oracle=None
 ) -> dict:
-    "The planted-signal oracle (if asked), the bundle's policy, `others` (more bundles by name) and the baselines."
+    "The oracle (a batch policy of bar positions, if given), the bundle's policy, `others` (bundles) and baselines."
     from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
-    from intraday.data import planted_signal
-    from intraday.train import signal_policy
 
     env = bundle.env_settings()
     bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, settings.backtest)
-    policies = {_ORACLE: _BarPolicy(signal_policy(env.positions, planted_signal(bars).to_numpy()), bars.index)}
-    policies = (policies if oracle else {}) | {"policy": bundle_policy(bundle)}
+    policies = {_ORACLE: _BarPolicy(oracle, bars.index)} if oracle is not None else {}
+    policies |= {"policy": bundle_policy(bundle)}
     policies |= {k: bundle_policy(b) for k, b in (others or {}).items()}
     policies |= {"buy & hold": BuyAndHold(env.positions), "SMA 20/100": SMACross(env.positions, 20, 100)}
     return {name: bt.run(bars, pol, start, progress=sys.stderr.isatty()) for name, pol in policies.items()}
@@ -282,9 +280,10 @@ def _strategy_rules(bundle, results: dict) -> dict[str, str]:
               f"{fm.latency_bars} bar later at the {fm.price} with fees {fm.taker_bps:g} bps, half-spread "
               f"{fm.half_spread_bps:g} bps ({fm.spread}) and impact {fm.kyle_lambda:g} per unit; {flat}")  # fmt: skip
     own = {
-        _ORACLE: "follows the signal the market generator planted (the sign of an exponential average of past "
-        "returns, which predicts the next bar): long when positive, short when negative, at every flip; what a "
-        "rule that knows the mechanism makes at these costs",
+        _ORACLE: "follows the signal the market generator planted (for the default market the sign of an "
+        "exponential average of past returns, which predicts the next bar; for a zoo market its own targets): long "
+        "when positive, short when negative, at every flip; what a rule that knows the mechanism makes at these "
+        "costs",
         "policy": "the agent's bundle: its action from the streaming features and its position state",
         "buy & hold": "always the largest long position, taken again after every forced flat",
         "SMA 20/100": "long when the 20-bar mean close is above the 100-bar one, else short (flat if long-only); "
@@ -299,23 +298,28 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
     "The demo's steps, writing into `out`; returns what the summary prints."
     from intraday.audit import audit
     from intraday.bundle import PolicyBundle
+    from intraday.markets import MARKETS, make_market
     from intraday.report import backtest_report
-    from intraday.trainjob import TrainJob
+    from intraday.trainjob import TrainJob, oracle_policy
 
-    d = settings.data
-    print(f"1/5 market: {d.days} days of {d.timeframe} bars of {d.symbol} (seed {d.seed}, alpha {d.alpha})")
-    bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start), progress=sys.stderr.isatty())
+    d, m = settings.data, args.market
+    about = f"the zoo's {m} market ({MARKETS[m].about}; alpha {MARKETS[m].alpha})" if m else f"alpha {d.alpha}"
+    print(f"1/5 market: {d.days} days of {d.timeframe} bars of {d.symbol} (seed {d.seed}, {about})")
+    if m:
+        bars = make_market(m, d.days, d.seed, timeframe=d.timeframe, start=str(d.start))
+    else:
+        bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start), progress=sys.stderr.isatty())
     validate_bars(bars, "synthetic market")
     write_bars(
         bars, out / "market.parquet", meta={"exchange": "synthetic", "symbol": d.symbol, "timeframe": d.timeframe}
     )
-    fig = market_figure(bars, f"synthetic market {d.symbol} {d.timeframe} (seed {d.seed}, alpha {d.alpha})")
+    fig = market_figure(bars, f"synthetic market {d.symbol} {d.timeframe} (seed {d.seed}, {about})")
     rows = [("validation", "passed (Bars contract)"), *_bars_summary(bars)]
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     write_report([fig], out / "market.html", "intraday demo: the synthetic market", f"<table>{table}</table>")
     print(f"2/5 training {settings.train.algo} for {args.timesteps:,} steps ...")
-    job = TrainJob({"total_timesteps": args.timesteps, "output_dir": str(out / "runs"), "run_id": "demo"},
-                   args.settings, progress=sys.stderr.isatty())  # fmt: skip
+    job = TrainJob({"total_timesteps": args.timesteps, "output_dir": str(out / "runs"), "run_id": "demo",
+                    "market": m}, args.settings, progress=sys.stderr.isatty())  # fmt: skip
     job.bars = bars
     job.train()
     job.evaluate()
@@ -328,7 +332,9 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
         f"{', the supervised baseline' if others else ''}, buy & hold and SMA crossover ..."
     )
     start = bars.index.get_loc(job.trainer.splits.bars["test"].index[0])
-    results = _backtest_all(bundle, bars, settings, start, others, oracle=True)
+    results = _backtest_all(
+        bundle, bars, settings, start, others, oracle_policy(bars, bundle.env_settings().positions, m)
+    )
     print(f"4/5 leakage audit ({args.audit_timesteps:,} steps per training) ...")
     audit_settings = job.settings.model_copy(
         update={"train": job.settings.train.model_copy(update={"total_timesteps": args.audit_timesteps})}
@@ -877,6 +883,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
     demo.add_argument("--timesteps", type=int, default=300_000, help="training budget (default 300000)")
     demo.add_argument("--audit-timesteps", type=int, default=100_000, help="budget of each audit training")
+    demo.add_argument("--market", default="", help="a zoo market (intraday.markets: trend, reversal, schedule, regime, "
+                      "flow) instead of the default one")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
     dash = sub.add_parser("dashboard", help="serve the dashboard (models, backtest, live runners, runs) in a browser")
