@@ -41,6 +41,7 @@ from intraday.data import (
     write_bars,
 )
 from .journal import JournalError
+from .markets import MARKETS
 from .obs import setup_logging
 from .report import market_figure, write_report
 
@@ -298,17 +299,14 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
     "The demo's steps, writing into `out`; returns what the summary prints."
     from intraday.audit import audit
     from intraday.bundle import PolicyBundle
-    from intraday.markets import MARKETS, make_market
+    from intraday.markets import make_market
     from intraday.report import backtest_report
     from intraday.trainjob import TrainJob, oracle_policy
 
     d, m = settings.data, args.market
-    about = f"the zoo's {m} market ({MARKETS[m].about}; alpha {MARKETS[m].alpha})" if m else f"alpha {d.alpha}"
+    about = f"the zoo's {m} market: {MARKETS[m].about}; alpha {MARKETS[m].alpha}"
     print(f"1/5 market: {d.days} days of {d.timeframe} bars of {d.symbol} (seed {d.seed}, {about})")
-    if m:
-        bars = make_market(m, d.days, d.seed, timeframe=d.timeframe, start=str(d.start))
-    else:
-        bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start), progress=sys.stderr.isatty())
+    bars = make_market(m, d.days, d.seed, timeframe=d.timeframe, start=str(d.start))
     validate_bars(bars, "synthetic market")
     write_bars(
         bars, out / "market.parquet", meta={"exchange": "synthetic", "symbol": d.symbol, "timeframe": d.timeframe}
@@ -883,8 +881,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
     demo.add_argument("--timesteps", type=int, default=300_000, help="training budget (default 300000)")
     demo.add_argument("--audit-timesteps", type=int, default=100_000, help="budget of each audit training")
-    demo.add_argument("--market", default="", help="a zoo market (intraday.markets: trend, reversal, schedule, regime, "
-                      "flow) instead of the default one")  # fmt: skip
+    demo.add_argument("--market", default="schedule", choices=list(MARKETS), help="the zoo market to run on (default "
+                      "schedule: a time-of-day drift a moving-average crossover cannot follow; trend is the default "
+                      "market of [data])")  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
     dash = sub.add_parser("dashboard", help="serve the dashboard (models, backtest, live runners, runs) in a browser")
