@@ -14,7 +14,7 @@ from intraday.config import load_settings
 from intraday.data import synth_market
 from intraday.env import STATE_WIDTH, build_envs, split_embargo
 from intraday.features import FeaturePipeline
-from intraday.train import ALGOS
+from intraday.train import Trainer
 from intraday.walkforward import fold_windows, run_fold, walk_forward
 
 # four-hour episodes and features without the session VWAP (warm-up two hours, not a day): folds of a few days
@@ -53,8 +53,8 @@ def plant(bars: pd.DataFrame, at: int, jump: float = 1.2) -> pd.DataFrame:
 
 
 def best_weights(run_dir):
-    model = ALGOS["PPO"].load(run_dir / "best.zip", device="cpu")
-    return model.policy.state_dict()
+    "The policy weights saved as the best on validation (weights-only: no code runs on load)."
+    return torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)["policy"]
 
 
 def history(run_dir):
@@ -139,7 +139,9 @@ def test_the_model_selected_on_validation_is_scored_once_on_test(tmp_path, days,
     assert splits_seen.count("test") == 1 and splits_seen[-1] == "test"  # once, after every other evaluation
     assert splits_seen.count("val") == result["evaluations"] + 1  # the evaluations during training, and finish's
     assert all(c["splits_hold"] == ["train", "val"] for c in calls[:-1])  # the trainer never held the test block
-    best = ALGOS["PPO"].load(tmp_path / "fold" / "best.zip", device="cpu")
+    window = days.iloc[fold.start : fold.end]
+    blind = wfm._blind(build_envs(settings, window, fold.cuts))
+    best = Trainer(settings, window.iloc[: fold.cuts[1]], tmp_path / "fold", splits=blind).best_model()  # best.pt
     assert np.array_equal(calls[-1]["actions"], best.predict(calls[-1]["probe"], deterministic=True)[0])
     lineage = json.loads((tmp_path / "fold" / "lineage.json").read_text())
     assert pd.Timestamp(lineage["data_range"]["end"]) < days.index[fold.blocks["test"][0]]  # its bars end before
