@@ -55,10 +55,11 @@ def image():
     buildah("rm", ctr)
 
 
-def run_in(ctr: str, *cmd: str, volumes: dict[Path, str] | None = None, timeout: float = 900):
+def run_in(ctr: str, *cmd: str, volumes: dict[Path, str] | None = None, env: dict | None = None, timeout: float = 900):
     "Run a command in the container as the image's user, no network, HOME unusable (as on a read-only root)."
     vols = [a for host, path in (volumes or {}).items() for a in ("-v", f"{host}:{path}")]
-    user = ["--user", f"{UID}:{UID}", "-e", "HOME=/nonexistent"]
+    envs = [a for k, v in (env or {}).items() for a in ("-e", f"{k}={v}")]
+    user = ["--user", f"{UID}:{UID}", "-e", "HOME=/nonexistent", *envs]
     return buildah("run", "--runtime", RUNTIME, "--network", "none", *user, *vols, ctr, "--", *cmd, timeout=timeout)
 
 
@@ -84,7 +85,8 @@ def test_training_job_in_the_image(image, tmp_path):
         os.chown(host, UID, UID)
     c, _ = cronjob()
     t0 = time.perf_counter()
-    r = run_in(image, *command("intraday-train-img") + TINY, volumes={h: m for m, h in mounts.items()})
+    env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}  # the pod's literal env (keys' paths)
+    r = run_in(image, *command("intraday-train-img") + TINY, volumes={h: m for m, h in mounts.items()}, env=env)
     print(f"2,000-step training job in the image: {time.perf_counter() - t0:.0f} s")
     assert r.returncode == 0, r.stderr[-4000:]
     reports = mounts["/app/reports"]
