@@ -246,7 +246,7 @@ def _backtest_all(bundle, bars: pd.DataFrame, settings: Settings, start: int, ot
     from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
 
     env = bundle.env_settings()
-    bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, settings.backtest)
+    bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, settings.risk)
     policies = {"policy": bundle_policy(bundle), **{k: bundle_policy(b) for k, b in (others or {}).items()},
                 "buy & hold": BuyAndHold(env.positions), "SMA 20/100": SMACross(env.positions, 20, 100)}  # fmt: skip
     return {name: bt.run(bars, pol, start, progress=sys.stderr.isatty()) for name, pol in policies.items()}
@@ -581,8 +581,7 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
                             symbol, Risk(settings.risk), settings.live)  # fmt: skip
             await router.start()
             feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
-            runner = LiveRunner(router, feed, args.bundle, monitor, settings.backtest, shadow=args.shadow,
-                                trust=_trust(args, settings))  # fmt: skip
+            runner = LiveRunner(router, feed, args.bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
             checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
             control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
                                     host=settings.live.control_host,

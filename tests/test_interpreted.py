@@ -84,7 +84,7 @@ def test_fills_and_env_interpreted():
 def test_compiled_engine_interpreted_matches_python_loop():
     from intraday.backtest import Backtester, RandomPolicy, SMACross
     from intraday.compiled import BundleNet
-    from intraday.config import BacktestSettings, EnvSettings, FeatureSettings
+    from intraday.config import EnvSettings, FeatureSettings, RiskSettings
     from intraday.data import synth_market
     from intraday.features import FeaturePipeline
     from intraday.fills import FillModel
@@ -92,7 +92,12 @@ def test_compiled_engine_interpreted_matches_python_loop():
     bars = synth_market(days=1, seed=4)
     env = EnvSettings(positions=[-1.0, 0.0, 1.0], episode_len=200)
     fm = FillModel(min_fee=0.1, participation=0.01, latency_bars=2)
-    bt = Backtester(FeaturePipeline.from_settings(FeatureSettings()), fm, env, BacktestSettings(daily_loss_limit=1e-3))
+    bt = Backtester(
+        FeaturePipeline.from_settings(FeatureSettings()),
+        fm,
+        env,
+        RiskSettings(daily_loss_limit=1e-3, max_drawdown=2e-3),
+    )
     for make in (lambda: SMACross(env.positions, 5, 140), lambda: RandomPolicy(env.positions, 1)):
         fast, ref = bt.run(bars, make(), 50), bt.run(bars, make(), 50, engine="python")
         assert fast.engine == "compiled" and fast.fills.equals(ref.fills) and fast.equity.equals(ref.equity)
