@@ -328,6 +328,9 @@ class RiskSettings(Section):
     daily_loss_limit: float = Field(0.0, ge=0, lt=1)  # fraction of the UTC day's starting equity; halts; 0 = off
     max_drawdown: float = Field(0.0, ge=0, lt=1)  # fraction of peak equity; halts until resumed; 0 = off
     flatten_on_kill: bool = False  # the kill switch also sends a market order back to a flat position
+    rules: str = ""  # the risk engine's rule file (YAML, re-read between bars); empty = no engine
+    metrics_window: int = Field(500, ge=2, le=100_000)  # bars of the risk engine's rolling windows
+    var_alpha: float = Field(0.95, gt=0.5, lt=1)  # confidence of the engine's VaR and expected shortfall
 
 
 class LiveSettings(Section):

@@ -333,6 +333,7 @@ class LiveRunner:
         self.stale_s = stale_s
         self.reconcile_every_s = reconcile_every_s or router.settings.reconcile_every_s
         self.hooks: dict[str, list] = {h: [] for h in HOOKS}
+        self.risk_engine = None  # an intraday.rules.RiskAgent, once attached: called at two lines of on_bar
         self.pnl = PnL(cash=0.0)
         self.warm, self.steps, self.lastw, self.target, self._seen = False, 0, math.nan, 0.0, 0
         self.fills = self.bundle.fill_model()  # the bundle's costs: spot buys leave room for its fee
@@ -528,6 +529,8 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     was_warm = self.warm
     raw = self.observe(bar)
     r.mark_equity(self.pnl.equity)
+    if self.risk_engine is not None:  # the risk engine's calculators and rules see every marked bar
+        self.risk_engine.on_bar(self, bar)
     if not was_warm:
         return None
     if behind := len(self.feed.ready):  # the loop fell behind (a slow venue): decide on the newest bar only
@@ -544,6 +547,8 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     w = capped_weight(self.bundle.positions[action], r.risk.settings.max_weight)  # [risk], as in backtests
     if self.settings.account_type == "spot":
         w = max(w, 0.0)  # shorts = flat (a bundle with shorts is refused at start otherwise)
+    if self.risk_engine is not None:  # the risk engine's active rules: reduce, block, flatten, volatility budget
+        w = self.risk_engine.target(self, w)
     if env.force_flat and steps >= L - lat:
         w = 0.0
     self.steps += 1
@@ -658,6 +663,7 @@ def state(self: LiveRunner) -> dict:
         "stream_fills": self.stream_fills,
         "backlog_bars": self.backlog,
         "decisions": len(self.decisions),
+        "risk_engine": None if self.risk_engine is None else self.risk_engine.state(),
     }  # fmt: skip
 
 

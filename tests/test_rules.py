@@ -1,0 +1,109 @@
+"""The live risk engine end to end on the paper venue (real ccxt client on 127.0.0.1): every rule action, hot reload
+applied and refused (both journaled), the metrics in /metrics and /state."""
+
+import asyncio
+import math
+
+import pytest
+
+from intraday.binance import serve
+from intraday.obs import metrics_text
+from intraday.risk import TradingState
+from intraday.rules import RiskAgent, RiskEngine, RulesError, load_rules
+from tests.test_unattended import bars, close, fixed_bundle, runner_for, venue_for
+
+
+@pytest.fixture(scope="module")
+def full(tmp_path_factory):
+    "A spot bundle that always wants the whole equity in the base asset."
+    return fixed_bundle(tmp_path_factory.mktemp("rules") / "full", "0,1", 1)
+
+
+def rule(name, metric, op, threshold, action, **kw) -> str:
+    extra = "".join(f", {k}: {v}" for k, v in kw.items())
+    return f'  - {{name: {name}, metric: {metric}, op: "{op}", threshold: {threshold}, action: {action}{extra}}}\n'
+
+
+def notes(r, what: str) -> list[dict]:
+    return [e["data"] for e in r.router.journal.events() if e["kind"] == "note" and e["data"].get("what") == what]
+
+
+def weight(r) -> float:
+    return r.pnl.qty * r.last_bar.close / r.pnl.equity
+
+
+def test_every_rule_action_and_hot_reload_on_the_paper_venue(full, tmp_path):
+    venue = venue_for(full)
+    url, stop = serve(venue)
+    path = tmp_path / "risk.yaml"
+    path.write_text("rules:\n" + rule("cap", "drawdown", ">=", 0, "reduce", weight=0.3))
+    told = []
+
+    async def session():
+        r = await runner_for(url, tmp_path / "state", full)
+        agent = RiskAgent(RiskEngine(window=50), path, notify=lambda *m: told.append(m)).attach(r)
+        out = {"reduce": await bars(r, venue, 4)}
+        out["reduce_w"] = weight(r)
+        path.write_text("rules:\n" + rule("out", "drawdown", ">=", 0, "flatten"))
+        out["flatten"] = await bars(r, venue, 3)
+        out["flatten_w"] = weight(r)
+        path.write_text("rules:\n" + rule("bad", "drawdon", ">", 0, "halt") + rule("bad", "drawdown", ">", 0, "stop"))
+        out["refused"] = await bars(r, venue, 3)
+        out["refused_w"] = weight(r)
+        path.write_text("rules:\n" + rule("no_adding", "drawdown", ">=", 0, "block"))
+        out["block"] = await bars(r, venue, 3)
+        out["block_state"], out["block_w"] = r.router.risk.state, weight(r)
+        path.write_text("rules:\n" + rule("calm", "realized_vol", ">", "1.0e-9", "vol_target"))
+        out["vol"] = await bars(r, venue, 3)
+        out["vol_state"] = r.router.risk.state
+        path.write_text(
+            "rules:\n" + rule("too_much", "exposure", ">", 0.5, "halt") + rule("note", "turnover", ">=", 0, "warn")
+        )
+        out["halt"] = await bars(r, venue, 5)
+        out["state"], out["metrics"] = r.state(), metrics_text(r.monitor.registry)
+        await close(r)
+        return r, agent, out
+
+    r, agent, out = asyncio.run(session())
+    stop()
+    assert all(d["target_weight"] == 0.3 for d in out["reduce"]) and out["reduce_w"] == pytest.approx(0.3, abs=0.01)
+    assert all(d["target_weight"] == 0 for d in out["flatten"]) and abs(out["flatten_w"]) < 1e-3
+    assert all(d["target_weight"] == 0 for d in out["refused"]) and abs(out["refused_w"]) < 1e-3  # old rules kept
+    assert out["block_state"] == TradingState.REDUCING and abs(out["block_w"]) < 1e-3  # no new exposure
+    assert out["vol_state"] == TradingState.ACTIVE  # the block ended with its rule
+    assert all(0 < d["target_weight"] < 1e-3 for d in out["vol"])  # scaled to a volatility budget of 1e-9 a bar
+    assert r.router.risk.state == TradingState.HALTED and r.router.risk.reason.startswith(
+        "risk rule too_much: exposure"
+    )
+    sent_after = [d for d in out["halt"] if d["client_id"]]
+    assert len(sent_after) == 1  # the order that took exposure past 0.5, then nothing: halted
+    changed, refused = notes(r, "risk rules changed"), notes(r, "risk rules refused")
+    assert len(changed) == 4 and len(refused) == 1 and agent.reloads == {"applied": 4, "refused": 1}
+    assert changed[0]["old"][0]["name"] == "cap" and changed[0]["new"][0]["name"] == "out"
+    assert f"file {path}" in changed[0]["by"] and len(changed[0]["sha256"]) == 64
+    assert len(refused[0]["errors"]) == 2 and refused[0]["kept"][0]["name"] == "out"
+    assert "rule 'bad' (#1): unknown metric 'drawdon'" in refused[0]["errors"][0]
+    fired = [n["rule"]["name"] for n in notes(r, "risk rule fired")]
+    assert fired == ["cap", "out", "no_adding", "calm", "note", "too_much"]  # warn: at once (turnover >= 0)
+    assert [k for k, *_ in told].count("rule:too_much") == 1 and any(k.startswith("rules-refused") for k, *_ in told)
+    eng = out["state"]["risk_engine"]
+    assert eng["reloads"] == {"applied": 4, "refused": 1} and eng["rules"][0]["active"] is True
+    assert eng["metrics"]["exposure"] > 0.5 and math.isfinite(eng["metrics"]["realized_vol"])
+    assert (
+        "intraday_risk_drawdown " in out["metrics"]
+        and 'intraday_risk_rule_active{rule="too_much"} 1.0' in out["metrics"]
+    )
+    assert "intraday_risk_feed_staleness_seconds" in out["metrics"]
+
+
+def test_a_bad_rule_file_at_start_is_an_error_naming_each_rule(tmp_path):
+    path = tmp_path / "risk.yaml"
+    path.write_text("rules:\n  - {name: a, metric: drawdown, op: '>', threshold: .nan, action: halt, window: 0}\n")
+    with pytest.raises(RulesError) as ei:
+        RiskAgent(RiskEngine(), path)
+    assert len(ei.value.problems) == 2 and all(f"{path}: rule 'a' (#1)" in p for p in ei.value.problems)
+    path.write_text("rules: [\n")
+    with pytest.raises(RulesError, match="not valid YAML"):
+        load_rules(path)
+    with pytest.raises(RulesError, match="cannot read"):
+        load_rules(tmp_path / "missing.yaml")
