@@ -582,11 +582,17 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
             await router.start()
             feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
             runner = LiveRunner(router, feed, args.bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
+            alerter = None
+            if urls := settings.alerts.url_list():  # halts and router alerts reach a person
+                from intraday.alerts import Alerter, watch
+
+                alerter = Alerter(urls, settings.alerts.repeat_s, settings.alerts.per_minute)
+                watch(alerter, runner)
             if settings.risk.rules:  # the risk engine, its rule file watched between bars
                 from intraday.rules import RiskAgent, RiskEngine
 
                 engine = RiskEngine(window=settings.risk.metrics_window, alpha=settings.risk.var_alpha)
-                RiskAgent(engine, settings.risk.rules).attach(runner)
+                RiskAgent(engine, settings.risk.rules, notify=alerter.send if alerter else None).attach(runner)
             checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
             control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
                                     host=settings.live.control_host,

@@ -8,8 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'MIN_SECRET_LEN', 'ENV_PREFIX', 'RENAMED', 'SETTINGS_ENV',
            'SECTIONS', 'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings',
            'FeatureSettings', 'FillSettings', 'EnvSettings', 'VenueSettings', 'TrainSettings', 'TuneSettings',
-           'RiskSettings', 'LiveSettings', 'BundleSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings',
-           'find_settings_file', 'load_settings']
+           'RiskSettings', 'LiveSettings', 'AlertSettings', 'BundleSettings', 'Secrets', 'load_secrets',
+           'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #0455a121
 import configparser
@@ -365,6 +365,20 @@ class LiveSettings(Section):
         return v
 
 
+class AlertSettings(Section):
+    "[alerts]: messages to people (halts, rule breaches, mismatches) through apprise."
+
+    # apprise URLs, comma-separated, one per channel (mailto://, slack://, tgram://, json://host/...): they often
+    # hold tokens, so the value is a secret (masked by `config show`); set it with INTRADAY__ALERTS__URLS
+    urls: SecretStr = SecretStr("")
+    repeat_s: float = Field(3600.0, ge=0)  # the same alert (same halt, same rule) at most once in this long
+    per_minute: int = Field(10, ge=1)  # at most this many alerts a minute
+
+    def url_list(self) -> list[str]:
+        "The channels' URLs."
+        return [u.strip() for u in self.urls.get_secret_value().split(",") if u.strip()]
+
+
 class BundleSettings(Section):
     "[bundle]: the key that signs exported policy bundles and the public keys a loaded bundle must be signed by."
 
@@ -475,6 +489,7 @@ class Settings(BaseModel):
     venue: VenueSettings = Field(default_factory=VenueSettings)
     risk: RiskSettings = Field(default_factory=RiskSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     obs: ObsSettings = Field(default_factory=ObsSettings)
     bundle: BundleSettings = Field(default_factory=BundleSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)

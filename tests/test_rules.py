@@ -107,3 +107,63 @@ def test_a_bad_rule_file_at_start_is_an_error_naming_each_rule(tmp_path):
         load_rules(path)
     with pytest.raises(RulesError, match="cannot read"):
         load_rules(tmp_path / "missing.yaml")
+
+
+@pytest.fixture
+def receiver():
+    "A webhook on 127.0.0.1 that keeps every JSON body posted to it (apprise's json:// target)."
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    got = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield f"json://127.0.0.1:{srv.server_address[1]}/alerts", got
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_a_halt_reaches_the_receiver_once_not_once_per_bar(full, tmp_path, receiver):
+    from intraday.alerts import Alerter, watch
+
+    url, got = receiver
+    venue = venue_for(full)
+    vurl, stop = serve(venue)
+    path = tmp_path / "risk.yaml"
+    path.write_text("rules:\n" + rule("too_much", "exposure", ">", 0.5, "halt"))
+    alerter = Alerter([url], repeat_s=3600, per_minute=10)
+
+    async def session():
+        r = await runner_for(vurl, tmp_path / "state", full)
+        watch(alerter, r)
+        RiskAgent(RiskEngine(window=50), path, notify=alerter.send).attach(r)
+        ds = await bars(r, venue, 30)
+        why = r.router.risk.reason
+        for _ in range(3):  # resumed, and halted again by the same cause: the same halt, no new message
+            r.router.set_state(TradingState.ACTIVE, "resumed by the test")
+            r.router.set_state(TradingState.HALTED, why)
+        await close(r)
+        return r, ds
+
+    r, ds = asyncio.run(session())
+    stop()
+    assert alerter.flush(10)
+    assert (
+        r.router.risk.state == TradingState.HALTED and len([d for d in ds if d["client_id"]]) == 1
+    )  # then 29 halted bars
+    halts = [m for m in got if "trading halted" in m["title"]]
+    rules = [m for m in got if "risk rule too_much fired" in m["title"]]
+    assert len(halts) == 1 and len(rules) == 1 and len(got) == 2, got
+    assert "risk rule too_much: exposure" in halts[0]["message"] and "SYN/USDT" in halts[0]["title"]
+    assert alerter.counts == {"sent": 2, "duplicate": 3, "rate_limited": 0, "failed": 0}
