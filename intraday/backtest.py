@@ -152,6 +152,7 @@ class Backtester:
         end: int | None = None,  # last bar (exclusive) to replay
         progress: bool = False,  # progress bar (Python engine)
         engine: str = "auto",  # 'auto': compiled when the policy compiles, else Python; 'python'; 'compiled'
+        rules=None,  # an intraday.rules.RiskEngine: its rules act here as live (Python loop only)
     ) -> BacktestResult:
         "Run the backtest; decisions from bar `start`, episodes of episode_len tiled from there."
         positions = np.asarray(self.env.positions, dtype=np.float64)
@@ -162,8 +163,12 @@ class Backtester:
             raise ValueError(f"start {start} leaves no bar to trade before end {end} (latency {lat})")
         if engine not in ("auto", "python", "compiled"):
             raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
-        why = "engine='python' asked for"
-        if engine != "python":  # the compiled engine: same results, one numba loop (intraday.compiled)
+        why = "engine='python' asked for" if rules is None else "risk rules run in the Python loop"
+        if engine == "compiled" and rules is not None:
+            raise ValueError("engine='compiled' cannot run risk rules (intraday.rules is Python): use engine='auto'")
+        if (
+            engine != "python" and rules is None
+        ):  # the compiled engine: same results, one numba loop (intraday.compiled)
             from intraday.compiled import compile_policy, run_compiled
 
             plan, why = compile_policy(policy, len(self.pipeline.names), len(positions))
@@ -171,12 +176,12 @@ class Backtester:
                 return run_compiled(self, bars, plan, start, end)
             if engine == "compiled":
                 raise ValueError(f"engine='compiled' cannot run this policy: {why}")
-        return self._run_python(bars, policy, start, end, progress, why)
+        return self._run_python(bars, policy, start, end, progress, why, rules)
 
 # %% ../nbs/08_backtest.ipynb #a2d0730c
 @patch
 def _run_python(
-    self: Backtester, bars: pd.DataFrame, policy: Policy, start: int, end: int, progress: bool, why: str
+    self: Backtester, bars: pd.DataFrame, policy: Policy, start: int, end: int, progress: bool, why: str, rules=None
 ) -> BacktestResult:
     "The Python engine: bar by bar through the streaming features, the policy and the env's order and fill kernels."
     env, fm, rs = self.env, self.fill_model, self.risk
@@ -199,10 +204,17 @@ def _run_python(
             execute_bar(book, pending, 0, fp, o, h, lo, c, v, out, ap)
             if out[0, FILLED] != 0.0:
                 fills.append((bars.index[i], *out[0, fill_cols].tolist()))
+                if rules is not None:
+                    rules.bus.publish("fill", qty=out[0, FILLED], price=out[0, STEP.fill_price])
         equity[i], qty[i] = book[0, EQUITY], book[0, QTY]
         if i >= start and (hit := limit_step(lim, halt, close_t[i], book[0, EQUITY], rs.daily_loss_limit,
                                              rs.max_drawdown)):  # fmt: skip
             halts.append((bars.index[i], LIMIT_NAMES[hit]))
+        if rules is not None and i >= start:  # the risk engine's rules, at the close as live; a halt lasts
+            for rule, what in rules.bar(float(ts[i]), c, v, book[0, EQUITY], book[0, QTY]):
+                if what == "fired" and rule.action == "halt" and halt[0] == 0.0:
+                    halt[0] = np.inf
+                    halts.append((bars.index[i], f"rule:{rule.name}"))
         raw = stream.update_values(float(ts[i]), o, h, lo, c, v)
         if i < start or i >= end - lat:
             continue
@@ -210,6 +222,8 @@ def _run_python(
         state = np.array(state_of(book[0, QTY], book[0, AVG], eq, c, steps, L))
         action = int(policy(np.array([ts[i], o, h, lo, c, v]), raw, state))
         w = capped_weight(positions[action], rs.max_weight)
+        if rules is not None:  # reduce, block, flatten, volatility budget: as in the live runner
+            w = rules.target(w, book[0, QTY] * c / eq if eq > 0 else 0.0, c)
         if halt[0] > 0.0 or (env.force_flat and steps >= L - lat) or flat[i]:
             w = 0.0
         place_order(book, pending, 0, w, c, ap)

@@ -331,6 +331,7 @@ class RiskEngine:
         self.rules: list[Rule] = []
         self.status: dict[str, RuleStatus] = {}
         self.gauges: dict[str, Gauge] = {}
+        self.ts = math.nan  # the last bar's time (unix s, its open)
         self.set_rules(rules or [])
 
     def set_rules(self, rules: list[Rule]) -> None:
@@ -364,6 +365,7 @@ class RiskEngine:
 
     def bar(self, ts: float, close: float, volume: float, equity: float, position: float, lag_s: float = 0.0):
         "A closed bar: calculators, then rules; the transitions."
+        self.ts = ts
         self.bus.publish("bar", ts=ts, close=close, volume=volume, equity=equity, position=position, lag_s=lag_s)
         out = self.evaluate()
         if self.gauges:
@@ -378,8 +380,9 @@ class RiskEngine:
         self,
         w: float,  # the target weight the policy (and the limits) chose
         current: float,  # the weight held now (position x price / equity)
+        price: float = math.nan,  # the decision's price (fills' slippage is measured against it)
     ) -> float:
-        "The target weight the active rules allow: flatten, reduce to a weight, scale to a volatility budget, block."
+        "The weight the active rules allow (flatten, reduce, volatility budget, block); the decision goes on the bus."
         for r in self.active():
             if r.action == "flatten":
                 w = 0.0
@@ -389,6 +392,8 @@ class RiskEngine:
                 w *= min(1.0, r.threshold / self.status[r.name].value)
         if self.active("block"):  # no new exposure: towards flat only, never past the weight held
             w = max(min(w, max(current, 0.0)), min(current, 0.0))
+        if price == price:
+            self.bus.publish("decision", weight=w, price=price)
         return w
 
     def export(self, registry: CollectorRegistry | None = None) -> None:
@@ -513,7 +518,7 @@ class RiskAgent:
         "A rule fired or cleared: journal, log, tell a person; halt or block through the router."
         r, st = self.runner.router, self.engine.status.get(rule.name, RuleStatus())
         why = f"risk rule {rule.name}: {rule.metric} {st.value:.6g} {rule.op} {rule.threshold:g}"
-        self._journal(f"risk rule {what}", rule=asdict(rule), value=st.value)
+        self._journal(f"risk rule {what}", rule=asdict(rule), value=st.value, bar=self.engine.ts)
         if what == "fired":
             logger.bind(rule=rule.name, value=st.value, action=rule.action).warning("{} -> {}", why, rule.action)
             if rule.action == "halt":
@@ -534,9 +539,7 @@ class RiskAgent:
         "The decision's target weight under the active rules (the runner's hook line); the decision goes on the bus."
         p, close = runner.pnl, runner.last_bar.close
         current = p.qty * close / p.equity if p.equity > 0 else 0.0
-        out = self.engine.target(w, current)
-        self.engine.bus.publish("decision", weight=out, price=close)
-        return out
+        return self.engine.target(w, current, close)
 
     def _on_decision(self, d: dict) -> None:
         if d.get("acked") and d.get("decided"):

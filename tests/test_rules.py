@@ -167,3 +167,47 @@ def test_a_halt_reaches_the_receiver_once_not_once_per_bar(full, tmp_path, recei
     assert len(halts) == 1 and len(rules) == 1 and len(got) == 2, got
     assert "risk rule too_much: exposure" in halts[0]["message"] and "SYN/USDT" in halts[0]["title"]
     assert alerter.counts == {"sent": 2, "duplicate": 3, "rate_limited": 0, "failed": 0}
+
+
+def test_a_backtest_and_a_paper_session_halt_on_the_same_bar_for_the_same_rule(full, tmp_path):
+    from intraday.backtest import Backtester, bundle_policy
+    from intraday.bundle import PolicyBundle
+    from intraday.metrics import drawdown
+    from intraday.rules import parse_rules
+    from intraday.venue import Venue
+    from tests.test_live import SPEC
+    from tests.test_unattended import BARS, KEY, SECRET
+
+    b = PolicyBundle.load(full)
+    pipe, n = b.pipeline(), 120
+    start = pipe.warmup + 50
+    bt = Backtester(pipe, b.fill_model(), b.env_settings())
+    window = dict(start=pipe.warmup + 1, end=pipe.warmup + 1 + n)
+    free = bt.run(BARS.iloc[start - pipe.warmup :], bundle_policy(b), **window)
+    limit = round(0.6 * float(drawdown(free.equity)["drawdown"].max()), 6)  # reached part-way through the window
+    assert limit > 0
+    text = "rules:\n" + rule("dd", "drawdown", ">=", limit, "halt")
+    (tmp_path / "risk.yaml").write_text(text)
+    engine = RiskEngine(parse_rules(__import__("yaml").safe_load(text)), window=50)
+    res = bt.run(BARS.iloc[start - pipe.warmup :], bundle_policy(b), rules=engine, **window)
+    assert res.engine == "python" and [k for _, k in res.halts] == ["rule:dd"]
+
+    venue = Venue(BARS, start=start, admin=True, keys={KEY: SECRET}, fill_model=b.fill_model(), spec=SPEC,
+                  balances={"USDT": b.env_settings().initial_cash, "SYN": 0.0})  # fmt: skip
+    url, stop = serve(venue)
+
+    async def session():
+        r = await runner_for(url, tmp_path / "state", full)
+        RiskAgent(RiskEngine(window=50), tmp_path / "risk.yaml").attach(r)
+        await bars(r, venue, n)
+        await close(r)
+        return r
+
+    r = asyncio.run(session())
+    stop()
+    fired = notes(r, "risk rule fired")
+    # live holds its position when halted (a backtest goes flat), so the drawdown moves on and the rule may fire again
+    assert fired and r.router.risk.state == TradingState.HALTED and r.router.risk.reason.startswith("risk rule dd:")
+    live_bar = fired[0]["bar"]
+    assert live_bar == res.halts[0][0].timestamp()  # the same bar (its open time, unix s)
+    print(f"halted on {res.halts[0][0]} in the backtest and in the paper session (drawdown >= {limit:.4%})")
