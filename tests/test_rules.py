@@ -211,3 +211,35 @@ def test_a_backtest_and_a_paper_session_halt_on_the_same_bar_for_the_same_rule(f
     live_bar = fired[0]["bar"]
     assert live_bar == res.halts[0][0].timestamp()  # the same bar (its open time, unix s)
     print(f"halted on {res.halts[0][0]} in the backtest and in the paper session (drawdown >= {limit:.4%})")
+
+
+def test_a_stress_rule_blocks_an_order_and_the_cli_prints_the_table(full, tmp_path, capsys):
+    from intraday.cli import main
+
+    venue = venue_for(full)
+    url, stop = serve(venue)
+    path, state = tmp_path / "risk.yaml", tmp_path / "state"
+    path.write_text("rules:\n" + rule("worst", "stress_loss", ">", 0.04, "block"))  # a 5 % gap alone loses more
+
+    async def session():
+        r = await runner_for(url, state, full)
+        agent = RiskAgent(RiskEngine(window=50), path).attach(r)
+        blocked = await bars(r, venue, 3)
+        path.write_text("rules:\n" + rule("worst", "stress_loss", ">", 0.5, "block"))  # a looser limit
+        passed = await bars(r, venue, 2)
+        await close(r)
+        return r, agent, blocked, passed
+
+    r, agent, blocked, passed = asyncio.run(session())
+    stop()
+    assert all(d["target_weight"] == 0 and d["client_id"] is None for d in blocked)  # the policy wanted 1
+    assert agent.engine.stress_blocked == 3 and r.router.risk.state == TradingState.ACTIVE
+    assert passed[0]["target_weight"] == 1 and passed[0]["client_id"] is not None
+    assert 0.05 < agent.engine.values["stress_loss"] < 0.5  # the position now held: its worst scenario
+    assert main(["risk", "stress", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "gap -10%" in out and "outage 30 bars" in out and "of equity" in out
+    table = {line.split("  ")[0].strip(): line.split()[-1] for line in out.splitlines()[2:]}
+    assert float(table["gap -10%"].rstrip("%")) > 9.0  # the whole equity long: a 10 % gap loses over 9 %
+    assert main(["risk", "stress", "--state-dir", str(tmp_path / "none")]) == 1
+    assert "no risk engine snapshot" in capsys.readouterr().err
