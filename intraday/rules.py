@@ -6,8 +6,8 @@ Docs: https://intraday-workbench.github.io/intraday/rules.html.md"""
 
 # %% auto #0
 __all__ = ['EVENTS', 'SNAPSHOT', 'METRICS', 'SCENARIOS', 'OPS', 'ACTIONS', 'RULE_KEYS', 'Bus', 'Window', 'Calculators',
-           'Scenario', 'stress', 'RulesError', 'Rule', 'parse_rules', 'load_rules', 'RuleStatus', 'RiskEngine',
-           'RiskAgent']
+           'Scenario', 'stress_losses', 'stress', 'RulesError', 'Rule', 'parse_rules', 'load_rules', 'RuleStatus',
+           'RiskEngine', 'RiskAgent']
 
 # %% ../nbs/11a_rules.ipynb #da2b6326
 import bisect
@@ -24,7 +24,8 @@ from statistics import NormalDist
 
 import yaml
 from loguru import logger
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import CollectorRegistry
+from prometheus_client.core import GaugeMetricFamily
 
 from .data import atomic_write
 from .risk import TradingState
@@ -53,12 +54,13 @@ class Bus:
 
 # %% ../nbs/11a_rules.ipynb #be7da6ee
 class Window:
-    "The last `n` values with their running sum and sum of squares: O(1) per push (re-summed once per lap)."
+    "The last `n` values with their running sum and sum of squares: O(1) per push, rounding reset every lap."
 
-    __slots__ = ("n", "buf", "i", "count", "sum", "sumsq")
+    __slots__ = ("n", "buf", "i", "count", "sum", "sumsq", "lap", "lapsq")
 
     def __init__(self, n: int):
         self.n, self.buf, self.i, self.count, self.sum, self.sumsq = n, [0.0] * n, 0, 0, 0.0, 0.0
+        self.lap = self.lapsq = 0.0  # plain sums of this lap's values: at its end, exactly the window's
 
     def push(self, x: float) -> None:
         "Add a value, dropping the oldest once full."
@@ -66,8 +68,10 @@ class Window:
         self.buf[self.i] = x
         self.i = (self.i + 1) % self.n
         self.count = min(self.count + 1, self.n)
-        if self.i == 0:  # once per lap: exact sums again, so rounding never accumulates
-            self.sum, self.sumsq = math.fsum(self.buf), math.fsum(v * v for v in self.buf)
+        self.lap += x
+        self.lapsq += x * x
+        if self.i == 0:  # a lap ends: the window holds exactly its values, so rounding never accumulates past one lap
+            self.sum, self.sumsq, self.lap, self.lapsq = self.lap, self.lapsq, 0.0, 0.0
         else:
             self.sum += x - old
             self.sumsq += x * x - old * old
@@ -214,16 +218,15 @@ SCENARIOS = (Scenario("gap -5%", "gap", 0.05), Scenario("gap -10%", "gap", 0.10)
              Scenario("outage 30 bars", "outage", 30))  # fmt: skip
 
 
-def stress(
+def stress_losses(
     qty: float,  # position, base units (signed)
     price: float,  # last price
-    equity: float,  # account equity, quote units
     sigma: float,  # one-bar volatility of log returns (NaN: volatility scenarios count 0)
     costs: dict,  # fill model costs: half_spread_bps, taker_bps, kyle_lambda
     scenarios=SCENARIOS,  # what to try
     z: float = 2.33,  # how many sigmas a latency / outage move is (99 %)
-) -> list[dict]:
-    "Each scenario's loss of the position, exit included: quote units and fraction of equity."
+) -> list[float]:
+    "Each scenario's loss of the position, exit included (quote units)."
     n, q = abs(qty) * price, abs(qty)
     half, fee, lam = (
         costs.get("half_spread_bps", 0.0) / 1e4,
@@ -242,10 +245,23 @@ def stress(
             impact = lam * q / sc.size
         else:  # latency, outage: exposed for `size` bars before the exit
             move = z * s * math.sqrt(sc.size)
-        loss = n * move + n * (1 - move) * (h + fee + impact)
-        out.append({"scenario": sc.name, "kind": sc.kind, "size": sc.size, "loss": loss,
-                    "loss_frac": loss / equity if equity > 0 else math.inf})  # fmt: skip
+        out.append(n * move + n * (1 - move) * (h + fee + impact))
     return out
+
+
+def stress(
+    qty: float,  # position, base units (signed)
+    price: float,  # last price
+    equity: float,  # account equity, quote units
+    sigma: float,  # one-bar volatility of log returns
+    costs: dict,  # fill model costs: half_spread_bps, taker_bps, kyle_lambda
+    scenarios=SCENARIOS,  # what to try
+) -> list[dict]:
+    "The stress table: each scenario's loss of the position, exit included, in quote units and of equity."
+    losses = stress_losses(qty, price, sigma, costs, scenarios)
+    frac = [loss / equity if equity > 0 else math.inf for loss in losses]
+    return [{"scenario": sc.name, "kind": sc.kind, "size": sc.size, "loss": loss, "loss_frac": f}
+            for sc, loss, f in zip(scenarios, losses, frac)]  # fmt: skip
 
 # %% ../nbs/11a_rules.ipynb #592a15ec
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
@@ -371,6 +387,16 @@ class RuleStatus:
     value: float = math.nan  # the metric at the last evaluation
 
 
+class _Gauges:
+    "The engine's metrics as a prometheus_client collector (the registry asks at each scrape)."
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        return self.engine.collect()
+
+
 class RiskEngine:
     "Calculators on the bus, rules evaluated at every bar close, and what the active rules allow the target to be."
 
@@ -388,7 +414,7 @@ class RiskEngine:
         self.calc = Calculators(self.bus, window, alpha, prior)
         self.rules: list[Rule] = []
         self.status: dict[str, RuleStatus] = {}
-        self.gauges: dict[str, Gauge] = {}
+        self.exported = False
         self.ts = math.nan  # the last bar's time (unix s, its open)
         self.set_rules(rules or [])
 
@@ -426,10 +452,7 @@ class RiskEngine:
         self.ts = ts
         self.bus.publish("bar", ts=ts, close=close, volume=volume, equity=equity, position=position, lag_s=lag_s)
         self.calc.v["stress_loss"] = self.worst(position, close, equity)
-        out = self.evaluate()
-        if self.gauges:
-            self.export()
-        return out
+        return self.evaluate()
 
     def stress(self, qty: float, price: float, equity: float) -> list[dict]:
         "The stress table of a position (the engine's scenarios, costs and measured volatility)."
@@ -437,7 +460,8 @@ class RiskEngine:
 
     def worst(self, qty: float, price: float, equity: float) -> float:
         "The worst scenario's loss of a position, as a fraction of equity (0 without scenarios)."
-        return max((r["loss_frac"] for r in self.stress(qty, price, equity)), default=0.0)
+        loss = max(stress_losses(qty, price, self.calc.v["realized_vol"], self.costs, self.scenarios), default=0.0)
+        return loss / equity if equity > 0 else math.inf
 
     def active(self, action: str | None = None) -> list[Rule]:
         "The rules holding now (of one action)."
@@ -469,18 +493,21 @@ class RiskEngine:
             self.bus.publish("decision", weight=w, price=price)
         return w
 
-    def export(self, registry: CollectorRegistry | None = None) -> None:
-        "Prometheus gauges `intraday_risk_<metric>` and `intraday_risk_rule_active{rule}` (created on the first call)."
-        if registry is not None and not self.gauges:
-            for m, what in METRICS.items():
-                name = "intraday_risk_" + (m[:-2] + "_seconds" if m.endswith("_s") else m)
-                self.gauges[m] = Gauge(name, what, registry=registry)
-            self.gauges["rule"] = Gauge("intraday_risk_rule_active", "1 while a risk rule holds", ["rule"],
-                                        registry=registry)  # fmt: skip
-        for m in METRICS:
-            self.gauges[m].set(self.calc.v[m])
+    def export(self, registry: CollectorRegistry) -> None:
+        "Gauges `intraday_risk_<metric>` and `intraday_risk_rule_active{rule}` in `registry`, read when scraped."
+        if not self.exported:  # a collector: the metrics cost nothing per bar, only per scrape
+            registry.register(_Gauges(self))
+            self.exported = True
+
+    def collect(self):
+        "The gauges now (prometheus_client's collector protocol)."
+        for m, what in METRICS.items():
+            name = "intraday_risk_" + (m[:-2] + "_seconds" if m.endswith("_s") else m)
+            yield GaugeMetricFamily(name, what, value=self.calc.v[m])
+        g = GaugeMetricFamily("intraday_risk_rule_active", "1 while a risk rule holds", labels=["rule"])
         for r in self.rules:
-            self.gauges["rule"].labels(r.name).set(float(self.status[r.name].active))
+            g.add_metric([r.name], float(self.status[r.name].active))
+        yield g
 
     def state(self) -> dict:
         "The metrics and the rules with their status (what /state shows)."
