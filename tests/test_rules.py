@@ -243,3 +243,18 @@ def test_a_stress_rule_blocks_an_order_and_the_cli_prints_the_table(full, tmp_pa
     assert float(table["gap -10%"].rstrip("%")) > 9.0  # the whole equity long: a 10 % gap loses over 9 %
     assert main(["risk", "stress", "--state-dir", str(tmp_path / "none")]) == 1
     assert "no risk engine snapshot" in capsys.readouterr().err
+
+
+def test_alerter_dedupes_rate_limits_and_counts_a_dead_channel():
+    from intraday.alerts import Alerter
+
+    with pytest.raises(ValueError, match="scheme 'nosuch'") as ei:
+        Alerter(["nosuch://tok3n-value@host"])
+    assert "tok3n" not in str(ei.value)  # a URL may hold a token: never echoed
+    t = [0.0]
+    a = Alerter(["json://127.0.0.1:9/none"], repeat_s=60, per_minute=2, clock=lambda: t[0])  # nothing listens on 9
+    assert [a.send("k", "title", "body") for _ in range(3)] == [True, False, False]
+    t[0] = 61.0
+    assert [a.send(k, "t", "b") for k in ("k", "j", "i")] == [True, True, False]
+    assert a.flush(30)
+    assert a.counts == {"sent": 0, "duplicate": 2, "rate_limited": 1, "failed": 3}
