@@ -9,7 +9,7 @@ __all__ = ['EVENTS', 'SNAPSHOT', 'METRICS', 'SCENARIOS', 'OPS', 'ACTIONS', 'RULE
            'Scenario', 'stress_losses', 'stress', 'RulesError', 'Rule', 'parse_rules', 'load_rules', 'RuleStatus',
            'RiskEngine', 'RiskAgent']
 
-# %% ../nbs/11a_rules.ipynb #da2b6326
+# %% ../nbs/11a_rules.ipynb #881e102c
 import bisect
 import hashlib
 import json
@@ -23,6 +23,7 @@ from pathlib import Path
 from statistics import NormalDist
 
 import yaml
+from fastcore.basics import patch
 from loguru import logger
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily
@@ -87,7 +88,7 @@ class Window:
             return math.nan
         return math.sqrt(max(self.sumsq - self.sum * self.sum / k, 0.0) / (k - 1))
 
-# %% ../nbs/11a_rules.ipynb #a4ade776
+# %% ../nbs/11a_rules.ipynb #daab2872
 METRICS = {
     "drawdown": "Drawdown from peak equity (fraction)",
     "drawdown_velocity": "Change of the drawdown per bar over the window",
@@ -105,7 +106,7 @@ METRICS = {
     "stress_loss": "Worst stress scenario's loss of the position, exit included, as a fraction of equity",
 }
 
-
+# %% ../nbs/11a_rules.ipynb #f09d0631
 class Calculators:
     "Incremental risk metrics fed by the bus: O(1) per event, no pandas (historical VaR keeps a sorted window)."
 
@@ -169,39 +170,47 @@ class Calculators:
         v["feed_staleness_s"] = lag_s
         v["exposure"] = notional / equity if equity > 0 else math.nan
 
-    def _historical(self, notional: float) -> tuple[float, float]:
-        "Historical VaR and ES (quote units, losses positive) of the position over the returns window."
-        s, n = self.sorted, len(self.sorted)
-        if n < 2 or notional == 0:
-            return (0.0, 0.0) if notional == 0 else (math.nan, math.nan)
-        k = max(1, math.ceil((1 - self.alpha) * n))
-        tail = s[:k] if notional > 0 else s[n - k :]  # the returns that lose on this position
-        edge = tail[-1] if notional > 0 else tail[0]
-        return -notional * edge, -notional * math.fsum(tail) / k
+# %% ../nbs/11a_rules.ipynb #94b7edff
+@patch
+def _historical(self: Calculators, notional: float) -> tuple[float, float]:
+    "Historical VaR and ES (quote units, losses positive) of the position over the returns window."
+    s, n = self.sorted, len(self.sorted)
+    if n < 2 or notional == 0:
+        return (0.0, 0.0) if notional == 0 else (math.nan, math.nan)
+    k = max(1, math.ceil((1 - self.alpha) * n))
+    tail = s[:k] if notional > 0 else s[n - k :]  # the returns that lose on this position
+    edge = tail[-1] if notional > 0 else tail[0]
+    return -notional * edge, -notional * math.fsum(tail) / k
 
-    def on_decision(self, weight: float, price: float) -> None:
-        "A decision: the price later fills are measured against."
-        self.decision_price = price
+# %% ../nbs/11a_rules.ipynb #dc9de117
+@patch
+def on_decision(self: Calculators, weight: float, price: float) -> None:
+    "A decision: the price later fills are measured against."
+    self.decision_price = price
 
-    def on_fill(self, qty: float, price: float) -> None:
-        "One fill (signed base quantity) of ours."
-        self.bar_fill += abs(qty)
-        self.bar_traded += abs(qty) * price
-        if self.decision_price > 0:
-            self.slip.push(math.copysign(1.0, qty) * (price / self.decision_price - 1) * 1e4)
-            self.v["slippage_bps"] = self.slip.sum / self.slip.count
 
-    def on_latency(self, seconds: float) -> None:
-        "One order round trip (send to acknowledgement)."
-        if self.lat_n == 0:
-            self.lat_fast = self.lat_slow = seconds
-        self.lat_n += 1
-        self.lat_fast += 0.2 * (seconds - self.lat_fast)  # the last few orders
-        self.lat_slow += 0.01 * (seconds - self.lat_slow)  # its own baseline: the last hundred or so
-        if self.lat_n >= 20:
-            self.v["latency_drift"] = self.lat_fast / self.lat_slow - 1 if self.lat_slow > 0 else math.nan
+@patch
+def on_fill(self: Calculators, qty: float, price: float) -> None:
+    "One fill (signed base quantity) of ours."
+    self.bar_fill += abs(qty)
+    self.bar_traded += abs(qty) * price
+    if self.decision_price > 0:
+        self.slip.push(math.copysign(1.0, qty) * (price / self.decision_price - 1) * 1e4)
+        self.v["slippage_bps"] = self.slip.sum / self.slip.count
 
-# %% ../nbs/11a_rules.ipynb #31f6eecf
+
+@patch
+def on_latency(self: Calculators, seconds: float) -> None:
+    "One order round trip (send to acknowledgement)."
+    if self.lat_n == 0:
+        self.lat_fast = self.lat_slow = seconds
+    self.lat_n += 1
+    self.lat_fast += 0.2 * (seconds - self.lat_fast)  # the last few orders
+    self.lat_slow += 0.01 * (seconds - self.lat_slow)  # its own baseline: the last hundred or so
+    if self.lat_n >= 20:
+        self.v["latency_drift"] = self.lat_fast / self.lat_slow - 1 if self.lat_slow > 0 else math.nan
+
+# %% ../nbs/11a_rules.ipynb #fd122c07
 @dataclass(frozen=True)
 class Scenario:
     "One stress scenario: a kind (gap, spread, liquidity, latency, outage) and its size."
@@ -263,9 +272,13 @@ def stress(
     return [{"scenario": sc.name, "kind": sc.kind, "size": sc.size, "loss": loss, "loss_frac": f}
             for sc, loss, f in zip(scenarios, losses, frac)]  # fmt: skip
 
-# %% ../nbs/11a_rules.ipynb #592a15ec
+# %% ../nbs/11a_rules.ipynb #7cd47fd4
 OPS = {">": operator.gt, ">=": operator.ge, "<": operator.lt, "<=": operator.le}
+
+
 ACTIONS = ("warn", "reduce", "block", "halt", "flatten", "vol_target")
+
+
 RULE_KEYS = ("name", "metric", "op", "threshold", "action", "window", "cooldown", "weight")
 
 
@@ -294,7 +307,7 @@ class Rule:
         "Whether the condition holds for this value (a missing value never breaches)."
         return value == value and OPS[self.op](value, self.threshold)
 
-
+# %% ../nbs/11a_rules.ipynb #546c1711
 def _rule_problems(i: int, d) -> tuple[Rule | None, list[str]]:
     "A rule from its mapping, or the problems with it (each naming the rule)."
     name = d.get("name") if isinstance(d, dict) else None
@@ -336,7 +349,7 @@ def _rule_problems(i: int, d) -> tuple[Rule | None, list[str]]:
     kw["threshold"] = float(kw["threshold"])
     return Rule(**kw), []
 
-
+# %% ../nbs/11a_rules.ipynb #176cdad2
 def parse_rules(
     data,  # the parsed file: {'rules': [ {...}, ... ]} (or the list itself)
     source: str = "rules",  # where it came from, for the messages
@@ -375,7 +388,7 @@ def load_rules(path: str | Path) -> list[Rule]:
         raise RulesError([f"{path}: not valid YAML: {e}".replace("\n", " ")]) from None
     return parse_rules(data if data is not None else {"rules": []}, str(path))
 
-# %% ../nbs/11a_rules.ipynb #3e1aa2d6
+# %% ../nbs/11a_rules.ipynb #61b79888
 @dataclass
 class RuleStatus:
     "Where a rule stands: bars in a row breached or clear, whether it holds, how often it fired."
@@ -429,92 +442,108 @@ class RiskEngine:
         "The metrics now."
         return self.calc.v
 
-    def evaluate(self) -> list[tuple[Rule, str]]:
-        "Update every rule with the metrics now; the transitions, (rule, 'fired' or 'cleared')."
-        out, v = [], self.calc.v
-        for rule in self.rules:
-            st = self.status[rule.name]
-            st.value = x = v[rule.metric]
-            if rule.breached(x):
-                st.streak, st.clear = st.streak + 1, 0
-                if not st.active and st.streak >= rule.window:
-                    st.active, st.fired = True, st.fired + 1
-                    out.append((rule, "fired"))
-            else:
-                st.streak, st.clear = 0, st.clear + 1
-                if st.active and st.clear > rule.cooldown:
-                    st.active = False
-                    out.append((rule, "cleared"))
-        return out
-
-    def bar(self, ts: float, close: float, volume: float, equity: float, position: float, lag_s: float = 0.0):
-        "A closed bar: calculators, then rules; the transitions."
-        self.ts = ts
-        self.bus.publish("bar", ts=ts, close=close, volume=volume, equity=equity, position=position, lag_s=lag_s)
-        self.calc.v["stress_loss"] = self.worst(position, close, equity)
-        return self.evaluate()
-
     def stress(self, qty: float, price: float, equity: float) -> list[dict]:
         "The stress table of a position (the engine's scenarios, costs and measured volatility)."
         return stress(qty, price, equity, self.calc.v["realized_vol"], self.costs, self.scenarios)
 
-    def worst(self, qty: float, price: float, equity: float) -> float:
-        "The worst scenario's loss of a position, as a fraction of equity (0 without scenarios)."
-        loss = max(stress_losses(qty, price, self.calc.v["realized_vol"], self.costs, self.scenarios), default=0.0)
-        return loss / equity if equity > 0 else math.inf
+# %% ../nbs/11a_rules.ipynb #ab4a8b45
+@patch
+def evaluate(self: RiskEngine) -> list[tuple[Rule, str]]:
+    "Update every rule with the metrics now; the transitions, (rule, 'fired' or 'cleared')."
+    out, v = [], self.calc.v
+    for rule in self.rules:
+        st = self.status[rule.name]
+        st.value = x = v[rule.metric]
+        if rule.breached(x):
+            st.streak, st.clear = st.streak + 1, 0
+            if not st.active and st.streak >= rule.window:
+                st.active, st.fired = True, st.fired + 1
+                out.append((rule, "fired"))
+        else:
+            st.streak, st.clear = 0, st.clear + 1
+            if st.active and st.clear > rule.cooldown:
+                st.active = False
+                out.append((rule, "cleared"))
+    return out
 
-    def active(self, action: str | None = None) -> list[Rule]:
-        "The rules holding now (of one action)."
-        return [r for r in self.rules if self.status[r.name].active and (action is None or r.action == action)]
 
-    def target(
-        self,
-        w: float,  # the target weight the policy (and the limits) chose
-        current: float,  # the weight held now (position x price / equity)
-        price: float = math.nan,  # the decision's price (fills' slippage is measured against it)
-    ) -> float:
-        "The weight the active rules allow (flatten, reduce, volatility budget, block); the decision goes on the bus."
-        for r in self.active():
-            if r.action == "flatten":
-                w = 0.0
-            elif r.action == "reduce":
-                w = max(-r.weight, min(r.weight, w))
-            elif r.action == "vol_target" and self.status[r.name].value > 0:
-                w *= min(1.0, r.threshold / self.status[r.name].value)
-        eq = self.calc.equity
-        for r in self.rules:  # before the order: one whose position's worst stress loss breaches a block rule is cut
-            if r.metric == "stress_loss" and r.action == "block" and abs(w) > abs(current) and price > 0 and eq > 0:
-                if r.breached(self.worst(w * eq / price, price, eq)):
-                    self.stress_blocked += 1
-                    w = current
-        if self.active("block"):  # no new exposure: towards flat only, never past the weight held
-            w = max(min(w, max(current, 0.0)), min(current, 0.0))
-        if price == price:
-            self.bus.publish("decision", weight=w, price=price)
-        return w
+@patch
+def bar(self: RiskEngine, ts: float, close: float, volume: float, equity: float, position: float, lag_s: float = 0.0):
+    "A closed bar: calculators, then rules; the transitions."
+    self.ts = ts
+    self.bus.publish("bar", ts=ts, close=close, volume=volume, equity=equity, position=position, lag_s=lag_s)
+    self.calc.v["stress_loss"] = self.worst(position, close, equity)
+    return self.evaluate()
 
-    def export(self, registry: CollectorRegistry) -> None:
-        "Gauges `intraday_risk_<metric>` and `intraday_risk_rule_active{rule}` in `registry`, read when scraped."
-        if not self.exported:  # a collector: the metrics cost nothing per bar, only per scrape
-            registry.register(_Gauges(self))
-            self.exported = True
 
-    def collect(self):
-        "The gauges now (prometheus_client's collector protocol)."
-        for m, what in METRICS.items():
-            name = "intraday_risk_" + (m[:-2] + "_seconds" if m.endswith("_s") else m)
-            yield GaugeMetricFamily(name, what, value=self.calc.v[m])
-        g = GaugeMetricFamily("intraday_risk_rule_active", "1 while a risk rule holds", labels=["rule"])
-        for r in self.rules:
-            g.add_metric([r.name], float(self.status[r.name].active))
-        yield g
+@patch
+def worst(self: RiskEngine, qty: float, price: float, equity: float) -> float:
+    "The worst scenario's loss of a position, as a fraction of equity (0 without scenarios)."
+    loss = max(stress_losses(qty, price, self.calc.v["realized_vol"], self.costs, self.scenarios), default=0.0)
+    return loss / equity if equity > 0 else math.inf
 
-    def state(self) -> dict:
-        "The metrics and the rules with their status (what /state shows)."
-        return {"metrics": dict(self.calc.v), "live_bars": self.calc.live_bars, "stress_blocked": self.stress_blocked,
-                "rules": [{**asdict(r), **asdict(self.status[r.name])} for r in self.rules]}  # fmt: skip
 
-# %% ../nbs/11a_rules.ipynb #3b451fe0
+@patch
+def active(self: RiskEngine, action: str | None = None) -> list[Rule]:
+    "The rules holding now (of one action)."
+    return [r for r in self.rules if self.status[r.name].active and (action is None or r.action == action)]
+
+# %% ../nbs/11a_rules.ipynb #a2557de1
+@patch
+def target(
+    self: RiskEngine,
+    w: float,  # the target weight the policy (and the limits) chose
+    current: float,  # the weight held now (position x price / equity)
+    price: float = math.nan,  # the decision's price (fills' slippage is measured against it)
+) -> float:
+    "The weight the active rules allow (flatten, reduce, volatility budget, block); the decision goes on the bus."
+    for r in self.active():
+        if r.action == "flatten":
+            w = 0.0
+        elif r.action == "reduce":
+            w = max(-r.weight, min(r.weight, w))
+        elif r.action == "vol_target" and self.status[r.name].value > 0:
+            w *= min(1.0, r.threshold / self.status[r.name].value)
+    eq = self.calc.equity
+    for r in self.rules:  # before the order: one whose position's worst stress loss breaches a block rule is cut
+        if r.metric == "stress_loss" and r.action == "block" and abs(w) > abs(current) and price > 0 and eq > 0:
+            if r.breached(self.worst(w * eq / price, price, eq)):
+                self.stress_blocked += 1
+                w = current
+    if self.active("block"):  # no new exposure: towards flat only, never past the weight held
+        w = max(min(w, max(current, 0.0)), min(current, 0.0))
+    if price == price:
+        self.bus.publish("decision", weight=w, price=price)
+    return w
+
+# %% ../nbs/11a_rules.ipynb #bb501b98
+@patch
+def export(self: RiskEngine, registry: CollectorRegistry) -> None:
+    "Gauges `intraday_risk_<metric>` and `intraday_risk_rule_active{rule}` in `registry`, read when scraped."
+    if not self.exported:  # a collector: the metrics cost nothing per bar, only per scrape
+        registry.register(_Gauges(self))
+        self.exported = True
+
+
+@patch
+def collect(self: RiskEngine):
+    "The gauges now (prometheus_client's collector protocol)."
+    for m, what in METRICS.items():
+        name = "intraday_risk_" + (m[:-2] + "_seconds" if m.endswith("_s") else m)
+        yield GaugeMetricFamily(name, what, value=self.calc.v[m])
+    g = GaugeMetricFamily("intraday_risk_rule_active", "1 while a risk rule holds", labels=["rule"])
+    for r in self.rules:
+        g.add_metric([r.name], float(self.status[r.name].active))
+    yield g
+
+
+@patch
+def state(self: RiskEngine) -> dict:
+    "The metrics and the rules with their status (what /state shows)."
+    return {"metrics": dict(self.calc.v), "live_bars": self.calc.live_bars, "stress_blocked": self.stress_blocked,
+            "rules": [{**asdict(r), **asdict(self.status[r.name])} for r in self.rules]}  # fmt: skip
+
+# %% ../nbs/11a_rules.ipynb #1c317598
 class RiskAgent:
     "The engine in a live runner: fed by its hooks, enforcing through its router, its rule file hot-reloaded."
 
@@ -539,129 +568,149 @@ class RiskAgent:
             return None
         return st.st_mtime_ns, st.st_size, st.st_ino, st.st_uid
 
-    def attach(self, runner) -> "RiskAgent":
-        "Hook into a LiveRunner: bars and decisions through its hook lines, fills through its router."
-        self.runner = runner
-        runner.risk_engine = self
-        if not self.engine.costs:  # the bundle's own costs price the stress scenarios' exits
-            fm = runner.fills
-            lam = fm.kyle_lambda if isinstance(fm.kyle_lambda, float) else 0.0
-            self.engine.costs = {"half_spread_bps": fm.half_spread_bps, "taker_bps": fm.taker_bps, "kyle_lambda": lam}
-        runner.hooks["on_decision"].append(self._on_decision)
-        runner.router.listeners.append(self._on_router)
-        self.engine.export(runner.monitor.registry)
-        rules = [asdict(r) for r in self.engine.rules]
-        self._journal("risk rules loaded", new=rules, by=self._who(), sha256=self.sha256)
-        return self
-
-    def _journal(self, what: str, **data) -> None:
-        self.runner.router.journal.record("note", what=what, path=str(self.path) if self.path else None, **data)
-
-    def _who(self) -> str:
-        "Who or what changed the rules: the file, its owner and its time."
-        if self.path is None:
-            return "code (no rule file)"
-        st = self._stat
-        owner = st[3] if st else "?"
-        try:
-            import pwd
-
-            owner = pwd.getpwuid(st[3]).pw_name
-        except (KeyError, TypeError, ImportError):
-            pass
-        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st[0] / 1e9)) if st else "?"
-        return f"file {self.path} (owner {owner}, modified {when})"
-
-    def check_file(self) -> bool | None:
-        "Between events: a changed rule file applied (True) or refused, old rules kept (False); None: unchanged."
-        if self.path is None:
-            return None
-        st = self._file_stat()
-        if st == self._stat:
-            return None
-        self._stat = st
-        try:
-            data = self.path.read_bytes()
-        except OSError:
-            data = b""
-        sha = hashlib.sha256(data).hexdigest()
-        if sha == self.sha256:
-            return None
-        old = [asdict(r) for r in self.engine.rules]
-        try:
-            rules = load_rules(self.path)
-        except RulesError as e:
-            self.reloads["refused"] += 1
-            self._journal("risk rules refused", errors=e.problems, kept=old, by=self._who(), sha256=sha)
-            logger.bind(path=str(self.path)).error("risk rules refused, the running rules stay: {}", e)
-            self._tell(f"rules-refused:{sha}", "risk rules refused", str(e))
-            return False
-        gone = [r for r in self.engine.active() if r not in rules]  # their enforcement ends with them
-        self.engine.set_rules(rules)
-        for r in gone:
-            self._enforce(r, "cleared")
-        self.sha256 = sha
-        self.reloads["applied"] += 1
-        self._journal("risk rules changed", old=old, new=[asdict(r) for r in rules], by=self._who(), sha256=sha)
-        logger.bind(path=str(self.path), rules=len(rules)).warning("risk rules reloaded: {} rule(s)", len(rules))
-        return True
-
-    def _tell(self, key: str, title: str, body: str) -> None:
-        if self.notify is not None:
-            self.notify(key, title, body)
-
-    def on_bar(self, runner, bar) -> None:
-        "A closed bar (the runner's hook line, after marking the book): reload, calculators, rules, enforcement."
-        self.check_file()
-        p = runner.pnl
-        lag = bar.received - (bar.ts + runner.feed.step_ms) / 1000 if bar.received else 0.0
-        for rule, what in self.engine.bar(bar.ts / 1000, bar.close, bar.volume, p.equity, p.qty, lag):
-            self._enforce(rule, what)
-        self.snapshot(runner.router.journal.dir / SNAPSHOT, p.qty, bar.close, p.equity)
-
-    def snapshot(self, path: Path, qty: float, price: float, equity: float) -> None:
-        "What `intraday risk stress` reads: the position, its price, equity, volatility, costs and the metrics."
-        e = self.engine
-        data = {"ts": e.ts, "position": qty, "price": price, "equity": equity, "sigma": e.calc.v["realized_vol"],
-                "costs": e.costs, "scenarios": [asdict(s) for s in e.scenarios], "metrics": e.calc.v}  # fmt: skip
-        atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data)))
-
-    def _enforce(self, rule: Rule, what: str) -> None:
-        "A rule fired or cleared: journal, log, tell a person; halt or block through the router."
-        r, st = self.runner.router, self.engine.status.get(rule.name, RuleStatus())
-        why = f"risk rule {rule.name}: {rule.metric} {st.value:.6g} {rule.op} {rule.threshold:g}"
-        self._journal(f"risk rule {what}", rule=asdict(rule), value=st.value, bar=self.engine.ts)
-        if what == "fired":
-            logger.bind(rule=rule.name, value=st.value, action=rule.action).warning("{} -> {}", why, rule.action)
-            if rule.action == "halt":
-                r.set_state(TradingState.HALTED, why)
-            elif rule.action == "block" and r.risk.state == TradingState.ACTIVE:
-                r.set_state(TradingState.REDUCING, why)
-            self._tell(f"rule:{rule.name}", f"risk rule {rule.name} fired ({rule.action})", why)
-        else:
-            logger.bind(rule=rule.name, value=st.value).info("risk rule {} cleared", rule.name)
-            if (
-                rule.action == "block"
-                and r.risk.state == TradingState.REDUCING
-                and r.risk.reason.startswith(f"risk rule {rule.name}:")
-            ):
-                r.set_state(TradingState.ACTIVE, f"risk rule {rule.name} cleared")
-
     def target(self, runner, w: float) -> float:
         "The decision's target weight under the active rules (the runner's hook line); the decision goes on the bus."
         p, close = runner.pnl, runner.last_bar.close
         current = p.qty * close / p.equity if p.equity > 0 else 0.0
         return self.engine.target(w, current, close)
 
-    def _on_decision(self, d: dict) -> None:
-        if d.get("acked") and d.get("decided"):
-            self.engine.bus.publish("latency", seconds=d["acked"] - d["decided"])
-
-    def _on_router(self, kind: str, od, info: dict) -> None:
-        if kind == "fill" and od is not None:
-            self.engine.bus.publish("fill", qty=od.sign * info["qty"], price=info["price"])
-
     def state(self) -> dict:
         "The engine's state, the rule file and its reloads (what /state shows)."
         return {**self.engine.state(), "file": str(self.path) if self.path else None, "sha256": self.sha256,
                 "reloads": dict(self.reloads)}  # fmt: skip
+
+
+@patch
+def attach(self: RiskAgent, runner) -> "RiskAgent":
+    "Hook into a LiveRunner: bars and decisions through its hook lines, fills through its router."
+    self.runner = runner
+    runner.risk_engine = self
+    if not self.engine.costs:  # the bundle's own costs price the stress scenarios' exits
+        fm = runner.fills
+        lam = fm.kyle_lambda if isinstance(fm.kyle_lambda, float) else 0.0
+        self.engine.costs = {"half_spread_bps": fm.half_spread_bps, "taker_bps": fm.taker_bps, "kyle_lambda": lam}
+    runner.hooks["on_decision"].append(self._on_decision)
+    runner.router.listeners.append(self._on_router)
+    self.engine.export(runner.monitor.registry)
+    rules = [asdict(r) for r in self.engine.rules]
+    self._journal("risk rules loaded", new=rules, by=self._who(), sha256=self.sha256)
+    return self
+
+
+@patch
+def _journal(self: RiskAgent, what: str, **data) -> None:
+    self.runner.router.journal.record("note", what=what, path=str(self.path) if self.path else None, **data)
+
+
+@patch
+def _who(self: RiskAgent) -> str:
+    "Who or what changed the rules: the file, its owner and its time."
+    if self.path is None:
+        return "code (no rule file)"
+    st = self._stat
+    owner = st[3] if st else "?"
+    try:
+        import pwd
+
+        owner = pwd.getpwuid(st[3]).pw_name
+    except (KeyError, TypeError, ImportError):
+        pass
+    when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st[0] / 1e9)) if st else "?"
+    return f"file {self.path} (owner {owner}, modified {when})"
+
+# %% ../nbs/11a_rules.ipynb #e41b6f2f
+@patch
+def check_file(self: RiskAgent) -> bool | None:
+    "Between events: a changed rule file applied (True) or refused, old rules kept (False); None: unchanged."
+    if self.path is None:
+        return None
+    st = self._file_stat()
+    if st == self._stat:
+        return None
+    self._stat = st
+    try:
+        data = self.path.read_bytes()
+    except OSError:
+        data = b""
+    sha = hashlib.sha256(data).hexdigest()
+    if sha == self.sha256:
+        return None
+    old = [asdict(r) for r in self.engine.rules]
+    try:
+        rules = load_rules(self.path)
+    except RulesError as e:
+        self.reloads["refused"] += 1
+        self._journal("risk rules refused", errors=e.problems, kept=old, by=self._who(), sha256=sha)
+        logger.bind(path=str(self.path)).error("risk rules refused, the running rules stay: {}", e)
+        self._tell(f"rules-refused:{sha}", "risk rules refused", str(e))
+        return False
+    gone = [r for r in self.engine.active() if r not in rules]  # their enforcement ends with them
+    self.engine.set_rules(rules)
+    for r in gone:
+        self._enforce(r, "cleared")
+    self.sha256 = sha
+    self.reloads["applied"] += 1
+    self._journal("risk rules changed", old=old, new=[asdict(r) for r in rules], by=self._who(), sha256=sha)
+    logger.bind(path=str(self.path), rules=len(rules)).warning("risk rules reloaded: {} rule(s)", len(rules))
+    return True
+
+
+@patch
+def _tell(self: RiskAgent, key: str, title: str, body: str) -> None:
+    if self.notify is not None:
+        self.notify(key, title, body)
+
+# %% ../nbs/11a_rules.ipynb #0498e82e
+@patch
+def on_bar(self: RiskAgent, runner, bar) -> None:
+    "A closed bar (the runner's hook line, after marking the book): reload, calculators, rules, enforcement."
+    self.check_file()
+    p = runner.pnl
+    lag = bar.received - (bar.ts + runner.feed.step_ms) / 1000 if bar.received else 0.0
+    for rule, what in self.engine.bar(bar.ts / 1000, bar.close, bar.volume, p.equity, p.qty, lag):
+        self._enforce(rule, what)
+    self.snapshot(runner.router.journal.dir / SNAPSHOT, p.qty, bar.close, p.equity)
+
+
+@patch
+def snapshot(self: RiskAgent, path: Path, qty: float, price: float, equity: float) -> None:
+    "What `intraday risk stress` reads: the position, its price, equity, volatility, costs and the metrics."
+    e = self.engine
+    data = {"ts": e.ts, "position": qty, "price": price, "equity": equity, "sigma": e.calc.v["realized_vol"],
+            "costs": e.costs, "scenarios": [asdict(s) for s in e.scenarios], "metrics": e.calc.v}  # fmt: skip
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data)))
+
+
+@patch
+def _enforce(self: RiskAgent, rule: Rule, what: str) -> None:
+    "A rule fired or cleared: journal, log, tell a person; halt or block through the router."
+    r, st = self.runner.router, self.engine.status.get(rule.name, RuleStatus())
+    why = f"risk rule {rule.name}: {rule.metric} {st.value:.6g} {rule.op} {rule.threshold:g}"
+    self._journal(f"risk rule {what}", rule=asdict(rule), value=st.value, bar=self.engine.ts)
+    if what == "fired":
+        logger.bind(rule=rule.name, value=st.value, action=rule.action).warning("{} -> {}", why, rule.action)
+        if rule.action == "halt":
+            r.set_state(TradingState.HALTED, why)
+        elif rule.action == "block" and r.risk.state == TradingState.ACTIVE:
+            r.set_state(TradingState.REDUCING, why)
+        self._tell(f"rule:{rule.name}", f"risk rule {rule.name} fired ({rule.action})", why)
+    else:
+        logger.bind(rule=rule.name, value=st.value).info("risk rule {} cleared", rule.name)
+        if (
+            rule.action == "block"
+            and r.risk.state == TradingState.REDUCING
+            and r.risk.reason.startswith(f"risk rule {rule.name}:")
+        ):
+            r.set_state(TradingState.ACTIVE, f"risk rule {rule.name} cleared")
+
+# %% ../nbs/11a_rules.ipynb #4b2a650a
+@patch
+def _on_decision(self: RiskAgent, d: dict) -> None:
+    if d.get("acked") and d.get("decided"):
+        self.engine.bus.publish("latency", seconds=d["acked"] - d["decided"])
+
+
+@patch
+def _on_router(self: RiskAgent, kind: str, od, info: dict) -> None:
+    if kind == "fill" and od is not None:
+        self.engine.bus.publish("fill", qty=od.sign * info["qty"], price=info["price"])
