@@ -7,7 +7,7 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'DASHBOARD_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch',
            'cmd_venue_serve', 'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
-           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'dashboard_command', 'cmd_dashboard',
+           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'dashboard_command', 'cmd_dashboard',
            'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
@@ -264,7 +264,7 @@ def _backtest_all(
     from intraday.backtest import Backtester, BuyAndHold, SMACross, bundle_policy
 
     env = bundle.env_settings()
-    bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, settings.backtest)
+    bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, settings.risk)
     policies = {_ORACLE: _BarPolicy(oracle, bars.index)} if oracle is not None else {}
     policies |= {"policy": bundle_policy(bundle)}
     policies |= {k: bundle_policy(b) for k, b in (others or {}).items()}
@@ -674,8 +674,18 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
                             symbol, Risk(settings.risk), settings.live)  # fmt: skip
             await router.start()
             feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
-            runner = LiveRunner(router, feed, args.bundle, monitor, settings.backtest, shadow=args.shadow,
-                                trust=_trust(args, settings))  # fmt: skip
+            runner = LiveRunner(router, feed, args.bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
+            alerter = None
+            if urls := settings.alerts.url_list():  # halts and router alerts reach a person
+                from intraday.alerts import Alerter, watch
+
+                alerter = Alerter(urls, settings.alerts.repeat_s, settings.alerts.per_minute)
+                watch(alerter, runner)
+            if settings.risk.rules:  # the risk engine, its rule file watched between bars
+                from intraday.rules import RiskAgent, RiskEngine
+
+                engine = RiskEngine(window=settings.risk.metrics_window, alpha=settings.risk.var_alpha)
+                RiskAgent(engine, settings.risk.rules, notify=alerter.send if alerter else None).attach(runner)
             checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
             control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
                                     host=settings.live.control_host,
@@ -709,6 +719,30 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
               file=sys.stderr)  # fmt: skip
         return 1
     print(json.dumps({k: final[k] for k in ("trading_state", "position", "equity", "pnl", "decisions")}, indent=1))
+    return 0
+
+# %% ../nbs/14_cli.ipynb #efc7133a
+def cmd_risk(args: argparse.Namespace, settings: Settings) -> int:
+    "The stress table of the position a runner's risk engine last saw."
+    import json
+
+    from intraday.rules import SNAPSHOT, Scenario, stress
+
+    path = Path(args.state_dir or settings.live.state_dir) / SNAPSHOT
+    try:
+        snap = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        print(f"intraday: {path}: no risk engine snapshot ({getattr(e, 'strerror', None) or e}); a runner writes it "
+              "at every bar when [risk] rules names a rule file", file=sys.stderr)  # fmt: skip
+        return 1
+    scen = [Scenario(**s) for s in snap["scenarios"]]
+    rows = stress(snap["position"], snap["price"], snap["equity"], snap["sigma"], snap["costs"], scen)
+    when = pd.Timestamp(snap["ts"], unit="s", tz="UTC") if snap["ts"] == snap["ts"] else "?"
+    print(f"position {snap['position']:g} at {snap['price']:g} (bar {when}), equity {snap['equity']:.2f}, "
+          f"one-bar volatility {snap['sigma']:.3g}")  # fmt: skip
+    print(f"{'scenario':18s} {'loss':>12s} {'of equity':>10s}")
+    for r in rows:
+        print(f"{r['scenario']:18s} {r['loss']:12.2f} {r['loss_frac']:10.2%}")
     return 0
 
 # %% ../nbs/14_cli.ipynb #d6ceda6e
@@ -876,6 +910,11 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--allow-unsigned", action="store_true",
                       help="run: research only: trade bundles without a trusted signature")  # fmt: skip
     live.set_defaults(func=cmd_live)
+
+    risk = sub.add_parser("risk", help="the risk engine: the stress table of a runner's position")
+    risk.add_argument("action", choices=("stress",), help="stress: each scenario's loss of the position, exit included")
+    risk.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
+    risk.set_defaults(func=cmd_risk)
 
     demo = sub.add_parser("demo", help="the research flow on the synthetic market: train, backtest, audit, report")
     demo.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")

@@ -6,9 +6,8 @@ Docs: https://intraday-workbench.github.io/intraday/compiled.html.md"""
 
 # %% auto #0
 __all__ = ['CASH', 'QTY', 'EQUITY', 'PEAK', 'AVG', 'FQTY', 'FPRICE', 'FEE', 'SPREAD', 'IMPACT', 'IDENTITY', 'TANH', 'RELU',
-           'CONST', 'SMA', 'ACTIONS', 'MLP', 'DAY', 'HALTED', 'NFILL', 'NDEC', 'NHALT', 'SMA_N', 'SMA_M',
-           'pairwise_sum', 'tanh64', 'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy',
-           'compile_policy', 'run_compiled']
+           'CONST', 'SMA', 'ACTIONS', 'MLP', 'NFILL', 'NDEC', 'NHALT', 'SMA_N', 'SMA_M', 'pairwise_sum', 'tanh64',
+           'mlp_forward', 'mlp_action', 'observe', 'BundleNet', 'CompiledPolicy', 'compile_policy', 'run_compiled']
 
 # %% ../nbs/08c_compiled.ipynb #1be4f086
 import math
@@ -32,6 +31,7 @@ from intraday.env import (
     session_breaks,
     session_flat,
 )
+from .risk import LIMIT_NAMES, LIMIT_NONE, capped_weight, limit_state, limit_step
 
 # the env's book and step-report columns, as plain ints numba folds into constants
 CASH, QTY, EQUITY, PEAK, AVG = BOOK.cash, BOOK.qty, BOOK.equity, BOOK.peak, BOOK.avg_price
@@ -407,14 +407,15 @@ def compile_policy(
     return None, f"policy {name} is a Python callable"
 
 # %% ../nbs/08c_compiled.ipynb #1c28a20f
-DAY, HALTED, NFILL, NDEC, NHALT, SMA_N, SMA_M = range(7)
+NFILL, NDEC, NHALT, SMA_N, SMA_M = range(5)
 _U64 = 2.0**-53  # unit roundoff of float64
 
 
 @njit(cache=True)
-def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, ap, gap_flat, L, force_flat, max_pos, dll,
+def _loop(i0, forced, start, end, close_t, mkt, XT, positions, fp, ap, gap_flat, L, force_flat, max_w, dll, mdd,
           kind, ints, buf, roll, pre, norm, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam,
-          fst, pending, out, ist, day_eq, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted,
+          fst, pending, out, ist, lim, halt, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halt_bar,
+          halt_kind,
           xrow, x, h, err, tmp):  # fmt: skip
     "Replay bars i0..end-1; returns end, or the bar whose bundle decision is a near tie (row in xrow)."
     lat = pending.shape[1]
@@ -432,6 +433,11 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, ap, gap_flat, L, f
                     fills[k, 3], fills[k, 4] = out[0, SPREAD], out[0, IMPACT]
                     ist[NFILL] = k + 1
             equity[i], qty[i] = fst[0, EQUITY], fst[0, QTY]
+            if i >= start:  # the loss limits, valued at the close (risk's one kernel)
+                hit = limit_step(lim, halt, close_t[i], fst[0, EQUITY], dll, mdd)
+                if hit != LIMIT_NONE:
+                    halt_bar[ist[NHALT]], halt_kind[ist[NHALT]] = i, hit
+                    ist[NHALT] += 1
         if i < start or i >= end - lat:
             continue
         steps = (i - start) % L
@@ -480,17 +486,8 @@ def _loop(i0, forced, start, end, ts, mkt, XT, positions, fp, ap, gap_flat, L, f
             action = mlp_action(x, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam, h, err)
             if action < 0:
                 return i
-        w = min(max(positions[action], -max_pos), max_pos)
-        today = ts[i] // 86400
-        if today != ist[DAY]:
-            ist[DAY], ist[HALTED] = today, 0
-            day_eq[0] = eq
-        if dll > 0 and eq < day_eq[0] * (1 - dll):
-            if ist[HALTED] == 0:
-                halted[ist[NHALT]] = today
-                ist[NHALT] += 1
-            ist[HALTED] = 1
-        if ist[HALTED] == 1 or (force_flat and steps >= L - lat) or gap_flat[i]:
+        w = capped_weight(positions[action], max_w)
+        if halt[0] > 0.0 or (force_flat and steps >= L - lat) or gap_flat[i]:
             w = 0.0
         place_order(fst, pending, 0, w, c, ap)
         k = ist[NDEC]
@@ -528,8 +525,8 @@ def run_compiled(
     fst[0, CASH] = fst[0, EQUITY] = fst[0, PEAK] = env.initial_cash
     pending, out = np.zeros((1, lat)), np.zeros((1, len(STEP)))
     ap, gap_flat = account_params(env, fm, bar_seconds(ts)), session_flat(ts, env.max_gap_s, lat)
-    ist = np.zeros(7, dtype=np.int64)
-    ist[DAY], ist[SMA_M] = np.iinfo(np.int64).min, -1
+    ist = np.zeros(5, dtype=np.int64)
+    ist[SMA_M] = -1
     roll = np.zeros(4)  # SMA: rolling fast and slow sums, max |close|, the fixed part of their error bound
     if plan.kind == SMA:
         ist[SMA_N] = plan.ints[5]
@@ -537,24 +534,24 @@ def run_compiled(
         cmax = max(float(np.abs(mkt[:, 3]).max()), float(np.abs(plan.buf).max()))
         gam = [w * _U64 / (1 - w * _U64) for w in (fast, slow)]
         roll[2], roll[3] = cmax, 4.0 * (2 * gam[0] + 2 * gam[1] + 4 * _U64) * cmax
-    day_eq = np.array([env.initial_cash])
+    lim, halt = limit_state(), np.zeros(1)
+    close_t = (ts + bar_seconds(ts)).astype(np.float64)  # the limits value the book at the close, as live
     equity, qty = np.full(end, np.nan), np.zeros(end)
     fills, fill_bar = np.zeros((end - start, 5)), np.zeros(end - start, dtype=np.int64)
     dec_bar, dec_action = np.zeros(n_dec, dtype=np.int64), np.zeros(n_dec, dtype=np.int64)
     dec_target = np.zeros(n_dec)
-    halted = np.zeros(n_dec, dtype=np.int64)
+    halt_bar, halt_kind = np.zeros(end - start, dtype=np.int64), np.zeros(end - start, dtype=np.int64)
     width = int(net.dims[0])
     xrow, x = np.zeros(width), np.zeros(width)
     h, err = np.zeros((2, int(max(net.dims.max(), net.pin.max())))), np.zeros(int(net.dims.max()))
     tmp = np.zeros(max(int(plan.ints[3]) if plan.kind == SMA else 1, 1))
     i, forced, deferred = 0, -1, 0
     while True:
-        i = _loop(i, forced, start, end, ts, mkt, XT, positions, fm.params(), ap, gap_flat, L, env.force_flat,
-                  risk.max_position,
-                  risk.daily_loss_limit, plan.kind, plan.ints, plan.buf, roll, pre, net.norm, net.dims, net.pin,
-                  net.acts, net.w, net.bias, net.rnorm, net.rmax, net.bmax, net.gam, fst, pending, out, ist, day_eq,
-                  equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted, xrow, x, h, err,
-                  tmp)  # fmt: skip
+        i = _loop(i, forced, start, end, close_t, mkt, XT, positions, fm.params(), ap, gap_flat, L, env.force_flat,
+                  risk.max_weight, risk.daily_loss_limit, risk.max_drawdown, plan.kind, plan.ints, plan.buf, roll, pre,
+                  net.norm, net.dims, net.pin, net.acts, net.w, net.bias, net.rnorm, net.rmax, net.bmax, net.gam, fst,
+                  pending, out, ist, lim, halt, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target,
+                  halt_bar, halt_kind, xrow, x, h, err, tmp)  # fmt: skip
         if i >= end:
             break
         forced = plan.bundle.act(xrow[: width - 3], xrow[width - 3 :])  # a near tie: TorchScript decides
@@ -565,13 +562,14 @@ def run_compiled(
     note = plan.name + (f"; {deferred} of {n_dec} decisions were near ties decided by TorchScript"
                         if plan.kind == MLP else "")  # fmt: skip
     res = _result(bars, start, end, equity, qty, fills[: ist[NFILL]], fill_bar[: ist[NFILL]], dec_bar, dec_action,
-                  dec_target, halted[: ist[NHALT]], note)  # fmt: skip
+                  dec_target, halt_bar[: ist[NHALT]], halt_kind[: ist[NHALT]], note)  # fmt: skip
     res.costs["borrow"] = float(fst[0, BOOK.borrow_paid])
     res.session_breaks = session_breaks(bars.index[:end], env.max_gap_s)
     return res
 
 
-def _result(bars, start, end, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halted, note):
+def _result(bars, start, end, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halt_bar, halt_kind,
+            note):  # fmt: skip
     "The BacktestResult of the compiled arrays (the same frames, names and dtypes as the Python loop's)."
     idx = bars.index[:end]
     cols = ["qty", "price", "fee", "spread_cost", "impact_cost"]
@@ -580,14 +578,13 @@ def _result(bars, start, end, equity, qty, fills, fill_bar, dec_bar, dec_action,
         fills_df = pd.DataFrame([], columns=["ts", *cols]).set_index("ts")
     decisions = pd.DataFrame({"action": dec_action, "target": dec_target},
                              index=pd.DatetimeIndex(idx[dec_bar], name="ts"))  # fmt: skip
-    days = [str(d) for d in pd.to_datetime(halted * 86400, unit="s", utc=True).date]
     return BacktestResult(
         equity=pd.Series(equity, index=idx, name="equity").iloc[start:],
         positions=pd.Series(qty, index=idx, name="position").iloc[start:],
         fills=fills_df,
         decisions=decisions,
         costs={k: float(fills_df[f"{k}_cost" if k != "fee" else "fee"].sum()) for k in ("fee", "spread", "impact")},
-        halted_days=days,
+        halts=[(idx[b], LIMIT_NAMES[k]) for b, k in zip(halt_bar, halt_kind)],
         engine="compiled",
         engine_note=note,
     )

@@ -211,7 +211,7 @@ def backtester_for(
     fm = dataclasses.replace(fm, **costs)
     policies = {f"policy ({Path(choice.policy).name})": bundle_policy(first)} if first else {}
     policies.update({name: make(env.positions) for name, make in RULES.items()})
-    return Backtester(pipeline, fm, env, settings.backtest), policies
+    return Backtester(pipeline, fm, env, settings.risk), policies
 
 
 def run_backtest(

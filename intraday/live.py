@@ -25,13 +25,12 @@ from loguru import logger
 
 from .bundle import SIGNED_FILES, BundleError, PolicyBundle
 from .client import TRANSIENT
-from .config import BacktestSettings
 from .data import timeframe_seconds
 from .env import account_params, position_state, sized_order, update_avg_price
 from .journal import JournalError
 from .monitor import Monitor, Refused
 from .orders import OrderEvent
-from .risk import Intent, TradingState
+from .risk import Intent, TradingState, capped_weight
 from .router import ReconcileError, Router
 
 # %% ../nbs/13_live.ipynb #c3274ff2
@@ -316,7 +315,6 @@ class LiveRunner:
         feed: BarFeed,  # closed bars
         bundle: str | Path,  # policy bundle folder (watched for a hot swap)
         monitor: Monitor | None = None,  # metrics; default a fresh Monitor
-        limits: BacktestSettings | None = None,  # the weight cap ([backtest] max_position), as in backtests
         shadow: bool = False,  # decide and journal, never send
         stale_s: float = 120.0,  # a feed silent this long is stale: exits only
         reconcile_every_s: float | None = None,  # default [live] reconcile_every_s
@@ -330,11 +328,12 @@ class LiveRunner:
             raise AccountError(why)
         self.pipeline = self.bundle.pipeline()
         self.stream = self.pipeline.stream()
-        self.env, self.limits = self.bundle.env_settings(), limits or BacktestSettings()
+        self.env = self.bundle.env_settings()
         self.monitor = monitor or Monitor()
         self.stale_s = stale_s
         self.reconcile_every_s = reconcile_every_s or router.settings.reconcile_every_s
         self.hooks: dict[str, list] = {h: [] for h in HOOKS}
+        self.risk_engine = None  # an intraday.rules.RiskAgent, once attached: called at two lines of on_bar
         self.pnl = PnL(cash=0.0)
         self.warm, self.steps, self.lastw, self.target, self._seen = False, 0, math.nan, 0.0, 0
         self.fills = self.bundle.fill_model()  # the bundle's costs: spot buys leave room for its fee
@@ -378,7 +377,7 @@ class LiveRunner:
 
     def sizing_problem(self, equity: float, price: float) -> str | None:
         "Why the bundle's smallest target cannot be an order at this equity and price (market minimums), or None."
-        cap = self.limits.max_position
+        cap = self.router.risk.settings.max_weight  # [risk]: the one owner of the limits, as in backtests
         weights = [
             min(abs(w), cap) for w in self.bundle.positions if w and not (w < 0 and self.settings.shorts == "flat")
         ]
@@ -530,6 +529,8 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     was_warm = self.warm
     raw = self.observe(bar)
     r.mark_equity(self.pnl.equity)
+    if self.risk_engine is not None:  # the risk engine's calculators and rules see every marked bar
+        self.risk_engine.on_bar(self, bar)
     if not was_warm:
         return None
     if behind := len(self.feed.ready):  # the loop fell behind (a slow venue): decide on the newest bar only
@@ -543,9 +544,11 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     state = np.array(position_state(self.pnl.qty, self.pnl.avg, eq, bar.close, steps, L))
     t_decide = time.time()
     action = self.bundle.act(raw, state)
-    w = float(np.clip(self.bundle.positions[action], -self.limits.max_position, self.limits.max_position))
+    w = capped_weight(self.bundle.positions[action], r.risk.settings.max_weight)  # [risk], as in backtests
     if self.settings.account_type == "spot":
         w = max(w, 0.0)  # shorts = flat (a bundle with shorts is refused at start otherwise)
+    if self.risk_engine is not None:  # the risk engine's active rules: reduce, block, flatten, volatility budget
+        w = self.risk_engine.target(self, w)
     if env.force_flat and steps >= L - lat:
         w = 0.0
     self.steps += 1
@@ -660,6 +663,7 @@ def state(self: LiveRunner) -> dict:
         "stream_fills": self.stream_fills,
         "backlog_bars": self.backlog,
         "decisions": len(self.decisions),
+        "risk_engine": None if self.risk_engine is None else self.risk_engine.state(),
     }  # fmt: skip
 
 

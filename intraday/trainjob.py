@@ -259,7 +259,7 @@ def backtest(self: TrainJob) -> list[go.Figure]:
 
     bundle = PolicyBundle.load(self.run_dir / "bundle", self.trainer.splits.pipeline)
     env = bundle.env_settings()
-    bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, self.settings.backtest)
+    bt = Backtester(bundle.pipeline(), bundle.fill_model(), env, self.settings.risk)
     start = self.bars.index.get_loc(self.trainer.splits.bars["test"].index[0])
     self.backtests = {"policy": bt.run(self.bars, bundle_policy(bundle), start)}
     if (self.run_dir / "bundle_supervised").is_dir() and self.model is not None:

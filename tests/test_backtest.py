@@ -12,7 +12,7 @@ from intraday.backtest import (
     vectorbt_portfolio,
 )
 from intraday.bundle import PolicyBundle, export_bundle
-from intraday.config import BacktestSettings, EnvSettings, load_settings
+from intraday.config import EnvSettings, RiskSettings, load_settings
 from intraday.data import synth_market
 from intraday.env import CLOCK
 from intraday.fills import FillModel
@@ -100,12 +100,13 @@ def test_risk_limits():
                         index=ts)  # fmt: skip
     pipe = Trainer(SETTINGS, BARS).splits.pipeline
     env = EnvSettings(episode_len=3000, force_flat=False)
-    capped = Backtester(pipe, FillModel.frictionless(), env, BacktestSettings(max_position=0.25))
+    capped = Backtester(pipe, FillModel.frictionless(), env, RiskSettings(max_weight=0.25))
     r = capped.run(bars, BuyAndHold(env.positions), start=100)
     assert r.decisions.target.max() == 0.25 and r.positions.iloc[-1] == pytest.approx(0.25 * 10_000 / 100)
-    stop = Backtester(pipe, FillModel.frictionless(), env, BacktestSettings(daily_loss_limit=0.05))
+    stop = Backtester(pipe, FillModel.frictionless(), env, RiskSettings(daily_loss_limit=0.05))
     r = stop.run(bars, BuyAndHold(env.positions), start=100)
     assert r.halted_days == ["2024-01-01"]
     halted = r.decisions.loc["2024-01-01"].target
-    assert halted.iloc[-1] == 0 and (r.decisions.loc["2024-01-02"].target == 1).all()
+    assert halted.iloc[-2] == 0 and (r.decisions.loc["2024-01-02"].target == 1).all()
+    assert halted.iloc[-1] == 1  # the 23:59 bar closes at midnight: its decision is the new day's, as live
     assert r.equity.loc["2024-01-01 23:00"] == pytest.approx(r.equity.loc["2024-01-01 12:00"])  # out of the market

@@ -14,13 +14,13 @@ from torch import nn
 from intraday.backtest import Backtester, BuyAndHold, RandomPolicy, SMACross, bundle_policy
 from intraday.bundle import PolicyModule
 from intraday.compiled import BundleNet, compile_policy, pairwise_sum, tanh64
-from intraday.config import BacktestSettings, EnvSettings, load_settings
+from intraday.config import EnvSettings, RiskSettings, load_settings
 from intraday.fills import FillModel
 from intraday.train import Trainer
 
 COSTLY = FillModel(taker_bps=4, min_fee=0.1, spread="range", range_k=0.05, kyle_lambda=1e-6, participation=0.02,
                    latency_bars=3, price="typical")  # fmt: skip
-RISK = BacktestSettings(max_position=0.6, daily_loss_limit=0.002)
+RISK = RiskSettings(max_weight=0.6, daily_loss_limit=0.002, max_drawdown=0.04)
 
 
 def same(fast, ref):
@@ -30,7 +30,7 @@ def same(fast, ref):
     pd.testing.assert_frame_equal(fast.decisions, ref.decisions, check_exact=True)
     pd.testing.assert_series_equal(fast.equity, ref.equity, check_exact=True)
     pd.testing.assert_series_equal(fast.positions, ref.positions, check_exact=True)
-    assert fast.halted_days == ref.halted_days and fast.costs == ref.costs
+    assert fast.halts == ref.halts and fast.costs == ref.costs
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_rules_compiled_equal_python_with_every_cost_and_limit(pipe, make):
     p_ref, p_fast = make(env.positions), make(env.positions)
     ref, fast = bt.run(BARS, p_ref, engine="python"), bt.run(BARS, p_fast)
     same(fast, ref)
-    assert len(ref.fills) > 20 and ref.costs["impact"] > 0 and ref.halted_days  # costs, fills and halts all happen
+    assert len(ref.fills) > 20 and ref.costs["impact"] > 0 and ref.halts  # costs, fills and halts all happen
     assert (ref.decisions.target.abs() <= 0.6).all() and ref.decisions.target.abs().max() > 0
     if isinstance(p_ref, SMACross):  # the policy object continues from where the Python loop left it
         assert p_fast.n == p_ref.n and np.array_equal(p_fast.buf, p_ref.buf)
@@ -146,7 +146,7 @@ def test_network_from_module_agrees_or_defers():
 def test_bundle_compiled_equals_torchscript_on_every_bar(trained):  # noqa: F811
     bundle = trained[0]  # test_backtest's small trained PPO bundle, trained on these same BARS
     env = EnvSettings(positions=bundle.positions, episode_len=400)
-    for fm, risk in ((COSTLY, RISK), (FillModel(latency_bars=2), BacktestSettings())):
+    for fm, risk in ((COSTLY, RISK), (FillModel(latency_bars=2), RiskSettings())):
         bt = Backtester(bundle.pipeline(), fm, env, risk)
         ref = bt.run(BARS, bundle_policy(bundle), end=9000, engine="python")  # TorchScript decides every bar
         fast = bt.run(BARS, bundle_policy(bundle), end=9000)

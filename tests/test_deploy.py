@@ -25,7 +25,7 @@ RUNNER_METRICS = {
     "intraday_orders_total", "intraday_fills_total", "intraday_rejects_total", "intraday_retries_total",
     "intraday_faults_total", "intraday_position_mismatch_total", "intraday_bundle_swaps_total", "intraday_position",
     "intraday_equity", "intraday_pnl", "intraday_trading_state", "intraday_trading_status",
-    "intraday_feed_staleness_seconds", "intraday_bundle_info",
+    "intraday_feed_staleness_seconds", "intraday_bundle_info", "intraday_risk_rule_active",
 }  # fmt: skip
 PLATFORM_METRICS = {
     "up",
@@ -282,6 +282,7 @@ def metric_names(expr: str) -> set[str]:
     "Metric names in a PromQL expression (identifiers that are neither functions, keywords nor label names)."
     expr = re.sub(r'"[^"]*"', "", expr)  # label values
     expr = re.sub(r"\[[^\]]*\]", "", expr)  # range selectors
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)  # grouping labels
     expr = re.sub(r"\$\w+", "", expr)  # Grafana variables
     expr = re.sub(r"\{\{[^}]*\}\}", "", expr)
     names = set(re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", expr))
@@ -347,10 +348,28 @@ def test_grafana_dashboard():
 def test_runner_exports_the_metrics_the_rules_use():
     # once the live runner is merged, its own registry is the referee for the names above
     monitor = pytest.importorskip("intraday.monitor", reason="intraday.monitor (the live runner's metrics) not merged")
+    from intraday.rules import RiskEngine, Rule
+
     registry = monitor.Monitor().registry
+    RiskEngine([Rule("r", "drawdown", ">", 0.1, "halt")]).export(registry)  # a runner with a risk engine
     exported = {s.name for m in registry.collect() for s in m.samples}
     rules = [
         r for g in yaml.safe_load((DEPLOY / "monitoring" / "alerts.yaml").read_text())["groups"] for r in g["rules"]
     ]
     used = set().union(*(metric_names(r["expr"]) for r in rules)) - PLATFORM_METRICS
     assert used <= exported, used - exported
+
+
+def test_alertmanager_routes_every_alert_to_a_known_receiver():
+    am = yaml.safe_load((DEPLOY / "monitoring" / "alertmanager.yaml").read_text())
+    names = {r["name"] for r in am["receivers"]}
+    routes = [am["route"], *am["route"].get("routes", [])]
+    assert all(r["receiver"] in names for r in routes) and len(names) == len(am["receivers"])
+    alerts = {r["alert"] for g in yaml.safe_load((DEPLOY / "monitoring" / "alerts.yaml").read_text())["groups"]
+              for r in g["rules"]}  # fmt: skip
+    assert "IntradayRiskRuleActive" in alerts and "IntradayTradingHalted" in alerts
+    for rule in am["inhibit_rules"]:
+        for m in rule["source_matchers"] + rule["target_matchers"]:
+            if m.startswith("alertname = "):
+                assert m.split(" = ")[1].strip('"') in alerts, m
+    assert all("url_file" in w for r in am["receivers"] for w in r["webhook_configs"])  # no token in the file

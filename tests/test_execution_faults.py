@@ -475,7 +475,7 @@ def test_fat_fingers_are_denied_before_anything_is_sent(rig):
     g = rig()
 
     async def main():
-        r = await g.router(risk=RiskSettings(max_position=5, max_order_notional=300, price_band_bps=200))
+        r = await g.router(risk=RiskSettings(max_position_qty=5, max_order_notional=300, price_band_bps=200))
         big = await r.submit(Intent("buy", 50.0))
         notional = await r.submit(Intent("buy", 4.0))
         band = await r.submit(Intent("buy", 1.0, "limit", round(g.last * 1.05, 2)))

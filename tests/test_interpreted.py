@@ -84,7 +84,7 @@ def test_fills_and_env_interpreted():
 def test_compiled_engine_interpreted_matches_python_loop():
     from intraday.backtest import Backtester, RandomPolicy, SMACross
     from intraday.compiled import BundleNet
-    from intraday.config import BacktestSettings, EnvSettings, FeatureSettings
+    from intraday.config import EnvSettings, FeatureSettings, RiskSettings
     from intraday.data import synth_market
     from intraday.features import FeaturePipeline
     from intraday.fills import FillModel
@@ -92,7 +92,12 @@ def test_compiled_engine_interpreted_matches_python_loop():
     bars = synth_market(days=1, seed=4)
     env = EnvSettings(positions=[-1.0, 0.0, 1.0], episode_len=200)
     fm = FillModel(min_fee=0.1, participation=0.01, latency_bars=2)
-    bt = Backtester(FeaturePipeline.from_settings(FeatureSettings()), fm, env, BacktestSettings(daily_loss_limit=1e-3))
+    bt = Backtester(
+        FeaturePipeline.from_settings(FeatureSettings()),
+        fm,
+        env,
+        RiskSettings(daily_loss_limit=1e-3, max_drawdown=2e-3),
+    )
     for make in (lambda: SMACross(env.positions, 5, 140), lambda: RandomPolicy(env.positions, 1)):
         fast, ref = bt.run(bars, make(), 50), bt.run(bars, make(), 50, engine="python")
         assert fast.engine == "compiled" and fast.fills.equals(ref.fills) and fast.equity.equals(ref.equity)
@@ -134,3 +139,36 @@ def test_account_interpreted_spot_caps_and_margin_borrow():
     margin = EnvSettings(positions=[-1, 0], episode_len=1000, force_flat=False, borrow_apr=1.0)
     m = Backtester(pipe, FillModel(participation=0), margin).run(bars, lambda bar, x, state: 0, start=2)  # short
     assert m.costs["borrow"] > 0  # a short pays to borrow every bar
+
+
+def test_loss_limit_kernels_interpreted():
+    import math
+
+    import numpy as np
+
+    from intraday.risk import (
+        LIMIT_DAILY_LOSS,
+        LIMIT_DRAWDOWN,
+        LIMIT_EQUITY,
+        LIMIT_NONE,
+        capped_weight,
+        limit_halt_end,
+        limit_state,
+        limit_step,
+        loss_limits,
+    )
+
+    day = 19_000 * 86400.0
+    lim = limit_state()
+    assert loss_limits(lim, day, 100.0, 0.02, 0.05, False) == LIMIT_NONE
+    assert loss_limits(lim, day + 60, 97.0, 0.02, 0.05, True) == LIMIT_NONE  # halted: the books only
+    assert loss_limits(lim, day + 120, 97.0, 0.02, 0.05, False) == LIMIT_DAILY_LOSS
+    assert loss_limits(lim, day + 86400, 94.0, 0.02, 0.05, False) == LIMIT_DRAWDOWN
+    assert loss_limits(lim, day, -1.0, 0.02, 0.0, False) == LIMIT_EQUITY
+    assert loss_limits(lim, day, math.nan, 0.0, 0.0, False) == LIMIT_NONE
+    assert limit_halt_end(LIMIT_DAILY_LOSS, day + 5) == day + 86400 and limit_halt_end(LIMIT_EQUITY, day) == math.inf
+    halt = np.zeros(1)
+    assert limit_step(limit_state(), halt, day, 100.0, 0.0, 0.0) == LIMIT_NONE and halt[0] == 0.0
+    halt[0] = day + 10
+    assert limit_step(lim, halt, day + 10, 100.0, 0.0, 0.0) == LIMIT_NONE and halt[0] == 0.0  # its midnight passed
+    assert capped_weight(2.0, 1.5) == 1.5 and capped_weight(-0.5, 1.0) == -0.5
