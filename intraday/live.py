@@ -448,6 +448,8 @@ async def start(self: LiveRunner) -> dict:
         self.router.last_price = mark
         self.last_bar = history[-1]
     self.pnl = pnl_from_journal(self.router.journal, cash, held, mark)
+    if self.risk_engine is not None:  # the warm-up's returns are the risk metrics' prior until live bars fill in
+        self.risk_engine.seed([b.close for b in history])
     if why := self.sizing_problem(self.pnl.equity, mark):
         raise AccountError(why)
     self._seen = len(history)

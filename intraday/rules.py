@@ -137,6 +137,15 @@ class Calculators:
         for kind in EVENTS:
             bus.subscribe(kind, getattr(self, f"on_{kind}"))
 
+    def seed(self, closes: list[float]) -> int:
+        "Returns of closes from before the first live bar (the warm-up's history) stand in until live ones exist."
+        if self.live_bars or self.rets.count:
+            return 0
+        rs = [math.log(b / a) for a, b in zip(closes[:-1], closes[1:], strict=True) if a > 0 and b > 0]
+        for r in rs[-self.window :]:
+            self._ret(r)
+        return min(len(rs), self.window)
+
     def _ret(self, r: float) -> None:
         "One return into the window and its sorted copy (bisect: O(log n) search, a memmove of the window)."
         if self.rets.count == self.window:
@@ -573,6 +582,10 @@ class RiskAgent:
         p, close = runner.pnl, runner.last_bar.close
         current = p.qty * close / p.equity if p.equity > 0 else 0.0
         return self.engine.target(w, current, close)
+
+    def seed(self, closes: list[float]) -> int:
+        "The VaR / ES / volatility prior from the runner's warm-up closes (until live bars fill the window); how many."
+        return self.engine.calc.seed(closes)
 
     def state(self) -> dict:
         "The engine's state, the rule file and its reloads (what /state shows)."

@@ -4,13 +4,14 @@ applied and refused (both journaled), the metrics in /metrics and /state."""
 import asyncio
 import math
 
+import numpy as np
 import pytest
+from test_unattended import bars, close, fixed_bundle, runner_for, venue_for
 
 from intraday.binance import serve
 from intraday.obs import metrics_text
 from intraday.risk import TradingState
 from intraday.rules import RiskAgent, RiskEngine, RulesError, load_rules
-from tests.test_unattended import bars, close, fixed_bundle, runner_for, venue_for
 
 
 @pytest.fixture(scope="module")
@@ -170,13 +171,14 @@ def test_a_halt_reaches_the_receiver_once_not_once_per_bar(full, tmp_path, recei
 
 
 def test_a_backtest_and_a_paper_session_halt_on_the_same_bar_for_the_same_rule(full, tmp_path):
+    from test_live import SPEC
+    from test_unattended import BARS, KEY, SECRET
+
     from intraday.backtest import Backtester, bundle_policy
     from intraday.bundle import PolicyBundle
     from intraday.metrics import drawdown
     from intraday.rules import parse_rules
     from intraday.venue import Venue
-    from tests.test_live import SPEC
-    from tests.test_unattended import BARS, KEY, SECRET
 
     b = PolicyBundle.load(full)
     pipe, n = b.pipeline(), 120
@@ -258,3 +260,12 @@ def test_alerter_dedupes_rate_limits_and_counts_a_dead_channel():
     assert [a.send(k, "t", "b") for k in ("k", "j", "i")] == [True, True, False]
     assert a.flush(30)
     assert a.counts == {"sent": 0, "duplicate": 2, "rate_limited": 1, "failed": 3}
+
+
+def test_warm_up_closes_are_the_var_prior_until_live_bars_exist():
+    from intraday.rules import Bus, Calculators
+
+    calc = Calculators(Bus(), window=50, alpha=0.95)
+    closes = list(100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, 80))))
+    assert calc.seed(closes) == 50 and calc.rets.count == 50  # the last 50 of 79 returns
+    assert calc.seed(closes) == 0  # once only: live (or seeded) returns are never replaced
