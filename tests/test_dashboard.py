@@ -290,3 +290,15 @@ def test_browser_loaded_nothing_from_outside_the_machine(browser):
         if not u.startswith(("http://127.0.0.1:", "ws://127.0.0.1:", "blob:http://127.0.0.1:", "data:"))
     ]
     assert browser["requests"] and not outside, outside[:10]
+
+
+def test_live_rows_show_the_risk_engine_gauges_and_active_rules_first():
+    from intraday.dashboard import live_rows, risk_rows
+
+    rules = [{"name": "dd-warn", "active": False, "fired": 0}, {"name": "dd-halt", "active": True, "fired": 2}]
+    engine = {"metrics": {"drawdown": 0.0123, "var_historical": 12.5, "realized_vol": float("nan")}, "rules": rules}
+    rows = risk_rows(engine)
+    assert rows["risk drawdown"] == "0.0123" and rows["risk var_historical"] == "12.5"
+    assert "risk realized_vol" not in rows  # not known yet: not shown as nan
+    assert rows["risk rules"] == "dd-halt ACTIVE (fired 2), dd-warn clear (fired 0)"
+    assert risk_rows(None) == {} and "risk rules" in live_rows({"risk_engine": engine})
