@@ -7,8 +7,8 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'DASHBOARD_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch',
            'cmd_venue_serve', 'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
-           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'dashboard_command', 'cmd_dashboard',
-           'build_parser', 'main']
+           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'cmd_register', 'cmd_promote',
+           'cmd_rollback', 'cmd_models', 'cmd_audit', 'dashboard_command', 'cmd_dashboard', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -394,6 +394,15 @@ def _job_params(args: argparse.Namespace) -> dict:
     return params
 
 
+def _register_published(args: argparse.Namespace, settings: Settings, bundle: str) -> int:
+    "With --register: the job's published bundle becomes a new version of its model (challenger), with the run."
+    if getattr(args, "register", False):
+        out = _registry(settings).register(bundle)
+        print(f"registered: {out['name']}/{out['version']} (challenger, run {out['run_id']}); gate it with `intraday "
+              f"promote {out['name']} --challenger {out['version']} --data BARS`")  # fmt: skip
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     "Run the training job: papermill (default) or in-process (--direct / --resume)."
     from intraday.trainjob import JobParams, TrainJob
@@ -425,7 +434,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"test split ({int(cmp['bars'].iloc[0]):,} bars in whole episodes), net of all costs:")
         _print_table(table)
         print(f"run:    {job.run_dir}\nbundle: {metrics['bundle']}")
-        return 0
+        return _register_published(args, settings, metrics["bundle"])
     import papermill as pm
 
     job = TrainJob(params, args.settings)  # validates parameters and settings before starting a kernel
@@ -450,7 +459,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     test = metrics["test"]
     print(f"test split ({test['bars']:,} bars in whole episodes): net Sharpe {test['sharpe']:.2f}, return "
           f"{np.expm1(test['total_log_return']):+.2%}")  # fmt: skip
-    return 0
+    return _register_published(args, settings, metrics["bundle"])
 
 
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
@@ -564,6 +573,16 @@ def loopback(url: str) -> bool:
         return False
 
 
+def _trail(settings: Settings, kind: str, **data) -> None:
+    "Record an operator's action in the audit trail ([registry] audit_trail); a trail that fails does not undo it."
+    from intraday.trail import Trail, TrailError
+
+    try:
+        Trail(settings.registry.audit_trail).append(kind, **data)
+    except (OSError, TrailError) as e:
+        print(f"intraday: {kind} done, but not recorded in the audit trail: {e}", file=sys.stderr)
+
+
 def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     "Kill, resume or describe the runner of a state directory."
     from intraday.journal import Journal
@@ -572,8 +591,8 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     from intraday.router import KILL_FILE
 
     if args.action == "run":
-        if not args.bundle:
-            print("intraday: live run needs --bundle PATH", file=sys.stderr)
+        if bool(args.bundle) == bool(args.model):
+            print("intraday: live run needs --bundle PATH or --model NAME@champion (one of them)", file=sys.stderr)
             return 2
         return cmd_live_run(args, settings)
     state = Path(args.state_dir or settings.live.state_dir)
@@ -587,6 +606,7 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         print(f"kill file written: {state / KILL_FILE} ({args.reason}); a running router halts and cancels at its "
               "next check, a new one stays halted until `intraday live resume`")  # fmt: skip
+        _trail(settings, "kill", state_dir=str(state), reason=args.reason)
         return 0
     j = Journal.open(state)
     if args.action == "resume":
@@ -600,6 +620,7 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
             print(f"intraday: {e}; resume the running runner with POST /resume on its control port", file=sys.stderr)
             return 1
         print(f"{state}: kill file removed, trading state ACTIVE ({args.reason}); the next start reconciles first")
+        _trail(settings, "resume", state_dir=str(state), reason=args.reason)
         return 0
     risk = j.state.get("risk", {})
     killed = (state / KILL_FILE).exists()
@@ -660,6 +681,12 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     symbol = args.symbol or settings.data.symbol
 
     async def session() -> dict:
+        bundle, follow = args.bundle, None
+        if args.model:  # the registry's version, resolved before connecting, followed: swapped when the alias moves
+            from intraday.registry import ChampionFollower
+
+            follow = ChampionFollower(_registry(settings), args.model, state / "model")
+            bundle = follow.folder
         if args.venue == "paper":
             from intraday.binance import connect
 
@@ -674,7 +701,13 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
                             symbol, Risk(settings.risk), settings.live)  # fmt: skip
             await router.start()
             feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
-            runner = LiveRunner(router, feed, args.bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
+            runner = LiveRunner(router, feed, bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
+            if follow is not None:
+                runner.hooks["on_bar"].append(
+                    lambda bar: (
+                        follow.sync() and router.journal.record("note", model=args.model, version=follow.version)
+                    )
+                )
             alerter = None
             if urls := settings.alerts.url_list():  # halts and router alerts reach a person
                 from intraday.alerts import Alerter, watch
@@ -745,6 +778,92 @@ def cmd_risk(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{r['scenario']:18s} {r['loss']:12.2f} {r['loss_frac']:10.2%}")
     return 0
 
+# %% ../nbs/14_cli.ipynb #c4a9d2e7
+def _registry(settings: Settings):
+    "The workbench's model registry ([registry]), trusting the keys of [bundle] trusted_keys."
+    from intraday.registry import Registry
+    from intraday.signing import Trust
+
+    return Registry(settings.registry, Trust.from_settings(settings.bundle))
+
+
+def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
+    "Register a signed bundle as a new model version (challenger by default); print its name and version."
+    out = _registry(settings).register(args.bundle, args.name, None if args.alias == "none" else args.alias)
+    print(f"registered {args.bundle} as {out['name']}/{out['version']} (alias {out['alias'] or 'none'}, sha256 "
+          f"{out['bundle_sha256'][:12]}, run {out['run_id']})")  # fmt: skip
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
+    "Run the promotion gate for a challenger version; exit 1 when it refuses (the champion stays)."
+    from intraday.promote import promote
+    from intraday.trail import user
+
+    bars = read_bars(args.data, validate=True)
+    out = promote(_registry(settings), args.name, args.challenger, bars, settings, args.approve, args.reason or "")
+    g, keys = out["gate"], ("sharpe", "total_return", "max_drawdown", "costs_total")
+    table = pd.DataFrame({f"{role} {g.champion if role == 'champion' else g.challenger}":
+                          {**{k: g.metrics[role][k] for k in keys},
+                           "turnover a day": g.metrics[role]["annual_turnover"] / 365}
+                          for role in ("champion", "challenger")})  # fmt: skip
+    _print_table(table)
+    print(f"window {g.window['start']} .. {g.window['end']} ({g.window['bars']} bars); evidence: run {out['run_id']}")
+    if out["decision"] == "refuse":
+        print(f"intraday: refused: {args.name}@champion stays version {out['champion']}: {out['why']}", file=sys.stderr)
+        return 1
+    how = f"approved by {user()} ({args.reason}) over: {out['why']}" if out["decision"] == "approve" else out["why"]
+    print(f"{out['decision']}: {args.name}@champion is now version {out['champion']} (was {out['previous']}); {how}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    "Move a model's champion back to the previous one (recorded with who and why)."
+    out = _registry(settings).rollback(args.name, args.reason)
+    print(f"rolled back {args.name}@champion: version {out['from']} -> {out['to']} by {out['user']} ({args.reason}); "
+          f"run {out['run_id']}")  # fmt: skip
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    "List the registered models, or one model's versions with their aliases and lineage."
+    reg = _registry(settings)
+    if not args.name:
+        for m in reg.models():
+            print(f"{m.name}  {', '.join(f'{a} -> {v}' for a, v in m.aliases.items()) or 'no aliases'}")
+        return 0
+    aliases = reg.aliases(args.name)
+    rows = {int(v.version): {"aliases": ", ".join(a for a, n in aliases.items() if n == int(v.version)),
+                             "sha256": v.tags.get("bundle_sha256", "")[:12], "data_end": v.tags.get("data_end"),
+                             "key": v.tags.get("key_id"), "git": str(v.tags.get("git_revision"))[:10]}
+            for v in reg.versions(args.name)}  # fmt: skip
+    _print_table(pd.DataFrame.from_dict(rows, orient="index").rename_axis("version"))
+    print(f"champion history: {reg.history(args.name)}")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
+    "verify: recompute the audit trail's hash chain (and the registry's anchored heads); anchor: write its head."
+    from intraday.registry import RegistryError
+    from intraday.trail import verify
+
+    if args.cmd == "anchor":
+        head = _registry(settings).anchor()
+        print(f"anchored the audit trail's head: seq {head['seq']}, sha256 {head['hash'][:12]}")
+        return 0
+    path = Path(args.trail or settings.registry.audit_trail)
+    try:
+        anchors = _registry(settings).anchors()
+    except RegistryError as e:  # the chain is still checked; what the registry anchored is not
+        print(f"intraday: {e}; the anchored heads are not checked", file=sys.stderr)
+        anchors = []
+    n, problem = verify(path, anchors)
+    if problem:
+        print(f"intraday: audit trail: {problem} ({n} records before it check)", file=sys.stderr)
+        return 1
+    print(f"audit trail {path}: {n} records, the chain is intact ({len(anchors)} anchored heads checked)")
+    return 0
+
 # %% ../nbs/14_cli.ipynb #d6ceda6e
 DASHBOARD_NOTEBOOK = Path("nbs/15_dashboard.ipynb")
 
@@ -795,7 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(
         dest="room",
         required=True,
-        metavar="{config,data,train,tune,walkforward,bundle,backtest,venue,live,demo,dashboard}",
+        metavar="{config,data,train,tune,walkforward,bundle,register,promote,rollback,models,audit,backtest,venue,live,demo,dashboard}",
     )
 
     cfg = sub.add_parser("config", help="settings").add_subparsers(dest="cmd", required=True)
@@ -834,6 +953,8 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--params", help="YAML file of job parameters")
         q.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a job parameter (repeatable)")
     train.add_argument("--direct", action="store_true", help="run in this process instead of through papermill")
+    train.add_argument("--register", action="store_true",
+                       help="register the published bundle and the run's record (MLflow registry)")  # fmt: skip
     train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
     train.add_argument("--notebook", default=str(JOB_NOTEBOOK), help="job notebook (default nbs/jobs/train.ipynb)")
     train.set_defaults(func=cmd_train)
@@ -867,6 +988,35 @@ def build_parser() -> argparse.ArgumentParser:
     kg.add_argument("--name", default="", help="the key's name in the trusted-keys file")
     kg.set_defaults(func=cmd_bundle)
 
+    reg = sub.add_parser("register", help="register a signed bundle as a new model version (MLflow registry)")
+    reg.add_argument("bundle", help="signed bundle folder")
+    reg.add_argument("--name", help="model name (default <symbol>_<timeframe>_<algorithm> of its manifest)")
+    reg.add_argument("--alias", choices=("challenger", "champion", "none"), default="challenger",
+                     help="alias of the new version (default challenger; champion only for a model's first "
+                     "version)")  # fmt: skip
+    reg.set_defaults(func=cmd_register)
+    pr = sub.add_parser("promote", help="the promotion gate: a challenger version against the champion")
+    pr.add_argument("name", help="registered model")
+    pr.add_argument("--challenger", type=int, required=True, help="the challenger's version number")
+    pr.add_argument("--data", required=True, help="recent bars file: the window is its tail after both models' data")
+    pr.add_argument("--approve", action="store_true", help="overrule a refusal (needs --reason; who and why recorded)")
+    pr.add_argument("--reason", help="why (recorded)")
+    pr.set_defaults(func=cmd_promote)
+    rb = sub.add_parser("rollback", help="move a model's champion back to the previous one")
+    rb.add_argument("name", help="registered model")
+    rb.add_argument("--reason", required=True, help="why (recorded)")
+    rb.set_defaults(func=cmd_rollback)
+    models = sub.add_parser("models", help="registered models; a model's versions, aliases and lineage")
+    models.add_argument("name", nargs="?", help="a registered model")
+    models.set_defaults(func=cmd_models)
+    audit = sub.add_parser("audit", help="the hash-chained audit trail").add_subparsers(dest="cmd", required=True)
+    av = audit.add_parser(
+        "verify", help="recompute the chain; exit 1 naming the first changed/removed/reordered record"
+    )
+    av.add_argument("--trail", help="trail file (default [registry] audit_trail)")
+    av.set_defaults(func=cmd_audit)
+    audit.add_parser("anchor", help="write the trail's head to the registry (daily)").set_defaults(func=cmd_audit)
+
     venue = sub.add_parser("venue", help="the paper venue").add_subparsers(dest="cmd", required=True)
     vs = venue.add_parser("serve", help="serve the paper venue (Binance spot REST subset) until Ctrl-C")
     vs.add_argument("--data", help="bars file to replay (default: the synthetic market of [data])")
@@ -899,6 +1049,8 @@ def build_parser() -> argparse.ArgumentParser:
     live.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
     live.add_argument("--reason", default="operator", help="kill/resume: why (journaled; shown in denials)")
     live.add_argument("--bundle", help="run: policy bundle folder (watched: a new verified bundle is swapped in)")
+    live.add_argument("--model", help="run: NAME@champion (or NAME/version) from the registry, followed: the runner "
+                      "swaps between bars when the alias moves")  # fmt: skip
     live.add_argument("--venue", choices=("paper", "binance"), default="paper", help="run: where to trade")
     live.add_argument("--symbol", help="run: unified symbol (default [data] symbol)")
     live.add_argument("--url", help="run: paper venue URL (default http://[venue] host:port)")

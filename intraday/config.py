@@ -8,8 +8,9 @@ Docs: https://intraday-workbench.github.io/intraday/config.html.md"""
 __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'MIN_SECRET_LEN', 'ENV_PREFIX', 'RENAMED', 'SETTINGS_ENV',
            'SECTIONS', 'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings',
            'FeatureSettings', 'FillSettings', 'EnvSettings', 'VenueSettings', 'TrainSettings', 'TuneSettings',
-           'WalkForwardSettings', 'RiskSettings', 'LiveSettings', 'AlertSettings', 'BundleSettings', 'Secrets',
-           'load_secrets', 'SettingsError', 'Settings', 'find_settings_file', 'load_settings']
+           'WalkForwardSettings', 'RiskSettings', 'LiveSettings', 'AlertSettings', 'BundleSettings', 'RegistrySettings',
+           'PromoteSettings', 'Secrets', 'load_secrets', 'SettingsError', 'Settings', 'find_settings_file',
+           'load_settings']
 
 # %% ../nbs/00_config.ipynb #0455a121
 import configparser
@@ -398,6 +399,30 @@ class BundleSettings(Section):
     signing_key: str = "~/.intraday/bundle_signing.key"  # Ed25519 private key (PEM, mode 0600; created on first use)
     trusted_keys: str = "~/.intraday/trusted_keys"  # lines "ed25519 <64 hex digits> <name>"; a runner needs only this
 
+
+class RegistrySettings(Section):
+    "[registry]: MLflow tracking and model registry: embedded (SQLite + an artifact folder) or a tracking server."
+
+    # a SQLAlchemy URL (sqlite:///reports/mlflow.db is relative to the working directory; postgresql://... on a
+    # cluster) or the http://host:port of an MLflow tracking server
+    tracking_uri: str = "sqlite:///reports/mlflow.db"
+    artifact_root: str = "reports/mlartifacts"  # where the experiment keeps run artifacts (bundles, reports)
+    experiment: str = "intraday"  # the MLflow experiment of registrations, promotions and rollbacks
+    cache_dir: str = "state/models"  # verified local copies of resolved model versions (what a runner loads)
+    audit_trail: str = "reports/audit/trail.jsonl"  # the hash-chained audit trail of lifecycle events (JSON lines)
+
+
+class PromoteSettings(Section):
+    "[promote]: the promotion gate: its untouched window, the paired bootstrap test and the challenger's guards."
+
+    window_bars: int = Field(2880, ge=10)  # the window: the last so many bars after both models' training data
+    min_bars: int = Field(1000, ge=10)  # a window with fewer bars is refused (too short to compare)
+    n_boot: int = Field(1000, ge=100, le=100_000)  # paired block-bootstrap replicates of the Sharpe difference
+    block: int = Field(0, ge=0)  # bootstrap block length in bars (0 = round(sqrt(window bars)))
+    alpha: float = Field(0.05, gt=0, lt=1)  # the challenger's net Sharpe must beat the champion's with p below this
+    max_drawdown: float = Field(0.2, gt=0, le=1)  # the challenger's max drawdown over the window
+    max_daily_turnover: float = Field(50.0, gt=0)  # the challenger's traded notional per day, in multiples of equity
+
 # %% ../nbs/00_config.ipynb #c1ae45a5
 SECRET_ENV = {"api_key": "INTRADAY_API_KEY", "api_secret": "INTRADAY_API_SECRET"}
 SECRETS_FILE_ENV = "INTRADAY_SECRETS_FILE"
@@ -504,6 +529,8 @@ class Settings(BaseModel):
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     obs: ObsSettings = Field(default_factory=ObsSettings)
     bundle: BundleSettings = Field(default_factory=BundleSettings)
+    registry: RegistrySettings = Field(default_factory=RegistrySettings)
+    promote: PromoteSettings = Field(default_factory=PromoteSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -24,6 +24,19 @@ def workbench_keys(tmp_path_factory):
             os.environ[k] = v
 
 
+@pytest.fixture(scope="session", autouse=True)
+def audit_trail(tmp_path_factory):
+    "The audit trail of the test session (not the project's reports/); subprocesses inherit it."
+    path = tmp_path_factory.mktemp("audit") / "trail.jsonl"
+    saved = os.environ.get("INTRADAY__REGISTRY__AUDIT_TRAIL")
+    os.environ["INTRADAY__REGISTRY__AUDIT_TRAIL"] = str(path)
+    yield path
+    if saved is None:
+        os.environ.pop("INTRADAY__REGISTRY__AUDIT_TRAIL", None)
+    else:
+        os.environ["INTRADAY__REGISTRY__AUDIT_TRAIL"] = saved
+
+
 @pytest.fixture(scope="session")
 def month():
     "A month of seeded synthetic one-minute bars, shared read-only across tests."
