@@ -471,10 +471,10 @@ def test_a_hot_swap_that_keeps_the_old_file_times_is_seen(bundles, tmp_path):
 
     async def session():
         r = await runner_for(url, tmp_path / "state", live)
-        old = (live / "manifest.json").stat()
-        for name in ("policy.pt", "manifest.json"):
-            shutil.copy2(bundles["full"] / name, live / name)
-        os.utime(live / "manifest.json", ns=(old.st_atime_ns, old.st_mtime_ns))  # as `cp -p` of an older file
+        old = {f.name: f.stat() for f in live.iterdir()}
+        for f in bundles["full"].iterdir():  # the whole signed bundle, every file keeping the old one's times
+            shutil.copy2(f, live / f.name)
+            os.utime(live / f.name, ns=(old[f.name].st_atime_ns, old[f.name].st_mtime_ns))  # as `cp -p` of older files
         swapped = await r.check_bundle()
         await close(r)
         return r, swapped
@@ -545,8 +545,10 @@ def test_slow_venue_creates_are_not_resent_stale_and_the_bar_is_not_blocked_for_
         r = await runner_for(
             url, tmp_path / "state", bundles["full"], timeout_ms=1000, unknown_grace_s=1.0, resend_within_s=0.5
         )  # a create that timed out (1 s) is too old to re-send
+        venue.step()
+        bar = await r.feed.next()  # a bar stepped right after start may come by polling (stale_s): not timed
         t0 = time.time()
-        ds = await bars(r, venue, 1)
+        ds = [await r.on_bar(bar)]
         took = time.time() - t0
         await asyncio.sleep(1.0)  # the venue executes the slowed create after the client gave up
         for _ in range(3):
