@@ -118,3 +118,14 @@ def test_supervised_learner_on_a_zoo_market(tmp_path, capsys):
     assert "supervised-linear" in capsys.readouterr().out
     assert main(["train", "--direct", *job_args(tmp_path, "x", "-p", "learner", "forest")]) == 1
     assert "train.learner" in capsys.readouterr().err
+
+
+def test_papermill_reads_every_parameter_of_the_job_notebook():
+    "A '=' in a parameter's comment made papermill drop it with a WARNING line at every `intraday train`."
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    nb = nbformat.read(ROOT / "nbs" / "jobs" / "train.ipynb", as_version=4)
+    (cell,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    names = [p.name for p in PythonTranslator.inspect(cell)]
+    assert names == [ln.split("=")[0].strip() for ln in cell.source.splitlines() if ln.strip()]

@@ -402,7 +402,8 @@ def test_live_kill_on_a_state_dir_that_cannot_be_written_is_one_line(capsys, tmp
 
 
 def test_the_readme_paper_session_trades_within_a_minute_and_ends_with_a_summary(bundles, tmp_path):
-    "The README's commands as written (venue at 60x with history, runner with a long-only bundle), then SIGTERM."
+    """The README's paper session (venue at 60x with history, runner) with a fixed long-only bundle, then SIGTERM.
+    The README's loops as written run in tests/test_readme.py; this one asserts what a session must do."""
     env = {**os.environ, "INTRADAY_API_KEY": KEY, "INTRADAY_API_SECRET": SECRET, "INTRADAY_CONTROL_TOKEN": "tok-1"}
     data = tmp_path / "market.parquet"
     write_bars(synth_market(days=3, seed=5), data, {"symbol": "SYN/USDT"})
