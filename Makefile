@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.13.0
 # the install is redone when pyproject.toml's content changes (nbdev-export rewrites the file, so not its mtime)
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-16)
 
-.PHONY: install demo test check-sync lint pytest nbval lab export docs clean
+.PHONY: install demo test check-sync lint suite pytest nbval lab export docs clean
 
 install: $(STAMP)
 
@@ -22,7 +22,7 @@ $(STAMP):
 demo: install
 	$(BIN)/intraday demo --out reports/demo
 
-test: install check-sync lint pytest nbval
+test: install check-sync lint suite
 
 check-sync: install
 	@BIN=$(BIN) bash .ci/check-sync
@@ -31,16 +31,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# coverage cannot see inside numba-compiled code: the kernels first run as plain Python on small inputs
-# (tests/test_interpreted.py, NUMBA_DISABLE_JIT=1), then the whole suite runs compiled and the coverage adds up
-# The soak (tests/test_soak.py: a simulated day of the CLI runner against the venue, mostly waiting on its paced clock)
-# runs beside the rest of the suite instead of after it; its output is shown when both are done.
+# pytest, the soak and nbval in three lanes on two cores (.ci/suite says which test runs where, and why)
+suite: install
+	@BIN=$(BIN) bash .ci/suite
+
+# one part alone: the suite serially (with coverage), or the notebooks
 pytest: install
 	NUMBA_DISABLE_JIT=1 $(BIN)/pytest tests/test_interpreted.py -q --cov=intraday --cov-report= --cov-fail-under=0
-	@log=$$(mktemp); $(BIN)/pytest tests/test_soak.py -q -s -p no:cacheprovider >"$$log" 2>&1 & soak=$$!; \
-	$(BIN)/pytest tests --ignore=tests/test_soak.py --cov=intraday --cov-append --cov-report=term --durations=20; main=$$?; \
-	wait $$soak; rc=$$?; echo "--- tests/test_soak.py (run beside the suite) ---"; cat "$$log"; rm -f "$$log"; \
-	exit $$(( main ? main : rc ))
+	$(BIN)/pytest tests --cov=intraday --cov-append --cov-report=term --durations=20
 
 nbval: install
 	$(BIN)/pytest --nbval-lax nbs --ignore=nbs/jobs -p no:cacheprovider -q
