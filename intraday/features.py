@@ -30,6 +30,7 @@ from numba import njit
 
 from .config import FeatureSettings, timeframe_seconds
 from .data import BAR_COLUMNS
+from .drift import reference_bins
 
 # %% ../nbs/03_features.ipynb #727399b7
 def layout(name: str, *fields: str) -> tuple:
@@ -1051,12 +1052,14 @@ def from_settings(cls: FeaturePipeline, fs: FeatureSettings, timeframe: str = "1
 # %% ../nbs/03_features.ipynb #de568f10
 @patch
 def fit(self: FeaturePipeline, train_bars: pd.DataFrame) -> FeaturePipeline:
-    "Compute normalisation stats (mean, std per feature) on the training window only; returns self."
+    "Normalisation stats (mean, std) and drift bins per feature, on the training window only; returns self."
     raw = self.transform(train_bars).iloc[self.warmup :]
     if raw.isna().all(axis=None) or len(raw) < 2:
         raise ValueError(f"fit needs more than the warm-up of {self.warmup} bars; got {len(train_bars)}")
     mean, std = raw.mean(), raw.std()
     self.stats = {n: {"mean": float(mean[n]), "std": float(std[n]) if std[n] > 1e-12 else 1.0} for n in self.names}
+    for n in self.names:  # the drift reference: the live features are compared with these bins (intraday.drift)
+        self.stats[n]["edges"], self.stats[n]["shares"] = reference_bins(raw[n].to_numpy())
     return self
 
 
