@@ -6,9 +6,9 @@ Docs: https://intraday-workbench.github.io/intraday/bundle.html.md"""
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'POLICY_FILE', 'MANIFEST_FILE', 'PROBES_FILE', 'SIGNED_FILES', 'REQUIRED_FIELDS', 'BundleError',
-           'PolicyModule', 'policy_module', 'build_manifest', 'verify_bundle', 'PolicyBundle', 'probe_rows',
-           'probe_observations', 'write_bundle', 'export_bundle', 'STATE_NAMES', 'file_sha256', 'bars_fingerprint',
-           'git_revision', 'library_versions']
+           'PolicyModule', 'actor_parts', 'policy_module', 'build_manifest', 'verify_bundle', 'PolicyBundle',
+           'probe_rows', 'probe_observations', 'write_bundle', 'export_bundle', 'warm_start', 'STATE_NAMES',
+           'file_sha256', 'bars_fingerprint', 'git_revision', 'library_versions']
 
 # %% ../nbs/07_bundle.ipynb #96b727a1
 import copy
@@ -96,20 +96,23 @@ class PolicyModule(nn.Module):
         return torch.argmax(self.net(obs), dim=1)
 
 # %% ../nbs/07_bundle.ipynb #a233b278
-def _policy_net(model) -> nn.Sequential:
-    "A detached CPU copy of the network SB3's deterministic `predict` runs: observation -> action scores."
+def actor_parts(model) -> list[nn.Module]:
+    "The modules of `model` (SB3 PPO, A2C or DQN) its deterministic `predict` runs: observation -> action scores."
     if isinstance(model, DQN):
         q = model.policy.q_net
-        parts = [q.features_extractor, q.q_net]
-    elif isinstance(model, (PPO, A2C)):
+        return [q.features_extractor, q.q_net]
+    if isinstance(model, (PPO, A2C)):
         p = model.policy
         if not isinstance(getattr(p, "action_dist", None), CategoricalDistribution):
             kind = type(getattr(p, "action_dist", None)).__name__
             raise BundleError(f"model: {type(model).__name__} needs a Discrete action space; its policy samples {kind}")
-        parts = [p.pi_features_extractor, p.mlp_extractor.policy_net, p.action_net]
-    else:
-        raise BundleError(f"model: expected a stable-baselines3 PPO, A2C or DQN, got {type(model).__name__}")
-    return copy.deepcopy(nn.Sequential(*parts)).cpu().eval().requires_grad_(False)
+        return [p.pi_features_extractor, p.mlp_extractor.policy_net, p.action_net]
+    raise BundleError(f"model: expected a stable-baselines3 PPO, A2C or DQN, got {type(model).__name__}")
+
+
+def _policy_net(model) -> nn.Sequential:
+    "A detached CPU copy of the network SB3's deterministic `predict` runs: observation -> action scores."
+    return copy.deepcopy(nn.Sequential(*actor_parts(model))).cpu().eval().requires_grad_(False)
 
 # %% ../nbs/07_bundle.ipynb #2cd94757
 def policy_module(
@@ -730,3 +733,32 @@ def export_bundle(
     except Exception as e:
         raise _failed(dest, step, e) from e
     return write_bundle(module, manifest, pipeline, dest, _model_actions(model, pipeline), probes, key)
+
+# %% ../nbs/07_bundle.ipynb #d848393e
+def warm_start(
+    model,  # a fresh stable-baselines3 PPO, A2C or DQN, built for the new run
+    bundle: PolicyBundle,  # the verified bundle to start from (e.g. the registry's champion)
+    pipeline: FeaturePipeline,  # the new run's feature pipeline
+    positions: Sequence[float],  # the new run's action map ([env] positions)
+) -> None:
+    "Load `bundle`'s policy network into `model`'s actor; refuse other features, actions or layer shapes."
+    m = bundle.manifest
+    if m["algorithm"] != type(model).__name__:
+        raise BundleError(
+            f"warm start: the bundle's algorithm is {m['algorithm']}, the new run's {type(model).__name__}"
+        )
+    if list(pipeline.names) != bundle.feature_names:
+        raise BundleError(f"warm start: the bundle's features {bundle.feature_names} differ from the run's "
+                          f"{list(pipeline.names)}")  # fmt: skip
+    if [float(p) for p in positions] != bundle.positions:
+        raise BundleError(f"warm start: the bundle's action map {bundle.positions} differs from the run's {positions}")
+    net = nn.Sequential(*actor_parts(model))
+    src = {k[4:]: v for k, v in bundle.module.state_dict().items() if k.startswith("net.")}
+    mine = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if {k: tuple(v.shape) for k, v in src.items()} != mine:
+        theirs = {k: tuple(v.shape) for k, v in src.items()}
+        raise BundleError(f"warm start: the bundle's layers {theirs} differ from the run's {mine} ([train] net_arch)")
+    with torch.no_grad():
+        net.load_state_dict({k: v.to(torch.float32) for k, v in src.items()})
+        if isinstance(model, DQN):  # its target network starts as the online one, as SB3 builds it
+            model.policy.q_net_target.load_state_dict(model.policy.q_net.state_dict())

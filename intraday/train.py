@@ -219,6 +219,7 @@ class Trainer:
     progress: bool = False
     pipeline_factory: Any = None  # () -> FeaturePipeline, instead of [features] (the leakage audit's control)
     splits: EnvSplits | None = None  # train on these environments instead of building them (a walk-forward fold's)
+    warm_start: Any = None  # a verified PolicyBundle whose policy network starts the actor (continual retraining)
 
     def __post_init__(self):
         t = self.settings.train
@@ -236,6 +237,8 @@ class Trainer:
             **bars_fingerprint(self.bars),
             "splits": {k: [str(a), str(b)] for k, (a, b) in self.splits.ranges().items()},
             "embargo_bars": self.splits.embargo,
+            "warm_start": self.warm_start
+            and {"bundle": str(self.warm_start.path), "policy_sha256": self.warm_start.manifest["policy_sha256"]},
             "git_revision": git_revision(),
             "versions": library_versions(),
         }
@@ -343,14 +346,22 @@ def _evaluate(self: Trainer, model: BaseAlgorithm, sb3_logger, patience: int, tr
 # %% ../nbs/06_train.ipynb #53755f19
 @patch
 def _start_model(self: Trainer, env, resume: bool) -> BaseAlgorithm:
-    "The model to continue (the last checkpoint when resuming) or a fresh one with config.json and lineage.json."
+    "The model to continue (the last checkpoint when resuming), or a fresh one (warm-started from a bundle if given)."
     if resume and (self.run_dir / "state.json").is_file():
         self.state = RunState.load(self.run_dir / "state.json")
     ckpt = self.run_dir / "checkpoints" / (self.state.checkpoint or "none")
     if not (resume and ckpt.is_file()):
         _write_json(self.run_dir / "config.json", self.settings.model_dump(mode="json"))
         _write_json(self.run_dir / "lineage.json", self.lineage())
-        return self.make_model(env)
+        model = self.make_model(env)
+        if self.warm_start is not None:
+            from intraday.bundle import warm_start
+
+            warm_start(model, self.warm_start, self.splits.pipeline, self.settings.env.positions)
+            logger.info(
+                "warm start", bundle=str(self.warm_start.path), sha=self.warm_start.manifest["policy_sha256"][:12]
+            )
+        return model
     model = self.load_weights(ckpt, env)
     replay = ckpt.with_name(ckpt.stem + "_replay.npz")
     if replay.is_file() and getattr(model, "replay_buffer", None) is not None:

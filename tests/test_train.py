@@ -168,3 +168,31 @@ def test_resume_loads_weights_only_and_refuses_a_doctored_checkpoint(tmp_path, b
     with pytest.raises(ValueError, match="ckpt_1024.zip: not a weights-only checkpoint"):
         Trainer.resume(run, bars).fit(resume=True)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("algo", ["PPO", "DQN"])
+def test_a_run_warm_started_from_a_bundle_starts_from_its_policy_and_says_so(tmp_path, algo):
+    "Continual retraining: the new run's actor starts as the champion's policy (read from the verified bundle)."
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from intraday.bundle import BundleError, PolicyBundle, export_bundle, policy_module, probe_observations, probe_rows
+    from intraday.signing import Trust
+
+    old, new = synth_market(days=10, seed=4), synth_market(days=10, seed=5, start="2024-01-06")  # a later window
+    first = Trainer(small_settings(tmp_path, algo=algo), old, tmp_path / "first")
+    key = Ed25519PrivateKey.generate()
+    s = first.splits
+    path = export_bundle(first.fit(), s.pipeline, s.fill_model, s.env, tmp_path / "bundle", key=key,
+                         probes=probe_rows(s.pipeline, s.bars["train"]))  # fmt: skip
+    champion = PolicyBundle.load(path, trust=Trust.of(key))
+    second = Trainer(small_settings(tmp_path, algo=algo, seed=1), new, tmp_path / "second", warm_start=champion)
+    model = second._start_model(second.splits.make_vec_env("train", 2, seed=1), resume=False)
+    rows, _ = probe_observations(second.splits.pipeline, champion.positions, probe_rows(s.pipeline, s.bars["train"]))
+    z = torch.from_numpy(rows)
+    assert (policy_module(model, s.pipeline)(z).numpy() == champion.act_batch(rows)).all()  # same inputs, same picks
+    lineage = json.loads((tmp_path / "second" / "lineage.json").read_text())
+    assert lineage["warm_start"]["policy_sha256"] == champion.manifest["policy_sha256"]
+    second.fit()  # and it trains on from there
+    wide = Trainer(small_settings(tmp_path, algo=algo, net_arch=[16]), new, tmp_path / "wide", warm_start=champion)
+    with pytest.raises(BundleError, match=r"net_arch"):
+        wide._start_model(wide.splits.make_vec_env("train", 2, seed=1), resume=False)
