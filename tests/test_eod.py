@@ -1,0 +1,64 @@
+"""End of day (issue 21 deliverable 6): the statement and transaction report of a session on the paper venue agree with
+the venue's own ledger; the closing position and the statement's hash are chained into the audit trail."""
+
+import asyncio
+import csv
+import hashlib
+import json
+from datetime import UTC, datetime
+
+import pytest
+from test_unattended import BARS, KEY, REAL, SECRET, router_for
+
+from intraday.binance import serve
+from intraday.eod import RTS_FIELDS, TX_COLUMNS, write_eod
+from intraday.journal import Journal
+from intraday.risk import Intent
+from intraday.trail import Trail, verify
+from intraday.venue import Venue
+
+
+def test_a_days_statement_and_transactions_match_the_venues_ledger(tmp_path):
+    venue = Venue(BARS, start=1500, admin=True, keys={KEY: SECRET}, spec=REAL,
+                  balances={"USDT": 10_000.0, "SYN": 0.0})  # fmt: skip
+    url, stop = serve(venue)
+
+    async def session():
+        router = router_for(url, tmp_path / "state")
+        await router.start()
+        router.last_price = venue.last
+        for side, qty in (("buy", 10.0), ("sell", 4.0), ("buy", 1.5), ("sell", 1_000.0)):  # the last: too much
+            od = await router.submit(Intent(side, qty, tag=f"bar {venue.now} model cafe01"))
+            venue.step()
+            await router.sync(od)
+        await router.reconcile()
+        await router.ex.close()
+
+    asyncio.run(session())
+    ledger = venue.ledger()
+    stop()
+    journal = Journal.open(tmp_path / "state")
+    day = datetime.now(UTC).date().isoformat()
+    trail = Trail(tmp_path / "trail.jsonl")
+    st = write_eod(journal, day, tmp_path / "eod", mark=ledger["last"], trail=trail)
+    fills = ledger["trades"]
+    assert st["position_close"] == pytest.approx(ledger["balances"]["SYN"]["total"])
+    assert st["fills"] == len(fills) == 3
+    assert st["fees"] == pytest.approx(sum(t["commission"] for t in fills))
+    assert st["orders"] == {"FILLED": 3, "REJECTED": 1}, st["orders"]  # the oversized sell: the venue refused it
+    assert st["refused"][0]["status"] == "REJECTED" and st["refused"][0]["reason"]
+    assert set(st["by_model"]) == {"cafe01"} and st["by_model"]["cafe01"]["fills"] == 3
+    with open(st["files"]["transactions"]) as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(TX_COLUMNS) and set(RTS_FIELDS) <= set(TX_COLUMNS)
+    got = [(r["side"], float(r["quantity"]), float(r["price"]), r["trade_id"]) for r in rows if r["record"] == "fill"]
+    want = [("buy" if t["isBuyer"] else "sell", t["qty"], t["price"], str(t["id"])) for t in fills]
+    assert [g[::3] for g in got] == [w[::3] for w in want]  # every venue trade once, in order, with its id (RTS 22: 3)
+    rounded = pytest.approx([x for w in want for x in w[1:3]], rel=1e-9)  # the wire's 8 decimals
+    assert [x for g in got for x in g[1:3]] == rounded
+    assert all(r["time_utc"].endswith("Z") and len(r["time_utc"].split(".")[1]) == 7 for r in rows)  # microseconds
+    assert all(r["algorithm"] == "cafe01" for r in rows)
+    assert verify(trail.path) == (1, None)
+    saved = tmp_path / "eod" / f"statement-{day}.json"  # what the chain holds: the file as written
+    assert hashlib.sha256(saved.read_bytes()).hexdigest() == trail.records()[-1]["data"]["statement_sha256"]
+    assert json.loads(saved.read_text())["position_close"] == trail.records()[-1]["data"]["position"]
