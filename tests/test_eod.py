@@ -62,3 +62,37 @@ def test_a_days_statement_and_transactions_match_the_venues_ledger(tmp_path):
     saved = tmp_path / "eod" / f"statement-{day}.json"  # what the chain holds: the file as written
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == trail.records()[-1]["data"]["statement_sha256"]
     assert json.loads(saved.read_text())["position_close"] == trail.records()[-1]["data"]["position"]
+
+
+def test_retention_never_removes_a_run_a_registered_version_came_from(tmp_path):
+    "Old run folders go; the one a registered version's bundle came from stays, and the registry still resolves it."
+    import os
+    import time
+
+    from test_unattended import fixed_bundle
+
+    from intraday.config import RegistrySettings
+    from intraday.eod import prune_runs, registered_sources
+    from intraday.registry import CHAMPION, Registry
+
+    runs = tmp_path / "runs"
+    registered = fixed_bundle(runs / "20240101-ppo" / "bundle", "0,1", 1)
+    fixed_bundle(runs / "20240102-ppo" / "bundle", "0,1", 0)
+    (runs / "20261203-ppo").mkdir()
+    for name, age in (("20240101-ppo", 300), ("20240102-ppo", 200), ("20261203-ppo", 1)):
+        os.utime(runs / name, (time.time() - age * 86400,) * 2)
+    where = {
+        "artifact_root": tmp_path / "art",
+        "cache_dir": tmp_path / "cache",
+        "audit_trail": tmp_path / "trail.jsonl",
+    }
+    reg = Registry(
+        RegistrySettings(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db", **{k: str(v) for k, v in where.items()})
+    )
+    done = reg.register(registered, alias=CHAMPION)
+    keep = registered_sources(reg)
+    assert keep == {(runs / "20240101-ppo").resolve()}
+    assert [p.name for p in prune_runs(runs, 30, keep)] == ["20240102-ppo"]
+    assert sorted(p.name for p in runs.iterdir()) == ["20240101-ppo", "20261203-ppo"]
+    mv, path = reg.resolve(f"{done['name']}@champion")
+    assert int(mv.version) == 1 and (path / "manifest.json").is_file()
