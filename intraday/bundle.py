@@ -261,7 +261,21 @@ def _stats_problems(pipe: FeaturePipeline, names: list) -> list[str]:
     bad = [n for n in names
            if not all(isinstance(pipe.stats[n].get(k), (int, float)) and math.isfinite(pipe.stats[n][k])
                       for k in ("mean", "std")) or not pipe.stats[n]["std"] > 0]  # fmt: skip
-    return [f"manifest.json: normalization.stats: {bad} need a finite mean and a finite std > 0"] if bad else []
+    if bad:
+        return [f"manifest.json: normalization.stats: {bad} need a finite mean and a finite std > 0"]
+    if bad := [n for n in names if not _drift_ok(pipe.stats[n])]:
+        return [f"manifest.json: normalization.stats: {bad}: drift bins need sorted finite edges and one share more, "
+                "the shares summing to 1"]  # fmt: skip
+    return []
+
+
+def _drift_ok(st: dict) -> bool:
+    "A feature's drift bins (`intraday.drift.reference_bins`) are absent (an older bundle) or well formed."
+    if "edges" not in st and "shares" not in st:
+        return True
+    e, s = np.asarray(st.get("edges", []), dtype=float), np.asarray(st.get("shares", []), dtype=float)
+    return bool(np.isfinite(e).all() and (np.diff(e) > 0).all() and len(s) == len(e) + 1 and (s >= 0).all()
+                and abs(s.sum() - 1.0) < 1e-9)  # fmt: skip
 
 
 def _action_map_problems(amap, env) -> list[str]:

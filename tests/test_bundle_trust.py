@@ -186,6 +186,19 @@ def test_edited_stats_or_clip_are_refused(good, tmp_path, splits, stat_edit, rea
     refused(clip, "normalization.clip: bundle has 50.0, pipeline has 5.0", splits.pipeline, UNSIGNED)
 
 
+def test_the_drift_bins_are_signed_and_checked(good, tmp_path):
+    "The training deciles the runner's drift monitor compares with travel in the signed manifest, checked on load."
+    m = json.loads((good / MANIFEST_FILE).read_text())
+    first = m["feature_names"][0]
+    st = m["normalization"]["stats"][first]
+    assert len(st["shares"]) == len(st["edges"]) + 1 and abs(sum(st["shares"]) - 1) < 1e-9
+    path = copy(good, tmp_path)
+    st["edges"] = st["edges"][::-1]  # out of order: bins no value can fall into
+    edit(path, normalization=m["normalization"])
+    refused(path, "changed since it was signed")
+    refused(path, rf"\['{first}'\]: drift bins need sorted finite edges", trust=UNSIGNED)
+
+
 def test_edited_probes_are_refused(good, tmp_path):
     path = copy(good, tmp_path)
     with np.load(path / PROBES_FILE, allow_pickle=False) as z:
