@@ -172,3 +172,18 @@ def test_loss_limit_kernels_interpreted():
     halt[0] = day + 10
     assert limit_step(lim, halt, day + 10, 100.0, 0.0, 0.0) == LIMIT_NONE and halt[0] == 0.0  # its midnight passed
     assert capped_weight(2.0, 1.5) == 1.5 and capped_weight(-0.5, 1.0) == -0.5
+
+
+def test_basket_kernel_interpreted_plants_and_reads_the_same_signal():
+    "intraday.panel._plant as Python: the signal it plants is the one the oracle reads back from the returns."
+    from intraday.panel import KINDS, _plant
+
+    r = np.random.default_rng(0).normal(0, 0.001, (300, 3))
+    r[5, 1] = np.nan  # a missing bar: counted as no move
+    for kind, code in KINDS.items():
+        planted, z = _plant(code, r, np.full(3, 0.001), 0.2, 20)
+        _, z_read = _plant(code, planted, np.ones(3), 0.0, 20)
+        np.testing.assert_array_equal(z, z_read)
+        ok = np.isfinite(r[1:])
+        np.testing.assert_allclose((planted[1:] - r[1:])[ok], (0.2 * 0.001 * z[:-1])[ok], atol=1e-15, err_msg=kind)
+        assert np.isnan(planted[5, 1])  # a missing bar stays missing
