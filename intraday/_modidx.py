@@ -1238,4 +1238,12 @@ d = { 'settings': { 'branch': 'main',
                                       'intraday.walkforward.walkforward_figures': ( 'walkforward.html#walkforward_figures',
                                                                                     'intraday/walkforward.py'),
                                       'intraday.walkforward.walkforward_report': ( 'walkforward.html#walkforward_report',
-                                                                                   'intraday/walkforward.py')}}}
+                                                                                   'intraday/walkforward.py')},
+            'intraday.xfeatures': { 'intraday.xfeatures.CrossStream': ('xfeatures.html#crossstream', 'intraday/xfeatures.py'),
+                                    'intraday.xfeatures.CrossStream.__post_init__': ( 'xfeatures.html#crossstream.__post_init__',
+                                                                                      'intraday/xfeatures.py'),
+                                    'intraday.xfeatures.CrossStream.update': ('xfeatures.html#crossstream.update', 'intraday/xfeatures.py'),
+                                    'intraday.xfeatures._cross_all': ('xfeatures.html#_cross_all', 'intraday/xfeatures.py'),
+                                    'intraday.xfeatures._cross_step': ('xfeatures.html#_cross_step', 'intraday/xfeatures.py'),
+                                    'intraday.xfeatures._state': ('xfeatures.html#_state', 'intraday/xfeatures.py'),
+                                    'intraday.xfeatures.cross_batch': ('xfeatures.html#cross_batch', 'intraday/xfeatures.py')}}}

@@ -187,3 +187,17 @@ def test_basket_kernel_interpreted_plants_and_reads_the_same_signal():
         ok = np.isfinite(r[1:])
         np.testing.assert_allclose((planted[1:] - r[1:])[ok], (0.2 * 0.001 * z[:-1])[ok], atol=1e-15, err_msg=kind)
         assert np.isnan(planted[5, 1])  # a missing bar stays missing
+
+
+def test_cross_features_interpreted_equal_compiled_figures():
+    "intraday.xfeatures' step as Python: beta and correlation of scaled copies of one return series, ties ranked."
+    from intraday.xfeatures import CrossStream, cross_batch
+
+    a = np.random.default_rng(3).normal(0, 0.001, 150)
+    r = np.column_stack([a, 2 * a, -a, a])  # the first and the last tie
+    f = cross_batch(r, 10, 50)
+    np.testing.assert_allclose(f[-1, :, 2], np.array([1, 2, -1, 1]) * 4 / 3, rtol=1e-6)  # the basket: 3/4 of a
+    np.testing.assert_allclose(f[-1, :, 3], [1, 1, -1, 1], rtol=1e-6)
+    assert f[-1, 0, 1] == f[-1, 3, 1]
+    s = CrossStream(4, 10, 50)
+    assert np.array_equal(np.array([s.update(x) for x in r]), f, equal_nan=True)
