@@ -33,6 +33,7 @@ import ccxt.async_support
 import ccxt.pro
 import numpy as np
 from aiohttp import WSMsgType, web
+from fastcore.basics import patch
 
 from .faults import USER_STREAM
 from .orders import WORKING, to_wire
@@ -49,7 +50,7 @@ class BinanceError(Exception):
         "The JSON body Binance sends."
         return {"code": self.code, "msg": self.msg}
 
-
+# %% ../nbs/10a_binance.ipynb #de4414ac
 ERRORS = {  # name: (HTTP status, Binance code, message); the ccxt exception each one raises is in the comment
     "no_key": (401, -2014, "API-key format invalid."),  # AuthenticationError
     "bad_key": (401, -2015, "Invalid API-key, IP, or permissions for action."),  # AuthenticationError
@@ -72,7 +73,7 @@ ERRORS = {  # name: (HTTP status, Binance code, message); the ccxt exception eac
     "unsupported": (400, -1020, "Unsupported operation."),  # BadRequest
 }
 
-
+# %% ../nbs/10a_binance.ipynb #841be7a9
 def err(
     name: str,  # key of `ERRORS`
 ) -> BinanceError:
@@ -93,7 +94,7 @@ def filter_failure(
     "Binance's -1013 filter failure; ccxt raises InvalidOrder for PRICE_FILTER and LOT_SIZE, BadRequest otherwise."
     return BinanceError(400, -1013, f"Filter failure: {name}")
 
-
+# %% ../nbs/10a_binance.ipynb #47db1430
 def fmt(
     x: float,  # a price, quantity or amount
 ) -> str:
@@ -114,7 +115,7 @@ def param_int(
     except (TypeError, ValueError):
         raise err("bad_number") from None
 
-
+# %% ../nbs/10a_binance.ipynb #5c736756
 def param_float(
     p: dict,  # request parameters
     key: str,  # parameter name
@@ -147,7 +148,7 @@ def floor_to(
     "`x` rounded down to a multiple of `step` (tolerant of float noise)."
     return round(math.floor(x / step + 1e-6) * step, 12)
 
-
+# %% ../nbs/10a_binance.ipynb #22478424
 @dataclass(frozen=True)
 class MarketSpec:
     "The venue's one symbol and its trading rules (the exchangeInfo filters)."
@@ -176,32 +177,50 @@ class MarketSpec:
         "Binance market id, e.g. SYNUSDT."
         return self.base + self.quote
 
-    def filters(self) -> list[dict]:
-        "The Binance filters of the symbol."
-        return [
-            {"filterType": "PRICE_FILTER", "minPrice": fmt(self.min_price), "maxPrice": fmt(self.max_price),
-             "tickSize": fmt(self.tick_size)},
-            {"filterType": "LOT_SIZE", "minQty": fmt(self.min_qty), "maxQty": fmt(self.max_qty),
-             "stepSize": fmt(self.step_size)},
-            {"filterType": "NOTIONAL", "minNotional": fmt(self.min_notional), "applyMinToMarket": True,
-             "maxNotional": "9000000.00000000", "applyMaxToMarket": False, "avgPriceMins": 5},
-        ]  # fmt: skip
+# %% ../nbs/10a_binance.ipynb #0d446013
+@patch
+def filters(self: MarketSpec) -> list[dict]:
+    "The Binance filters of the symbol."
+    return [
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": fmt(self.min_price),
+            "maxPrice": fmt(self.max_price),
+            "tickSize": fmt(self.tick_size),
+        },
+        {
+            "filterType": "LOT_SIZE",
+            "minQty": fmt(self.min_qty),
+            "maxQty": fmt(self.max_qty),
+            "stepSize": fmt(self.step_size),
+        },
+        {
+            "filterType": "NOTIONAL",
+            "minNotional": fmt(self.min_notional),
+            "applyMinToMarket": True,
+            "maxNotional": "9000000.00000000",
+            "applyMaxToMarket": False,
+            "avgPriceMins": 5,
+        },
+    ]
 
-    def check(
-        self,
-        qty: float,  # order quantity (base)
-        price: float | None,  # limit price, None for a market order
-        ref: float,  # current price, for the notional of market orders
-    ) -> None:
-        "Raise the Binance filter failure an order breaks, if any."
-        if price is not None and (
-            not self.min_price <= price <= self.max_price or not on_grid(price - self.min_price, self.tick_size)
-        ):
-            raise filter_failure("PRICE_FILTER")
-        if not self.min_qty <= qty <= self.max_qty or not on_grid(qty - self.min_qty, self.step_size):
-            raise filter_failure("LOT_SIZE")
-        if qty * (ref if price is None else price) < self.min_notional:
-            raise filter_failure("NOTIONAL")
+# %% ../nbs/10a_binance.ipynb #10ba373a
+@patch
+def check(
+    self: MarketSpec,
+    qty: float,  # order quantity (base)
+    price: float | None,  # limit price, None for a market order
+    ref: float,  # current price, for the notional of market orders
+) -> None:
+    "Raise the Binance filter failure an order breaks, if any."
+    if price is not None and (
+        not self.min_price <= price <= self.max_price or not on_grid(price - self.min_price, self.tick_size)
+    ):
+        raise filter_failure("PRICE_FILTER")
+    if not self.min_qty <= qty <= self.max_qty or not on_grid(qty - self.min_qty, self.step_size):
+        raise filter_failure("LOT_SIZE")
+    if qty * (ref if price is None else price) < self.min_notional:
+        raise filter_failure("NOTIONAL")
 
 # %% ../nbs/10a_binance.ipynb #22bc76a6
 def _signed(secret: str, payload: str, sig: str | None) -> None:
@@ -225,7 +244,7 @@ def _fresh(p: dict, now_ms: int | None) -> dict:
         raise err("timestamp")
     return p
 
-
+# %% ../nbs/10a_binance.ipynb #d61ad822
 def _secret(keys: dict[str, str], key: str | None) -> str:
     "The secret of API key `key` (-2014 when missing, -2015 when unknown)."
     if not key:
@@ -234,7 +253,7 @@ def _secret(keys: dict[str, str], key: str | None) -> str:
         raise err("bad_key")
     return keys[key]
 
-
+# %% ../nbs/10a_binance.ipynb #7777e823
 def verify(
     keys: dict[str, str],  # API key -> secret
     key: str | None,  # the X-MBX-APIKEY header
@@ -258,7 +277,7 @@ def verify(
     p.pop("signature", None)
     return _fresh(p, now_ms)
 
-
+# %% ../nbs/10a_binance.ipynb #4e964003
 def verify_ws(
     keys: dict[str, str],  # API key -> secret
     params: dict,  # the request's params: apiKey, timestamp, signature, ...
@@ -281,8 +300,18 @@ def sign_query(
     return query + "&signature=" + hmac.new(secret.encode(), query.encode(), hashlib.sha256).hexdigest()
 
 # %% ../nbs/10a_binance.ipynb #971e885c
-_RESULT = ("price", "origQty", "executedQty", "cummulativeQuoteQty", "status", "timeInForce", "type", "side",
-           "workingTime", "selfTradePreventionMode")  # fmt: skip
+_RESULT = (
+    "price",
+    "origQty",
+    "executedQty",
+    "cummulativeQuoteQty",
+    "status",
+    "timeInForce",
+    "type",
+    "side",
+    "workingTime",
+    "selfTradePreventionMode",
+)
 _NUMERIC = ("price", "origQty", "executedQty", "cummulativeQuoteQty", "stopPrice", "icebergQty", "origQuoteOrderQty")
 _TRADE_NUMERIC = ("price", "qty", "quoteQty", "commission")
 
@@ -303,14 +332,14 @@ def order_view(
     res = ack | {k: out[k] for k in _RESULT}
     return res | {"fills": fills or []} if kind == "full" else res
 
-
+# %% ../nbs/10a_binance.ipynb #61ba696d
 def trade_view(
     t: dict,  # a trade of the venue
 ) -> dict:
     "A trade as Binance's myTrades shows it."
     return {k: (fmt(x) if k in _TRADE_NUMERIC else x) for k, x in t.items() if not k.startswith("_")}
 
-
+# %% ../nbs/10a_binance.ipynb #4b85683e
 def execution_report(
     venue,  # the venue
     od: dict,  # the order that changed
@@ -319,32 +348,70 @@ def execution_report(
 ) -> dict:
     "Binance's executionReport event of an order change."
     return {
-        "e": "executionReport", "E": venue.now, "s": od["symbol"], "c": od["clientOrderId"], "S": od["side"],
-        "o": od["type"], "f": od["timeInForce"], "q": fmt(od["origQty"]), "p": fmt(od["price"]), "P": fmt(0),
-        "F": fmt(0), "g": -1, "C": od["clientOrderId"] if x == "CANCELED" else "", "x": x,
-        "X": to_wire(od["status"]), "r": "NONE", "i": od["orderId"], "l": fmt(t["qty"] if t else 0),
-        "z": fmt(od["executedQty"]), "L": fmt(t["price"] if t else 0), "n": fmt(t["commission"] if t else 0),
-        "N": t["commissionAsset"] if t else None, "T": t["time"] if t else od["updateTime"],
-        "t": t["id"] if t else -1, "I": 0, "w": od["status"] in WORKING, "m": bool(t and t["isMaker"]), "M": False,
-        "O": od["time"], "Z": fmt(od["cummulativeQuoteQty"]), "Y": fmt(t["quoteQty"] if t else 0), "Q": fmt(0),
-        "W": od["workingTime"], "V": "NONE",
-    }  # fmt: skip
+        "e": "executionReport",
+        "E": venue.now,
+        "s": od["symbol"],
+        "c": od["clientOrderId"],
+        "S": od["side"],
+        "o": od["type"],
+        "f": od["timeInForce"],
+        "q": fmt(od["origQty"]),
+        "p": fmt(od["price"]),
+        "P": fmt(0),
+        "F": fmt(0),
+        "g": -1,
+        "C": od["clientOrderId"] if x == "CANCELED" else "",
+        "x": x,
+        "X": to_wire(od["status"]),
+        "r": "NONE",
+        "i": od["orderId"],
+        "l": fmt(t["qty"] if t else 0),
+        "z": fmt(od["executedQty"]),
+        "L": fmt(t["price"] if t else 0),
+        "n": fmt(t["commission"] if t else 0),
+        "N": t["commissionAsset"] if t else None,
+        "T": t["time"] if t else od["updateTime"],
+        "t": t["id"] if t else -1,
+        "I": 0,
+        "w": od["status"] in WORKING,
+        "m": bool(t and t["isMaker"]),
+        "M": False,
+        "O": od["time"],
+        "Z": fmt(od["cummulativeQuoteQty"]),
+        "Y": fmt(t["quoteQty"] if t else 0),
+        "Q": fmt(0),
+        "W": od["workingTime"],
+        "V": "NONE",
+    }
 
-
+# %% ../nbs/10a_binance.ipynb #1052e351
 def account_position(
     venue,  # the venue
 ) -> dict:
     "Binance's outboundAccountPosition event: every balance, free and locked."
-    return {"e": "outboundAccountPosition", "E": venue.now, "u": venue.now,
-            "B": [{"a": a, "f": fmt(f), "l": fmt(lk)} for a, (f, lk) in venue.balances.items()]}  # fmt: skip
+    return {
+        "e": "outboundAccountPosition",
+        "E": venue.now,
+        "u": venue.now,
+        "B": [{"a": a, "f": fmt(f), "l": fmt(lk)} for a, (f, lk) in venue.balances.items()],
+    }
 
-
+# %% ../nbs/10a_binance.ipynb #be99f50f
 def trade_event(
     t: dict,  # a trade of the venue
 ) -> dict:
     "Binance's public trade event of a venue fill."
-    return {"e": "trade", "E": t["time"], "s": t["symbol"], "t": t["id"], "p": fmt(t["price"]), "q": fmt(t["qty"]),
-            "T": t["time"], "m": t["isBuyer"] == t["isMaker"], "M": True}  # fmt: skip
+    return {
+        "e": "trade",
+        "E": t["time"],
+        "s": t["symbol"],
+        "t": t["id"],
+        "p": fmt(t["price"]),
+        "q": fmt(t["qty"]),
+        "T": t["time"],
+        "m": t["isBuyer"] == t["isMaker"],
+        "M": True,
+    }
 
 
 def kline_event(
@@ -354,9 +421,25 @@ def kline_event(
     "Binance's kline event of bar `i`, closed."
     o, h, lo, c, vol = venue.ohlcv[i]
     t = int(venue.ts[i])
-    k = {"t": t, "T": t + venue.step_ms - 1, "s": venue.spec.id, "i": venue.timeframe, "f": -1, "L": -1,
-         "o": fmt(o), "c": fmt(c), "h": fmt(h), "l": fmt(lo), "v": fmt(vol), "n": 1, "x": True, "q": fmt(vol * c),
-         "V": fmt(vol / 2), "Q": fmt(vol * c / 2), "B": "0"}  # fmt: skip
+    k = {
+        "t": t,
+        "T": t + venue.step_ms - 1,
+        "s": venue.spec.id,
+        "i": venue.timeframe,
+        "f": -1,
+        "L": -1,
+        "o": fmt(o),
+        "c": fmt(c),
+        "h": fmt(h),
+        "l": fmt(lo),
+        "v": fmt(vol),
+        "n": 1,
+        "x": True,
+        "q": fmt(vol * c),
+        "V": fmt(vol / 2),
+        "Q": fmt(vol * c / 2),
+        "B": "0",
+    }
     return {"e": "kline", "E": venue.now, "s": venue.spec.id, "k": k}
 
 # %% ../nbs/10a_binance.ipynb #d3648e96
@@ -369,7 +452,7 @@ class Conn:
     streams: set
     user: int | None = None  # subscriptionId on the WebSocket API, -1 for a listenKey stream, None: no user data
 
-
+# %% ../nbs/10a_binance.ipynb #71163057
 class Wire:
     "The venue's wire side: websocket connections, listen keys, and the translation of venue events into Binance's."
 
@@ -389,94 +472,111 @@ class Wire:
         "How many market streams and user data subscriptions the connections hold."
         return sum(len(c.streams) + (c.user is not None) for c in list(self.conns.values()))
 
-    def _send(self, conn: Conn, event: dict) -> None:
-        "Queue `event` on a connection (from any thread)."
-        try:
-            conn.loop.call_soon_threadsafe(conn.queue.put_nowait, json.dumps(event))
-        except RuntimeError:  # its event loop is gone
-            self.conns = {k: c for k, c in self.conns.items() if c is not conn}
+# %% ../nbs/10a_binance.ipynb #c9646f4e
+@patch
+def _send(self: Wire, conn: Conn, event: dict) -> None:
+    "Queue `event` on a connection (from any thread)."
+    try:
+        conn.loop.call_soon_threadsafe(conn.queue.put_nowait, json.dumps(event))
+    except RuntimeError:  # its event loop is gone
+        self.conns = {k: c for k, c in self.conns.items() if c is not conn}
 
-    def publish(self, stream: str, event: dict) -> None:
-        "Send `event` to every connection subscribed to market `stream`."
-        for c in list(self.conns.values()):
-            if stream in c.streams:
-                self._send(c, event)
 
-    def publish_user(self, event: dict, times: int = 1) -> None:
-        "Send a user data event to every connection with a user data subscription."
-        for c in list(self.conns.values()):
-            if c.user is not None:
-                for _ in range(times):
-                    self._send(c, event if c.user < 0 else {"subscriptionId": c.user, "event": event})
+@patch
+def publish(self: Wire, stream: str, event: dict) -> None:
+    "Send `event` to every connection subscribed to market `stream`."
+    for c in list(self.conns.values()):
+        if stream in c.streams:
+            self._send(c, event)
 
-    def __call__(self, kind: str, *args) -> None:
-        "The venue's listener: an event of the venue in Binance's words."
-        if not self.conns:
-            return
-        v, sid = self.venue, self.venue.spec.id.lower()
-        if kind == "bar":
-            self.publish(f"{sid}@kline_{v.timeframe}", kline_event(v, args[0]))
-        elif kind == "fill":
-            od, t = args
-            self.publish(f"{sid}@trade", trade_event(t))
-            if any(c.user is not None for c in list(self.conns.values())):
-                twice = v.injector.next("WS", USER_STREAM)[0] == "duplicate_trade"
-                self.publish_user(execution_report(v, od, "TRADE", t), 2 if twice else 1)
-        elif kind == "order":
-            self.publish_user(execution_report(v, *args))
-        elif kind == "balance":
-            self.publish_user(account_position(v))
 
-    def market_request(
-        self,
-        text: str,  # a message from the client
-        conn: Conn,  # its connection
-    ) -> dict:
-        "Binance's answer to a SUBSCRIBE, UNSUBSCRIBE or LIST_SUBSCRIPTIONS message."
-        try:
-            req = json.loads(text)
-            method, rid, params = req["method"], req.get("id"), list(req.get("params") or [])
-        except (ValueError, KeyError, TypeError) as e:
-            return {"error": {"code": 3, "msg": f"Invalid JSON: {e}"}, "id": None}
-        if method == "SUBSCRIBE":
-            bad = sorted(set(params) - self.stream_names())
-            if bad:
-                return {"error": {"code": 2, "msg": f"Invalid request: unknown stream(s) {bad}; "
-                                  f"served: {sorted(self.stream_names())}"}, "id": rid}  # fmt: skip
-            conn.streams.update(params)
-            return {"result": None, "id": rid}
-        if method == "UNSUBSCRIBE":
-            conn.streams.difference_update(params)
-            return {"result": None, "id": rid}
-        if method == "LIST_SUBSCRIPTIONS":
-            return {"result": sorted(conn.streams), "id": rid}
-        return {"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": rid}
+@patch
+def publish_user(self: Wire, event: dict, times: int = 1) -> None:
+    "Send a user data event to every connection with a user data subscription."
+    for c in list(self.conns.values()):
+        if c.user is not None:
+            for _ in range(times):
+                self._send(c, event if c.user < 0 else {"subscriptionId": c.user, "event": event})
 
-    def api_request(
-        self,
-        text: str,  # a WebSocket API request
-        conn: Conn,  # its connection
-    ) -> dict:
-        "Binance's WebSocket API answer: the user data stream's subscribe and unsubscribe, and ping."
-        rid = None
-        try:
-            req = json.loads(text)
-            rid, method = req.get("id"), req["method"]
-            if method == "userDataStream.subscribe.signature":
-                with self.venue.lock:
-                    verify_ws(self.venue.keys, req.get("params"))
-                    conn.user = next(self.sub_ids)
-                return {"id": rid, "status": 200, "result": {"subscriptionId": conn.user}}
-            if method == "userDataStream.unsubscribe":
-                conn.user = None
-                return {"id": rid, "status": 200, "result": {}}
-            if method == "ping":
-                return {"id": rid, "status": 200, "result": {}}
-            raise err("unsupported")
-        except BinanceError as e:
-            return {"id": rid, "status": e.status, "error": e.body()}
-        except (ValueError, KeyError, TypeError, AttributeError) as e:
-            return {"id": rid, "status": 400, "error": {"code": -1100, "msg": f"Invalid request: {e}"}}
+# %% ../nbs/10a_binance.ipynb #2c75f7e3
+@patch
+def __call__(self: Wire, kind: str, *args) -> None:
+    "The venue's listener: an event of the venue in Binance's words."
+    if not self.conns:
+        return
+    v, sid = self.venue, self.venue.spec.id.lower()
+    if kind == "bar":
+        self.publish(f"{sid}@kline_{v.timeframe}", kline_event(v, args[0]))
+    elif kind == "fill":
+        od, t = args
+        self.publish(f"{sid}@trade", trade_event(t))
+        if any(c.user is not None for c in list(self.conns.values())):
+            twice = v.injector.next("WS", USER_STREAM)[0] == "duplicate_trade"
+            self.publish_user(execution_report(v, od, "TRADE", t), 2 if twice else 1)
+    elif kind == "order":
+        self.publish_user(execution_report(v, *args))
+    elif kind == "balance":
+        self.publish_user(account_position(v))
+
+# %% ../nbs/10a_binance.ipynb #5b8437a8
+@patch
+def market_request(
+    self: Wire,
+    text: str,  # a message from the client
+    conn: Conn,  # its connection
+) -> dict:
+    "Binance's answer to a SUBSCRIBE, UNSUBSCRIBE or LIST_SUBSCRIPTIONS message."
+    try:
+        req = json.loads(text)
+        method, rid, params = req["method"], req.get("id"), list(req.get("params") or [])
+    except (ValueError, KeyError, TypeError) as e:
+        return {"error": {"code": 3, "msg": f"Invalid JSON: {e}"}, "id": None}
+    if method == "SUBSCRIBE":
+        bad = sorted(set(params) - self.stream_names())
+        if bad:
+            return {
+                "error": {
+                    "code": 2,
+                    "msg": f"Invalid request: unknown stream(s) {bad}; served: {sorted(self.stream_names())}",
+                },
+                "id": rid,
+            }
+        conn.streams.update(params)
+        return {"result": None, "id": rid}
+    if method == "UNSUBSCRIBE":
+        conn.streams.difference_update(params)
+        return {"result": None, "id": rid}
+    if method == "LIST_SUBSCRIPTIONS":
+        return {"result": sorted(conn.streams), "id": rid}
+    return {"error": {"code": 2, "msg": f"Invalid request: unknown method {method!r}"}, "id": rid}
+
+# %% ../nbs/10a_binance.ipynb #5e9be800
+@patch
+def api_request(
+    self: Wire,
+    text: str,  # a WebSocket API request
+    conn: Conn,  # its connection
+) -> dict:
+    "Binance's WebSocket API answer: the user data stream's subscribe and unsubscribe, and ping."
+    rid = None
+    try:
+        req = json.loads(text)
+        rid, method = req.get("id"), req["method"]
+        if method == "userDataStream.subscribe.signature":
+            with self.venue.lock:
+                verify_ws(self.venue.keys, req.get("params"))
+                conn.user = next(self.sub_ids)
+            return {"id": rid, "status": 200, "result": {"subscriptionId": conn.user}}
+        if method == "userDataStream.unsubscribe":
+            conn.user = None
+            return {"id": rid, "status": 200, "result": {}}
+        if method == "ping":
+            return {"id": rid, "status": 200, "result": {}}
+        raise err("unsupported")
+    except BinanceError as e:
+        return {"id": rid, "status": e.status, "error": e.body()}
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        return {"id": rid, "status": 400, "error": {"code": -1100, "msg": f"Invalid request: {e}"}}
 
 # %% ../nbs/10a_binance.ipynb #d946f660
 class Fault(NamedTuple):
@@ -498,7 +598,7 @@ def symbol_of(
     if s is not None and s != venue.spec.id:
         raise err("bad_symbol")
 
-
+# %% ../nbs/10a_binance.ipynb #f9899137
 def klines(w: "Wire", p: dict, f: Fault | None = None) -> list[list]:
     "GET /api/v3/klines: the bars visible now."
     v = w.venue
@@ -517,21 +617,38 @@ def klines(w: "Wire", p: dict, f: Fault | None = None) -> list[list]:
     for i in range(lo, hi):
         o, h, lo_, c, vol = v.ohlcv[i]
         t = int(v.ts[i])
-        out.append([t, fmt(o), fmt(h), fmt(lo_), fmt(c), fmt(vol), t + v.step_ms - 1, fmt(vol * c), 1,
-                    fmt(vol / 2), fmt(vol * c / 2), "0"])  # fmt: skip
+        out.append(
+            [
+                t,
+                fmt(o),
+                fmt(h),
+                fmt(lo_),
+                fmt(c),
+                fmt(vol),
+                t + v.step_ms - 1,
+                fmt(vol * c),
+                1,
+                fmt(vol / 2),
+                fmt(vol * c / 2),
+                "0",
+            ]
+        )
     return out
 
-
+# %% ../nbs/10a_binance.ipynb #01321ca2
 def depth(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /api/v3/depth: the book synthesized around the current close."
     v = w.venue
     symbol_of(v, p)
     n = min(max(param_int(p, "limit", 100), 1), v.depth_levels)
     bid, ask, size, tick = *v.book(n), v.spec.tick_size
-    return {"lastUpdateId": v.cursor, "bids": [[fmt(bid - k * tick), fmt(size)] for k in range(n)],
-            "asks": [[fmt(ask + k * tick), fmt(size)] for k in range(n)]}  # fmt: skip
+    return {
+        "lastUpdateId": v.cursor,
+        "bids": [[fmt(bid - k * tick), fmt(size)] for k in range(n)],
+        "asks": [[fmt(ask + k * tick), fmt(size)] for k in range(n)],
+    }
 
-
+# %% ../nbs/10a_binance.ipynb #cbf1d839
 def ticker(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /api/v3/ticker/24hr: the 24 hours ending at the current bar."
     v = w.venue
@@ -543,43 +660,82 @@ def ticker(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     op, last = float(win[0, 0]), v.last
     bid, ask, size = v.book(1)
     return {
-        "symbol": v.spec.id, "priceChange": fmt(last - op), "priceChangePercent": f"{100 * (last / op - 1):.3f}",
+        "symbol": v.spec.id,
+        "priceChange": fmt(last - op),
+        "priceChangePercent": f"{100 * (last / op - 1):.3f}",
         "weightedAvgPrice": fmt(qvol / vol if vol else last),
-        "prevClosePrice": fmt(v.ohlcv[j - 1, 3] if j > 0 else op), "lastPrice": fmt(last),
-        "lastQty": "0.00000000", "bidPrice": fmt(bid), "bidQty": fmt(size), "askPrice": fmt(ask), "askQty": fmt(size),
-        "openPrice": fmt(op), "highPrice": fmt(win[:, 1].max()), "lowPrice": fmt(win[:, 2].min()),
-        "volume": fmt(vol), "quoteVolume": fmt(qvol), "openTime": int(v.ts[j]), "closeTime": v.now - 1,
-        "firstId": j, "lastId": i, "count": i - j + 1,
-    }  # fmt: skip
+        "prevClosePrice": fmt(v.ohlcv[j - 1, 3] if j > 0 else op),
+        "lastPrice": fmt(last),
+        "lastQty": "0.00000000",
+        "bidPrice": fmt(bid),
+        "bidQty": fmt(size),
+        "askPrice": fmt(ask),
+        "askQty": fmt(size),
+        "openPrice": fmt(op),
+        "highPrice": fmt(win[:, 1].max()),
+        "lowPrice": fmt(win[:, 2].min()),
+        "volume": fmt(vol),
+        "quoteVolume": fmt(qvol),
+        "openTime": int(v.ts[j]),
+        "closeTime": v.now - 1,
+        "firstId": j,
+        "lastId": i,
+        "count": i - j + 1,
+    }
 
-
+# %% ../nbs/10a_binance.ipynb #2789ddec
 def exchange_info(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /api/v3/exchangeInfo for the venue's one symbol."
     s = w.venue.spec
     return {
-        "timezone": "UTC", "serverTime": int(time.time() * 1000), "exchangeFilters": [],
+        "timezone": "UTC",
+        "serverTime": int(time.time() * 1000),
+        "exchangeFilters": [],
         "rateLimits": [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}],
-        "symbols": [{
-            "symbol": s.id, "status": "TRADING", "baseAsset": s.base, "baseAssetPrecision": 8, "quoteAsset": s.quote,
-            "quotePrecision": 8, "quoteAssetPrecision": 8, "baseCommissionPrecision": 8, "quoteCommissionPrecision": 8,
-            "orderTypes": ["LIMIT", "MARKET"], "icebergAllowed": False, "ocoAllowed": False, "otoAllowed": False,
-            "quoteOrderQtyMarketAllowed": True, "allowTrailingStop": False, "cancelReplaceAllowed": False,
-            "isSpotTradingAllowed": True, "isMarginTradingAllowed": False, "filters": s.filters(),
-            "permissions": [], "permissionSets": [["SPOT"]], "defaultSelfTradePreventionMode": "NONE",
-            "allowedSelfTradePreventionModes": ["NONE"],
-        }],
-    }  # fmt: skip
+        "symbols": [
+            {
+                "symbol": s.id,
+                "status": "TRADING",
+                "baseAsset": s.base,
+                "baseAssetPrecision": 8,
+                "quoteAsset": s.quote,
+                "quotePrecision": 8,
+                "quoteAssetPrecision": 8,
+                "baseCommissionPrecision": 8,
+                "quoteCommissionPrecision": 8,
+                "orderTypes": ["LIMIT", "MARKET"],
+                "icebergAllowed": False,
+                "ocoAllowed": False,
+                "otoAllowed": False,
+                "quoteOrderQtyMarketAllowed": True,
+                "allowTrailingStop": False,
+                "cancelReplaceAllowed": False,
+                "isSpotTradingAllowed": True,
+                "isMarginTradingAllowed": False,
+                "filters": s.filters(),
+                "permissions": [],
+                "permissionSets": [["SPOT"]],
+                "defaultSelfTradePreventionMode": "NONE",
+                "allowedSelfTradePreventionModes": ["NONE"],
+            }
+        ],
+    }
 
 # %% ../nbs/10a_binance.ipynb #34f5e79d
 def _window(rows: list[dict], p: dict, id_key: str, from_key: str) -> list[dict]:
     "Binance list filters: `from_key` (id >=), startTime/endTime on `time`, limit (default 500, max 1000)."
     start, end, first = param_int(p, "startTime"), param_int(p, "endTime"), param_int(p, from_key)
-    out = [r for r in rows if (first is None or r[id_key] >= first) and (start is None or r["time"] >= start)
-           and (end is None or r["time"] <= end)]  # fmt: skip
+    out = [
+        r
+        for r in rows
+        if (first is None or r[id_key] >= first)
+        and (start is None or r["time"] >= start)
+        and (end is None or r["time"] <= end)
+    ]
     limit = min(max(param_int(p, "limit", 500), 1), 1000)
     return out[:limit] if first is not None or start is not None else out[-limit:]
 
-
+# %% ../nbs/10a_binance.ipynb #31270f4b
 def _find(v, p: dict, visible: bool = True) -> dict:
     "The order named by orderId or origClientOrderId (-2013 when there is none; hidden ones too if `visible`)."
     symbol_of(v, p)
@@ -588,11 +744,9 @@ def _find(v, p: dict, visible: bool = True) -> dict:
         raise mandatory("orderId")
     return v.find(oid, cid, visible)
 
-
-def post_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
-    "POST /api/v3/order: place an order (it fills from the next bar on)."
-    v = w.venue
-    symbol_of(v, p)
+# %% ../nbs/10a_binance.ipynb #4eb53aed
+def _order_args(p: dict) -> tuple[str, str, float | None, float | None, float | None]:
+    "Side, type, price, quantity and quote quantity of a POST /order, checked as Binance checks them."
     for key in ("side", "type"):
         if not p.get(key):
             raise mandatory(key)
@@ -612,11 +766,19 @@ def post_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     quote_qty = param_float(p, "quoteOrderQty") if typ == "MARKET" else None
     if qty is None and quote_qty is None:
         raise mandatory("quantity")
+    return side, typ, price, qty, quote_qty
+
+# %% ../nbs/10a_binance.ipynb #c3c2cf8d
+def post_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
+    "POST /api/v3/order: place an order (it fills from the next bar on)."
+    v = w.venue
+    symbol_of(v, p)
+    side, typ, price, qty, quote_qty = _order_args(p)
     hide = f.params["invisible_ms"] if f and f.kind == "invisible" else 0.0
     od = v.new_order(side, typ, qty, price, p.get("newClientOrderId"), quote_qty=quote_qty, invisible_ms=hide)
     return order_view(od, (p.get("newOrderRespType") or "FULL").lower())
 
-
+# %% ../nbs/10a_binance.ipynb #41b04c2e
 def get_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /api/v3/order."
     return order_view(_find(w.venue, p))
@@ -631,10 +793,12 @@ def delete_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
         raise err("unknown_order") if e.code == -2013 else e from None
     od = v.cancel(od["orderId"], late_fill=bool(f and f.kind == "late_fill"))
     out = order_view(od, "result")
-    return out | {"origClientOrderId": od["clientOrderId"],
-                  "clientOrderId": p.get("newClientOrderId") or out["clientOrderId"]}  # fmt: skip
+    return out | {
+        "origClientOrderId": od["clientOrderId"],
+        "clientOrderId": p.get("newClientOrderId") or out["clientOrderId"],
+    }
 
-
+# %% ../nbs/10a_binance.ipynb #690e2c66
 def open_orders(w: "Wire", p: dict, f: Fault | None = None) -> list[dict]:
     "GET /api/v3/openOrders (of the symbol, if given)."
     symbol_of(w.venue, p, required=False)
@@ -659,33 +823,64 @@ def my_trades(w: "Wire", p: dict, f: Fault | None = None) -> list[dict]:
         out.append(dict(out[-1]))  # the last trade again, same id
     return out
 
-
+# %% ../nbs/10a_binance.ipynb #3a5cef13
 def account(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /api/v3/account: commissions and balances."
     v = w.venue
     return {
-        "makerCommission": int(v.fm.maker_bps), "takerCommission": int(v.fm.taker_bps), "buyerCommission": 0,
-        "sellerCommission": 0, "canTrade": True, "canWithdraw": False, "canDeposit": False, "brokered": False,
-        "requireSelfTradePrevention": False, "preventSor": False, "updateTime": v.now, "accountType": "SPOT",
+        "makerCommission": int(v.fm.maker_bps),
+        "takerCommission": int(v.fm.taker_bps),
+        "buyerCommission": 0,
+        "sellerCommission": 0,
+        "canTrade": True,
+        "canWithdraw": False,
+        "canDeposit": False,
+        "brokered": False,
+        "requireSelfTradePrevention": False,
+        "preventSor": False,
+        "updateTime": v.now,
+        "accountType": "SPOT",
         "balances": [{"asset": a, "free": fmt(fr), "locked": fmt(lk)} for a, (fr, lk) in v.balances.items()],
-        "permissions": ["SPOT"], "uid": 1,
-    }  # fmt: skip
+        "permissions": ["SPOT"],
+        "uid": 1,
+    }
 
 # %% ../nbs/10a_binance.ipynb #fb32e15b
 def no_futures(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /fapi/v1/exchangeInfo and /dapi/v1/exchangeInfo: no futures here."
-    return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [], "exchangeFilters": [],
-            "assets": [], "symbols": []}  # fmt: skip
+    return {
+        "timezone": "UTC",
+        "serverTime": int(time.time() * 1000),
+        "rateLimits": [],
+        "exchangeFilters": [],
+        "assets": [],
+        "symbols": [],
+    }
 
 
 def coins(w: "Wire", p: dict, f: Fault | None = None) -> list[dict]:
     "GET /sapi/v1/capital/config/getall: the venue's assets, deposits and withdrawals off."
-    return [{"coin": a, "name": a, "free": fmt(fr), "locked": fmt(lk), "freeze": fmt(0), "withdrawing": fmt(0),
-             "ipoing": fmt(0), "ipoable": fmt(0), "storage": fmt(0), "isLegalMoney": False, "trading": True,
-             "depositAllEnable": False, "withdrawAllEnable": False, "networkList": []}
-            for a, (fr, lk) in w.venue.balances.items()]  # fmt: skip
+    return [
+        {
+            "coin": a,
+            "name": a,
+            "free": fmt(fr),
+            "locked": fmt(lk),
+            "freeze": fmt(0),
+            "withdrawing": fmt(0),
+            "ipoing": fmt(0),
+            "ipoable": fmt(0),
+            "storage": fmt(0),
+            "isLegalMoney": False,
+            "trading": True,
+            "depositAllEnable": False,
+            "withdrawAllEnable": False,
+            "networkList": [],
+        }
+        for a, (fr, lk) in w.venue.balances.items()
+    ]
 
-
+# %% ../nbs/10a_binance.ipynb #559acce4
 def new_listen_key(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "POST /api/v3/userDataStream: a listenKey for /ws/<listenKey>."
     key = secrets.token_urlsafe(45)[:60]
@@ -735,7 +930,7 @@ def _admin_faults(v, p: dict) -> dict:
     v.set_faults(p or None)
     return v.fault_state()
 
-
+# %% ../nbs/10a_binance.ipynb #67fc2f84
 class Route(NamedTuple):
     "One endpoint: method, path, auth level and its function (wire, params, fault) -> JSON."
 
@@ -786,7 +981,7 @@ def _json(data, status: int = 200, headers: dict | None = None) -> web.Response:
     "A JSON response."
     return web.json_response(data, status=status, headers=headers)
 
-
+# %% ../nbs/10a_binance.ipynb #62867dcb
 def _params(route: Route, v, request: web.Request, body: str) -> dict:
     "The parameters of a request, checked as the route's auth level requires."
     key, raw = request.headers.get("X-MBX-APIKEY"), request.rel_url.raw_query_string
@@ -802,7 +997,7 @@ def _params(route: Route, v, request: web.Request, body: str) -> dict:
         p = dict(request.query) | d
     return p
 
-
+# %% ../nbs/10a_binance.ipynb #67cb803f
 def _handler(route: Route, w: Wire) -> Callable:
     "The aiohttp handler of a route."
 
@@ -817,7 +1012,22 @@ def _handler(route: Route, w: Wire) -> Callable:
 
     return handler
 
+# %% ../nbs/10a_binance.ipynb #1b545f53
+def _refusal(kind: str | None) -> web.Response | None:
+    "The answer of a request the fault `kind` refuses before processing (5xx, 429, 418); None for any other."
+    if kind == "5xx":
+        return web.Response(status=503, text="Service Unavailable")
+    if kind in ("429", "418"):
+        e = err("rate_limit" if kind == "429" else "banned")
+        return _json(e.body(), e.status, {"Retry-After": "1"})
+    return None
 
+
+def _halved(resp: web.Response) -> web.Response:
+    "`resp` with half of its body (the `malformed` fault): same status, broken JSON."
+    return web.Response(status=resp.status, body=resp.body[: len(resp.body) // 2], content_type="application/json")
+
+# %% ../nbs/10a_binance.ipynb #95b96ef2
 def _middleware(v) -> Callable:
     "Errors as Binance's JSON, and the faults of each request."
 
@@ -827,11 +1037,9 @@ def _middleware(v) -> Callable:
         kind, delay, params = v.injector.next(request.method, request.path) if api else (None, 0.0, {})
         if delay > 0:
             await asyncio.sleep(delay / 1000)
-        if kind == "5xx":
-            return web.Response(status=503, text="Service Unavailable")
-        if kind in ("429", "418"):
-            e = err("rate_limit" if kind == "429" else "banned")
-            return _json(e.body(), e.status, {"Retry-After": "1"})
+        refused = _refusal(kind)
+        if refused is not None:
+            return refused
         if kind == "drop_request":
             request.transport.abort()  # lost on the way in: nothing happens
             return web.Response(status=503)
@@ -847,14 +1055,12 @@ def _middleware(v) -> Callable:
         if kind in ("drop_response", "cancel_timeout"):
             request.transport.abort()  # processed, but the client never hears back
         elif kind == "malformed":
-            resp = web.Response(
-                status=resp.status, body=resp.body[: len(resp.body) // 2], content_type="application/json"
-            )
+            resp = _halved(resp)
         return resp
 
     return errors_and_faults
 
-
+# %% ../nbs/10a_binance.ipynb #39c5f638
 async def _pump(ws: web.WebSocketResponse, queue: asyncio.Queue) -> None:
     "Send what the connection's queue receives."
     while True:
@@ -869,8 +1075,12 @@ def _socket(w: Wire, api: bool) -> Callable:
         raw = [s for s in tail if "@" in s]  # raw streams; a bare number is ccxt's stream index
         keys = [s for s in tail if "@" not in s and not s.isdigit()]  # listenKeys
         if set(raw) - w.stream_names() or set(keys) - w.listen_keys:
-            raise BinanceError(400, -1121, f"Invalid stream(s): {sorted(set(raw) - w.stream_names())}, "
-                                           f"listenKey(s): {sorted(set(keys) - w.listen_keys)}")  # fmt: skip
+            raise BinanceError(
+                400,
+                -1121,
+                f"Invalid stream(s): {sorted(set(raw) - w.stream_names())}, "
+                f"listenKey(s): {sorted(set(keys) - w.listen_keys)}",
+            )
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         conn = Conn(asyncio.get_running_loop(), asyncio.Queue(), set(raw), -1 if keys else None)
@@ -888,7 +1098,7 @@ def _socket(w: Wire, api: bool) -> Callable:
 
     return handler
 
-
+# %% ../nbs/10a_binance.ipynb #a608ef0d
 def app(
     venue,  # the venue to serve
 ) -> web.Application:
@@ -963,7 +1173,7 @@ def serve(
 
     return f"http://{host}:{box['port']}", stop
 
-
+# %% ../nbs/10a_binance.ipynb #e3a53ab0
 def local_urls(
     urls,  # ccxt's urls['api'] (nested dicts of strings)
     base: str,  # the venue's base URL
@@ -975,7 +1185,7 @@ def local_urls(
         return urls
     return re.sub(r"^wss?://[^/]+", re.sub(r"^http", "ws", base), re.sub(r"^https?://[^/]+", base, urls))
 
-
+# %% ../nbs/10a_binance.ipynb #37f21913
 def connect(
     url: str,  # base URL of the venue, e.g. from `serve`
     key: str,  # API key
@@ -985,11 +1195,15 @@ def connect(
     **kw,  # more ccxt config; `options` are merged into the venue's
 ) -> ccxt.binance | ccxt.async_support.binance:
     "A real ccxt binance client (sync, async or pro) talking to the venue at `url`, spot only."
-    options = {"defaultType": "spot", "fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False,
-               "fetchMargins": False, "adjustForTimeDifference": False} | kw.pop("options", {})  # fmt: skip
+    options = {
+        "defaultType": "spot",
+        "fetchMarkets": {"types": ["spot"]},
+        "fetchCurrencies": False,
+        "fetchMargins": False,
+        "adjustForTimeDifference": False,
+    } | kw.pop("options", {})
     cls = ccxt.pro.binance if pro else ccxt.async_support.binance if asynchronous else ccxt.binance
-    ex = cls({"apiKey": key, "secret": secret, "enableRateLimit": False, "timeout": 10_000,
-              "options": options} | kw)  # fmt: skip
+    ex = cls({"apiKey": key, "secret": secret, "enableRateLimit": False, "timeout": 10_000, "options": options} | kw)
     ex.urls["api"] = local_urls(ex.urls["api"], url.rstrip("/"))
     ex.exceptions = ex.exceptions | {"exact": ex.exceptions["exact"] | ex.exceptions["spot"]["exact"]}
     return ex

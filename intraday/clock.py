@@ -12,13 +12,14 @@ import asyncio
 import time
 
 import numpy as np
+from fastcore.basics import patch
 
 # %% ../nbs/10c_clock.ipynb #286b2ac8
 def wall_ms() -> float:
     "The wall clock in ms."
     return time.time() * 1000
 
-
+# %% ../nbs/10c_clock.ipynb #2df7162f
 class ReplayClock:
     "A venue's clock: stepped (speed 0) or real time at `speed` x the wall clock, anchored by `rebase`."
 
@@ -32,74 +33,93 @@ class ReplayClock:
         self.venue, self.speed, self.paused = venue, float(speed), False
         self.anchor = (0.0, 0.0)  # (wall ms, replay ms) the replay time runs from
 
-    def rebase(
-        self,
-        now_ms: float | None = None,  # wall clock in ms; default now
-    ) -> int:
-        "Shift the replayed times by whole bars so the current bar is the last one closed at `now_ms`; the shift (ms)."
-        v, now_ms = self.venue, wall_ms() if now_ms is None else now_ms
-        with v.lock:
-            shift = int((now_ms - v.now) // v.step_ms) * v.step_ms
-            v.ts = v.ts + shift
-            self.anchor = (now_ms, now_ms)
-            return shift
+# %% ../nbs/10c_clock.ipynb #31053e01
+@patch
+def rebase(
+    self: ReplayClock,
+    now_ms: float | None = None,  # wall clock in ms; default now
+) -> int:
+    "Shift the replayed times by whole bars so the current bar is the last one closed at `now_ms`; the shift (ms)."
+    v, now_ms = self.venue, wall_ms() if now_ms is None else now_ms
+    with v.lock:
+        shift = int((now_ms - v.now) // v.step_ms) * v.step_ms
+        v.ts = v.ts + shift
+        self.anchor = (now_ms, now_ms)
+        return shift
 
-    def replay_time(
-        self,
-        at: float | None = None,  # wall clock in ms; default now
-    ) -> float:
-        "Replay time (ms): speed x the wall time since the anchor; frozen while paused."
-        w0, r0 = self.anchor
-        return r0 if self.paused else r0 + self.speed * ((wall_ms() if at is None else at) - w0)
+# %% ../nbs/10c_clock.ipynb #36018e1d
+@patch
+def replay_time(
+    self: ReplayClock,
+    at: float | None = None,  # wall clock in ms; default now
+) -> float:
+    "Replay time (ms): speed x the wall time since the anchor; frozen while paused."
+    w0, r0 = self.anchor
+    return r0 if self.paused else r0 + self.speed * ((wall_ms() if at is None else at) - w0)
 
-    def catch_up(
-        self,
-        at: float | None = None,  # wall clock in ms; default now
-    ) -> int:
-        "Step the venue to the last bar closed by the replay time (real-time mode); its cursor."
-        v = self.venue
-        with v.lock:
-            if self.speed > 0 and not self.paused:
-                due = int(np.searchsorted(v.ts, self.replay_time(at) - v.step_ms, "right")) - 1
-                due = min(due, len(v.ts) - 1)
-                if due > v.cursor:
-                    v.step(due - v.cursor)
-            return v.cursor
+# %% ../nbs/10c_clock.ipynb #3cdf3db1
+@patch
+def catch_up(
+    self: ReplayClock,
+    at: float | None = None,  # wall clock in ms; default now
+) -> int:
+    "Step the venue to the last bar closed by the replay time (real-time mode); its cursor."
+    v = self.venue
+    with v.lock:
+        if self.speed > 0 and not self.paused:
+            due = int(np.searchsorted(v.ts, self.replay_time(at) - v.step_ms, "right")) - 1
+            due = min(due, len(v.ts) - 1)
+            if due > v.cursor:
+                v.step(due - v.cursor)
+        return v.cursor
 
-    def pause(
-        self,
-        at: float | None = None,  # wall clock in ms; default now
-    ) -> dict:
-        "Freeze the real-time feed; the clock state."
-        at = wall_ms() if at is None else at
-        with self.venue.lock:
-            if not self.paused:
-                self.anchor, self.paused = (at, self.replay_time(at)), True
-            return self.state()
+# %% ../nbs/10c_clock.ipynb #22e396ad
+@patch
+def state(self: ReplayClock) -> dict:
+    "Mode, speed, pause flag, cursor and replay time."
+    v = self.venue
+    return {
+        "mode": "realtime" if self.speed > 0 else "stepped",
+        "speed": self.speed,
+        "paused": self.paused,
+        "cursor": v.cursor,
+        "time": v.now,
+    }
 
-    def resume(
-        self,
-        at: float | None = None,  # wall clock in ms; default now
-    ) -> dict:
-        "Resume the real-time feed from where it was paused; the clock state."
-        at = wall_ms() if at is None else at
-        with self.venue.lock:
-            if self.paused:
-                self.anchor, self.paused = (at, self.anchor[1]), False
-            return self.state()
+# %% ../nbs/10c_clock.ipynb #beb403c9
+@patch
+def pause(
+    self: ReplayClock,
+    at: float | None = None,  # wall clock in ms; default now
+) -> dict:
+    "Freeze the real-time feed; the clock state."
+    at = wall_ms() if at is None else at
+    with self.venue.lock:
+        if not self.paused:
+            self.anchor, self.paused = (at, self.replay_time(at)), True
+        return self.state()
 
-    def state(self) -> dict:
-        "Mode, speed, pause flag, cursor and replay time."
-        v = self.venue
-        return {"mode": "realtime" if self.speed > 0 else "stepped", "speed": self.speed, "paused": self.paused,
-                "cursor": v.cursor, "time": v.now}  # fmt: skip
 
-    async def run(self) -> None:
-        "The real-time mode's task: step the venue as the replay time passes each bar's close."
-        v = self.venue
-        while v.cursor < len(v.ts) - 1:
-            self.catch_up()
-            if v.cursor >= len(v.ts) - 1:
-                break
-            wait = 50.0 if self.paused else (v.ts[v.cursor + 1] + v.step_ms - self.replay_time()) / self.speed
-            await asyncio.sleep(min(max(wait, 1.0), 250.0) / 1000)
+@patch
+def resume(
+    self: ReplayClock,
+    at: float | None = None,  # wall clock in ms; default now
+) -> dict:
+    "Resume the real-time feed from where it was paused; the clock state."
+    at = wall_ms() if at is None else at
+    with self.venue.lock:
+        if self.paused:
+            self.anchor, self.paused = (at, self.anchor[1]), False
+        return self.state()
+
+# %% ../nbs/10c_clock.ipynb #416b8136
+@patch
+async def run(self: ReplayClock) -> None:
+    "The real-time mode's task: step the venue as the replay time passes each bar's close."
+    v = self.venue
+    while v.cursor < len(v.ts) - 1:
+        self.catch_up()
+        if v.cursor >= len(v.ts) - 1:
+            break
+        wait = 50.0 if self.paused else (v.ts[v.cursor + 1] + v.step_ms - self.replay_time()) / self.speed
+        await asyncio.sleep(min(max(wait, 1.0), 250.0) / 1000)

@@ -14,11 +14,23 @@ from collections import Counter, deque
 from pathlib import Path
 
 import yaml
+from fastcore.basics import patch
 
 # %% ../nbs/10b_faults.ipynb #ab867b8f
 USER_STREAM = "/ws-api/v3"  # the user data stream's path: the one non-/api/ endpoint with a fault kind
-FAULTS = ("5xx", "429", "418", "drop_request", "drop_response", "malformed", "reject", "invisible",
-          "duplicate_trade", "late_fill", "cancel_timeout")  # fmt: skip
+FAULTS = (
+    "5xx",
+    "429",
+    "418",
+    "drop_request",
+    "drop_response",
+    "malformed",
+    "reject",
+    "invisible",
+    "duplicate_trade",
+    "late_fill",
+    "cancel_timeout",
+)
 ONLY = {  # kinds tied to the rule keys of one request
     "reject": ("POST /api/v3/order",),
     "invisible": ("POST /api/v3/order",),
@@ -35,14 +47,24 @@ def _check_latency(where: str, lat) -> None:
     "Raise a ValueError unless `lat` is one of the latency distributions."
     name, arg = next(iter(lat.items())) if isinstance(lat, dict) and len(lat) == 1 else (None, None)
     num = isinstance(arg, int | float) and not isinstance(arg, bool)
-    ok = (name == "fixed" and num and arg >= 0) or (name == "exponential" and num and arg > 0) or (
-        name == "uniform" and isinstance(arg, list | tuple) and len(arg) == 2
-        and all(isinstance(a, int | float) for a in arg) and 0 <= arg[0] <= arg[1])  # fmt: skip
+    ok = (
+        (name == "fixed" and num and arg >= 0)
+        or (name == "exponential" and num and arg > 0)
+        or (
+            name == "uniform"
+            and isinstance(arg, list | tuple)
+            and len(arg) == 2
+            and all(isinstance(a, int | float) for a in arg)
+            and 0 <= arg[0] <= arg[1]
+        )
+    )
     if not ok:
-        raise ValueError(f"{where}: latency must be one of {{fixed: ms}}, {{uniform: [low, high]}} (ms, "
-                         f"0 <= low <= high) or {{exponential: mean ms > 0}}, got {lat!r}")  # fmt: skip
+        raise ValueError(
+            f"{where}: latency must be one of {{fixed: ms}}, {{uniform: [low, high]}} (ms, "
+            f"0 <= low <= high) or {{exponential: mean ms > 0}}, got {lat!r}"
+        )
 
-
+# %% ../nbs/10b_faults.ipynb #9f7522da
 def check_rule(
     key: str,  # rule key: '*', '/path' or 'METHOD /path'
     rule: dict,  # fault kind -> probability, 'latency', and the kinds' parameters (PARAMS)
@@ -50,8 +72,11 @@ def check_rule(
     "Raise a ValueError naming the endpoint and the problem, if `key` or `rule` is not a valid fault rule."
     where = f"fault profile, endpoint {key!r}"
     parts = key.split(" ")
-    if not (key == "*" or (len(parts) == 1 and key.startswith("/"))
-            or (len(parts) == 2 and parts[0] in _METHODS and parts[1].startswith("/"))):  # fmt: skip
+    if not (
+        key == "*"
+        or (len(parts) == 1 and key.startswith("/"))
+        or (len(parts) == 2 and parts[0] in _METHODS and parts[1].startswith("/"))
+    ):
         raise ValueError(f"{where}: the key must be '*', '/path' or 'METHOD /path' (METHOD one of {_METHODS})")
     if not isinstance(rule, dict):
         raise ValueError(f"{where}: the rule must be a mapping of fault kind -> probability, got {rule!r}")
@@ -86,64 +111,72 @@ class FaultProfile:
         self.endpoints, self.seed = {k: dict(v) for k, v in endpoints.items()}, int(seed)
         self.rngs: dict[str, random.Random] = {}
 
-    @classmethod
-    def from_dict(
-        cls,
-        d: dict,  # {'seed': N, 'endpoints': {...}}
-        seed: int | None = None,  # overrides d['seed']
-    ) -> "FaultProfile":
-        "A profile from its dict form."
-        if not isinstance(d, dict) or set(d) - {"seed", "endpoints"}:
-            raise ValueError(f"fault profile: expected a mapping with keys seed and endpoints, got {d!r:.200}")
-        return cls(d.get("endpoints") or {}, d.get("seed", 0) if seed is None else seed)
+# %% ../nbs/10b_faults.ipynb #534c0fd4
+@patch(cls_method=True)
+def from_dict(
+    cls: FaultProfile,
+    d: dict,  # {'seed': N, 'endpoints': {...}}
+    seed: int | None = None,  # overrides d['seed']
+) -> "FaultProfile":
+    "A profile from its dict form."
+    if not isinstance(d, dict) or set(d) - {"seed", "endpoints"}:
+        raise ValueError(f"fault profile: expected a mapping with keys seed and endpoints, got {d!r:.200}")
+    return cls(d.get("endpoints") or {}, d.get("seed", 0) if seed is None else seed)
 
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,  # JSON or YAML file
-        seed: int | None = None,  # overrides the file's seed
-    ) -> "FaultProfile":
-        "A profile from a JSON or YAML file (YAML reads both)."
-        try:
-            d = yaml.safe_load(Path(path).read_text())
-            return cls.from_dict(d, seed)
-        except (OSError, yaml.YAMLError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
 
-    def to_dict(self) -> dict:
-        "The dict form (what `from_dict` reads)."
-        return {"seed": self.seed, "endpoints": self.endpoints}
+@patch
+def to_dict(self: FaultProfile) -> dict:
+    "The dict form (what `from_dict` reads)."
+    return {"seed": self.seed, "endpoints": self.endpoints}
 
-    def rule(self, method: str, path: str) -> dict | None:
-        "The rule a `method` request to `path` follows, if any."
-        r = self.endpoints.get(f"{method} {path}") or self.endpoints.get(path)
-        return r if r is not None else self.endpoints.get("*") if path.startswith("/api/") else None
+# %% ../nbs/10b_faults.ipynb #0a679987
+@patch(cls_method=True)
+def load(
+    cls: FaultProfile,
+    path: str | Path,  # JSON or YAML file
+    seed: int | None = None,  # overrides the file's seed
+) -> "FaultProfile":
+    "A profile from a JSON or YAML file (YAML reads both)."
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+        return cls.from_dict(d, seed)
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise ValueError(f"{path}: {e}") from None
 
-    def draw(
-        self,
-        method: str,  # HTTP method
-        path: str,  # request path
-    ) -> tuple[str | None, float]:
-        "The fault kind (or None) and the added latency (ms) of the next request to the endpoint."
-        rule = self.rule(method, path)
-        if rule is None:
-            return None, 0.0
-        name = f"{method} {path}"
-        rng = self.rngs.setdefault(name, random.Random(f"{self.seed}:{name}"))
-        u, acc, kind = rng.random(), 0.0, None
-        for k in FAULTS:
-            acc += rule.get(k, 0.0)
-            if u < acc:
-                kind = k
-                break
-        (dist, arg), delay = next(iter((rule.get("latency") or {"fixed": 0}).items())), 0.0
-        if dist == "fixed":
-            delay = float(arg)
-        elif dist == "uniform":
-            delay = rng.uniform(*arg)
-        else:
-            delay = rng.expovariate(1 / arg)
-        return kind, delay
+# %% ../nbs/10b_faults.ipynb #98bfa838
+@patch
+def rule(self: FaultProfile, method: str, path: str) -> dict | None:
+    "The rule a `method` request to `path` follows, if any."
+    r = self.endpoints.get(f"{method} {path}") or self.endpoints.get(path)
+    return r if r is not None else self.endpoints.get("*") if path.startswith("/api/") else None
+
+# %% ../nbs/10b_faults.ipynb #1bf0a4ae
+@patch
+def draw(
+    self: FaultProfile,
+    method: str,  # HTTP method
+    path: str,  # request path
+) -> tuple[str | None, float]:
+    "The fault kind (or None) and the added latency (ms) of the next request to the endpoint."
+    rule = self.rule(method, path)
+    if rule is None:
+        return None, 0.0
+    name = f"{method} {path}"
+    rng = self.rngs.setdefault(name, random.Random(f"{self.seed}:{name}"))
+    u, acc, kind = rng.random(), 0.0, None
+    for k in FAULTS:
+        acc += rule.get(k, 0.0)
+        if u < acc:
+            kind = k
+            break
+    (dist, arg), delay = next(iter((rule.get("latency") or {"fixed": 0}).items())), 0.0
+    if dist == "fixed":
+        delay = float(arg)
+    elif dist == "uniform":
+        delay = rng.uniform(*arg)
+    else:
+        delay = rng.expovariate(1 / arg)
+    return kind, delay
 
 # %% ../nbs/10b_faults.ipynb #4fe4df8d
 class FaultInjector:
@@ -171,57 +204,73 @@ class FaultInjector:
             self.log.clear()
             self.counts.clear()
 
-    def inject(
-        self,
-        endpoint: str,  # request path, e.g. /api/v3/order, or method and path, e.g. POST /api/v3/order
-        kind: str,  # one of FAULTS
-        count: int = 1,  # how many of the next requests to that endpoint it hits
-        **params,  # the kind's parameters: invisible_ms, cancel_timeout_ms
-    ) -> None:
-        "Inject `kind` into the next `count` requests to `endpoint`."
-        if kind not in FAULTS or isinstance(count, bool) or not isinstance(count, int) or count < 1:
-            raise ValueError(f"fault kind must be one of {FAULTS} and count >= 1, got {kind!r}, {count!r}")
-        check_rule(endpoint, {kind: 1.0} | params)
-        with self.lock:
-            self.pending.setdefault(endpoint, []).append([kind, count, dict(params)])
+# %% ../nbs/10b_faults.ipynb #5180f5eb
+@patch
+def inject(
+    self: FaultInjector,
+    endpoint: str,  # request path, e.g. /api/v3/order, or method and path, e.g. POST /api/v3/order
+    kind: str,  # one of FAULTS
+    count: int = 1,  # how many of the next requests to that endpoint it hits
+    **params,  # the kind's parameters: invisible_ms, cancel_timeout_ms
+) -> None:
+    "Inject `kind` into the next `count` requests to `endpoint`."
+    if kind not in FAULTS or isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise ValueError(f"fault kind must be one of {FAULTS} and count >= 1, got {kind!r}, {count!r}")
+    check_rule(endpoint, {kind: 1.0} | params)
+    with self.lock:
+        self.pending.setdefault(endpoint, []).append([kind, count, dict(params)])
 
-    def _take(self, method: str, path: str) -> tuple[str, dict] | None:
-        "The injected fault of the next `method` request to `path`, if any (consumes one count)."
-        queue = self.pending.get(f"{method} {path}") or self.pending.get(path) or []
-        if not queue:
-            return None
-        kind, _, params = queue[0]
-        queue[0][1] -= 1
-        if queue[0][1] <= 0:
-            queue.pop(0)
-        return kind, params
 
-    def next(
-        self,
-        method: str,  # HTTP method ('WS' for a user data stream event)
-        path: str,  # request path
-    ) -> tuple[str | None, float, dict]:
-        "The fault kind (or None), the added latency (ms) and the kind's parameters of one request."
-        if not path.startswith(("/api/", USER_STREAM)):
-            return None, 0.0, {}
-        with self.lock:
-            taken = self._take(method, path)
-            rule = self.profile.rule(method, path) if self.profile else None
-            drawn, delay = self.profile.draw(method, path) if rule is not None else (None, 0.0)
-            kind = taken[0] if taken else drawn
-            params = (
-                PARAMS | {k: float(v) for k, v in (rule or {}).items() if k in PARAMS} | (taken[1] if taken else {})
+@patch
+def _take(self: FaultInjector, method: str, path: str) -> tuple[str, dict] | None:
+    "The injected fault of the next `method` request to `path`, if any (consumes one count)."
+    queue = self.pending.get(f"{method} {path}") or self.pending.get(path) or []
+    if not queue:
+        return None
+    kind, _, params = queue[0]
+    queue[0][1] -= 1
+    if queue[0][1] <= 0:
+        queue.pop(0)
+    return kind, params
+
+# %% ../nbs/10b_faults.ipynb #1a22a25c
+@patch
+def next(
+    self: FaultInjector,
+    method: str,  # HTTP method ('WS' for a user data stream event)
+    path: str,  # request path
+) -> tuple[str | None, float, dict]:
+    "The fault kind (or None), the added latency (ms) and the kind's parameters of one request."
+    if not path.startswith(("/api/", USER_STREAM)):
+        return None, 0.0, {}
+    with self.lock:
+        taken = self._take(method, path)
+        rule = self.profile.rule(method, path) if self.profile else None
+        drawn, delay = self.profile.draw(method, path) if rule is not None else (None, 0.0)
+        kind = taken[0] if taken else drawn
+        params = PARAMS | {k: float(v) for k, v in (rule or {}).items() if k in PARAMS} | (taken[1] if taken else {})
+        if kind or rule is not None:
+            self.log.append(
+                {
+                    "method": method,
+                    "path": path,
+                    "kind": kind,
+                    "latency_ms": round(delay, 3),
+                    "injected": taken is not None,
+                }
             )
-            if kind or rule is not None:
-                self.log.append({"method": method, "path": path, "kind": kind, "latency_ms": round(delay, 3),
-                                 "injected": taken is not None})  # fmt: skip
-            if kind:
-                self.counts[kind] += 1
-            return kind, delay, params
+        if kind:
+            self.counts[kind] += 1
+        return kind, delay, params
 
-    def state(self) -> dict:
-        "The profile, the pending injections, the log and the counts of faults served."
-        with self.lock:
-            return {"profile": self.profile.to_dict() if self.profile else None,
-                    "pending": {k: [list(q) for q in v] for k, v in self.pending.items() if v},
-                    "log": list(self.log), "counts": dict(self.counts)}  # fmt: skip
+
+@patch
+def state(self: FaultInjector) -> dict:
+    "The profile, the pending injections, the log and the counts of faults served."
+    with self.lock:
+        return {
+            "profile": self.profile.to_dict() if self.profile else None,
+            "pending": {k: [list(q) for q in v] for k, v in self.pending.items() if v},
+            "log": list(self.log),
+            "counts": dict(self.counts),
+        }

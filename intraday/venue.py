@@ -66,23 +66,29 @@ class Venue:
         self.clock = ReplayClock(self, speed)
         self.injector = FaultInjector(faults or None)
 
-    @property
-    def now(self) -> int:
-        "Replay time in ms: the close of the current bar."
-        return int(self.ts[self.cursor]) + self.step_ms
+# %% ../nbs/10_venue.ipynb #ebefc74c
+@patch(as_prop=True)
+def now(self: Venue) -> int:
+    "Replay time in ms: the close of the current bar."
+    return int(self.ts[self.cursor]) + self.step_ms
 
-    @property
-    def last(self) -> float:
-        "Last price: the close of the current bar."
-        return float(self.ohlcv[self.cursor, 3])
 
-    def __repr__(self) -> str:
-        return f"Venue({self.spec.symbol}, bar {self.cursor}/{len(self.ts)}, {len(self.orders)} orders)"
+@patch(as_prop=True)
+def last(self: Venue) -> float:
+    "Last price: the close of the current bar."
+    return float(self.ohlcv[self.cursor, 3])
 
-    def _emit(self, kind: str, *args) -> None:
-        "Tell every listener: bar (position), fill (order, trade), order (order, execution type), balance."
-        for listen in self.listeners:
-            listen(kind, *args)
+
+@patch
+def __repr__(self: Venue) -> str:
+    return f"Venue({self.spec.symbol}, bar {self.cursor}/{len(self.ts)}, {len(self.orders)} orders)"
+
+
+@patch
+def _emit(self: Venue, kind: str, *args) -> None:
+    "Tell every listener: bar (position), fill (order, trade), order (order, execution type), balance."
+    for listen in self.listeners:
+        listen(kind, *args)
 
 # %% ../nbs/10_venue.ipynb #b8be5dee
 @patch
@@ -91,7 +97,7 @@ def half_spread(self: Venue) -> float:
     o, h, lo, c, _ = self.ohlcv[self.cursor]
     return self.fm.range_k * (h - lo) / c if self.fm.spread == "range" else self.fm.half_spread_bps / 1e4
 
-
+# %% ../nbs/10_venue.ipynb #a449dd17
 @patch
 def book(
     self: Venue,
@@ -105,6 +111,59 @@ def book(
     return bid, float(max(ask, bid + tick)), size
 
 # %% ../nbs/10_venue.ipynb #472fafb8
+@patch
+def _lock_for(self: Venue, side: str, type: str, qty: float, price: float | None) -> tuple[str, float]:
+    "The asset and the amount an order locks: the base of a sell, the quote (and fee) a buy may spend."
+    if side == "SELL":
+        return self.spec.base, qty
+    if type == "LIMIT":
+        return self.spec.quote, qty * price * (1 + self.fm.maker_bps / 1e4) + self.fm.min_fee
+    notional = qty * self.last * (1 + self.market_buffer)
+    return self.spec.quote, notional * (1 + self.fm.taker_bps / 1e4) + self.fm.min_fee
+
+# %% ../nbs/10_venue.ipynb #8526c136
+@patch
+def _order_record(
+    self: Venue,
+    side: str,
+    type: str,
+    qty: float,
+    price: float | None,
+    cid: str,
+    asset: str,
+    lock: float,
+    invisible_ms: float,
+) -> dict:
+    "A new order accepted now: Binance's fields and the venue's own (`_cursor`, `_asset`, `_lock`, ...)."
+    return {
+        "symbol": self.spec.id,
+        "orderId": len(self.orders) + 1,
+        "orderListId": -1,
+        "clientOrderId": cid,
+        "price": price or 0.0,
+        "origQty": qty,
+        "executedQty": 0.0,
+        "cummulativeQuoteQty": 0.0,
+        "status": next_status(OrderStatus.SUBMITTING, OrderEvent.ACCEPT, cid),
+        "timeInForce": "GTC",
+        "type": type,
+        "side": side,
+        "stopPrice": 0.0,
+        "icebergQty": 0.0,
+        "time": self.now,
+        "updateTime": self.now,
+        "isWorking": True,
+        "workingTime": self.now,
+        "origQuoteOrderQty": 0.0,
+        "selfTradePreventionMode": "NONE",
+        "_cursor": self.cursor,
+        "_asset": asset,
+        "_lock": lock,
+        "_late": False,
+        "_hidden_until": wall_ms() + invisible_ms if invisible_ms > 0 else 0.0,
+    }
+
+# %% ../nbs/10_venue.ipynb #10d31d2b
 @patch
 def new_order(
     self: Venue,
@@ -129,32 +188,18 @@ def new_order(
     if any(od["clientOrderId"] == cid and od["status"] in WORKING for od in self.orders):
         raise err("duplicate")
     self.spec.check(qty, price, self.last)
-    if side == "SELL":
-        asset, lock = self.spec.base, qty
-    elif type == "LIMIT":
-        asset, lock = self.spec.quote, qty * price * (1 + self.fm.maker_bps / 1e4) + self.fm.min_fee
-    else:
-        notional = qty * self.last * (1 + self.market_buffer)
-        asset, lock = self.spec.quote, notional * (1 + self.fm.taker_bps / 1e4) + self.fm.min_fee
+    asset, lock = self._lock_for(side, type, qty, price)
     if self.balances[asset][0] < lock - 1e-12:
         raise err("insufficient")
     self.balances[asset][0] -= lock
     self.balances[asset][1] += lock
-    od = {
-        "symbol": self.spec.id, "orderId": len(self.orders) + 1, "orderListId": -1, "clientOrderId": cid,
-        "price": price or 0.0, "origQty": qty, "executedQty": 0.0, "cummulativeQuoteQty": 0.0,
-        "status": next_status(OrderStatus.SUBMITTING, OrderEvent.ACCEPT, cid), "timeInForce": "GTC", "type": type,
-        "side": side, "stopPrice": 0.0, "icebergQty": 0.0, "time": self.now, "updateTime": self.now, "isWorking": True,
-        "workingTime": self.now, "origQuoteOrderQty": 0.0, "selfTradePreventionMode": "NONE",
-        "_cursor": self.cursor, "_asset": asset, "_lock": lock, "_late": False,
-        "_hidden_until": wall_ms() + invisible_ms if invisible_ms > 0 else 0.0,
-    }  # fmt: skip
+    od = self._order_record(side, type, qty, price, cid, asset, lock, invisible_ms)
     self.orders.append(od)
     self._emit("order", od, "NEW")
     self._emit("balance")
     return od
 
-
+# %% ../nbs/10_venue.ipynb #2f43f667
 @patch
 def visible(self: Venue, od: dict) -> bool:
     "Whether queries may see the order yet (the `invisible` fault hides it for a while after its ack)."
@@ -204,10 +249,10 @@ def _close(self: Venue, od: dict, event: OrderEvent) -> None:
     if not od["_late"]:
         self._unlock(od)
 
-
+# %% ../nbs/10_venue.ipynb #fecb2cde
 @patch
-def _fill(self: Venue, od: dict, qty: float, price: float, fee: float, maker: bool, t: int) -> None:
-    "Book a fill of `qty` (> 0) at `price` for `fee` (quote) on `od`: balances, order, trade."
+def _settle(self: Venue, od: dict, qty: float, price: float, fee: float) -> None:
+    "Move the balances of a fill of `qty` at `price` for `fee` (quote) on `od`, spending its lock first."
     base, quote = self.balances[self.spec.base], self.balances[self.spec.quote]
     if od["side"] == "BUY":
         cost = qty * price + fee
@@ -220,6 +265,12 @@ def _fill(self: Venue, od: dict, qty: float, price: float, fee: float, maker: bo
         od["_lock"] -= qty
         base[1] -= qty
         quote[0] += qty * price - fee
+
+# %% ../nbs/10_venue.ipynb #544eb72f
+@patch
+def _fill(self: Venue, od: dict, qty: float, price: float, fee: float, maker: bool, t: int) -> None:
+    "Book a fill of `qty` (> 0) at `price` for `fee` (quote) on `od`: balances, order, trade."
+    self._settle(od, qty, price, fee)
     event = fill_event(od["status"], od["origQty"], od["executedQty"], qty, tol=self.spec.step_size / 2)  # lot noise
     od["executedQty"] += qty
     od["cummulativeQuoteQty"] += qty * price
@@ -227,15 +278,25 @@ def _fill(self: Venue, od: dict, qty: float, price: float, fee: float, maker: bo
     od["status"] = next_status(od["status"], event, od["clientOrderId"])
     od["isWorking"] = od["status"] in WORKING
     trade = {
-        "symbol": self.spec.id, "id": len(self.trades) + 1, "orderId": od["orderId"], "orderListId": -1,
-        "price": price, "qty": qty, "quoteQty": qty * price, "commission": fee, "commissionAsset": self.spec.quote,
-        "time": t, "isBuyer": od["side"] == "BUY", "isMaker": maker, "isBestMatch": True,
-    }  # fmt: skip
+        "symbol": self.spec.id,
+        "id": len(self.trades) + 1,
+        "orderId": od["orderId"],
+        "orderListId": -1,
+        "price": price,
+        "qty": qty,
+        "quoteQty": qty * price,
+        "commission": fee,
+        "commissionAsset": self.spec.quote,
+        "time": t,
+        "isBuyer": od["side"] == "BUY",
+        "isMaker": maker,
+        "isBestMatch": True,
+    }
     self.trades.append(trade)
     self._emit("fill", od, trade)
     self._emit("balance")
 
-
+# %% ../nbs/10_venue.ipynb #26befe69
 @patch
 def cancel(
     self: Venue,
@@ -271,13 +332,25 @@ def _market_fill(self: Venue, od: dict, bar: tuple, room: float):
             f = self.fm.fill(sign * q, (o, h, lo, c, room))
     return q, f
 
+# %% ../nbs/10_venue.ipynb #c799b960
+@patch
+def _limit_fill(self: Venue, od: dict, bar: tuple, room: float, late: bool) -> tuple[float, float] | None:
+    "The quantity and price of a limit order's fill in `bar`; None when the bar does not reach its price."
+    o, h, lo, c, _ = bar
+    px, buy, rem = od["price"], od["side"] == "BUY", od["origQty"] - od["executedQty"]
+    if not late and ((buy and lo > px) or (not buy and h < px)):
+        return None
+    part = self.fm.participation
+    q = floor_to(rem if late or part <= 0 else min(rem, part * room), self.spec.step_size)
+    return q, (min(px, o) if buy else max(px, o))
 
+# %% ../nbs/10_venue.ipynb #05c9309d
 @patch
 def _match(self: Venue) -> None:
     "Match the working (and late-filling) orders placed before the current bar against it."
     i = self.cursor
     bar = o, h, lo, c, vol = tuple(float(x) for x in self.ohlcv[i])
-    t, part, step = int(self.ts[i]), self.fm.participation, self.spec.step_size
+    t, part = int(self.ts[i]), self.fm.participation
     used = 0.0
     for od in self.orders:
         late = od["_late"] and od["_lock"] > 0
@@ -291,11 +364,10 @@ def _match(self: Venue) -> None:
                 self._fill(od, q, f.price, f.fee, False, when)
                 used += q
         else:
-            px, buy, rem = od["price"], od["side"] == "BUY", od["origQty"] - od["executedQty"]
-            if not late and ((buy and lo > px) or (not buy and h < px)):
+            got = self._limit_fill(od, bar, room, late)
+            if got is None:
                 continue
-            fill_px = min(px, o) if buy else max(px, o)
-            q = floor_to(rem if late or part <= 0 else min(rem, part * room), step)
+            q, fill_px = got
             if q > 0:
                 self._fill(od, q, fill_px, max(self.fm.min_fee, q * fill_px * self.fm.maker_bps / 1e4), True, when)
                 used += q
@@ -307,7 +379,7 @@ def _match(self: Venue) -> None:
         elif od["type"] == "MARKET":
             self._close(od, OrderEvent.EXPIRE)
 
-
+# %% ../nbs/10_venue.ipynb #6e0d1eaa
 @patch
 def step(
     self: Venue,
@@ -331,14 +403,18 @@ def ledger(self: Venue) -> dict:
     "The ledger as plain data: clock, balances (free, locked, total), orders and trades."
     with self.lock:
         return {
-            "cursor": self.cursor, "time": self.now, "last": self.last,
+            "cursor": self.cursor,
+            "time": self.now,
+            "last": self.last,
             "balances": {a: {"free": f, "locked": lk, "total": f + lk} for a, (f, lk) in self.balances.items()},
-            "orders": [{k: to_wire(v) if k == "status" else v for k, v in od.items() if not k.startswith("_")}
-                       for od in self.orders],
+            "orders": [
+                {k: to_wire(v) if k == "status" else v for k, v in od.items() if not k.startswith("_")}
+                for od in self.orders
+            ],
             "trades": [dict(t) for t in self.trades],
-        }  # fmt: skip
+        }
 
-
+# %% ../nbs/10_venue.ipynb #b2cd8c1a
 @patch
 def fault(
     self: Venue,
@@ -352,7 +428,7 @@ def fault(
     params = {"invisible_ms": invisible_ms, "cancel_timeout_ms": cancel_timeout_ms}
     self.injector.inject(endpoint, kind, count, **{k: p for k, p in params.items() if p is not None})
 
-
+# %% ../nbs/10_venue.ipynb #2a5558e6
 @patch
 def set_faults(
     self: Venue,
