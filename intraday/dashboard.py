@@ -6,10 +6,10 @@ Docs: https://intraday-workbench.github.io/intraday/dashboard.html.md"""
 
 # %% auto #0
 __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'PALETTE', 'RISK_SHOWN', 'TABLE_CSS', 'RUNNERS_ENV', 'STATIC_ENV',
-           'MLFLOW_ENV', 'run_models', 'list_models', 'list_runs', 'decimate', 'BacktestChoice', 'load_bars',
-           'backtester_for', 'run_backtest', 'equity_figure', 'trades_figure', 'results_table', 'RunnerControl',
-           'live_rows', 'risk_rows', 'fills_frame', 'ModelsPage', 'RunsPage', 'BacktestPage', 'RunnerCard', 'LivePage',
-           'runners_from_env', 'Dashboard']
+           'MLFLOW_ENV', 'run_models', 'registry_models', 'list_models', 'list_runs', 'decimate', 'BacktestChoice',
+           'load_bars', 'backtester_for', 'run_backtest', 'equity_figure', 'trades_figure', 'results_table',
+           'RunnerControl', 'live_rows', 'risk_rows', 'fills_frame', 'ModelsPage', 'RunsPage', 'BacktestPage',
+           'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard']
 
 # %% ../nbs/15_dashboard.ipynb #3e06c6d1
 import asyncio
@@ -54,7 +54,7 @@ def _read_json(path: Path) -> tuple[dict | None, str]:
 
 
 MODEL_COLUMNS = ["run", "bundle", "alias", "algorithm", "created", "data", "data_hash", "git", "test_sharpe",
-                 "test_return", "test_max_drawdown", "test_trades", "path", "report", "problem"]  # fmt: skip
+                 "test_return", "test_max_drawdown", "test_trades", "gate", "path", "report", "problem"]  # fmt: skip
 
 
 def run_models(
@@ -75,17 +75,66 @@ def run_models(
             "data_hash": str(m.get("data_hash") or "")[:12], "git": str(m.get("git_revision") or "")[:10],
             "test_sharpe": test.get("sharpe"), "test_return": test.get("total_log_return"),
             "test_max_drawdown": test.get("max_drawdown"), "test_trades": test.get("trades"),
-            "path": str(manifest.parent), "report": str(report) if report.is_file() else "", "problem": problem,
+            "gate": "", "path": str(manifest.parent), "report": str(report) if report.is_file() else "",
+            "problem": problem,
         })  # fmt: skip
     df = pd.DataFrame(rows, columns=MODEL_COLUMNS)
     return df.sort_values(["created", "run", "bundle"], ascending=[False, True, True], ignore_index=True)
 
+# %% ../nbs/15_dashboard.ipynb #c81b75f7
+def _gates(reg, name: str) -> dict[str, str]:
+    "The latest gate decision per challenger version of `name` (promote, refuse or approve, with its reasons)."
+    runs = reg.client.search_runs([reg.experiment_id], f"tags.`intraday.model` = '{name}'",
+                                  order_by=["attributes.start_time DESC"])  # fmt: skip
+    out: dict[str, str] = {}
+    for r in runs:
+        t = r.data.tags
+        if t.get("intraday.kind") in ("promote", "refuse", "approve") and t.get("challenger_version"):
+            out.setdefault(t["challenger_version"], f"{t['intraday.kind']}: {t.get('why', '')}"[:300])
+    return out
+
+
+def registry_models(
+    settings: Settings,  # [registry] (and [bundle] trust)
+) -> pd.DataFrame | None:
+    "The registry's model versions, newest first (aliases, lineage, test metrics, last gate); None without a registry."
+    uri = settings.registry.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None  # nothing was ever registered here: no database to open (and none to create)
+    from intraday.registry import Registry, RegistryError
+
+    try:
+        reg = Registry(settings.registry)
+        rows = []
+        for m in reg.models():
+            alias_of = {v: a for a, v in reg.aliases(m.name).items()}
+            gates = _gates(reg, m.name)
+            for v in reg.versions(m.name):
+                t, met = v.tags, reg.client.get_run(v.run_id).data.metrics
+                rows.append({
+                    "run": f"{m.name}/{v.version}", "bundle": t.get("bundle_sha256", "")[:12],
+                    "alias": alias_of.get(int(v.version), ""), "algorithm": t.get("algorithm", ""),
+                    "created": t.get("created_at", ""),
+                    "data": f"{t.get('data_start', '')[:10]} .. {t.get('data_end', '')[:10]}",
+                    "data_hash": t.get("data_hash", "")[:12], "git": t.get("git_revision", "")[:10],
+                    "test_sharpe": met.get("test.sharpe"), "test_return": met.get("test.total_log_return"),
+                    "test_max_drawdown": met.get("test.max_drawdown"), "test_trades": met.get("test.trades"),
+                    "gate": gates.get(str(v.version), ""), "path": f"registry:{m.name}/{v.version}", "report": "",
+                    "problem": "",
+                })  # fmt: skip
+    except RegistryError as e:
+        return pd.DataFrame([{**dict.fromkeys(MODEL_COLUMNS, ""), "problem": str(e)}], columns=MODEL_COLUMNS)
+    if not rows:
+        return None
+    return pd.DataFrame(rows, columns=MODEL_COLUMNS).sort_values("created", ascending=False, ignore_index=True)
+
 
 def list_models(
-    settings: Settings,  # whose [train] runs_dir holds the run folders
+    settings: Settings,  # [registry], else [train] runs_dir
 ) -> pd.DataFrame:
-    "The models the dashboard shows. Today the run folders' bundles; the MLflow registry replaces this one function."
-    return run_models(settings.train.runs_dir)
+    "The models the dashboard shows: the registry's versions when there is a registry, else the run folders' bundles."
+    found = registry_models(settings)
+    return run_models(settings.train.runs_dir) if found is None else found
 
 # %% ../nbs/15_dashboard.ipynb #e65f3a38
 RUN_COLUMNS = ["run", "kind", "status", "progress", "updated", "test_sharpe", "notebook", "report", "path"]
@@ -463,7 +512,9 @@ class ModelsPage:
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[TABLE_CSS])
         self.pick.param.watch(lambda e: self.show(e.new), "value")
         note = (
-            f"[MLflow UI]({mlflow_url})" if mlflow_url else "registry not connected: models come from the run folders"
+            f"[MLflow UI]({mlflow_url})"
+            if mlflow_url
+            else (f"the registry at `{settings.registry.tracking_uri}` when it holds models, else the run folders")
         )
         self.view = pn.Column("## Models", pn.pane.Markdown(f"Runs in `{self.root}`; {note}."), self.table, self.pick,
                               self.detail, sizing_mode="stretch_width")  # fmt: skip
@@ -487,8 +538,12 @@ class ModelsPage:
         from intraday.bundle import BundleError, PolicyBundle
 
         try:
+            if path.startswith("registry:"):  # a model version: resolved (downloaded, verified) as the runner does
+                from intraday.registry import Registry
+
+                path = str(Registry(self.settings.registry).resolve(path.removeprefix("registry:"))[1])
             summary = bundle_html(PolicyBundle.load(path, trust=Trust.from_settings(self.settings.bundle)).summary())
-        except (BundleError, OSError, ValueError) as e:  # TrustError and a refused signature included: said on the page
+        except (BundleError, OSError, ValueError, RuntimeError) as e:  # a refused signature or registry: on the page
             summary = f"<p><b>cannot load {html.escape(path)}</b>: {html.escape(str(e))}</p>"
         lineage, _ = _read_json(Path(path).parent / "lineage.json")
         extra = f"<h2>run lineage</h2><pre>{html.escape(json.dumps(lineage, indent=1))}</pre>" if lineage else ""

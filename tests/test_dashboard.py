@@ -302,3 +302,30 @@ def test_live_rows_show_the_risk_engine_gauges_and_active_rules_first():
     assert "risk realized_vol" not in rows  # not known yet: not shown as nan
     assert rows["risk rules"] == "dd-halt ACTIVE (fired 2), dd-warn clear (fired 0)"
     assert risk_rows(None) == {} and "risk rules" in live_rows({"risk_engine": engine})
+
+
+def test_models_page_shows_the_registry_versions_with_aliases_and_the_last_gate(tmp_path):
+    "Issue 26 with issue 21: champion and challenger from the MLflow registry, their lineage and the gate's decision."
+    from intraday.dashboard import list_models, registry_models
+    from intraday.registry import CHAMPION, Registry
+
+    where = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "art"),
+             "cache_dir": str(tmp_path / "cache"), "audit_trail": str(tmp_path / "trail.jsonl")}  # fmt: skip
+    settings = load_settings(registry=where, train={"runs_dir": str(tmp_path / "runs")})  # [bundle]: the session keys
+    assert registry_models(settings) is None and list_models(settings).empty  # nothing registered, no folders
+    a, b = (fixed_bundle(tmp_path / "runs" / r / "bundle", "0,1", pick) for r, pick in (("a", 1), ("b", 0)))
+    reg = Registry(settings.registry)  # its trust is read now: after the session's key signed the bundles
+    first = reg.register(a, alias=CHAMPION)
+    second = reg.register(b)
+    name = first["name"]
+    reg.record("refuse", name, tags={"champion_version": 1, "challenger_version": 2, "why": "p = 0.41 (needs < 0.05)"})
+    df = list_models(settings)
+    assert sorted(df.run) == [f"{name}/1", f"{name}/2"]
+    rows = df.set_index("run")
+    assert rows.loc[f"{name}/1", "alias"] == "champion" and rows.loc[f"{name}/2", "alias"] == "challenger"
+    assert rows.loc[f"{name}/2", "gate"] == "refuse: p = 0.41 (needs < 0.05)" and rows.loc[f"{name}/1", "gate"] == ""
+    assert rows.loc[f"{name}/2", "bundle"] == second["bundle_sha256"][:12]
+    page = ModelsPage(settings)
+    assert "champion" in page.table.object and "refuse: p = 0.41" in page.table.object
+    page.show(f"registry:{name}/1")  # resolved, downloaded and verified, as the runner does
+    assert "cannot load" not in page.detail.object and first["bundle_sha256"][:12] in page.detail.object
