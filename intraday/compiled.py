@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from numba import njit
 
-from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
+from .config import EnvSettings, RiskSettings
 from .data import BAR_COLUMNS
 from intraday.env import (
     BOOK,
@@ -31,6 +31,8 @@ from intraday.env import (
     session_breaks,
     session_flat,
 )
+from .fills import FillModel
+from .results import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .risk import LIMIT_NAMES, LIMIT_NONE, capped_weight, limit_state, limit_step
 
 # the env's book and step-report columns, as plain ints numba folds into constants
@@ -497,21 +499,23 @@ def _loop(i0, forced, start, end, close_t, mkt, XT, positions, fp, ap, gap_flat,
 
 # %% ../nbs/08c_compiled.ipynb #97d6dcf5
 def run_compiled(
-    bt,  # the Backtester (pipeline, fill model, env and risk settings)
     bars: pd.DataFrame,  # bars to replay
     plan: CompiledPolicy,  # the compiled policy (from compile_policy)
     start: int,  # first decision bar (validated by Backtester.run)
     end: int,  # last bar (exclusive)
+    env: EnvSettings,  # positions, initial cash, episode length, forced flat
+    risk: RiskSettings,  # the limits: weight cap, daily loss, drawdown
+    fm: FillModel,  # costs and latency
+    pipeline=None,  # the fitted FeaturePipeline (an MLP plan reads its batch features)
 ) -> BacktestResult:
     "Run the compiled engine; the same BacktestResult as Backtester.run's Python loop, with engine='compiled'."
-    env, risk, fm = bt.env, bt.risk, bt.fill_model
     lat, L = fm.latency_bars, env.episode_len
     n_dec = end - lat - start
     ts = bars.index[:end].as_unit("ns").asi8 // 1_000_000_000
     mkt = np.ascontiguousarray(bars[list(BAR_COLUMNS)].to_numpy(np.float64)[:end])
     positions = np.asarray(env.positions, dtype=np.float64)
     if plan.kind == MLP:  # features in one batch call; the loop reads them column-major, without a copy
-        XT = np.ascontiguousarray(bt.pipeline.transform(bars.iloc[:end]).to_numpy(np.float64).T)
+        XT = np.ascontiguousarray(pipeline.transform(bars.iloc[:end]).to_numpy(np.float64).T)
         net = plan.net
     else:
         XT = np.zeros((0, 1))
