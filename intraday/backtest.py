@@ -78,35 +78,37 @@ class Backtester:
         self.pipeline, self.fill_model = pipeline, fill_model or FillModel()
         self.env, self.risk = env or EnvSettings(), risk or RiskSettings()
 
-    def run(
-        self,
-        bars: pd.DataFrame,  # bars to replay (features warm up on the first ones)
-        policy: Policy,  # decides an action index at each bar close
-        start: int | None = None,  # first decision bar (default: the end of the feature warm-up)
-        end: int | None = None,  # last bar (exclusive) to replay
-        progress: bool = False,  # progress bar (Python engine)
-        engine: str = "auto",  # 'auto': compiled when the policy compiles, else Python; 'python'; 'compiled'
-        rules=None,  # an intraday.rules.RiskEngine: its rules act here as live (Python loop only)
-    ) -> BacktestResult:
-        "Run the backtest; decisions from bar `start`, episodes of episode_len tiled from there."
-        positions = np.asarray(self.env.positions, dtype=np.float64)
-        start = self.pipeline.warmup if start is None else start
-        end = len(bars) if end is None else end
-        lat = self.fill_model.latency_bars
-        if not 0 <= start < end - lat:
-            raise ValueError(f"start {start} leaves no bar to trade before end {end} (latency {lat})")
-        if engine not in ("auto", "python", "compiled"):
-            raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
-        why = "engine='python' asked for" if rules is None else "risk rules run in the Python loop"
-        if engine == "compiled" and rules is not None:
-            raise ValueError("engine='compiled' cannot run risk rules (intraday.rules is Python): use engine='auto'")
-        if engine != "python" and rules is None:  # the compiled engine: same results, one numba loop
-            plan, why = compile_policy(policy, len(self.pipeline.names), len(positions))
-            if plan is not None:
-                return run_compiled(bars, plan, start, end, self.env, self.risk, self.fill_model, self.pipeline)
-            if engine == "compiled":
-                raise ValueError(f"engine='compiled' cannot run this policy: {why}")
-        return self._run_python(bars, policy, start, end, progress, why, rules)
+# %% ../nbs/08_backtest.ipynb #d9f4868f
+@patch
+def run(
+    self: Backtester,
+    bars: pd.DataFrame,  # bars to replay (features warm up on the first ones)
+    policy: Policy,  # decides an action index at each bar close
+    start: int | None = None,  # first decision bar (default: the end of the feature warm-up)
+    end: int | None = None,  # last bar (exclusive) to replay
+    progress: bool = False,  # progress bar (Python engine)
+    engine: str = "auto",  # 'auto': compiled when the policy compiles, else Python; 'python'; 'compiled'
+    rules=None,  # an intraday.rules.RiskEngine: its rules act here as live (Python loop only)
+) -> BacktestResult:
+    "Run the backtest; decisions from bar `start`, episodes of episode_len tiled from there."
+    positions = np.asarray(self.env.positions, dtype=np.float64)
+    start = self.pipeline.warmup if start is None else start
+    end = len(bars) if end is None else end
+    lat = self.fill_model.latency_bars
+    if not 0 <= start < end - lat:
+        raise ValueError(f"start {start} leaves no bar to trade before end {end} (latency {lat})")
+    if engine not in ("auto", "python", "compiled"):
+        raise ValueError(f"engine must be 'auto', 'python' or 'compiled', got {engine!r}")
+    why = "engine='python' asked for" if rules is None else "risk rules run in the Python loop"
+    if engine == "compiled" and rules is not None:
+        raise ValueError("engine='compiled' cannot run risk rules (intraday.rules is Python): use engine='auto'")
+    if engine != "python" and rules is None:  # the compiled engine: same results, one numba loop
+        plan, why = compile_policy(policy, len(self.pipeline.names), len(positions))
+        if plan is not None:
+            return run_compiled(bars, plan, start, end, self.env, self.risk, self.fill_model, self.pipeline)
+        if engine == "compiled":
+            raise ValueError(f"engine='compiled' cannot run this policy: {why}")
+    return self._run_python(bars, policy, start, end, progress, why, rules)
 
 # %% ../nbs/08_backtest.ipynb #a2d0730c
 @patch

@@ -270,8 +270,18 @@ class BundleNet:
     @property
     def arrays(self) -> tuple:
         "norm, then the arrays `mlp_action` takes (dims .. gam): what `_net_actions` and the compiled loop take."
-        return (self.norm, self.dims, self.pin, self.acts, self.w, self.bias, self.rnorm, self.rmax, self.bmax,
-                self.gam)  # fmt: skip
+        return (
+            self.norm,
+            self.dims,
+            self.pin,
+            self.acts,
+            self.w,
+            self.bias,
+            self.rnorm,
+            self.rmax,
+            self.bmax,
+            self.gam,
+        )
 
 # %% ../nbs/08c_compiled.ipynb #43f595c7
 @patch(cls_method=True)
@@ -595,9 +605,17 @@ def run_compiled(
         roll = _sma_roll(int(plan.ints[3]), int(plan.ints[4]), cmax)
     close_t = (ts + bar_seconds(ts)).astype(np.float64)  # the limits value the book at the close, as live
     data = (close_t, mkt, XT)
-    cfg = (np.asarray(env.positions, dtype=np.float64), fm.params(), account_params(env, fm, bar_seconds(ts)),
-           session_flat(ts, env.max_gap_s, lat), env.episode_len, env.force_flat, risk.max_weight,
-           risk.daily_loss_limit, risk.max_drawdown)  # fmt: skip
+    cfg = (
+        np.asarray(env.positions, dtype=np.float64),
+        fm.params(),
+        account_params(env, fm, bar_seconds(ts)),
+        session_flat(ts, env.max_gap_s, lat),
+        env.episode_len,
+        env.force_flat,
+        risk.max_weight,
+        risk.daily_loss_limit,
+        risk.max_drawdown,
+    )
     pol, xrow = (plan.kind, plan.ints, plan.buf, roll, pre), work[0]
     i, forced, deferred = 0, -1, 0
     while (i := _loop(i, forced, start, end, *data, *cfg, *pol, *net.arrays, *book, *rec, *work)) < end:
