@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from numba import njit
 
-from .backtest import BacktestResult, BuyAndHold, RandomPolicy, SMACross
+from .config import EnvSettings, RiskSettings
 from .data import BAR_COLUMNS
 from intraday.env import (
     BOOK,
@@ -31,6 +32,8 @@ from intraday.env import (
     session_breaks,
     session_flat,
 )
+from .fills import FillModel
+from .results import BacktestResult, BuyAndHold, RandomPolicy, SMACross
 from .risk import LIMIT_NAMES, LIMIT_NONE, capped_weight, limit_state, limit_step
 
 # the env's book and step-report columns, as plain ints numba folds into constants
@@ -60,7 +63,7 @@ def _block_sum(a, lo, n):
         i += 1
     return res
 
-
+# %% ../nbs/08c_compiled.ipynb #0d5bb603
 @njit(cache=True)
 def pairwise_sum(a, lo, n):
     "Sum of a[lo:lo+n] in numpy's pairwise order (so a mean here is np.mean's to the bit)."
@@ -127,7 +130,7 @@ def tanh64(y):
     t = (1.0 - p) / (1.0 + p)
     return t if y >= 0.0 else -t
 
-
+# %% ../nbs/08c_compiled.ipynb #f13ffed7
 @njit(cache=True, fastmath={"reassoc", "contract"})
 def _dense(w, woff, bias, boff, src, nin, dst, nout):
     "dst = W src + b for one layer (row-major W); float64 sums in any order (the bound covers far more)."
@@ -145,7 +148,7 @@ def _tanh_all(a, n):
     for j in range(n):
         a[j] = tanh64(a[j])
 
-
+# %% ../nbs/08c_compiled.ipynb #1a7131ae
 @njit(cache=True)
 def mlp_forward(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err):
     "Logits of observation `x` (float32 values) into h[L % 2]; err gets the bound on torch's float32 distance to them."
@@ -190,7 +193,7 @@ def mlp_forward(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err):
         boff += nout
     return nl % 2
 
-
+# %% ../nbs/08c_compiled.ipynb #ac26403c
 @njit(cache=True)
 def mlp_action(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err):
     "The argmax of the logits (first of equals, as torch), or -1 when torch's float32 rounding could pick another."
@@ -205,7 +208,7 @@ def mlp_action(x, dims, pin, acts, w, bias, rnorm, rmax, bmax, gam, h, err):
             return -1
     return best
 
-
+# %% ../nbs/08c_compiled.ipynb #383c4348
 @njit(cache=True)
 def observe(raw, s0, s1, s2, norm, x):
     "The bundle module's input transform: (raw - mean) / std clipped, NaN to 0, +-inf to +-max, cast to float32."
@@ -248,7 +251,7 @@ def _layers(mod, out: list) -> str | None:
             return f"layer {name} is a {kind}, which the compiled engine does not evaluate"
     return None
 
-
+# %% ../nbs/08c_compiled.ipynb #026e2b7e
 @dataclass
 class BundleNet:
     "A bundle's policy as arrays for numba: normalisation (mean, std, lo, hi) and the Linear/activation chain."
@@ -264,48 +267,65 @@ class BundleNet:
     bmax: np.ndarray  # largest |bias| of each layer
     gam: np.ndarray  # 2 * gamma(n_in + 1) per layer: float32 dot-product error factor, doubled
 
-    @classmethod
-    def from_module(cls, module) -> "BundleNet":
-        "Read a PolicyModule (TorchScript or eager); raises ValueError naming what cannot be compiled."
-        bufs = dict(module.named_buffers(recurse=False))
-        if missing := [k for k in ("mean", "std", "lo", "hi") if k not in bufs]:
-            raise ValueError(f"policy module has no {missing} buffers: not a bundle's PolicyModule")
-        if not hasattr(module, "net"):
-            raise ValueError("policy module has no `net`: not a bundle's PolicyModule")
-        if torch.get_float32_matmul_precision() != "highest":
-            raise ValueError("torch float32 matmul precision is not 'highest': the error bound would not hold")
-        layers: list = []
-        if why := _layers(module.net, layers):
-            raise ValueError(why)
-        if not layers:
-            raise ValueError("policy network has no Linear layer")
-        norm = np.stack([bufs[k].detach().double().numpy() for k in ("mean", "std", "lo", "hi")])
-        dims = [layers[0][0].shape[1]] + [w.shape[0] for w, _, _ in layers]
-        if dims[0] != norm.shape[1] or any(layers[i][0].shape[1] != dims[i] for i in range(len(layers))):
-            raise ValueError(f"policy network widths {dims} do not chain from the observation width {norm.shape[1]}")
-        n_in = np.array(dims[:-1], dtype=np.float64) + 1
-        pin = -(-np.array(dims[:-1], dtype=np.int64) // 16) * 16
-        return cls(
-            norm=np.ascontiguousarray(norm),
-            dims=np.array(dims, dtype=np.int64),
-            acts=np.array([a for _, _, a in layers], dtype=np.int64),
-            pin=pin,
-            w=np.concatenate([np.pad(w, ((0, 0), (0, p - w.shape[1]))).ravel() for (w, _, _), p in zip(layers, pin)]),
-            bias=np.concatenate([b for _, b, _ in layers]),
-            rnorm=np.concatenate([np.abs(w).sum(axis=1) for w, _, _ in layers]),
-            rmax=np.array([np.abs(w).sum(axis=1).max() for w, _, _ in layers]),
-            bmax=np.array([np.abs(b).max() for _, b, _ in layers]),
-            gam=2 * n_in * _U32 / (1 - n_in * _U32),
+    @property
+    def arrays(self) -> tuple:
+        "norm, then the arrays `mlp_action` takes (dims .. gam): what `_net_actions` and the compiled loop take."
+        return (
+            self.norm,
+            self.dims,
+            self.pin,
+            self.acts,
+            self.w,
+            self.bias,
+            self.rnorm,
+            self.rmax,
+            self.bmax,
+            self.gam,
         )
 
-    def actions(
-        self,
-        rows: np.ndarray,  # (n, width) raw rows: raw features then the position state
-    ) -> np.ndarray:
-        "The compiled actions of raw rows; -1 where a near tie leaves the choice to torch."
-        rows = np.ascontiguousarray(rows, dtype=np.float64)
-        return _net_actions(rows, self.norm, self.dims, self.pin, self.acts, self.w, self.bias, self.rnorm, self.rmax,
-                            self.bmax, self.gam)  # fmt: skip
+# %% ../nbs/08c_compiled.ipynb #43f595c7
+@patch(cls_method=True)
+def from_module(cls: BundleNet, module) -> BundleNet:
+    "Read a PolicyModule (TorchScript or eager); raises ValueError naming what cannot be compiled."
+    bufs = dict(module.named_buffers(recurse=False))
+    if missing := [k for k in ("mean", "std", "lo", "hi") if k not in bufs]:
+        raise ValueError(f"policy module has no {missing} buffers: not a bundle's PolicyModule")
+    if not hasattr(module, "net"):
+        raise ValueError("policy module has no `net`: not a bundle's PolicyModule")
+    if torch.get_float32_matmul_precision() != "highest":
+        raise ValueError("torch float32 matmul precision is not 'highest': the error bound would not hold")
+    layers: list = []
+    if why := _layers(module.net, layers):
+        raise ValueError(why)
+    if not layers:
+        raise ValueError("policy network has no Linear layer")
+    norm = np.stack([bufs[k].detach().double().numpy() for k in ("mean", "std", "lo", "hi")])
+    dims = [layers[0][0].shape[1]] + [w.shape[0] for w, _, _ in layers]
+    if dims[0] != norm.shape[1] or any(layers[i][0].shape[1] != dims[i] for i in range(len(layers))):
+        raise ValueError(f"policy network widths {dims} do not chain from the observation width {norm.shape[1]}")
+    n_in = np.array(dims[:-1], dtype=np.float64) + 1
+    pin = -(-np.array(dims[:-1], dtype=np.int64) // 16) * 16
+    return cls(
+        norm=np.ascontiguousarray(norm),
+        dims=np.array(dims, dtype=np.int64),
+        acts=np.array([a for _, _, a in layers], dtype=np.int64),
+        pin=pin,
+        w=np.concatenate([np.pad(w, ((0, 0), (0, p - w.shape[1]))).ravel() for (w, _, _), p in zip(layers, pin)]),
+        bias=np.concatenate([b for _, b, _ in layers]),
+        rnorm=np.concatenate([np.abs(w).sum(axis=1) for w, _, _ in layers]),
+        rmax=np.array([np.abs(w).sum(axis=1).max() for w, _, _ in layers]),
+        bmax=np.array([np.abs(b).max() for _, b, _ in layers]),
+        gam=2 * n_in * _U32 / (1 - n_in * _U32),
+    )
+
+# %% ../nbs/08c_compiled.ipynb #4df7d422
+@patch
+def actions(
+    self: BundleNet,
+    rows: np.ndarray,  # (n, width) raw rows: raw features then the position state
+) -> np.ndarray:
+    "The compiled actions of raw rows; -1 where a near tie leaves the choice to torch."
+    return _net_actions(np.ascontiguousarray(rows, dtype=np.float64), *self.arrays)
 
 
 @njit(cache=True)
@@ -337,7 +357,7 @@ class CompiledPolicy:
     net: BundleNet | None = None  # MLP: the bundle's network
     bundle: object = None  # MLP: the PolicyBundle (near ties are decided by its TorchScript module)
 
-
+# %% ../nbs/08c_compiled.ipynb #97769251
 def _bundle_of(policy):
     "The PolicyBundle behind a policy: its `.bundle`, or the one a `bundle_policy(bundle)` closure holds; else None."
     from intraday.bundle import PolicyBundle
@@ -349,7 +369,7 @@ def _bundle_of(policy):
         return found[0] if len(found) == 1 else None
     return None
 
-
+# %% ../nbs/08c_compiled.ipynb #06cd8508
 def _probe_rows(net: BundleNet, n: int = 256) -> np.ndarray:
     "Seeded raw rows around the normalisation stats (some NaN), with plausible position states."
     rng = np.random.default_rng(0)
@@ -359,7 +379,7 @@ def _probe_rows(net: BundleNet, n: int = 256) -> np.ndarray:
     state = np.column_stack([rng.normal(0.0, 1.0, n), rng.normal(0.0, 0.01, n), rng.random(n)])
     return np.hstack([raw, state])
 
-
+# %% ../nbs/08c_compiled.ipynb #52a0f596
 def _compile_bundle(bundle, n_features: int, n_positions: int) -> CompiledPolicy:
     "A bundle's network as a compiled policy, checked against its TorchScript module on probe rows."
     net = BundleNet.from_module(bundle.module)
@@ -375,7 +395,7 @@ def _compile_bundle(bundle, n_features: int, n_positions: int) -> CompiledPolicy
     shape = "-".join(str(d) for d in net.dims)
     return CompiledPolicy(MLP, f"bundle MLP {shape}", policy=bundle, net=net, bundle=bundle)
 
-
+# %% ../nbs/08c_compiled.ipynb #c89ceb64
 def compile_policy(
     policy,  # a policy: BuyAndHold, SMACross, RandomPolicy, bundle_policy(bundle), or any callable
     n_features: int,  # features the backtester's pipeline makes (a bundle must take as many)
@@ -406,20 +426,26 @@ def compile_policy(
     name = getattr(policy, "__qualname__", None) or type(policy).__qualname__
     return None, f"policy {name} is a Python callable"
 
-# %% ../nbs/08c_compiled.ipynb #1c28a20f
+# %% ../nbs/08c_compiled.ipynb #6212bab8
 NFILL, NDEC, NHALT, SMA_N, SMA_M = range(5)
 _U64 = 2.0**-53  # unit roundoff of float64
 
 
+def _sma_roll(fast: int, slow: int, cmax: float) -> np.ndarray:
+    "SMA's rolling state: the fast and slow sums, max |close| and the fixed part of their error bound."
+    roll = np.zeros(4)
+    gam = [w * _U64 / (1 - w * _U64) for w in (fast, slow)]
+    roll[2], roll[3] = cmax, 4.0 * (2 * gam[0] + 2 * gam[1] + 4 * _U64) * cmax
+    return roll
+
+# %% ../nbs/08c_compiled.ipynb #1c28a20f
 @njit(cache=True)
 def _loop(i0, forced, start, end, close_t, mkt, XT, positions, fp, ap, gap_flat, L, force_flat, max_w, dll, mdd,
-          kind, ints, buf, roll, pre, norm, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam,
-          fst, pending, out, ist, lim, halt, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halt_bar,
-          halt_kind,
+          kind, ints, buf, roll, pre, norm, dims, pin, acts, wts, bias, rnorm, rmax, bmax, gam, fst, pending, out,
+          ist, lim, halt, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halt_bar, halt_kind,
           xrow, x, h, err, tmp):  # fmt: skip
     "Replay bars i0..end-1; returns end, or the bar whose bundle decision is a near tie (row in xrow)."
-    lat = pending.shape[1]
-    nf = XT.shape[0]
+    lat, nf = pending.shape[1], XT.shape[0]
     for i in range(i0, end):
         o, hi, lo, c, v = mkt[i, 0], mkt[i, 1], mkt[i, 2], mkt[i, 3], mkt[i, 4]
         resumed = i == i0 and forced >= 0
@@ -428,9 +454,8 @@ def _loop(i0, forced, start, end, close_t, mkt, XT, positions, fp, ap, gap_flat,
                 execute_bar(fst, pending, 0, fp, o, hi, lo, c, v, out, ap)
                 if out[0, FQTY] != 0.0:
                     k = ist[NFILL]
-                    fill_bar[k] = i
-                    fills[k, 0], fills[k, 1], fills[k, 2] = out[0, FQTY], out[0, FPRICE], out[0, FEE]
-                    fills[k, 3], fills[k, 4] = out[0, SPREAD], out[0, IMPACT]
+                    fill_bar[k], fills[k, 0], fills[k, 1] = i, out[0, FQTY], out[0, FPRICE]
+                    fills[k, 2], fills[k, 3], fills[k, 4] = out[0, FEE], out[0, SPREAD], out[0, IMPACT]
                     ist[NFILL] = k + 1
             equity[i], qty[i] = fst[0, EQUITY], fst[0, QTY]
             if i >= start:  # the loss limits, valued at the close (risk's one kernel)
@@ -440,8 +465,7 @@ def _loop(i0, forced, start, end, close_t, mkt, XT, positions, fp, ap, gap_flat,
                     ist[NHALT] += 1
         if i < start or i >= end - lat:
             continue
-        steps = (i - start) % L
-        eq = fst[0, EQUITY]
+        steps, eq = (i - start) % L, fst[0, EQUITY]
         if resumed:
             action = forced
         elif kind == CONST:
@@ -456,8 +480,7 @@ def _loop(i0, forced, start, end, close_t, mkt, XT, positions, fp, ap, gap_flat,
             if n < slow:
                 action = flat
             else:
-                m = ist[SMA_M]  # rolling sums, m updates after their exact anchor (-1: none)
-                action = -1
+                m, action = ist[SMA_M], -1  # rolling sums, m updates after their exact anchor (-1: none)
                 if 0 <= m < 1024:
                     rf, rs = (roll[0] + c) - buf[(n - 1 - fast) % slow], (roll[1] + c) - old
                     roll[0], roll[1] = rf, rs
@@ -495,82 +518,46 @@ def _loop(i0, forced, start, end, close_t, mkt, XT, positions, fp, ap, gap_flat,
         ist[NDEC] = k + 1
     return end
 
-# %% ../nbs/08c_compiled.ipynb #97d6dcf5
-def run_compiled(
-    bt,  # the Backtester (pipeline, fill model, env and risk settings)
-    bars: pd.DataFrame,  # bars to replay
-    plan: CompiledPolicy,  # the compiled policy (from compile_policy)
-    start: int,  # first decision bar (validated by Backtester.run)
-    end: int,  # last bar (exclusive)
-) -> BacktestResult:
-    "Run the compiled engine; the same BacktestResult as Backtester.run's Python loop, with engine='compiled'."
-    env, risk, fm = bt.env, bt.risk, bt.fill_model
-    lat, L = fm.latency_bars, env.episode_len
-    n_dec = end - lat - start
-    ts = bars.index[:end].as_unit("ns").asi8 // 1_000_000_000
-    mkt = np.ascontiguousarray(bars[list(BAR_COLUMNS)].to_numpy(np.float64)[:end])
-    positions = np.asarray(env.positions, dtype=np.float64)
-    if plan.kind == MLP:  # features in one batch call; the loop reads them column-major, without a copy
-        XT = np.ascontiguousarray(bt.pipeline.transform(bars.iloc[:end]).to_numpy(np.float64).T)
-        net = plan.net
-    else:
-        XT = np.zeros((0, 1))
-        z = np.zeros(1)
-        net = BundleNet(np.zeros((4, 3)), np.array([3, 1]), np.array([16]), np.zeros(1, dtype=np.int64), np.zeros(16),
-                        z, z, z, z, z)  # fmt: skip
-    pre = np.zeros(1, dtype=np.int64)
-    if plan.kind == ACTIONS:  # one batch draw = one draw per decision, same integers and generator state after
-        pre = plan.policy.rng.integers(plan.policy.n, size=n_dec).astype(np.int64)
+# %% ../nbs/08c_compiled.ipynb #c30d763c
+def _book(initial_cash: float, lat: int) -> tuple:
+    "The loop's book group: the account row, pending orders, step report, counters, the limits' state and halt."
     fst = np.zeros((1, len(BOOK)))
-    fst[0, CASH] = fst[0, EQUITY] = fst[0, PEAK] = env.initial_cash
-    pending, out = np.zeros((1, lat)), np.zeros((1, len(STEP)))
-    ap, gap_flat = account_params(env, fm, bar_seconds(ts)), session_flat(ts, env.max_gap_s, lat)
+    fst[0, CASH] = fst[0, EQUITY] = fst[0, PEAK] = initial_cash
     ist = np.zeros(5, dtype=np.int64)
     ist[SMA_M] = -1
-    roll = np.zeros(4)  # SMA: rolling fast and slow sums, max |close|, the fixed part of their error bound
-    if plan.kind == SMA:
-        ist[SMA_N] = plan.ints[5]
-        fast, slow = int(plan.ints[3]), int(plan.ints[4])
-        cmax = max(float(np.abs(mkt[:, 3]).max()), float(np.abs(plan.buf).max()))
-        gam = [w * _U64 / (1 - w * _U64) for w in (fast, slow)]
-        roll[2], roll[3] = cmax, 4.0 * (2 * gam[0] + 2 * gam[1] + 4 * _U64) * cmax
-    lim, halt = limit_state(), np.zeros(1)
-    close_t = (ts + bar_seconds(ts)).astype(np.float64)  # the limits value the book at the close, as live
+    return fst, np.zeros((1, lat)), np.zeros((1, len(STEP))), ist, limit_state(), np.zeros(1)
+
+
+def _records(start: int, end: int, n_dec: int) -> tuple:
+    "The loop's record group: equity and qty per bar, fills and their bars, decisions, halts and their kinds."
     equity, qty = np.full(end, np.nan), np.zeros(end)
     fills, fill_bar = np.zeros((end - start, 5)), np.zeros(end - start, dtype=np.int64)
     dec_bar, dec_action = np.zeros(n_dec, dtype=np.int64), np.zeros(n_dec, dtype=np.int64)
     dec_target = np.zeros(n_dec)
     halt_bar, halt_kind = np.zeros(end - start, dtype=np.int64), np.zeros(end - start, dtype=np.int64)
+    return equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halt_bar, halt_kind
+
+# %% ../nbs/08c_compiled.ipynb #fcfab5e3
+def _no_net() -> BundleNet:
+    "A placeholder network for plans without one (the loop takes a network's arrays whatever the policy)."
+    z = np.zeros(1)
+    return BundleNet(np.zeros((4, 3)), np.array([3, 1]), np.array([16]), np.zeros(1, dtype=np.int64), np.zeros(16),
+                     z, z, z, z, z)  # fmt: skip
+
+
+def _scratch(net: BundleNet, plan: CompiledPolicy) -> tuple:
+    "The loop's scratch group: raw row, observation, the two layer rows, the error bounds, SMA's fast window."
     width = int(net.dims[0])
-    xrow, x = np.zeros(width), np.zeros(width)
     h, err = np.zeros((2, int(max(net.dims.max(), net.pin.max())))), np.zeros(int(net.dims.max()))
     tmp = np.zeros(max(int(plan.ints[3]) if plan.kind == SMA else 1, 1))
-    i, forced, deferred = 0, -1, 0
-    while True:
-        i = _loop(i, forced, start, end, close_t, mkt, XT, positions, fm.params(), ap, gap_flat, L, env.force_flat,
-                  risk.max_weight, risk.daily_loss_limit, risk.max_drawdown, plan.kind, plan.ints, plan.buf, roll, pre,
-                  net.norm, net.dims, net.pin, net.acts, net.w, net.bias, net.rnorm, net.rmax, net.bmax, net.gam, fst,
-                  pending, out, ist, lim, halt, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target,
-                  halt_bar, halt_kind, xrow, x, h, err, tmp)  # fmt: skip
-        if i >= end:
-            break
-        forced = plan.bundle.act(xrow[: width - 3], xrow[width - 3 :])  # a near tie: TorchScript decides
-        deferred += 1
-    if plan.kind == SMA:  # the policy object continues as if it had run in Python
-        plan.policy.buf[:] = plan.buf
-        plan.policy.n = int(ist[SMA_N])
-    note = plan.name + (f"; {deferred} of {n_dec} decisions were near ties decided by TorchScript"
-                        if plan.kind == MLP else "")  # fmt: skip
-    res = _result(bars, start, end, equity, qty, fills[: ist[NFILL]], fill_bar[: ist[NFILL]], dec_bar, dec_action,
-                  dec_target, halt_bar[: ist[NHALT]], halt_kind[: ist[NHALT]], note)  # fmt: skip
-    res.costs["borrow"] = float(fst[0, BOOK.borrow_paid])
-    res.session_breaks = session_breaks(bars.index[:end], env.max_gap_s)
-    return res
+    return np.zeros(width), np.zeros(width), h, err, tmp
 
-
-def _result(bars, start, end, equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halt_bar, halt_kind,
-            note):  # fmt: skip
+# %% ../nbs/08c_compiled.ipynb #8ebeec1f
+def _result(bars: pd.DataFrame, start: int, end: int, rec: tuple, ist: np.ndarray, note: str) -> BacktestResult:
     "The BacktestResult of the compiled arrays (the same frames, names and dtypes as the Python loop's)."
+    equity, qty, fills, fill_bar, dec_bar, dec_action, dec_target, halt_bar, halt_kind = rec
+    fills, fill_bar = fills[: ist[NFILL]], fill_bar[: ist[NFILL]]
+    halt_bar, halt_kind = halt_bar[: ist[NHALT]], halt_kind[: ist[NHALT]]
     idx = bars.index[:end]
     cols = ["qty", "price", "fee", "spread_cost", "impact_cost"]
     fills_df = pd.DataFrame(fills, columns=cols, index=pd.DatetimeIndex(idx[fill_bar], name="ts"))
@@ -588,3 +575,58 @@ def _result(bars, start, end, equity, qty, fills, fill_bar, dec_bar, dec_action,
         engine="compiled",
         engine_note=note,
     )
+
+# %% ../nbs/08c_compiled.ipynb #97d6dcf5
+def run_compiled(
+    bars: pd.DataFrame,  # bars to replay
+    plan: CompiledPolicy,  # the compiled policy (from compile_policy)
+    start: int,  # first decision bar (validated by Backtester.run)
+    end: int,  # last bar (exclusive)
+    env: EnvSettings,  # positions, initial cash, episode length, forced flat
+    risk: RiskSettings,  # the limits: weight cap, daily loss, drawdown
+    fm: FillModel,  # costs and latency
+    pipeline=None,  # the fitted FeaturePipeline (an MLP plan reads its batch features)
+) -> BacktestResult:
+    "Run the compiled engine; the same BacktestResult as Backtester.run's Python loop, with engine='compiled'."
+    lat, n_dec = fm.latency_bars, end - fm.latency_bars - start
+    ts = bars.index[:end].as_unit("ns").asi8 // 1_000_000_000
+    mkt = np.ascontiguousarray(bars[list(BAR_COLUMNS)].to_numpy(np.float64)[:end])
+    XT, net = np.zeros((0, 1)), plan.net if plan.kind == MLP else _no_net()
+    if plan.kind == MLP:  # features in one batch call; the loop reads them column-major, without a copy
+        XT = np.ascontiguousarray(pipeline.transform(bars.iloc[:end]).to_numpy(np.float64).T)
+    pre = np.zeros(1, dtype=np.int64)
+    if plan.kind == ACTIONS:  # one batch draw = one draw per decision, same integers and generator state after
+        pre = plan.policy.rng.integers(plan.policy.n, size=n_dec).astype(np.int64)
+    book, rec, work = _book(env.initial_cash, lat), _records(start, end, n_dec), _scratch(net, plan)
+    ist, roll = book[3], np.zeros(4)
+    if plan.kind == SMA:
+        ist[SMA_N] = plan.ints[5]
+        cmax = max(float(np.abs(mkt[:, 3]).max()), float(np.abs(plan.buf).max()))
+        roll = _sma_roll(int(plan.ints[3]), int(plan.ints[4]), cmax)
+    close_t = (ts + bar_seconds(ts)).astype(np.float64)  # the limits value the book at the close, as live
+    data = (close_t, mkt, XT)
+    cfg = (
+        np.asarray(env.positions, dtype=np.float64),
+        fm.params(),
+        account_params(env, fm, bar_seconds(ts)),
+        session_flat(ts, env.max_gap_s, lat),
+        env.episode_len,
+        env.force_flat,
+        risk.max_weight,
+        risk.daily_loss_limit,
+        risk.max_drawdown,
+    )
+    pol, xrow = (plan.kind, plan.ints, plan.buf, roll, pre), work[0]
+    i, forced, deferred = 0, -1, 0
+    while (i := _loop(i, forced, start, end, *data, *cfg, *pol, *net.arrays, *book, *rec, *work)) < end:
+        forced = plan.bundle.act(xrow[:-3], xrow[-3:])  # a near tie: TorchScript decides
+        deferred += 1
+    if plan.kind == SMA:  # the policy object continues as if it had run in Python
+        plan.policy.buf[:] = plan.buf
+        plan.policy.n = int(ist[SMA_N])
+    note = plan.name + (f"; {deferred} of {n_dec} decisions were near ties decided by TorchScript"
+                        if plan.kind == MLP else "")  # fmt: skip
+    res = _result(bars, start, end, rec, ist, note)
+    res.costs["borrow"] = float(book[0][0, BOOK.borrow_paid])
+    res.session_breaks = session_breaks(bars.index[:end], env.max_gap_s)
+    return res

@@ -42,7 +42,7 @@ def _mean(a: np.ndarray) -> float:
     "Mean of `a`, NaN when empty (no warning)."
     return float(np.mean(a)) if len(a) else math.nan
 
-
+# %% ../nbs/08a_metrics.ipynb #ad399e8e
 def sharpe_ratio(
     r: np.ndarray,  # per-bar log returns
     periods_per_year: float,  # bars per year
@@ -54,7 +54,7 @@ def sharpe_ratio(
     sd = r.std(ddof=1)
     return float(r.mean() / sd * math.sqrt(periods_per_year)) if sd > 0 else math.nan
 
-
+# %% ../nbs/08a_metrics.ipynb #cb3c20bb
 def sortino_ratio(
     r: np.ndarray,  # per-bar log returns
     periods_per_year: float,  # bars per year
@@ -66,7 +66,7 @@ def sortino_ratio(
     dd = math.sqrt(np.mean(np.minimum(r, 0.0) ** 2))
     return float(r.mean() / dd * math.sqrt(periods_per_year)) if dd > 0 else math.nan
 
-
+# %% ../nbs/08a_metrics.ipynb #6fa51df5
 def annual_return(
     r: np.ndarray,  # per-bar log returns
     periods_per_year: float,  # bars per year
@@ -90,7 +90,7 @@ def value_at_risk(
         return math.nan
     return float(0.0 - np.quantile(R, 1 - level))  # 0.0 - x: no negative zero
 
-
+# %% ../nbs/08a_metrics.ipynb #e0f6cca7
 def expected_shortfall(
     R: np.ndarray,  # per-bar simple returns
     level: float = 0.95,  # confidence level
@@ -115,7 +115,7 @@ def drawdown(
     since = i - np.maximum.accumulate(np.where(e >= peak, i, 0))
     return pd.DataFrame({"peak": peak, "drawdown": dd, "bars_since_peak": since}, index=equity.index)
 
-
+# %% ../nbs/08a_metrics.ipynb #8087a1ff
 def max_drawdown_duration(
     equity: pd.Series,  # equity per bar
 ) -> tuple[int, pd.Timedelta]:
@@ -139,7 +139,7 @@ def max_drawdown_duration(
     span = ts[ends[w]] - ts[starts[w]] if isinstance(ts, pd.DatetimeIndex) else pd.NaT
     return int(ends[w] - starts[w]), span
 
-
+# %% ../nbs/08a_metrics.ipynb #f119aa25
 def ulcer_index(
     dd: np.ndarray,  # drawdown fractions per bar
 ) -> float:
@@ -188,7 +188,7 @@ def _fifo_kernel(qty, fee, tol):
             tail += 1
     return rt_in[:k], rt_out[:k], rt_q[:k], rt_f[:k], lot_row[head:tail], lot_q[head:tail], lot_f[head:tail]
 
-
+# %% ../nbs/08a_metrics.ipynb #6843bf7d
 def _fill_arrays(
     fills: pd.DataFrame,  # index fill time (non-decreasing); columns qty, price and optionally fee
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -205,7 +205,7 @@ def _fill_arrays(
         raise ValueError(f"fills: non-finite qty, price or fee at row(s) {np.flatnonzero(bad)[:5].tolist()}")
     return qty, price, fee
 
-
+# %% ../nbs/08a_metrics.ipynb #00637dd4
 def round_trips(
     fills: pd.DataFrame,  # index fill time (non-decreasing); columns qty (signed), price, fee
     index: pd.DatetimeIndex | None = None,  # bar index; adds bars_held (bars between entry and exit fills)
@@ -224,7 +224,7 @@ def round_trips(
         out["bars_held"] = index.searchsorted(ts[j]) - index.searchsorted(ts[i])
     return out
 
-
+# %% ../nbs/08a_metrics.ipynb #2eeb77d3
 def open_lots(
     fills: pd.DataFrame,  # index fill time (non-decreasing); columns qty (signed), price, fee
 ) -> pd.DataFrame:
@@ -285,7 +285,7 @@ def probabilistic_sharpe(
         return math.nan
     return NormalDist().cdf((sr - benchmark) * math.sqrt(n_obs - 1) / math.sqrt(var))
 
-
+# %% ../nbs/08a_metrics.ipynb #a37ce78c
 def expected_max_sharpe(
     n_trials: int,  # configurations tried
     var: float,  # variance of their Sharpe estimates (per bar)
@@ -298,7 +298,7 @@ def expected_max_sharpe(
     q = NormalDist().inv_cdf
     return math.sqrt(var) * ((1 - EULER_GAMMA) * q(1 - 1 / n_trials) + EULER_GAMMA * q(1 - 1 / (n_trials * math.e)))
 
-
+# %% ../nbs/08a_metrics.ipynb #52abf10b
 def deflated_sharpe(
     r: np.ndarray,  # per-bar log returns of the strategy chosen
     n_trials: int = 1,  # configurations tried, the chosen one included
@@ -329,13 +329,13 @@ def _equity_values(
         raise ValueError(f"equity: {int(bad.sum())} non-finite value(s), first at {equity.index[np.argmax(bad)]}")
     return e
 
-
+# %% ../nbs/08a_metrics.ipynb #b298831f
 def _exposure(pos: np.ndarray) -> float:
     "Fraction of bars whose position is not zero (up to rounding dust); NaN without bars."
     pos = np.abs(np.asarray(pos, dtype=np.float64))
     return float(np.mean(pos > _TOL * pos.max())) if len(pos) else math.nan
 
-
+# %% ../nbs/08a_metrics.ipynb #d7a467e5
 def _trade_stats(e, fills, positions, index, ppy) -> dict:
     "Turnover, exposure, fill and round-trip statistics; NaN where the inputs are missing."
     out = dict.fromkeys(TRADE_KEYS, math.nan)
@@ -364,7 +364,7 @@ def _trade_stats(e, fills, positions, index, ppy) -> dict:
         out["avg_holding_s"] = float(rt["duration"].dt.total_seconds().mean())
     return out
 
-
+# %% ../nbs/08a_metrics.ipynb #b3c459bd
 def _cost_stats(costs, fills) -> dict:
     "costs_total and cost_<kind>; by default the fees of the fills; NaN with neither."
     if costs is None:
@@ -373,7 +373,7 @@ def _cost_stats(costs, fills) -> dict:
         costs = {"fee": float(_fill_arrays(fills)[2].sum())}
     return {"costs_total": float(sum(costs.values())), **{f"cost_{k}": float(v) for k, v in costs.items()}}
 
-
+# %% ../nbs/08a_metrics.ipynb #24ca3c78
 def performance(
     equity: pd.Series,  # mark-to-market equity per bar (UTC DatetimeIndex)
     fills: pd.DataFrame | None = None,  # index fill time; columns qty (signed), price, fee
@@ -443,7 +443,7 @@ def chain_equity(
     index = curves[0].index[:1].append([c.index[1:] for c in curves])
     return pd.Series(float(curves[0].iloc[0]) * np.cumprod(np.concatenate(growth)), index=index, name="equity")
 
-
+# %% ../nbs/08a_metrics.ipynb #d54aba17
 def fold_table(
     perfs: list[dict],  # performance dicts, one per fold, in order
 ) -> pd.DataFrame:
@@ -500,7 +500,7 @@ METRIC_LABELS = {
     "periods_per_year": ("Bars per year", "int"),
 }  # metric key -> (label, format)
 
-
+# %% ../nbs/08a_metrics.ipynb #143980a2
 def _fmt(v, kind: str) -> str:
     "One metric value as a report string."
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
@@ -509,7 +509,7 @@ def _fmt(v, kind: str) -> str:
         return str(pd.Timedelta(seconds=round(float(v))))
     return {"pct": "{:.2%}", "num": "{:.2f}", "int": "{:,.0f}", "money": "{:,.2f}"}[kind].format(v)
 
-
+# %% ../nbs/08a_metrics.ipynb #763adcb7
 def metrics_table(
     perfs: dict[str, dict],  # strategy name -> performance dict
     formatted: bool = False,  # strings for a report instead of numbers

@@ -106,7 +106,7 @@ METRICS = {
     "stress_loss": "Worst stress scenario's loss of the position, exit included, as a fraction of equity",
 }
 
-# %% ../nbs/11a_rules.ipynb #f09d0631
+# %% ../nbs/11a_rules.ipynb #a984d7c9
 class Calculators:
     "Incremental risk metrics fed by the bus: O(1) per event, no pandas (historical VaR keeps a sorted window)."
 
@@ -137,22 +137,6 @@ class Calculators:
         for kind in EVENTS:
             bus.subscribe(kind, getattr(self, f"on_{kind}"))
 
-    def seed(self, closes: list[float]) -> int:
-        "Returns of closes from before the first live bar (the warm-up's history) stand in until live ones exist."
-        if self.live_bars or self.rets.count:
-            return 0
-        rs = [math.log(b / a) for a, b in zip(closes[:-1], closes[1:], strict=True) if a > 0 and b > 0]
-        for r in rs[-self.window :]:
-            self._ret(r)
-        return min(len(rs), self.window)
-
-    def _ret(self, r: float) -> None:
-        "One return into the window and its sorted copy (bisect: O(log n) search, a memmove of the window)."
-        if self.rets.count == self.window:
-            del self.sorted[bisect.bisect_left(self.sorted, self.rets.oldest())]
-        self.rets.push(r)
-        bisect.insort(self.sorted, r)
-
     def on_bar(self, ts: float, close: float, volume: float, equity: float, position: float, lag_s: float) -> None:
         "A closed bar with the account's equity and position at its close."
         v = self.v
@@ -178,18 +162,6 @@ class Calculators:
         v["turnover"] = self.traded.sum / equity if equity > 0 else math.nan
         v["feed_staleness_s"] = lag_s
         v["exposure"] = notional / equity if equity > 0 else math.nan
-
-# %% ../nbs/11a_rules.ipynb #94b7edff
-@patch
-def _historical(self: Calculators, notional: float) -> tuple[float, float]:
-    "Historical VaR and ES (quote units, losses positive) of the position over the returns window."
-    s, n = self.sorted, len(self.sorted)
-    if n < 2 or notional == 0:
-        return (0.0, 0.0) if notional == 0 else (math.nan, math.nan)
-    k = max(1, math.ceil((1 - self.alpha) * n))
-    tail = s[:k] if notional > 0 else s[n - k :]  # the returns that lose on this position
-    edge = tail[-1] if notional > 0 else tail[0]
-    return -notional * edge, -notional * math.fsum(tail) / k
 
 # %% ../nbs/11a_rules.ipynb #dc9de117
 @patch
@@ -219,6 +191,38 @@ def on_latency(self: Calculators, seconds: float) -> None:
     if self.lat_n >= 20:
         self.v["latency_drift"] = self.lat_fast / self.lat_slow - 1 if self.lat_slow > 0 else math.nan
 
+# %% ../nbs/11a_rules.ipynb #82458fc1
+@patch
+def _ret(self: Calculators, r: float) -> None:
+    "One return into the window and its sorted copy (bisect: O(log n) search, a memmove of the window)."
+    if self.rets.count == self.window:
+        del self.sorted[bisect.bisect_left(self.sorted, self.rets.oldest())]
+    self.rets.push(r)
+    bisect.insort(self.sorted, r)
+
+# %% ../nbs/11a_rules.ipynb #94b7edff
+@patch
+def _historical(self: Calculators, notional: float) -> tuple[float, float]:
+    "Historical VaR and ES (quote units, losses positive) of the position over the returns window."
+    s, n = self.sorted, len(self.sorted)
+    if n < 2 or notional == 0:
+        return (0.0, 0.0) if notional == 0 else (math.nan, math.nan)
+    k = max(1, math.ceil((1 - self.alpha) * n))
+    tail = s[:k] if notional > 0 else s[n - k :]  # the returns that lose on this position
+    edge = tail[-1] if notional > 0 else tail[0]
+    return -notional * edge, -notional * math.fsum(tail) / k
+
+# %% ../nbs/11a_rules.ipynb #6da9510a
+@patch
+def seed(self: Calculators, closes: list[float]) -> int:
+    "Returns of closes from before the first live bar (the warm-up's history) stand in until live ones exist."
+    if self.live_bars or self.rets.count:
+        return 0
+    rs = [math.log(b / a) for a, b in zip(closes[:-1], closes[1:], strict=True) if a > 0 and b > 0]
+    for r in rs[-self.window :]:
+        self._ret(r)
+    return min(len(rs), self.window)
+
 # %% ../nbs/11a_rules.ipynb #fd122c07
 @dataclass(frozen=True)
 class Scenario:
@@ -235,7 +239,7 @@ SCENARIOS = (Scenario("gap -5%", "gap", 0.05), Scenario("gap -10%", "gap", 0.10)
              Scenario("liquidity 10%", "liquidity", 0.1), Scenario("latency 5 bars", "latency", 5),
              Scenario("outage 30 bars", "outage", 30))  # fmt: skip
 
-
+# %% ../nbs/11a_rules.ipynb #71558c13
 def stress_losses(
     qty: float,  # position, base units (signed)
     price: float,  # last price
@@ -266,7 +270,7 @@ def stress_losses(
         out.append(n * move + n * (1 - move) * (h + fee + impact))
     return out
 
-
+# %% ../nbs/11a_rules.ipynb #ac6b51ba
 def stress(
     qty: float,  # position, base units (signed)
     price: float,  # last price
@@ -298,7 +302,7 @@ class RulesError(ValueError):
         self.problems = list(problems)
         super().__init__(f"invalid risk rules ({len(self.problems)} problem(s)):\n  " + "\n  ".join(self.problems))
 
-
+# %% ../nbs/11a_rules.ipynb #01374751
 @dataclass(frozen=True)
 class Rule:
     "When `metric op threshold` holds for `window` bars in a row: `action`, until clear for `cooldown` bars."
@@ -385,7 +389,7 @@ def parse_rules(
         raise RulesError(problems)
     return rules
 
-
+# %% ../nbs/11a_rules.ipynb #ec532011
 def load_rules(path: str | Path) -> list[Rule]:
     "The rules of a YAML (or JSON) file; RulesError naming the file and each bad rule."
     path = Path(path)
@@ -408,7 +412,7 @@ class RuleStatus:
     fired: int = 0
     value: float = math.nan  # the metric at the last evaluation
 
-
+# %% ../nbs/11a_rules.ipynb #aafe8f8e
 class _Gauges:
     "The engine's metrics as a prometheus_client collector (the registry asks at each scrape)."
 
@@ -475,7 +479,7 @@ def evaluate(self: RiskEngine) -> list[tuple[Rule, str]]:
                 out.append((rule, "cleared"))
     return out
 
-
+# %% ../nbs/11a_rules.ipynb #b96a9bf4
 @patch
 def bar(self: RiskEngine, ts: float, close: float, volume: float, equity: float, position: float, lag_s: float = 0.0):
     "A closed bar: calculators, then rules; the transitions."
@@ -552,7 +556,7 @@ def state(self: RiskEngine) -> dict:
     return {"metrics": dict(self.calc.v), "live_bars": self.calc.live_bars, "stress_blocked": self.stress_blocked,
             "rules": [{**asdict(r), **asdict(self.status[r.name])} for r in self.rules]}  # fmt: skip
 
-# %% ../nbs/11a_rules.ipynb #1c317598
+# %% ../nbs/11a_rules.ipynb #5df9d896
 class RiskAgent:
     "The engine in a live runner: fed by its hooks, enforcing through its router, its rule file hot-reloaded."
 
@@ -592,7 +596,7 @@ class RiskAgent:
         return {**self.engine.state(), "file": str(self.path) if self.path else None, "sha256": self.sha256,
                 "reloads": dict(self.reloads)}  # fmt: skip
 
-
+# %% ../nbs/11a_rules.ipynb #575e924d
 @patch
 def attach(self: RiskAgent, runner) -> "RiskAgent":
     "Hook into a LiveRunner: bars and decisions through its hook lines, fills through its router."
@@ -609,7 +613,7 @@ def attach(self: RiskAgent, runner) -> "RiskAgent":
     self._journal("risk rules loaded", new=rules, by=self._who(), sha256=self.sha256)
     return self
 
-
+# %% ../nbs/11a_rules.ipynb #2f26ee2b
 @patch
 def _journal(self: RiskAgent, what: str, **data) -> None:
     self.runner.router.journal.record("note", what=what, path=str(self.path) if self.path else None, **data)
@@ -631,7 +635,13 @@ def _who(self: RiskAgent) -> str:
     when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(st[0] / 1e9)) if st else "?"
     return f"file {self.path} (owner {owner}, modified {when})"
 
-# %% ../nbs/11a_rules.ipynb #e41b6f2f
+# %% ../nbs/11a_rules.ipynb #4541f25a
+@patch
+def _tell(self: RiskAgent, key: str, title: str, body: str) -> None:
+    if self.notify is not None:
+        self.notify(key, title, body)
+
+# %% ../nbs/11a_rules.ipynb #14a2f25f
 @patch
 def check_file(self: RiskAgent) -> bool | None:
     "Between events: a changed rule file applied (True) or refused, old rules kept (False); None: unchanged."
@@ -667,13 +677,7 @@ def check_file(self: RiskAgent) -> bool | None:
     logger.bind(path=str(self.path), rules=len(rules)).warning("risk rules reloaded: {} rule(s)", len(rules))
     return True
 
-
-@patch
-def _tell(self: RiskAgent, key: str, title: str, body: str) -> None:
-    if self.notify is not None:
-        self.notify(key, title, body)
-
-# %% ../nbs/11a_rules.ipynb #0498e82e
+# %% ../nbs/11a_rules.ipynb #bb446220
 @patch
 def on_bar(self: RiskAgent, runner, bar) -> None:
     "A closed bar (the runner's hook line, after marking the book): reload, calculators, rules, enforcement."
@@ -684,7 +688,7 @@ def on_bar(self: RiskAgent, runner, bar) -> None:
         self._enforce(rule, what)
     self.snapshot(runner.router.journal.dir / SNAPSHOT, p.qty, bar.close, p.equity)
 
-
+# %% ../nbs/11a_rules.ipynb #35caf96d
 @patch
 def snapshot(self: RiskAgent, path: Path, qty: float, price: float, equity: float) -> None:
     "What `intraday risk stress` reads: the position, its price, equity, volatility, costs and the metrics."
@@ -693,7 +697,7 @@ def snapshot(self: RiskAgent, path: Path, qty: float, price: float, equity: floa
             "costs": e.costs, "scenarios": [asdict(s) for s in e.scenarios], "metrics": e.calc.v}  # fmt: skip
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data)))
 
-
+# %% ../nbs/11a_rules.ipynb #61f80f8b
 @patch
 def _enforce(self: RiskAgent, rule: Rule, what: str) -> None:
     "A rule fired or cleared: journal, log, tell a person; halt or block through the router."

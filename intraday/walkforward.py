@@ -100,7 +100,7 @@ def _blind(splits: EnvSplits) -> EnvSplits:
 def _span(bars: pd.DataFrame) -> list[str]:
     return [str(bars.index[0]), str(bars.index[-1])]
 
-
+# %% ../nbs/08d_walkforward.ipynb #af39b69c
 def run_fold(
     settings: Settings,  # [train] [env] [features] [fills] of the fold's training
     bars: pd.DataFrame,  # the whole history (the fold uses its own window of it)
@@ -153,7 +153,7 @@ def available_cores() -> int:
     "Cores this process may run on."
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
-
+# %% ../nbs/08d_walkforward.ipynb #d2f72f7c
 def _fold_rows(results: list[dict], perfs: pd.DataFrame) -> list[dict]:
     "One row per fold: its windows, its training and selection, and its test performance (from the metrics module)."
     keys = ("fold", "train", "val", "test", "embargo", "steps", "evaluations", "selected_at", "val_sharpe")
@@ -161,7 +161,7 @@ def _fold_rows(results: list[dict], perfs: pd.DataFrame) -> list[dict]:
              "test_max_drawdown": p["max_drawdown"], "trades": r["trades"], "costs": r["costs"]}
             for r, p in zip(results, perfs.to_dict("records"), strict=True)]  # fmt: skip
 
-
+# %% ../nbs/08d_walkforward.ipynb #a83d6ff0
 def summarize(
     results: list[dict],  # run_fold results, in time order
     settings: Settings,  # [walkforward] trials
@@ -202,7 +202,7 @@ def walkforward_figures(
         f.update_layout(template="plotly_white", height=380)
     return [curve, sel]
 
-
+# %% ../nbs/08d_walkforward.ipynb #fd2a11bd
 def _headline(oos: dict) -> str:
     "The chained out-of-sample figures as an HTML table."
     rows = {
@@ -215,7 +215,7 @@ def _headline(oos: dict) -> str:
     }
     return "<table>" + "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows.items()) + "</table>"
 
-
+# %% ../nbs/08d_walkforward.ipynb #88e95322
 def fold_frame(
     summary: dict,  # summarize()'s result
 ) -> pd.DataFrame:
@@ -227,7 +227,7 @@ def fold_frame(
                               "test_return": "test return", "test_max_drawdown": "test max drawdown",
                               "selected_at": "selected at step"})  # fmt: skip
 
-
+# %% ../nbs/08d_walkforward.ipynb #e740ede0
 def walkforward_report(
     summary: dict,  # summarize()'s result
     path: str | Path,  # destination .html
