@@ -8,8 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/dashboard.html.md"""
 __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'PALETTE', 'RISK_SHOWN', 'TABLE_CSS', 'RUNNERS_ENV', 'STATIC_ENV',
            'MLFLOW_ENV', 'run_models', 'registry_models', 'list_models', 'list_runs', 'decimate', 'BacktestChoice',
            'load_bars', 'backtester_for', 'run_backtest', 'equity_figure', 'trades_figure', 'results_table',
-           'RunnerControl', 'live_rows', 'risk_rows', 'fills_frame', 'ModelsPage', 'RunsPage', 'BacktestPage',
-           'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard']
+           'RunnerControl', 'live_rows', 'risk_rows', 'fills_frame', 'latency_bars', 'ModelsPage', 'RunsPage',
+           'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard']
 
 # %% ../nbs/15_dashboard.ipynb #3e06c6d1
 import asyncio
@@ -374,6 +374,14 @@ class RunnerControl:
         except (OSError, ValueError) as e:
             return 0, {"error": f"{self.url} unreachable: {getattr(e, 'reason', e)}"}
 
+    def metrics(self) -> str:
+        "The runner's /metrics (Prometheus text; public, no token), or '' when it cannot be read."
+        try:
+            with urllib.request.urlopen(self.url + "/metrics", timeout=self.timeout) as resp:
+                return resp.read().decode()
+        except (OSError, ValueError):
+            return ""
+
     def state(self) -> dict:
         "The runner's /state, or {'error': ...} when it cannot be read."
         code, body = self._request("/state")
@@ -467,6 +475,34 @@ def fills_frame(
              "qty": f.get("qty"), "price": f.get("price"), "fee": f.get("fee")}
             for f in reversed(state.get("fills") or [])]  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
+
+# %% ../nbs/15_dashboard.ipynb #b7c04e8b
+def latency_bars(
+    text: str,  # a runner's /metrics
+    stages: Iterable[str] = ("decision", "bar_to_ack"),  # which histograms, in order
+) -> BkColumn | None:
+    "Per stage with observations: the share of each latency bucket (log axis), p50 and p99 in the title."
+    from intraday.monitor import STAGES, histogram_quantile, latency_buckets
+
+    data = latency_buckets(text) if text else {}
+    figs = []
+    for s in stages:
+        d = data.get(s)
+        if not d or not d["count"]:
+            continue
+        le, cum = np.array(d["le"]), np.array(d["cum"])
+        finite = le[np.isfinite(le)]
+        top = np.r_[finite, finite[-1] * 10]  # the +Inf bucket drawn one decade wide
+        bottom = np.r_[finite[0] / 10, finite]
+        share = np.diff(np.r_[0.0, cum]) / cum[-1]
+        p50, p99 = (histogram_quantile(q, d["le"], d["cum"]) for q in (0.5, 0.99))
+        title = f"{s} ({STAGES.get(s, s)}): n={d['count']:.0f}, p50 {p50 * 1e3:.3g} ms, p99 {p99 * 1e3:.3g} ms"
+        f = bk_figure(title=title, height=160, x_axis_type="log", sizing_mode="stretch_width", tools="save",
+                      x_axis_label="seconds", y_axis_label="share")  # fmt: skip
+        f.quad(left=bottom, right=top, bottom=0, top=share, color=PALETTE[0], alpha=0.7)
+        f.yaxis.formatter = NumeralTickFormatter(format="0%")
+        figs.append(f)
+    return bk_column(*figs, sizing_mode="stretch_width") if figs else None
 
 # %% ../nbs/15_dashboard.ipynb #a2b92f0f
 TABLE_CSS = (
@@ -646,6 +682,8 @@ class RunnerCard:
         self.title = pn.pane.Markdown(f"### runner {html.escape(url)}")
         self.rows = pn.pane.DataFrame(None, sizing_mode="stretch_width", header=False, stylesheets=[TABLE_CSS])
         self.fills = pn.pane.DataFrame(None, sizing_mode="stretch_width", index=False, stylesheets=[TABLE_CSS])
+        self.latency = pn.pane.Bokeh(None, sizing_mode="stretch_width")
+        self.polls = 0
         self.reason = pn.widgets.TextInput(label="reason", placeholder="why (journaled)", width=260)
         self.kill = pn.widgets.Button(label="Kill", color="danger", width=100)
         self.resume = pn.widgets.Button(label="Resume", color="warning", width=100)
@@ -658,7 +696,7 @@ class RunnerCard:
         self.resume.on_click(lambda e: self.ask("resume"))
         self.cancel.on_click(lambda e: self._close("cancelled"))
         self.confirm.on_click(self._confirmed)
-        self.view = pn.Column(self.title, self.rows, "#### recent fills", self.fills,
+        self.view = pn.Column(self.title, self.rows, "#### recent fills", self.fills, "#### latency", self.latency,
                               pn.Row(self.reason, self.kill, self.resume, self.confirm, self.cancel), self.message,
                               styles={"border": "1px solid #ddd", "padding": "8px"},
                               sizing_mode="stretch_width")  # fmt: skip
@@ -677,6 +715,9 @@ class RunnerCard:
         "Poll the runner once (in a worker thread) and show what it said."
         state = await asyncio.to_thread(self.control.state)
         self.show(state)
+        if self.polls % 5 == 0 and "error" not in state:  # the histograms move slowly: every 5th poll
+            self.latency.object = latency_bars(await asyncio.to_thread(self.control.metrics))
+        self.polls += 1
         return state
 
     def ask(self, action: str) -> None:

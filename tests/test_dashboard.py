@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import panel as pn
 import pytest
 from playwright.sync_api import expect
 from procs import stderr_of
@@ -329,3 +330,19 @@ def test_models_page_shows_the_registry_versions_with_aliases_and_the_last_gate(
     assert "champion" in page.table.object and "refuse: p = 0.41" in page.table.object
     page.show(f"registry:{name}/1")  # resolved, downloaded and verified, as the runner does
     assert "cannot load" not in page.detail.object and first["bundle_sha256"][:12] in page.detail.object
+
+
+def test_live_card_draws_the_runners_latency_histograms_from_its_metrics():
+    "The Live page's latency: read from a real ControlServer's /metrics, one histogram per stage with observations."
+    from intraday.dashboard import RunnerCard, latency_bars
+
+    mon = Monitor()
+    for s in (0.0004, 0.0007, 0.002):
+        mon.observe("decision", s)
+        mon.observe("bar_to_ack", s * 10)
+    with ControlServer(mon, state=lambda: {"trading_state": "ACTIVE"}, token=TOKEN) as server:
+        card = RunnerCard(server.url, pn.widgets.PasswordInput())
+        asyncio.run(card.refresh())
+        titles = [f.title.text for f in card.latency.object.children]
+        assert [t.split(" (")[0] for t in titles] == ["decision", "bar_to_ack"] and all("n=3" in t for t in titles)
+        assert latency_bars(card.control.metrics(), stages=("fill",)) is None  # no fills observed: nothing drawn
