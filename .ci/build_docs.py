@@ -1,21 +1,33 @@
 """Build the documentation site from the notebooks, offline: `make docs` runs this; the site lands in `_docs/`.
 
-1. nbdev processes every notebook under `nbs/` (the same per-notebook step `nbdev-proc-nbs` runs:
-   `nbdev.serve_drv.main` with `FilterDefaults`): directives applied (`#| hide`, `#| export`, ...), exported
-   symbols documented by `show_doc`, backticked names linked. The result lands in `_proc/` (same names as `nbs/`);
-   only notebooks whose text, module or build changed are processed again. Two changes to nbdev's way, both
-   general causes of a stopped build: a signature naming a later class (`trainer: "Trainer"`) is shown as
-   written; a cell mixing imports with code that fails out of its notebook's flow runs its imports only (warned).
-2. A small pass turns what Quarto would read (front matter, `#| echo: false`, pandoc link attributes) into what
-   mkdocs-jupyter reads, names the pages as nbdev does (`00_config.ipynb` -> `config.html`) in `_proc/_pages/`,
-   and writes `_proc/mkdocs.yml`: the project's `mkdocs.yml` plus the pages in notebook order.
-3. mkdocs-material with mkdocs-jupyter renders the pages into `_docs/` (skipped when nothing changed); the
-   notebook CSS it inlines in every page moves to one shared stylesheet; each page also gets its Markdown twin
-   `config.html.md`, the address nbdev writes into each module's docstring (`Docs: .../config.html.md`).
+Stock tools do the work: nbdev processes the notebooks (its own per-notebook step, `nbdev.serve_drv.main`, with a
+`FilterDefaults` subclass, nbdev's documented way to change its processors), mkdocs-material with mkdocs-jupyter
+renders them (`mkdocs.yml`: show_doc's input hidden by `remove_tag_config`, page titles from each page's h1),
+nbconvert's `MarkdownExporter` writes each page's Markdown twin (`config.html.md`, the address nbdev writes into
+the module docstrings). This file is the shim between them; each part says why no stock feature does it.
 
-Why not `nbdev-proc-nbs` itself: it downloads Quarto when Quarto is absent, writes `nbs/_quarto.yml` and
-`nbs/sidebar.yml`, and stops at the first notebook that fails. Here every notebook is processed, each failure
-is reported with its notebook, cell and error, and the build exits non-zero.
+Why not nbdev's own `nbdev-docs` / `nbdev-proc-nbs` with Quarto (measured 2026-12-04, with pip, apt and npm):
+PyPI's `quarto-cli` (1.10.19, latest) has no wheel for any release, only a 4.7 kB sdist whose setup.py downloads
+`quarto-1.10.19-linux-amd64.tar.gz` from github.com while it builds (offline: "Name or service not known", the
+install fails); Debian bookworm has no `quarto` package (pandoc 2.17 only); npm has no `quarto-cli` (`quarto` there
+is an unrelated 0.0.0). And both nbdev commands start with `_ensure_quarto()`, which, with no `quarto` on PATH,
+curls the .deb from quarto.org and runs `sudo dpkg -i`; they also write `nbs/_quarto.yml` and `nbs/sidebar.yml`.
+
+1. nbdev processing into `_proc/` (same names as `nbs/`), only for notebooks whose text, module or this build
+   changed. Not `nbdev.serve.proc_nbs` itself: it hard-codes `FilterDefaults` and stops at the first failing
+   notebook; here every notebook is processed, each failure named by its file, cell and error, and the build
+   exits non-zero. The filter differs from nbdev's in two processors (see `_filter`).
+2. Pages in `_proc/_pages/`, named as nbdev names them (`00_config.ipynb` -> `config.ipynb`, so `config.html`:
+   mkdocs names a page after its file, Quarto read nbdev's `output-file`), with the Markdown nbdev wrote for
+   pandoc made readable by mkdocs-jupyter's Markdown (nbconvert's mistune): see `fix_markdown`.
+3. `_proc/mkdocs.yml`: the project's `mkdocs.yml` plus the pages in notebook order (mkdocs alone sorts pages by
+   file name, and nbdev's page names have lost the number prefixes). Then `mkdocs build`, the notebook stylesheet
+   mkdocs-jupyter inlines in every page moved to one file, the Markdown twins, and nbdev's `llms.txt`.
+
+Gone from this file, its cause fixed at the source instead: the patch of `fastcore.docments.signature` that let
+show_doc render a string annotation naming a class defined later in the notebook (`trainer: "Trainer"`). No
+notebook needs it (instrumented build, 2026-12-04: no NameError in 46 notebooks); one that does now stops the build
+with nbdev's error naming the cell, and the fix is in the notebook: define the named class first.
 
 Usage: python .ci/build_docs.py [--force] [--workers N] [--root PROJECT]
 """
@@ -23,216 +35,164 @@ Usage: python .ci/build_docs.py [--force] [--workers N] [--root PROJECT]
 import argparse
 import hashlib
 import html
-import inspect
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
-import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-class Layout:
-    "Where a project's docs build reads and writes, from its root (the folder of pyproject.toml and mkdocs.yml)."
-
-    def __init__(self, root: Path):
-        self.root = Path(root).resolve()
-        self.proc = self.root / "_proc"  # nbdev's processed notebooks (nbdev's own name for the folder)
-        self.pages = self.proc / "_pages"  # mkdocs' docs_dir: the pages, named as nbdev names them
-        self.site = self.root / "_docs"  # the built site (nbdev's doc_path)
-        self.stamps = self.proc / ".stamps.json"
-
-
-def _lenient_signatures():
-    "Let `show_doc` document a signature whose string annotation names something defined later in the notebook."
-    # nbdev puts `show_doc(X)` right below the cell defining X, and fastcore renders it with
-    # `inspect.signature(X, eval_str=True)`: an annotation such as `trainer: "Trainer"` raises NameError while
-    # `Trainer` is defined further down. Keep such an annotation as written instead (what the source says).
-    import inspect
-
-    import fastcore.docments
-
-    strict = inspect.signature
-
-    def signature(obj, *args, eval_str=False, **kwargs):
-        try:
-            return strict(obj, *args, eval_str=eval_str, **kwargs)
-        except NameError:
-            return strict(obj, *args, eval_str=False, **kwargs)
-
-    fastcore.docments.signature = signature
-
-
-_WARNINGS: list[str] = []  # collected in a worker while it processes one notebook
-_MIXED: list[int] = []  # cells that hold imports and other code (nbdev warns about each, with its source)
+_MIXED: list[str] = []  # per notebook, in a worker: cells mixing imports with other code (see `_filter`)
 
 
 def _filter():
-    "nbdev's processors, with one change to how `exec_show_docs` treats a cell holding imports and other code."
-    # nbdev runs a code cell for the docs when it is exported, calls show_doc, or contains an import; a cell that
-    # mixes imports with demo code is then run in full, outside its notebook's flow (the cells it needs are not
-    # run), and stops the build (nbdev's FAQ: keep imports in their own cell). Such a cell that fails here runs
-    # its imports alone, with a warning naming it: what the docs need from it is the names it imports.
+    "nbdev's processors, with one replaced and one added."
+    # a and b (`for_mkdocs`), because mkdocs-jupyter reads a notebook otherwise than Quarto does:
+    # a. the front matter nbdev makes of the notebook's `# title` / `> summary` (a raw YAML cell, which
+    #    mkdocs-jupyter would print as text) becomes that heading and summary again, unlinked as on an nbdev site;
+    #    mkdocs takes the page title from the heading.
+    # b. nbdev marks show_doc cells `#| echo: false`, a Quarto option; mkdocs-jupyter hides inputs by cell tag
+    #    (`remove_tag_config` in mkdocs.yml), so those cells get the tag `remove_input`.
+    #    And the timings nbdev's shell records (`execution.total`, a float) go: nbformat's schema wants a string
+    #    there, and mkdocs-jupyter (nbconvert) validates the notebook; Quarto does not.
+    # c (`exec_show_docs_imports`). TEMPORARY, until no notebook mixes imports with other code in one cell (the
+    #    build lists such cells: 18 in 12 notebooks on 2026-12-04, 7 of which fail when run alone). nbdev runs every
+    #    cell holding an import to build the docs, out of the notebook's flow (cells it needs are not run), so a
+    #    mixed cell that needs an earlier cell stops the build (nbdev's advice: imports in a cell of their own).
+    #    When such a cell fails, and it is not exported and calls no show_doc, its imports alone run, with a
+    #    warning. Delete this class once the build lists no such cell.
     import ast
 
+    from fastcore.nbio import mk_cell
+    from nbdev.process import Processor
     from nbdev.processors import FilterDefaults, exec_show_docs
 
-    def _mixed(cell):
-        trees = cell.parsed_() or []
-        imps = sum(isinstance(t, ast.Import | ast.ImportFrom) for t in trees)
-        return 0 < imps < len(trees) and not cell.directives_.keys() & {"export", "exports", "exporti"}
+    def imports(cell):
+        return [t for t in cell.parsed_() or [] if isinstance(t, ast.Import | ast.ImportFrom)]
 
     class exec_show_docs_imports(exec_show_docs):
         def __call__(self, cell):
-            outputs, meta = cell.get("outputs"), dict(cell.get("metadata", {}))
-            if cell.cell_type == "code" and _mixed(cell):
-                _MIXED.append(cell.idx_)
+            imps, saved = imports(cell), (cell.get("outputs"), dict(cell.get("metadata", {})))
+            exported = cell.directives_.keys() & {"export", "exports", "exporti"}
+            mixed = 0 < len(imps) < len(cell.parsed_() or []) and not exported
+            if mixed:
+                _MIXED.append(f"cell {cell.idx_} (id {cell.get('id')}, {cell.source.splitlines()[0]!r})")
             try:
                 return super().__call__(cell)
             except Exception as e:
-                trees = cell.parsed_() or []
-                by_directive = cell.directives_.keys() & {"export", "exports", "exporti", "exec_doc"}
-                imports = [t for t in trees if isinstance(t, ast.Import | ast.ImportFrom)]
-                if by_directive or "show_doc" in cell.source or not imports or len(imports) == len(trees):
+                if not mixed or "show_doc" in cell.source or "exec_doc" in cell.directives_:
                     raise
-                cell.outputs, cell.metadata = outputs, meta
-                self.k.run("\n".join(ast.unparse(t) for t in imports))
+                cell.outputs, cell.metadata = saved
+                self.k.run("\n".join(ast.unparse(t) for t in imps))
                 if self.k.exc is not None:
                     raise
                 cause = e.__cause__ or e
-                _WARNINGS.append(
-                    f"cell {cell.idx_} ({cell.source.splitlines()[0]!r}...) mixes imports with code and failed when"
-                    f" run alone ({type(cause).__name__}: {cause}); ran its imports only. Keep imports in a cell of"
-                    " their own (nbdev runs an import cell in full to build the docs)."
-                )
+                _MIXED[-1] += f" FAILED when run alone ({type(cause).__name__}: {cause}); ran its imports only"
+
+    class for_mkdocs(Processor):
+        def cell(self, cell):
+            cell.metadata.pop("execution", None)
+            if cell.pop("has_sd", False):
+                cell.metadata["tags"] = [*cell.metadata.get("tags", []), "remove_input"]
+
+        def end(self):
+            fm, cells = getattr(self.nb, "frontmatter_", {}), self.nb.cells
+            if fm and cells and cells[0].cell_type == "raw":
+                summary = f"\n\n> {fm['description']}" if fm.get("description") else ""
+                cells[0] = mk_cell(f"# {fm.get('title', '')}{summary}", "markdown")
 
     class Filter(FilterDefaults):
         def base_procs(self):
-            return [exec_show_docs_imports if p is exec_show_docs else p for p in super().base_procs()]
+            return [exec_show_docs_imports if p is exec_show_docs else p for p in super().base_procs()] + [for_mkdocs]
 
-    return Filter
+    return Filter()
 
 
-def _process(src: str, dst: str) -> tuple[str | None, list[str], list[int], float]:
-    "nbdev's processing of one notebook into `dst`: error text if it failed, warnings, cells mixing imports, seconds."
+def _process(src: str, dst: str) -> tuple[str | None, list[str]]:
+    "nbdev's processing of one notebook into `dst`: the error if it failed, and the mixed cells."
     import warnings
 
     from nbdev.serve_drv import main
 
-    warnings.filterwarnings("ignore", message="Found cells containing imports and other code")  # counted below
-    _WARNINGS.clear()
+    warnings.filterwarnings("ignore", message="Found cells containing imports and other code")  # listed instead
     _MIXED.clear()
-    err, t0 = None, time.perf_counter()
     try:
-        main((Path(src), Path(dst), _filter()))
+        main((Path(src), Path(dst), _filter))
+        return None, list(_MIXED)
     except Exception as e:  # noqa: BLE001 -- reported with the notebook's name, then the build fails
-        err = f"{type(e).__name__}: {e}"
+        return f"{type(e).__name__}: {e}", list(_MIXED)
     finally:
         os.environ.pop("IN_TEST", None)
-    return err, list(_WARNINGS), list(_MIXED), time.perf_counter() - t0
 
 
 def notebooks(nbs: Path) -> list[Path]:
     "The notebooks nbdev documents, in reading order: index first, then by name, folders after their parent."
     from nbdev.doclinks import nbglob
 
-    found = [Path(p) for p in nbglob(nbs)]
-    return sorted(found, key=lambda p: (p.parent, "00" if p.name.startswith("index.") else p.name))
+    return sorted(map(Path, nbglob(nbs)), key=lambda p: (p.parent, "00" if p.name.startswith("index.") else p.name))
 
 
-def page_path(rel: Path) -> Path:
-    "Where nbdev publishes notebook `rel` (relative to nbs/), as a page source: `00_config.ipynb` -> `config.ipynb`."
-    from nbdev.config import nbpath2html
-
-    return nbpath2html(rel).with_suffix(".ipynb")
-
-
-def _key(nb: Path, lib: Path, shared: bytes) -> str:
-    "What a processed notebook depends on: its text, its module (source links cite line numbers), the build."
-    h = hashlib.sha256(shared + nb.read_bytes())
-    m = re.search(r"#\|\s*default_exp\s+(\S+)", nb.read_text(encoding="utf-8"))
-    mod = lib / (m.group(1).replace(".", "/") + ".py") if m else None
-    if mod is not None and mod.exists():
-        h.update(mod.read_bytes())
-    return h.hexdigest()
-
-
-def process_all(lay: Layout, nbs: Path, lib: Path, force: bool, workers: int) -> list[Path]:
-    "Run nbdev's processing on the notebooks that changed; report every failure, then stop."
-    import fastcore
+def process_all(root: Path, nbs: Path, lib: Path, force: bool, workers: int) -> list[Path]:
+    "Run nbdev's processing on the notebooks that changed (content hashes); report every failure, then stop."
     import nbdev
 
-    shared = b"".join(
-        [
-            (lay.root / "pyproject.toml").read_bytes(),
-            (lib / "_modidx.py").read_bytes() if (lib / "_modidx.py").exists() else b"",
-            "".join(inspect.getsource(f) for f in (_lenient_signatures, _filter, _process)).encode(),
-            f"nbdev {nbdev.__version__} fastcore {fastcore.__version__}".encode(),
-        ]
-    )
-    nbl = notebooks(nbs)
-    rel = {p: str(p.relative_to(nbs)) for p in nbl}
-    old = json.loads(lay.stamps.read_text()) if lay.stamps.exists() and not force else {}
-    keys = {rel[p]: _key(p, lib, shared) for p in nbl}
-    todo = [p for p in nbl if old.get(rel[p]) != keys[rel[p]] or not (lay.proc / rel[p]).exists()]
+    proc, nbl = root / "_proc", notebooks(nbs)
+    stamps = proc / ".stamps.json"
+    modidx = lib / "_modidx.py"  # what nbdev links names by
+    shared = b"".join([Path(__file__).read_bytes(), (root / "pyproject.toml").read_bytes(), nbdev.__version__.encode()])
+    shared += modidx.read_bytes() if modidx.exists() else b""
+    keys = {}
+    for p in nbl:  # a notebook's text, its module (source links cite line numbers), the build
+        m = re.search(r"#\|\s*default_exp\s+(\S+)", p.read_text(encoding="utf-8"))
+        mod = lib / (m.group(1).replace(".", "/") + ".py") if m else lib / "-"
+        extra = mod.read_bytes() if mod.exists() else b""
+        keys[str(p.relative_to(nbs))] = hashlib.sha256(shared + p.read_bytes() + extra).hexdigest()
+    old = json.loads(stamps.read_text()) if stamps.exists() and not force else {}
+    todo = [p for p in nbl if old.get(r := str(p.relative_to(nbs))) != keys[r] or not (proc / r).exists()]
     print(f"docs: {len(nbl)} notebooks, {len(todo)} to process ({len(nbl) - len(todo)} unchanged)", flush=True)
-    failures, notes, took = {}, [], {}
+    failures, mixed = {}, []
     if todo:
-        for p in todo:
-            (lay.proc / rel[p]).parent.mkdir(parents=True, exist_ok=True)
-        # as nbdev: a fresh interpreter per worker (spawn), and the worker's functions taken from an importable
-        # module, since nbdev's IPython shell replaces `__main__` in the worker
+        # as nbdev: a fresh interpreter per worker (spawn), the worker's function from an importable module
         sys.path.insert(0, str(Path(__file__).parent))
         import build_docs as me
 
-        n = max(1, min(workers, len(todo)))
-        with ProcessPoolExecutor(n, mp_context=get_context("spawn"), initializer=me._lenient_signatures) as ex:
-            futs = {p: ex.submit(me._process, str(p), str(lay.proc / rel[p])) for p in todo}
+        with ProcessPoolExecutor(max(1, min(workers, len(todo))), mp_context=get_context("spawn")) as ex:
+            futs = {}
+            for p in todo:
+                (proc / p.relative_to(nbs)).parent.mkdir(parents=True, exist_ok=True)
+                futs[p] = ex.submit(me._process, str(p), str(proc / p.relative_to(nbs)))
             for p, f in futs.items():
-                err, warns, mixed, took[rel[p]] = f.result()
-                if mixed:
-                    notes.append(f"{rel[p]} ({', '.join(map(str, mixed))})")
-                for w in warns:
-                    print(f"docs: warning: {nbs.name}/{rel[p]}: {w}", file=sys.stderr)
-                if err is not None:
-                    failures[p] = err
-                    (lay.proc / rel[p]).unlink(missing_ok=True)
+                rel = str(p.relative_to(nbs))
+                err, cells = f.result()
+                mixed += [f"{nbs.name}/{rel} {c}" for c in cells]
+                if err is None:
+                    old[rel] = keys[rel]
                 else:
-                    old[rel[p]] = keys[rel[p]]
-    for q in lay.proc.rglob("*.ipynb"):  # notebooks gone from nbs/ leave _proc/ too
-        if q.relative_to(lay.proc).parts[0] != lay.pages.name and str(q.relative_to(lay.proc)) not in keys:
-            q.unlink()
-    if took:
-        slow = sorted(took.items(), key=lambda kv: -kv[1])[:3]
+                    failures[rel] = err
+                    (proc / rel).unlink(missing_ok=True)
+    stamps.write_text(json.dumps({k: v for k, v in old.items() if k in keys}, indent=1))
+    if mixed:
         print(
-            f"docs: nbdev took {sum(took.values()):.1f} s over {len(took)} notebooks; longest: "
-            + ", ".join(f"{k} {v:.1f} s" for k, v in slow)
+            f"docs: warning: {len(mixed)} cell(s) mix imports with other code; nbdev runs them in full, out of the"
+            " notebook's flow, to build the docs. Move their imports into a cell of their own:\n  "
+            + "\n  ".join(mixed),
+            file=sys.stderr,
         )
-    if notes:
-        print(
-            "docs: note: cells that mix imports with other code, which nbdev runs in full (out of the notebook's"
-            f" flow) to build the docs; nbdev's advice is imports in a cell of their own: {'; '.join(notes)}"
-        )
-    lay.stamps.write_text(json.dumps({k: v for k, v in old.items() if k in keys}, indent=1))
     if failures:
         print(f"docs: FAILED: nbdev could not process {len(failures)} notebook(s):", file=sys.stderr)
-        for p, err in failures.items():
-            print(f"\n--- {nbs.name}/{rel[p]}\n{err.strip()}", file=sys.stderr)
+        for rel, err in failures.items():
+            print(f"\n--- {nbs.name}/{rel}\n{err.strip()}", file=sys.stderr)
         sys.exit(1)
     return nbl
 
 
-_OPTION = re.compile(r"^#\|\s*([\w-]+)\s*:\s*(.*?)\s*$")  # a Quarto cell option: `#| echo: false`
-_ATTR_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)\{([^}]*)\}")  # pandoc's [text](url){key="value" ...}
-_SHOWN = re.compile(r"^(#{1,6}) +([\w.]+)\s*$", re.M)  # the heading show_doc writes for a symbol
-_MD_HEADING = re.compile(r"^#{1,6} +(.+?)\s*$", re.M)
+_HEADING = re.compile(r"^#{1,6} +(.+?)\s*$", re.M)
+_SHOWN = re.compile(r"^#{1,6} +([\w.]+)\s*$", re.M)  # the heading show_doc writes for a symbol
 _LINK = re.compile(r"\[([^\]]*)\]\(([^)\s]+)\)")
 _PAGE_LINK = re.compile(r"\]\(((?:\.\./)*)([\w/.-]+\.html)#([^)\s]+)\)")  # ](../page.html#anchor)
 
@@ -244,258 +204,152 @@ def _slug(text: str) -> str:
     return slugify(text)
 
 
-def _src(c: dict) -> str:
-    return "".join(c["source"]) if isinstance(c["source"], list) else c["source"]
+def _src(s) -> str:
+    return "".join(s) if isinstance(s, list) else s
 
 
-def _md_outputs(c: dict):
-    for o in c.get("outputs", []):
-        if "text/markdown" in o.get("data", {}):
-            yield o
+def _markdowns(nb: dict):
+    "Each Markdown text of a page, with a setter: markdown cells and show_doc outputs."
+    for c in nb["cells"]:
+        if c["cell_type"] == "markdown":
+            yield _src(c["source"]), lambda md, c=c: c.update(source=md)
+        for o in c.get("outputs", []):
+            if "text/markdown" in o.get("data", {}):
+                yield _src(o["data"]["text/markdown"]), lambda md, d=o["data"]: d.update({"text/markdown": md})
 
 
 def anchors(nb: dict) -> set[str]:
-    "The anchors a page will have: nbdev's for each symbol it shows (name.lower()), mkdocs-jupyter's per heading."
+    "A page's anchors: mkdocs-jupyter's id of each heading, and nbdev's (name.lower()) of each symbol shown."
     found = set()
-    for c in nb["cells"]:
-        if c["cell_type"] == "markdown":
-            found |= {_slug(_LINK.sub(r"\1", h)) for h in _MD_HEADING.findall(_src(c))}
-        for o in _md_outputs(c):
-            md = _src({"source": o["data"]["text/markdown"]})
-            found |= {n.lower() for _, n in _SHOWN.findall(md)} | {_slug(n) for _, n in _SHOWN.findall(md)}
+    for md, _ in _markdowns(nb):
+        found |= {_slug(_LINK.sub(r"\1", h)) for h in _HEADING.findall(md)} | {n.lower() for n in _SHOWN.findall(md)}
     return found
 
 
-def _heading(h: str) -> str:
-    "A heading without links (nbdev links the names in it), its code spans as HTML."
-    # mkdocs-jupyter reads the table of contents from the Markdown with code spans cut out (they may hold `#`):
-    # `## The `X`` would list as "The", its anchor not the page's. <code> survives that and renders the same.
-    return re.sub(r"`([^`]+)`", lambda m: f"<code>{html.escape(m.group(1))}</code>", _LINK.sub(r"\1", h))
+def fix_markdown(md: str, up: str, doc_root: str, known: dict[str, set[str]]) -> str:
+    "nbdev's Markdown, written for pandoc, as mkdocs-jupyter's Markdown (nbconvert's mistune) reads it."
+
+    def page_link(m):
+        # nbdev links methods and private names to anchors only a show_doc of their own would make (Quarto leaves
+        # them dangling): the class's anchor then, else the page
+        have, frag = known.get(m.group(2)) if m.group(1) == up else None, m.group(3)
+        if have is None or frag in have:
+            return m.group(0)
+        frag = frag.rsplit(".", 1)[0] if frag.rsplit(".", 1)[0] in have else ""
+        return f"]({m.group(1)}{m.group(2)}{'#' + frag if frag else ''})"
+
+    def heading(m):
+        # mkdocs-jupyter reads the table of contents from the Markdown with code spans cut out: "## The `X`" would
+        # list as "The", under an id the page does not have; <code> survives that and renders the same
+        h = _LINK.sub(r"\1", m.group(0))
+        return re.sub(r"`([^`]+)`", lambda c: f"<code>{html.escape(c.group(1))}</code>", h)
+
+    # show_doc's `[source](url){target="_blank" style=...}`: pandoc's link attributes, which mistune would print
+    md = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)\{([^}]*)\}", r'<a href="\2" \3>\1</a>', md)
+    # nbdev links symbols by their published address: relative, the site (read locally too) links to itself
+    md = re.sub(re.escape(doc_root) + r"(?=[\w#])", up, md)
+    md = _HEADING.sub(heading, md)
+    md = _PAGE_LINK.sub(page_link, md)
+    # nbdev links a symbol as page.html#name.lower(), dots kept as pandoc keeps them; mkdocs-jupyter's ids drop them
+    return _SHOWN.sub(
+        lambda m: m.group(0) if "." not in m.group(1) else f'<a id="{m.group(1).lower()}"></a>\n\n{m.group(0)}', md
+    )
 
 
-class Pages:
-    "Processed notebooks to mkdocs-jupyter pages: what Quarto would have read, in terms mkdocs-jupyter reads."
+def write_pages(root: Path, nbl: list[Path], nbs: Path, doc_root: str) -> list[Path]:
+    "All pages under _proc/_pages, named as nbdev publishes them (rewritten each build: cheap), in reading order."
+    from nbdev.config import nbpath2html
 
-    def __init__(self, doc_root: str, known: dict[str, set[str]]):
-        self.doc_root, self.known = doc_root, known  # page path ('config.html') -> its anchors
-
-    def fix_markdown(self, md: str, up: str, shown: bool = False) -> str:
-        "Pandoc attribute links to HTML links; links into the published site made relative; anchors that exist."
-
-        def attr_link(m):
-            attrs = " ".join(re.findall(r'[\w-]+="[^"]*"', m.group(3)))
-            return f'<a href="{m.group(2)}" {attrs}>{m.group(1)}</a>'
-
-        def page_link(m):
-            # nbdev links `Class.method` and private names to anchors only a show_doc of their own would make:
-            # the class's anchor then, or the page. (Its links start at the site's root: `up` + page.)
-            have, frag = self.known.get(m.group(2)) if m.group(1) == up else None, m.group(3)
-            if have is None or frag in have:
-                return m.group(0)
-            frag = frag.rsplit(".", 1)[0] if "." in frag and frag.rsplit(".", 1)[0] in have else ""
-            return f"]({m.group(1)}{m.group(2)}{'#' + frag if frag else ''})"
-
-        md = _ATTR_LINK.sub(attr_link, md)
-        md = re.sub(re.escape(self.doc_root) + r"(?=[\w#])", up, md)
-        md = _MD_HEADING.sub(lambda m: _heading(m.group(0)), md)
-        md = _PAGE_LINK.sub(page_link, md)
-        if shown:  # nbdev links a symbol as page.html#name.lower() (dots kept); mkdocs-jupyter drops the dots
-            md = _SHOWN.sub(
-                lambda m: (
-                    m.group(0)
-                    if _slug(m.group(2)) == m.group(2).lower()
-                    else f'<a id="{m.group(2).lower()}"></a>\n\n{m.group(0)}'
-                ),
-                md,
-            )
-        return md
-
-    def page(self, nb: dict, up: str, summary: str | None = None) -> tuple[dict, str]:
-        "A processed notebook as a page: front matter shown as title and summary, Quarto cell options applied."
-        title, cells = None, []
-        for c in nb["cells"]:
-            src = _src(c)
-            if c["cell_type"] == "raw" and src.startswith("---") and title is None:
-                fm = yaml.safe_load(src.strip().strip("-")) or {}
-                title = str(fm.get("title", ""))
-                desc = summary or fm.get("description")
-                head = f"# {title}" + (f"\n\n> {desc}" if desc else "")
-                c = {"cell_type": "markdown", "id": "front-matter", "metadata": {}, "source": head}
-            elif c["cell_type"] == "code":
-                lines = src.splitlines()
-                opts = {}
-                while lines and (m := _OPTION.match(lines[0])):
-                    opts[m.group(1)] = m.group(2).lower()
-                    lines.pop(0)
-                if opts.get("include") == "false":
-                    continue
-                c = {**c, "source": "\n".join(lines)}
-                if opts.get("echo") == "false":
-                    c["metadata"] = {"tags": [*c.get("metadata", {}).get("tags", []), "remove_input"]}
-                if opts.get("output") == "false":
-                    c["outputs"] = []
-                for o in _md_outputs(c):
-                    md = _src({"source": o["data"]["text/markdown"]})
-                    o["data"]["text/markdown"] = self.fix_markdown(md, up, shown="show_doc(" in src)
-            elif c["cell_type"] == "markdown":
-                c = {**c, "source": self.fix_markdown(src, up)}
-            c = {k: v for k, v in c.items() if k in _CELL_KEYS[c["cell_type"]]}
-            c["metadata"] = {k: v for k, v in c.get("metadata", {}).items() if k == "tags"}  # not nbdev's timings
-            cells.append(c)
-        return {**nb, "cells": cells}, title or ""
-
-
-# what nbformat allows in a cell (nbdev's processing leaves working attributes such as `has_sd` behind)
-_CELL_KEYS = {
-    "code": {"cell_type", "id", "metadata", "source", "outputs", "execution_count"},
-    "markdown": {"cell_type", "id", "metadata", "source", "attachments"},
-    "raw": {"cell_type", "id", "metadata", "source", "attachments"},
-}
-
-
-def summary(nb: Path) -> str | None:
-    "The notebook's `> summary` under its title, every line of it (nbdev's front matter keeps the first line only)."
-    for c in json.loads(nb.read_text(encoding="utf-8"))["cells"]:
-        src = _src(c)
-        if c["cell_type"] == "markdown" and src.lstrip().startswith("# "):
-            lines = [line[1:].strip() for line in src.splitlines() if line.startswith(">")]
-            return " ".join(lines) or None
-    return None
-
-
-def write_pages(lay: Layout, nbl: list[Path], nbs: Path, doc_root: str) -> list[tuple[str, Path]]:
-    "All pages under _proc/_pages (rewritten each build: cheap), and their titles, in reading order."
-    import shutil
-
-    procs = {p: json.loads((lay.proc / p.relative_to(nbs)).read_text(encoding="utf-8")) for p in nbl}
-    dests = {p: page_path(p.relative_to(nbs)) for p in nbl}
-    for d in {d for d in dests.values() if list(dests.values()).count(d) > 1}:
-        same = ", ".join(str(p.relative_to(nbs)) for p in nbl if dests[p] == d)
-        sys.exit(f"docs: FAILED: {same} would all be published as {d.with_suffix('.html')}: rename one")
-    pages = Pages(doc_root, {dests[p].with_suffix(".html").as_posix(): anchors(nb) for p, nb in procs.items()})
-    shutil.rmtree(lay.pages, ignore_errors=True)
-    out = []
-    for p in nbl:
-        dst = lay.pages / dests[p]
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        page, title = pages.page(procs[p], "../" * (len(dests[p].parts) - 1), summary(p))
-        dst.write_text(json.dumps(page, indent=1), encoding="utf-8")
-        out.append((title or dst.stem, dests[p]))
+    procs = {p: json.loads((root / "_proc" / p.relative_to(nbs)).read_text(encoding="utf-8")) for p in nbl}
+    dests = {p: nbpath2html(p.relative_to(nbs)).with_suffix(".ipynb") for p in nbl}
+    if len(set(dests.values())) < len(dests):
+        sys.exit(f"docs: FAILED: two notebooks would be published under one name: {sorted(map(str, dests.values()))}")
+    known = {dests[p].with_suffix(".html").as_posix(): anchors(nb) for p, nb in procs.items()}
+    pages = root / "_proc" / "_pages"
+    shutil.rmtree(pages, ignore_errors=True)
+    for p, nb in procs.items():
+        up = "../" * (len(dests[p].parts) - 1)
+        for md, put in list(_markdowns(nb)):
+            put(fix_markdown(md, up, doc_root, known))
+        (pages / dests[p]).parent.mkdir(parents=True, exist_ok=True)
+        (pages / dests[p]).write_text(json.dumps(nb, indent=1), encoding="utf-8")
     if (nbs / "images").is_dir():  # pictures the notebooks show as images/x.png: beside the pages, as in nbs/
-        shutil.copytree(nbs / "images", lay.pages / "images")
-    return out
+        shutil.copytree(nbs / "images", pages / "images")
+    return [dests[p] for p in nbl]
 
 
-def nav(pages: list[tuple[str, Path]]) -> list:
-    "mkdocs nav: top-level pages in order, each folder a section (named after it) holding its pages."
+def nav(pages: list[Path]) -> list:
+    "mkdocs nav: top-level pages in notebook order, each folder a section (named after it) holding its pages."
     res, sections = [], {}
-    for title, rel in pages:
+    for rel in pages:
         if len(rel.parts) == 1:
-            res.append({title: rel.as_posix()})
+            res.append(rel.as_posix())
         else:
             if rel.parts[0] not in sections:
-                sections[rel.parts[0]] = []
-                res.append({rel.parts[0]: sections[rel.parts[0]]})
-            sections[rel.parts[0]].append({title: rel.as_posix()})
+                res.append({rel.parts[0]: sections.setdefault(rel.parts[0], [])})
+            sections[rel.parts[0]].append(rel.as_posix())
     return res
 
 
-def markdown_twins(lay: Layout, pages: list[tuple[str, Path]]):
-    "Each page as Markdown next to its HTML (`config.html.md`): what the module docstrings' `Docs:` URLs cite."
+def markdown_twins(pages_dir: Path, site: Path, pages: list[Path]):
+    "Each page as Markdown beside its HTML (`config.html.md`), what the module docstrings' `Docs:` URLs cite."
+    # nbdev has Quarto write these; mkdocs-jupyter writes HTML only
     from nbconvert import MarkdownExporter
-    from nbconvert.preprocessors import TagRemovePreprocessor
     from traitlets.config import Config
 
     cfg = Config()
     cfg.TagRemovePreprocessor.remove_input_tags = {"remove_input"}
-    cfg.MarkdownExporter.preprocessors = [TagRemovePreprocessor]
+    cfg.MarkdownExporter.preprocessors = ["nbconvert.preprocessors.TagRemovePreprocessor"]
     exporter = MarkdownExporter(config=cfg)
-    for _, rel in pages:
-        body, _ = exporter.from_filename(str(lay.pages / rel))
-        dst = lay.site / rel.with_suffix(".html.md")
-        tmp = dst.with_name(dst.name + ".tmp")
-        tmp.write_text(body, encoding="utf-8")
-        tmp.replace(dst)
+    for rel in pages:
+        (site / rel.with_suffix(".html.md")).write_text(exporter.from_filename(str(pages_dir / rel))[0], "utf-8")
 
 
-_INLINE_STYLE = re.compile(r"<style([^>]*)>(.*?)</style>", re.S)
-
-
-def shared_styles(lay: Layout):
-    "mkdocs-jupyter inlines the same 0.6 MB of notebook CSS in every page: one stylesheet instead, linked."
-    css = lay.site / "assets" / "stylesheets"
-    for page in lay.site.rglob("*.html"):
-        up = "../" * (len(page.relative_to(lay.site).parts) - 1)
+def shared_styles(site: Path):
+    "mkdocs-jupyter inlines its notebook stylesheet (0.6 MB) in every page, with no option to link it: one file."
+    css = site / "assets" / "stylesheets"
+    for page in site.rglob("*.html"):
+        up = "../" * (len(page.relative_to(site).parts) - 1)
 
         def link(m, up=up):
-            if len(m.group(2)) < 2000:  # small ones stay where they are
+            if len(m.group(1)) < 2000:  # small ones stay where they are
                 return m.group(0)
-            name = f"notebook-{hashlib.sha256(m.group(2).encode()).hexdigest()[:12]}.css"
+            name = f"notebook-{hashlib.sha256(m.group(1).encode()).hexdigest()[:12]}.css"
             if not (css / name).exists():
-                (css / name).write_text(m.group(2), encoding="utf-8")
+                (css / name).write_text(m.group(1), encoding="utf-8")
             return f'<link rel="stylesheet" href="{up}assets/stylesheets/{name}">'
 
         text = page.read_text(encoding="utf-8")
-        # and the MathJax loader it writes with an empty address (mkdocs-jupyter's default: no MathJax URL)
-        new = re.sub(r'<script src="">\s*</script>', "", _INLINE_STYLE.sub(link, text))
-        if new != text:
+        if (new := re.sub(r"<style[^>]*>(.*?)</style>", link, text, flags=re.S)) != text:
             page.write_text(new, encoding="utf-8")
-
-
-def render_key(lay: Layout, pages: list[tuple[str, Path]]) -> str:
-    "What the rendered site depends on: the pages, both mkdocs configs, this script, the renderers' versions."
-    from importlib.metadata import version
-
-    from nbdev.config import get_config
-
-    h = hashlib.sha256(Path(__file__).read_bytes())
-    llms = get_config().nbs_path / "llms.txt"
-    for f in [lay.root / "mkdocs.yml", lay.proc / "mkdocs.yml", *(lay.pages / rel for _, rel in pages), llms]:
-        h.update(f.read_bytes() if f.exists() else b"")
-    h.update(" ".join(version(p) for p in ("mkdocs", "mkdocs-material", "mkdocs-jupyter", "nbconvert")).encode())
-    return h.hexdigest()
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--force", action="store_true", help="process every notebook again, ignoring _proc/")
     ap.add_argument("--workers", type=int, default=2, help="notebooks processed in parallel")
-    ap.add_argument("--root", type=Path, default=REPO, help="project folder (pyproject.toml, mkdocs.yml, nbs/)")
+    ap.add_argument("--root", type=Path, default=Path(__file__).resolve().parent.parent, help="project folder")
     a = ap.parse_args()
-    lay = Layout(a.root)
-    os.chdir(lay.root)  # nbdev reads pyproject.toml from the working directory
+    root = a.root.resolve()
+    os.chdir(root)  # nbdev reads pyproject.toml from the working directory
     from nbdev.config import get_config
 
     cfg = get_config()
-    t0 = time.perf_counter()
-    nbl = process_all(lay, cfg.nbs_path, cfg.lib_path, a.force, a.workers)
-    t1 = time.perf_counter()
-    doc_root = f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/"
-    pages = write_pages(lay, nbl, cfg.nbs_path, doc_root)
-    gen = {"INHERIT": "../mkdocs.yml", "docs_dir": lay.pages.name, "site_dir": "../" + lay.site.name, "nav": nav(pages)}
-    (lay.proc / "mkdocs.yml").write_text(
+    nbl = process_all(root, cfg.nbs_path, cfg.lib_path, a.force, a.workers)
+    pages = write_pages(root, nbl, cfg.nbs_path, f"{cfg.doc_host.rstrip('/')}{cfg.doc_baseurl.rstrip('/')}/")
+    gen = {"INHERIT": "../mkdocs.yml", "docs_dir": "_pages", "site_dir": "../_docs", "nav": nav(pages)}
+    (root / "_proc" / "mkdocs.yml").write_text(
         "# written by .ci/build_docs.py: the project's mkdocs.yml plus the pages in notebook order\n"
         + yaml.safe_dump(gen, sort_keys=False, allow_unicode=True)
     )
-    stamp, key = lay.site / ".built", render_key(lay, pages)
-    if stamp.exists() and stamp.read_text() == key:
-        print(f"docs: {lay.site}/ is up to date")
-        return
-    stamp.unlink(missing_ok=True)
-    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1"}
-    mk = [sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(lay.proc / "mkdocs.yml")]
-    if subprocess.run(mk, env=env).returncode:
+    mk = [sys.executable, "-m", "mkdocs", "build", "-q", "-f", str(root / "_proc" / "mkdocs.yml")]
+    if subprocess.run(mk, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}).returncode:
         sys.exit("docs: FAILED: mkdocs could not render the pages (its error is above)")
-    shared_styles(lay)
-    markdown_twins(lay, pages)
+    shared_styles(root / "_docs")
+    markdown_twins(root / "_proc" / "_pages", root / "_docs", pages)
     if (llms := cfg.nbs_path / "llms.txt").exists():  # nbdev-export's index of the modules, for LLM tools
-        (lay.site / "llms.txt").write_bytes(llms.read_bytes())
-    stamp.write_text(key)
-    t2 = time.perf_counter()
-    print(
-        f"docs: {len(pages)} pages in {lay.site}/ (nbdev {t1 - t0:.1f} s, render {t2 - t1:.1f} s);"
-        f" read it: python -m http.server -d {lay.site} -b 127.0.0.1 8000"
-    )
+        shutil.copy(llms, root / "_docs" / "llms.txt")
+    print(f"docs: {len(pages)} pages in {root / '_docs'}/; read it: python -m http.server -d _docs -b 127.0.0.1 8000")
 
 
 if __name__ == "__main__":

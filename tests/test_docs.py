@@ -250,7 +250,7 @@ def _nb(path: Path, *cells: tuple[str, str]):
 
 @pytest.fixture
 def project(tmp_path) -> Path:
-    "A small nbdev project of its own: an index and a module whose class names a later class in an annotation."
+    "A small nbdev project of its own: an index and a module whose class names another in a string annotation."
     root = tmp_path / "proj"
     (root / "nbs").mkdir(parents=True)
     (root / "tiny").mkdir()
@@ -264,22 +264,36 @@ def project(tmp_path) -> Path:
         root / "nbs" / "00_core.ipynb",
         ("code", "#| default_exp core"),
         ("markdown", "# core\n\n> The core."),
-        (
-            "code",
-            '#| export\nclass Watcher:\n    "Watches a `Job`."\n    def __init__(self, job: "Job"):\n        pass',
-        ),
-        ("code", '#| export\nclass Job:\n    "A job."\n    def __init__(self, n: int = 1):  # how many\n        pass'),
+        ("code", JOB),
+        ("code", WATCHER),
     )
     return root
 
 
-def test_forward_reference_in_a_signature_builds(project):
-    "nbdev shows `Watcher` before `Job` exists: the annotation stays as written instead of stopping the build."
+JOB = '#| export\nclass Job:\n    "A job."\n    def __init__(self, n: int = 1):  # how many\n        pass'
+WATCHER = '#| export\nclass Watcher:\n    "Watches a `Job`."\n    def __init__(self, job: "Job"):\n        pass'
+
+
+def test_signature_naming_a_later_class_is_fixed_in_the_notebook(project):
+    """nbdev shows `Watcher` right below it, its string annotation as written (`job:Job`); one naming a class defined
+    further down stops the build, naming the notebook and the name (no shim: the fix is to define `Job` first)."""
     r = build(project, "--workers", "1")
     assert r.returncode == 0, r.stdout + r.stderr
     page = (project / "_docs" / "core.html").read_text()
-    assert "defWatcher(job:Job):" in re.sub(r"\s", "", text_of(page))  # the forward reference, as written
+    assert "defWatcher(job:Job):" in re.sub(r"\s", "", text_of(page))
     assert (project / "_docs" / "core.html.md").exists()
+    _nb(
+        project / "nbs" / "01_later.ipynb",
+        ("code", "#| default_exp later"),
+        ("markdown", "# later\n\n> Watcher first."),
+        ("code", WATCHER),
+        ("code", JOB),
+    )
+    r = build(project, "--workers", "1")
+    assert r.returncode == 1
+    failed = r.stderr.split("FAILED")[1]
+    assert "nbs/01_later.ipynb" in failed and "NameError" in failed and "'Job'" in failed
+    assert "nbs/00_core.ipynb" not in failed
 
 
 def test_failing_notebook_is_named_and_fails_the_build(project):
@@ -301,5 +315,7 @@ def test_failing_notebook_is_named_and_fails_the_build(project):
     assert r.returncode == 1
     assert "nbs/01_bad.ipynb" in r.stderr and "NameError" in r.stderr and "undefined_setting" in r.stderr
     assert "nbs/02_mixed.ipynb" not in r.stderr.split("FAILED")[1]  # processed: only the bad one failed
-    assert re.search(r"warning: nbs/02_mixed.ipynb: cell \d+ \('import math'", r.stderr)
+    assert re.search(
+        r"nbs/02_mixed.ipynb cell \d+ \(id c3, 'import math'\) FAILED when run alone \(NameError", r.stderr
+    )
     assert not (project / "_docs" / "bad.html").exists()
