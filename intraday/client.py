@@ -99,10 +99,12 @@ def _transient(e: BaseException) -> bool:
 async def call(self: RetryPolicy, op: str, fn, *args, parse=None, **kw):
     "`await fn(*args, **kw)` parsed by `parse`, retried on transient errors and unreadable replies; the last raised."
     async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline_s), wait=self.wait,
-        retry=retry_if_exception(_transient), reraise=True,
+        stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline_s),
+        wait=self.wait,
+        retry=retry_if_exception(_transient),
+        reraise=True,
         before_sleep=lambda s: self.retries.__setitem__(op, self.retries.get(op, 0) + 1),
-    ):  # fmt: skip
+    ):
         with attempt:
             if self.banned_until > time.time():
                 await asyncio.sleep(self.banned_until - time.time())
@@ -152,8 +154,13 @@ def _trade_order(t: TradeReport) -> tuple:
     return (t.ts or 0, t.trade_id)
 
 # %% ../nbs/12c_client.ipynb #9b95f1a0
-_UNIFIED = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
-            "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}  # fmt: skip
+_UNIFIED = {
+    "open": OrderStatus.OPEN,
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+}
 
 
 def venue_status(info: dict) -> OrderStatus:
@@ -186,9 +193,18 @@ class OrderReport:
             _fail("order", info)
         eid = str(info["id"])
         trades = tuple(sorted((TradeReport.parse(t, eid) for t in info.get("trades") or ()), key=_trade_order))
-        return cls(eid, info.get("clientOrderId"), venue_status(info), str(info.get("status") or ""),
-                   float(info.get("filled") or 0.0), trades, str(info.get("side") or ""), str(info.get("type") or ""),
-                   float(info.get("amount") or 0.0), info.get("price"))  # fmt: skip
+        return cls(
+            eid,
+            info.get("clientOrderId"),
+            venue_status(info),
+            str(info.get("status") or ""),
+            float(info.get("filled") or 0.0),
+            trades,
+            str(info.get("side") or ""),
+            str(info.get("type") or ""),
+            float(info.get("amount") or 0.0),
+            info.get("price"),
+        )
 
 
 def parse_orders(orders) -> list[OrderReport]:
@@ -261,8 +277,9 @@ async def create(
 async def query(self: VenueClient, client_id: str) -> OrderReport | None:
     "The venue's report of the order with this client id (None if the venue says it does not exist)."
     try:
-        return await self.retry.call("query", self.ex.fetch_order, None, self.symbol, {"origClientOrderId": client_id},
-                                     parse=OrderReport.parse)  # fmt: skip
+        return await self.retry.call(
+            "query", self.ex.fetch_order, None, self.symbol, {"origClientOrderId": client_id}, parse=OrderReport.parse
+        )
     except ccxt.OrderNotFound:
         return None
 
@@ -271,8 +288,14 @@ async def query(self: VenueClient, client_id: str) -> OrderReport | None:
 async def cancel(self: VenueClient, exchange_id: str | None, client_id: str) -> OrderReport | None:
     "Cancel an order; the venue's report (None if it does not know the order: closed, or cancelled already)."
     try:
-        return await self.retry.call("cancel", self.ex.cancel_order, exchange_id, self.symbol,
-                                     {"origClientOrderId": client_id}, parse=OrderReport.parse)  # fmt: skip
+        return await self.retry.call(
+            "cancel",
+            self.ex.cancel_order,
+            exchange_id,
+            self.symbol,
+            {"origClientOrderId": client_id},
+            parse=OrderReport.parse,
+        )
     except ccxt.OrderNotFound:
         return None
 
@@ -284,8 +307,9 @@ async def open_orders(self: VenueClient) -> list[OrderReport]:
 
 
 @patch
-async def trades(self: VenueClient, since: int | None = None, limit: int | None = None,
-                 order_id: str | None = None) -> list[TradeReport]:  # fmt: skip
+async def trades(
+    self: VenueClient, since: int | None = None, limit: int | None = None, order_id: str | None = None
+) -> list[TradeReport]:
     "Our trades: since a venue time (ms), or of one order (by its venue id)."
     params = {"orderId": order_id} if order_id is not None else {}
     got = await self.retry.call(

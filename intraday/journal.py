@@ -74,8 +74,10 @@ def _quick_check(
     except sqlite3.DatabaseError as e:  # a damaged header or schema fails the check itself
         found = [str(e)]
     if found != ["ok"]:
-        raise JournalError(f"{path}: cannot open the journal, it is damaged (SQLite: {'; '.join(found)}); move it "
-                           "aside (a new journal starts a new epoch) and reconcile with the venue")  # fmt: skip
+        raise JournalError(
+            f"{path}: cannot open the journal, it is damaged (SQLite: {'; '.join(found)}); move it "
+            "aside (a new journal starts a new epoch) and reconcile with the venue"
+        )
 
 # %% ../nbs/12a_journal.ipynb #f94fd393
 class Journal:
@@ -120,15 +122,23 @@ class Journal:
         self.prefix = client_prefix(account, runner)
         if "epoch" not in meta:
             epoch = base36(int(time.time())) + "".join(random.choices("0123456789abcdefghijklmnopqrstuvwxyz", k=2))
-            init = {"account": account, "runner": runner, "prefix": self.prefix, "epoch": epoch, "counter": "0",
-                    "created": str(time.time())}  # fmt: skip
+            init = {
+                "account": account,
+                "runner": runner,
+                "prefix": self.prefix,
+                "epoch": epoch,
+                "counter": "0",
+                "created": str(time.time()),
+            }
             self._tx(
                 "creating it", lambda: self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", init.items())
             )
             meta = self._meta()
         if (meta["account"], meta["runner"]) != (account, runner):
-            raise JournalError(f"{self.path} belongs to account {meta['account']!r}, runner {meta['runner']!r}; "
-                               f"refusing to use it for account {account!r}, runner {runner!r}")  # fmt: skip
+            raise JournalError(
+                f"{self.path} belongs to account {meta['account']!r}, runner {meta['runner']!r}; "
+                f"refusing to use it for account {account!r}, runner {runner!r}"
+            )
         self.account, self.runner, self.epoch = account, runner, meta["epoch"]
         self._replay()
 
@@ -264,8 +274,9 @@ def _write(self: Journal, what: str, body: Callable[[], list[tuple]]) -> list[tu
 @patch
 def _insert(self: Journal, kind: str, cid: str | None, d: dict, ts: float) -> tuple:
     "Insert one event row (inside `_write`); the event as (seq, kind, cid, data, ts)."
-    cur = self.db.execute("INSERT INTO events (ts, kind, client_id, data) VALUES (?, ?, ?, ?)",
-                          (ts, kind, cid, json.dumps(d)))  # fmt: skip
+    cur = self.db.execute(
+        "INSERT INTO events (ts, kind, client_id, data) VALUES (?, ?, ?, ?)", (ts, kind, cid, json.dumps(d))
+    )
     return cur.lastrowid, kind, cid, d, ts
 
 # %% ../nbs/12a_journal.ipynb #a02f09ed
@@ -395,8 +406,18 @@ def adopt(
 
     check()
     price = rep.price if rep.type == "limit" else None
-    od = Order(cid, symbol, rep.side, rep.type, rep.amount, price, cid, OrderStatus.OPEN, exchange_id=rep.exchange_id,
-               reason="adopted")  # fmt: skip
+    od = Order(
+        cid,
+        symbol,
+        rep.side,
+        rep.type,
+        rep.amount,
+        price,
+        cid,
+        OrderStatus.OPEN,
+        exchange_id=rep.exchange_id,
+        reason="adopted",
+    )
     self._append("intent", cid, od.to_dict(), check=check)
     return self.orders[cid]
 

@@ -55,8 +55,14 @@ class OrderEvent(StrEnum):
 S, E = OrderStatus, OrderEvent
 PREVIOUS = "PREVIOUS"  # target of CANCEL_REJECT: the state before PENDING_CANCEL
 
-_REPORTS = {E.ACCEPT: S.OPEN, E.PARTIAL_FILL: S.PARTIALLY_FILLED, E.FILL: S.FILLED, E.REJECT: S.REJECTED,
-            E.CANCEL: S.CANCELED, E.EXPIRE: S.EXPIRED}  # fmt: skip
+_REPORTS = {
+    E.ACCEPT: S.OPEN,
+    E.PARTIAL_FILL: S.PARTIALLY_FILLED,
+    E.FILL: S.FILLED,
+    E.REJECT: S.REJECTED,
+    E.CANCEL: S.CANCELED,
+    E.EXPIRE: S.EXPIRED,
+}
 TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus | str] = {
     (S.INITIALIZED, E.DENY): S.DENIED,
     (S.INITIALIZED, E.SUBMIT): S.SUBMITTING,
@@ -224,8 +230,10 @@ def check_fill(
     if not qty > 0:
         raise ValueError(f"order {self.client_id}: trade {trade_id} has quantity {qty!r}; must be > 0")
     if self.filled + qty > self.qty * (1 + QTY_EPS) + QTY_EPS:
-        raise OverFill(f"order {self.client_id}: trade {trade_id} of {qty:g} would fill {self.filled + qty:g} "
-                       f"of {self.qty:g}; refused")  # fmt: skip
+        raise OverFill(
+            f"order {self.client_id}: trade {trade_id} of {qty:g} would fill {self.filled + qty:g} "
+            f"of {self.qty:g}; refused"
+        )
     next_status(self.status, self._fill_event(qty), self.client_id, self.previous)  # a fill must be legal here
     return True
 

@@ -185,10 +185,15 @@ def apply_trades(self: Router, od: Order, trades: list[TradeReport]) -> int:
     return new
 
 # %% ../nbs/12b_router.ipynb #3b6bcaf0
-_EVENT = {OrderStatus.OPEN: OrderEvent.ACCEPT, OrderStatus.PARTIALLY_FILLED: OrderEvent.ACCEPT,
-          OrderStatus.FILLED: OrderEvent.ACCEPT, OrderStatus.CANCELED: OrderEvent.CANCEL,
-          OrderStatus.EXPIRED: OrderEvent.EXPIRE, OrderStatus.REJECTED: OrderEvent.REJECT,
-          OrderStatus.PENDING_CANCEL: OrderEvent.ACCEPT}  # fmt: skip
+_EVENT = {
+    OrderStatus.OPEN: OrderEvent.ACCEPT,
+    OrderStatus.PARTIALLY_FILLED: OrderEvent.ACCEPT,
+    OrderStatus.FILLED: OrderEvent.ACCEPT,
+    OrderStatus.CANCELED: OrderEvent.CANCEL,
+    OrderStatus.EXPIRED: OrderEvent.EXPIRE,
+    OrderStatus.REJECTED: OrderEvent.REJECT,
+    OrderStatus.PENDING_CANCEL: OrderEvent.ACCEPT,
+}
 
 
 @patch
@@ -323,7 +328,9 @@ async def _resend(self: Router, od: Order, intent: Intent, resends: int, of: str
     if age > self.settings.resend_within_s:  # a decision this old trades on a stale price: the next one re-sizes
         logger.bind(was=od.client_id, age_s=round(age, 1)).warning(
             "order confirmed absent {:.1f} s after its intent was first sent: not re-sent (past [live] "
-            "resend_within_s); the next decision sizes the order again", age)  # fmt: skip
+            "resend_within_s); the next decision sizes the order again",
+            age,
+        )
         return od
     again, why = self._precheck(intent)
     logger.bind(was=od.client_id).info("re-sending the intent of an order confirmed absent")
@@ -524,12 +531,23 @@ def _report(self: Router, rep: dict) -> None:
     if rep["deferred"]:
         logger.bind(position=pos, venue_position=venue_pos, orders=rep["deferred"]).info(
             "position {} {} against the venue's {}: {} order(s) sent within the last {:g} s may not be visible yet; "
-            "checked again at the next reconciliation", pos, base, venue_pos, len(rep["deferred"]),
-            self.settings.unknown_grace_s)  # fmt: skip
+            "checked again at the next reconciliation",
+            pos,
+            base,
+            venue_pos,
+            len(rep["deferred"]),
+            self.settings.unknown_grace_s,
+        )
         return
     logger.bind(**{k: v for k, v in rep.items() if k != "foreign"}, foreign=len(rep["foreign"])).info(
         "reconciled: {} order(s) brought up to date, {} fill(s) applied, {} duplicate(s), position {} {} matches the "
-        "venue", rep["resolved"], rep["fills"], rep["duplicates"], pos, base)  # fmt: skip
+        "venue",
+        rep["resolved"],
+        rep["fills"],
+        rep["duplicates"],
+        pos,
+        base,
+    )
 
 # %% ../nbs/12b_router.ipynb #29c97ea5
 @patch
@@ -555,8 +573,14 @@ async def reconcile(self: Router) -> dict:
     pos, venue_pos, more = await self._settle(venue_pos, since, tol)
     deferred = self._deferred(pos, venue_pos, tol)
     mismatch = abs(pos - venue_pos) > tol and not deferred
-    rep |= {"fills": rep["fills"] + more, "duplicates": self._duplicates(), "position": pos,
-            "venue_position": venue_pos, "mismatch": mismatch, "deferred": deferred}  # fmt: skip
+    rep |= {
+        "fills": rep["fills"] + more,
+        "duplicates": self._duplicates(),
+        "position": pos,
+        "venue_position": venue_pos,
+        "mismatch": mismatch,
+        "deferred": deferred,
+    }
     if newest is not None:  # overlap: a trade booked late is read again, and applied once
         self.journal.record("state", trades_since=newest - 60_000)
     self.journal.record("reconcile", ok=not rep["mismatch"], **rep)
@@ -680,6 +704,13 @@ def ledger_audit(
             mismatches += 1
     venue_pos = float(ledger["balances"].get(base, {}).get("total", 0.0))
     pos_off = abs(journal.position() - venue_pos) > 1e-9 * max(abs(venue_pos), 1)
-    return {"orders": len(ours), "venue_orders": len(venue), "duplicates": sum(n - 1 for n in per_intent.values()),
-            "lost": lost, "mismatches": mismatches + pos_off, "unresolved": unresolved,
-            "position": journal.position(), "venue_position": venue_pos}  # fmt: skip
+    return {
+        "orders": len(ours),
+        "venue_orders": len(venue),
+        "duplicates": sum(n - 1 for n in per_intent.values()),
+        "lost": lost,
+        "mismatches": mismatches + pos_off,
+        "unresolved": unresolved,
+        "position": journal.position(),
+        "venue_position": venue_pos,
+    }

@@ -77,10 +77,18 @@ def append(self: Trail, kind: str, **data) -> dict:
             last = json.loads(lines[-1]) if lines else {"seq": 0, "hash": GENESIS}
             seq, prev = int(last["seq"]) + 1, str(last["hash"])
         except (ValueError, KeyError, TypeError) as e:
-            raise TrailError(f"{self.path}:{len(lines)}: the last record is unreadable ({type(e).__name__}); "
-                             "run `intraday audit verify`") from None  # fmt: skip
-        rec = {"seq": seq, "ts": datetime.now(UTC).isoformat(timespec="microseconds"), "kind": kind,
-               "user": user(), "data": json.loads(json.dumps(data, default=str)), "prev": prev}  # fmt: skip
+            raise TrailError(
+                f"{self.path}:{len(lines)}: the last record is unreadable ({type(e).__name__}); "
+                "run `intraday audit verify`"
+            ) from None
+        rec = {
+            "seq": seq,
+            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "kind": kind,
+            "user": user(),
+            "data": json.loads(json.dumps(data, default=str)),
+            "prev": prev,
+        }
         rec["hash"] = digest(rec)
         f.write(json.dumps(rec, sort_keys=True) + "\n")
         f.flush()
@@ -112,8 +120,11 @@ def _first_problem(path: Path, lines: Sequence[str], anchors: Sequence[tuple[int
         prev = r["hash"]
     for seq, h in anchors:
         if seq > len(recs) or recs[seq - 1]["hash"] != h:
-            return len(recs), f"{path}: cut short or rewritten: the anchored head seq {seq} ({h[:12]}) is not there " \
-                              f"(the file ends at seq {len(recs)})"  # fmt: skip
+            return (
+                len(recs),
+                f"{path}: cut short or rewritten: the anchored head seq {seq} ({h[:12]}) is not there "
+                f"(the file ends at seq {len(recs)})",
+            )
     return len(recs), None
 
 # %% ../nbs/12d_trail.ipynb #8fc657e6
