@@ -14,11 +14,12 @@ import time
 from collections import deque
 
 import apprise
+from fastcore.basics import patch
 from loguru import logger
 
 from .risk import TradingState
 
-# %% ../nbs/11b_alerts.ipynb #ba30682b
+# %% ../nbs/11b_alerts.ipynb #eeed8672
 class Alerter:
     "Messages to people through apprise, one URL per channel; de-duplicated by key and rate-limited."
 
@@ -41,42 +42,48 @@ class Alerter:
         self._worker = threading.Thread(target=self._deliver, name="alerts", daemon=True)
         self._worker.start()
 
-    def send(self, key: str, title: str, body: str) -> bool:
-        "Queue a message unless its key was sent within repeat_s or the minute's budget is spent; whether it was."
-        now = self.clock()
-        if now - self.last.get(key, -float("inf")) < self.repeat_s:
-            self.counts["duplicate"] += 1
-            return False
-        while self.recent and self.recent[0] <= now - 60:
-            self.recent.popleft()
-        if len(self.recent) >= self.per_minute:
-            self.counts["rate_limited"] += 1
-            logger.bind(key=key).warning("alert not sent: {} messages in the last minute already", self.per_minute)
-            return False
-        self.last[key] = now
-        self.recent.append(now)
-        self._q.put((title, body))
-        return True
+# %% ../nbs/11b_alerts.ipynb #e0b1f192
+@patch
+def _deliver(self: Alerter) -> None:
+    while True:
+        title, body = self._q.get()
+        try:
+            ok = self.apprise.notify(title=f"intraday: {title}", body=body)
+        except Exception as e:  # a broken channel never stops the worker
+            ok = False
+            logger.error("alert delivery raised {}: {}", type(e).__name__, e)
+        self.counts["sent" if ok else "failed"] += 1
+        if not ok:
+            logger.bind(title=title).error("alert not delivered to every channel: {}", title)
+        self._q.task_done()
 
-    def _deliver(self) -> None:
-        while True:
-            title, body = self._q.get()
-            try:
-                ok = self.apprise.notify(title=f"intraday: {title}", body=body)
-            except Exception as e:  # a broken channel never stops the worker
-                ok = False
-                logger.error("alert delivery raised {}: {}", type(e).__name__, e)
-            self.counts["sent" if ok else "failed"] += 1
-            if not ok:
-                logger.bind(title=title).error("alert not delivered to every channel: {}", title)
-            self._q.task_done()
+# %% ../nbs/11b_alerts.ipynb #262e6545
+@patch
+def send(self: Alerter, key: str, title: str, body: str) -> bool:
+    "Queue a message unless its key was sent within repeat_s or the minute's budget is spent; whether it was."
+    now = self.clock()
+    if now - self.last.get(key, -float("inf")) < self.repeat_s:
+        self.counts["duplicate"] += 1
+        return False
+    while self.recent and self.recent[0] <= now - 60:
+        self.recent.popleft()
+    if len(self.recent) >= self.per_minute:
+        self.counts["rate_limited"] += 1
+        logger.bind(key=key).warning("alert not sent: {} messages in the last minute already", self.per_minute)
+        return False
+    self.last[key] = now
+    self.recent.append(now)
+    self._q.put((title, body))
+    return True
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        "Wait until every queued message was delivered (or failed); whether they all were within `timeout`."
-        end = time.monotonic() + timeout
-        while self._q.unfinished_tasks and time.monotonic() < end:
-            time.sleep(0.01)
-        return not self._q.unfinished_tasks
+# %% ../nbs/11b_alerts.ipynb #fcb36f3b
+@patch
+def flush(self: Alerter, timeout: float = 10.0) -> bool:
+    "Wait until every queued message was delivered (or failed); whether they all were within `timeout`."
+    end = time.monotonic() + timeout
+    while self._q.unfinished_tasks and time.monotonic() < end:
+        time.sleep(0.01)
+    return not self._q.unfinished_tasks
 
 # %% ../nbs/11b_alerts.ipynb #9dec2cc2
 def watch(

@@ -50,7 +50,7 @@ class RetryPolicy:
         "Whether a 418 ban is in force."
         return self.banned_until > time.time()
 
-# %% ../nbs/12c_client.ipynb #caeb447d
+# %% ../nbs/12c_client.ipynb #81fa7fc8
 def _jitter() -> float:
     return int.from_bytes(os.urandom(2)) / 65535
 
@@ -67,7 +67,7 @@ def retry_after(self: RetryPolicy, e: BaseException) -> float | None:
     except ValueError:
         return None
 
-
+# %% ../nbs/12c_client.ipynb #0cfe92a9
 @patch
 def note(self: RetryPolicy, e: BaseException) -> None:
     "Record the ban a 418 announces (Retry-After, else 60 s)."
@@ -87,7 +87,7 @@ def wait(self: RetryPolicy, state: RetryCallState) -> float:
         return max(backoff, after if after is not None else 1.0, self.banned_until - time.time())
     return backoff
 
-# %% ../nbs/12c_client.ipynb #e3a5e123
+# %% ../nbs/12c_client.ipynb #c47d70ac
 _UNREADABLE = (TypeError, KeyError, ValueError, AttributeError)  # how ccxt (or a parser) chokes on a garbled body
 
 
@@ -99,10 +99,12 @@ def _transient(e: BaseException) -> bool:
 async def call(self: RetryPolicy, op: str, fn, *args, parse=None, **kw):
     "`await fn(*args, **kw)` parsed by `parse`, retried on transient errors and unreadable replies; the last raised."
     async for attempt in AsyncRetrying(
-        stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline_s), wait=self.wait,
-        retry=retry_if_exception(_transient), reraise=True,
+        stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline_s),
+        wait=self.wait,
+        retry=retry_if_exception(_transient),
+        reraise=True,
         before_sleep=lambda s: self.retries.__setitem__(op, self.retries.get(op, 0) + 1),
-    ):  # fmt: skip
+    ):
         with attempt:
             if self.banned_until > time.time():
                 await asyncio.sleep(self.banned_until - time.time())
@@ -112,7 +114,7 @@ async def call(self: RetryPolicy, op: str, fn, *args, parse=None, **kw):
             except _UNREADABLE as e:
                 raise ccxt.BadResponse(f"{op}: unreadable reply ({type(e).__name__}: {str(e)[:120]})") from e
 
-# %% ../nbs/12c_client.ipynb #3bd3a3fe
+# %% ../nbs/12c_client.ipynb #2cc8163b
 def _fail(what: str, raw) -> None:
     raise ccxt.BadResponse(f"garbled {what}: {str(raw)[:120]}")
 
@@ -140,7 +142,7 @@ class TradeReport:
         ts = int(t["timestamp"]) if t.get("timestamp") is not None else None
         return cls(str(t["id"]), str(t.get("order") or order_id), qty, price, fee, ts)
 
-
+# %% ../nbs/12c_client.ipynb #cf1a1032
 def parse_trades(trades) -> list[TradeReport]:
     "The reports of a list of ccxt trades, in the venue's time order (ties by trade id)."
     if not isinstance(trades, list):
@@ -151,9 +153,14 @@ def parse_trades(trades) -> list[TradeReport]:
 def _trade_order(t: TradeReport) -> tuple:
     return (t.ts or 0, t.trade_id)
 
-# %% ../nbs/12c_client.ipynb #365eeb09
-_UNIFIED = {"open": OrderStatus.OPEN, "closed": OrderStatus.FILLED, "canceled": OrderStatus.CANCELED,
-            "expired": OrderStatus.EXPIRED, "rejected": OrderStatus.REJECTED}  # fmt: skip
+# %% ../nbs/12c_client.ipynb #9b95f1a0
+_UNIFIED = {
+    "open": OrderStatus.OPEN,
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELED,
+    "expired": OrderStatus.EXPIRED,
+    "rejected": OrderStatus.REJECTED,
+}
 
 
 def venue_status(info: dict) -> OrderStatus:
@@ -161,7 +168,7 @@ def venue_status(info: dict) -> OrderStatus:
     raw = (info.get("info") or {}).get("status") if isinstance(info.get("info"), dict) else None
     return from_wire(raw) if raw else _UNIFIED[info["status"]]
 
-
+# %% ../nbs/12c_client.ipynb #c3eb1507
 @dataclass(frozen=True)
 class OrderReport:
     "One order as the venue reports it: ids, state, what filled, and the trades the reply carried."
@@ -186,9 +193,18 @@ class OrderReport:
             _fail("order", info)
         eid = str(info["id"])
         trades = tuple(sorted((TradeReport.parse(t, eid) for t in info.get("trades") or ()), key=_trade_order))
-        return cls(eid, info.get("clientOrderId"), venue_status(info), str(info.get("status") or ""),
-                   float(info.get("filled") or 0.0), trades, str(info.get("side") or ""), str(info.get("type") or ""),
-                   float(info.get("amount") or 0.0), info.get("price"))  # fmt: skip
+        return cls(
+            eid,
+            info.get("clientOrderId"),
+            venue_status(info),
+            str(info.get("status") or ""),
+            float(info.get("filled") or 0.0),
+            trades,
+            str(info.get("side") or ""),
+            str(info.get("type") or ""),
+            float(info.get("amount") or 0.0),
+            info.get("price"),
+        )
 
 
 def parse_orders(orders) -> list[OrderReport]:
@@ -216,7 +232,7 @@ class BalanceReport:
             _fail("balance", bal)
         return cls({k: float(v) for k, v in total.items()})
 
-# %% ../nbs/12c_client.ipynb #657b7350
+# %% ../nbs/12c_client.ipynb #a754cda7
 class VenueClient:
     "ccxt calls for one symbol under the one retry policy; every reply parsed into a typed report."
 
@@ -244,7 +260,7 @@ def _nonempty(markets):
         _fail("market list", markets)
     return markets
 
-# %% ../nbs/12c_client.ipynb #dcab99fa
+# %% ../nbs/12c_client.ipynb #f51db265
 @patch
 async def create(
     self: VenueClient, client_id: str, side: str, order_type: str, qty: float, price: float | None
@@ -256,13 +272,14 @@ async def create(
     except _UNREADABLE + (ccxt.BadResponse,) as e:  # processed or not, the reply does not say: in doubt, as a timeout
         raise ccxt.BadResponse(f"malformed reply ({type(e).__name__}: {str(e)[:120]})") from e
 
-
+# %% ../nbs/12c_client.ipynb #9128a685
 @patch
 async def query(self: VenueClient, client_id: str) -> OrderReport | None:
     "The venue's report of the order with this client id (None if the venue says it does not exist)."
     try:
-        return await self.retry.call("query", self.ex.fetch_order, None, self.symbol, {"origClientOrderId": client_id},
-                                     parse=OrderReport.parse)  # fmt: skip
+        return await self.retry.call(
+            "query", self.ex.fetch_order, None, self.symbol, {"origClientOrderId": client_id}, parse=OrderReport.parse
+        )
     except ccxt.OrderNotFound:
         return None
 
@@ -271,12 +288,18 @@ async def query(self: VenueClient, client_id: str) -> OrderReport | None:
 async def cancel(self: VenueClient, exchange_id: str | None, client_id: str) -> OrderReport | None:
     "Cancel an order; the venue's report (None if it does not know the order: closed, or cancelled already)."
     try:
-        return await self.retry.call("cancel", self.ex.cancel_order, exchange_id, self.symbol,
-                                     {"origClientOrderId": client_id}, parse=OrderReport.parse)  # fmt: skip
+        return await self.retry.call(
+            "cancel",
+            self.ex.cancel_order,
+            exchange_id,
+            self.symbol,
+            {"origClientOrderId": client_id},
+            parse=OrderReport.parse,
+        )
     except ccxt.OrderNotFound:
         return None
 
-# %% ../nbs/12c_client.ipynb #0521f3d2
+# %% ../nbs/12c_client.ipynb #c93bdf51
 @patch
 async def open_orders(self: VenueClient) -> list[OrderReport]:
     "Every open order of the symbol on the account (ours or not)."
@@ -284,8 +307,9 @@ async def open_orders(self: VenueClient) -> list[OrderReport]:
 
 
 @patch
-async def trades(self: VenueClient, since: int | None = None, limit: int | None = None,
-                 order_id: str | None = None) -> list[TradeReport]:  # fmt: skip
+async def trades(
+    self: VenueClient, since: int | None = None, limit: int | None = None, order_id: str | None = None
+) -> list[TradeReport]:
     "Our trades: since a venue time (ms), or of one order (by its venue id)."
     params = {"orderId": order_id} if order_id is not None else {}
     got = await self.retry.call(
@@ -293,7 +317,7 @@ async def trades(self: VenueClient, since: int | None = None, limit: int | None 
     )
     return [t for t in got if order_id is None or t.order_id == order_id]
 
-
+# %% ../nbs/12c_client.ipynb #55d80921
 @patch
 async def balance(self: VenueClient) -> BalanceReport:
     "The account's balances."
@@ -311,7 +335,7 @@ def _last(t) -> float:
         _fail("ticker", t)
     return float(t["last"])
 
-# %% ../nbs/12c_client.ipynb #0f53baab
+# %% ../nbs/12c_client.ipynb #953adbf5
 @patch(as_prop=True)
 def streams(self: VenueClient) -> bool:
     "Whether the client has a user data stream (ccxt.pro)."
@@ -323,7 +347,7 @@ async def watch_trades(self: VenueClient) -> list[TradeReport]:
     "The next batch of our trades from the user data stream (no retry: the stream is an extra, REST the record)."
     return parse_trades(await self.ex.watch_my_trades(self.symbol))
 
-
+# %% ../nbs/12c_client.ipynb #6f14b8b1
 @patch
 def amount(self: VenueClient, qty: float) -> float:
     "`qty` truncated to the market's amount precision; 0.0 when it is below one step (ccxt raises there)."

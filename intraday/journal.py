@@ -33,7 +33,7 @@ from intraday.orders import (
 
 _T = TypeVar("_T")  # what a transaction body returns
 
-# %% ../nbs/12a_journal.ipynb #1a834f0e
+# %% ../nbs/12a_journal.ipynb #6953470d
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (
@@ -55,7 +55,7 @@ KINDS = ("intent", "transition", "fill", "state", "deny", "alert", "reconcile", 
 JOURNAL_FILE = "journal.sqlite"
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer's lock before it gives up
 
-
+# %% ../nbs/12a_journal.ipynb #117ce928
 class JournalError(RuntimeError):
     "A journal that cannot be used as asked (another account's, damaged, unreadable, ...)."
 
@@ -63,7 +63,7 @@ class JournalError(RuntimeError):
 class StorageError(JournalError):
     "A journal write that failed (disk full, read-only, I/O error, locked too long); nothing of it was applied."
 
-
+# %% ../nbs/12a_journal.ipynb #1ef885fd
 def _quick_check(
     db: sqlite3.Connection,  # an open connection to the journal
     path: Path,  # its file, for the message
@@ -74,10 +74,12 @@ def _quick_check(
     except sqlite3.DatabaseError as e:  # a damaged header or schema fails the check itself
         found = [str(e)]
     if found != ["ok"]:
-        raise JournalError(f"{path}: cannot open the journal, it is damaged (SQLite: {'; '.join(found)}); move it "
-                           "aside (a new journal starts a new epoch) and reconcile with the venue")  # fmt: skip
+        raise JournalError(
+            f"{path}: cannot open the journal, it is damaged (SQLite: {'; '.join(found)}); move it "
+            "aside (a new journal starts a new epoch) and reconcile with the venue"
+        )
 
-# %% ../nbs/12a_journal.ipynb #2acac34e
+# %% ../nbs/12a_journal.ipynb #f94fd393
 class Journal:
     "The SQLite order journal of one runner on one account, and the orders rebuilt from it."
 
@@ -120,46 +122,50 @@ class Journal:
         self.prefix = client_prefix(account, runner)
         if "epoch" not in meta:
             epoch = base36(int(time.time())) + "".join(random.choices("0123456789abcdefghijklmnopqrstuvwxyz", k=2))
-            init = {"account": account, "runner": runner, "prefix": self.prefix, "epoch": epoch, "counter": "0",
-                    "created": str(time.time())}  # fmt: skip
+            init = {
+                "account": account,
+                "runner": runner,
+                "prefix": self.prefix,
+                "epoch": epoch,
+                "counter": "0",
+                "created": str(time.time()),
+            }
             self._tx(
                 "creating it", lambda: self.db.executemany("INSERT OR IGNORE INTO meta VALUES (?, ?)", init.items())
             )
             meta = self._meta()
         if (meta["account"], meta["runner"]) != (account, runner):
-            raise JournalError(f"{self.path} belongs to account {meta['account']!r}, runner {meta['runner']!r}; "
-                               f"refusing to use it for account {account!r}, runner {runner!r}")  # fmt: skip
+            raise JournalError(
+                f"{self.path} belongs to account {meta['account']!r}, runner {meta['runner']!r}; "
+                f"refusing to use it for account {account!r}, runner {runner!r}"
+            )
         self.account, self.runner, self.epoch = account, runner, meta["epoch"]
         self._replay()
 
-    @classmethod
-    def open(
-        cls,
-        state_dir: str | Path,  # a state directory holding a journal
-    ) -> "Journal":
-        "The journal of an existing state directory, with the account and runner it was made for."
-        path = Path(state_dir) / JOURNAL_FILE
-        if not path.is_file():
-            raise JournalError(f"{path}: no journal here (a runner creates it when it first starts)")
+# %% ../nbs/12a_journal.ipynb #01a415da
+@patch
+def _meta(self: Journal) -> dict[str, str]:
+    return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
+
+
+@patch
+def _tx(self: Journal, what: str, body: Callable[[], _T]) -> _T:
+    "`body()` in one `BEGIN IMMEDIATE` transaction, committed or rolled back; `StorageError` if SQLite or the OS fail."
+    try:
+        self.db.execute("BEGIN IMMEDIATE")  # the write lock first (waits up to busy_timeout for another writer)
         try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-                _quick_check(db, path)
-                meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        except sqlite3.Error as e:
-            raise JournalError(f"{path}: cannot read the journal ({e})") from None
-        return cls(state_dir, meta["account"], meta["runner"])
+            out = body()
+            self.db.execute("COMMIT")
+        except BaseException:
+            if self.db.in_transaction:  # SQLite may have rolled back already (e.g. on SQLITE_FULL)
+                with suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise
+    except (sqlite3.Error, OSError) as e:
+        raise StorageError(f"{self.path}: cannot write the journal ({what}): {e}") from e
+    return out
 
-    def _meta(self) -> dict[str, str]:
-        return dict(self.db.execute("SELECT key, value FROM meta").fetchall())
-
-    def close(self) -> None:
-        "Close the database."
-        self.db.close()
-
-    def __repr__(self) -> str:
-        return f"Journal({self.path}, {self.prefix}-{self.epoch}, {len(self.orders)} orders, seq {self.last_seq})"
-
-# %% ../nbs/12a_journal.ipynb #a1df74c2
+# %% ../nbs/12a_journal.ipynb #1b49de0d
 @patch
 def _apply(self: Journal, kind: str, cid: str | None, d: dict, ts: float) -> bool:
     "Apply one journaled event to the in-memory orders and state; False for a fill `apply_fill` found applied already."
@@ -187,7 +193,7 @@ def _apply(self: Journal, kind: str, cid: str | None, d: dict, ts: float) -> boo
             self._live.pop(cid, None)
     return applied
 
-
+# %% ../nbs/12a_journal.ipynb #befa6a7e
 @patch
 def _load(self: Journal, seq: int, ts: float, kind: str, cid: str | None, data: str) -> None:
     "Apply one stored event row (replay, catching up); a `JournalError` naming file, seq and kind if it is broken."
@@ -207,7 +213,7 @@ def _load(self: Journal, seq: int, ts: float, kind: str, cid: str | None, data: 
         raise JournalError(f"{where} cannot be replayed: {type(e).__name__}: {e}") from None
     self.last_seq = seq
 
-
+# %% ../nbs/12a_journal.ipynb #9e44d87f
 @patch
 def _catch_up(self: Journal) -> None:
     "Apply the events committed since `last_seq` (by another writer on this file)."
@@ -225,25 +231,36 @@ def _replay(self: Journal) -> None:
     except sqlite3.Error as e:
         raise JournalError(f"{self.path}: cannot read the journal ({e})") from None
 
+# %% ../nbs/12a_journal.ipynb #1f3db87b
+@patch(cls_method=True)
+def open(
+    cls: Journal,
+    state_dir: str | Path,  # a state directory holding a journal
+) -> "Journal":
+    "The journal of an existing state directory, with the account and runner it was made for."
+    path = Path(state_dir) / JOURNAL_FILE
+    if not path.is_file():
+        raise JournalError(f"{path}: no journal here (a runner creates it when it first starts)")
+    try:
+        with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            _quick_check(db, path)
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    except sqlite3.Error as e:
+        raise JournalError(f"{path}: cannot read the journal ({e})") from None
+    return cls(state_dir, meta["account"], meta["runner"])
+
 
 @patch
-def _tx(self: Journal, what: str, body: Callable[[], _T]) -> _T:
-    "`body()` in one `BEGIN IMMEDIATE` transaction, committed or rolled back; `StorageError` if SQLite or the OS fail."
-    try:
-        self.db.execute("BEGIN IMMEDIATE")  # the write lock first (waits up to busy_timeout for another writer)
-        try:
-            out = body()
-            self.db.execute("COMMIT")
-        except BaseException:
-            if self.db.in_transaction:  # SQLite may have rolled back already (e.g. on SQLITE_FULL)
-                with suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
-            raise
-    except (sqlite3.Error, OSError) as e:
-        raise StorageError(f"{self.path}: cannot write the journal ({what}): {e}") from e
-    return out
+def close(self: Journal) -> None:
+    "Close the database."
+    self.db.close()
 
 
+@patch
+def __repr__(self: Journal) -> str:
+    return f"Journal({self.path}, {self.prefix}-{self.epoch}, {len(self.orders)} orders, seq {self.last_seq})"
+
+# %% ../nbs/12a_journal.ipynb #807a24c7
 @patch
 def _write(self: Journal, what: str, body: Callable[[], list[tuple]]) -> list[tuple]:
     "Catch up, run `body` (checks, inserts; its events as (seq, kind, cid, data, ts)) in one transaction, apply them."
@@ -257,11 +274,12 @@ def _write(self: Journal, what: str, body: Callable[[], list[tuple]]) -> list[tu
 @patch
 def _insert(self: Journal, kind: str, cid: str | None, d: dict, ts: float) -> tuple:
     "Insert one event row (inside `_write`); the event as (seq, kind, cid, data, ts)."
-    cur = self.db.execute("INSERT INTO events (ts, kind, client_id, data) VALUES (?, ?, ?, ?)",
-                          (ts, kind, cid, json.dumps(d)))  # fmt: skip
+    cur = self.db.execute(
+        "INSERT INTO events (ts, kind, client_id, data) VALUES (?, ?, ?, ?)", (ts, kind, cid, json.dumps(d))
+    )
     return cur.lastrowid, kind, cid, d, ts
 
-
+# %% ../nbs/12a_journal.ipynb #a02f09ed
 @patch
 def _append(
     self: Journal, kind: str, cid: str | None, d: dict, ts: float | None = None, check: Callable | None = None
@@ -278,7 +296,7 @@ def _append(
 
     return self._write(f"{kind} event" + (f" of {cid}" if cid else ""), body)[0][0]
 
-# %% ../nbs/12a_journal.ipynb #dbf795db
+# %% ../nbs/12a_journal.ipynb #16601c11
 @patch
 def new_order(
     self: Journal,
@@ -310,7 +328,7 @@ def new_order(
 
     return self.orders[self._write(f"new {side} order", body)[0][2]]
 
-
+# %% ../nbs/12a_journal.ipynb #d9583697
 @patch
 def _own(self: Journal, order: Order) -> None:
     "A KeyError unless `order` is this journal's object for its client id."
@@ -333,7 +351,7 @@ def transition(
     self._append("transition", cid, d, check=lambda: next_status(order.status, event, cid, order.previous))
     return order.status
 
-
+# %% ../nbs/12a_journal.ipynb #73ae1b56
 @patch
 def fill(
     self: Journal,
@@ -359,7 +377,7 @@ def fill(
 
     return bool(self._write(f"fill {tid} of {cid}", body))
 
-
+# %% ../nbs/12a_journal.ipynb #59e3e667
 @patch
 def record(
     self: Journal,
@@ -372,7 +390,7 @@ def record(
         raise ValueError(f"journal.record: use new_order/transition/fill for {kind!r} events")
     return self._append(kind, client_id, data)
 
-
+# %% ../nbs/12a_journal.ipynb #54dad232
 @patch
 def adopt(
     self: Journal,
@@ -388,12 +406,22 @@ def adopt(
 
     check()
     price = rep.price if rep.type == "limit" else None
-    od = Order(cid, symbol, rep.side, rep.type, rep.amount, price, cid, OrderStatus.OPEN, exchange_id=rep.exchange_id,
-               reason="adopted")  # fmt: skip
+    od = Order(
+        cid,
+        symbol,
+        rep.side,
+        rep.type,
+        rep.amount,
+        price,
+        cid,
+        OrderStatus.OPEN,
+        exchange_id=rep.exchange_id,
+        reason="adopted",
+    )
     self._append("intent", cid, od.to_dict(), check=check)
     return self.orders[cid]
 
-# %% ../nbs/12a_journal.ipynb #f7400777
+# %% ../nbs/12a_journal.ipynb #3574be49
 @patch
 def events(
     self: Journal,
@@ -417,7 +445,7 @@ def events(
             raise JournalError(f"{self.path}: event seq {s} ({k}, order {c}) is not readable JSON ({e})") from None
     return out
 
-
+# %% ../nbs/12a_journal.ipynb #6aeb2008
 @patch
 def status_counts(self: Journal) -> dict[str, int]:
     "How many of the journal's orders are in each state, e.g. {'FILLED': 3, 'CANCELED': 1}."

@@ -16,7 +16,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 
-# %% ../nbs/12_orders.ipynb #af46c6f3
+from fastcore.basics import patch
+
+# %% ../nbs/12_orders.ipynb #b7459fcc
 class OrderStatus(StrEnum):
     "Where an order is in its life (the router's view; the venue uses the subset it can see)."
 
@@ -32,7 +34,7 @@ class OrderStatus(StrEnum):
     REJECTED = "REJECTED"  # refused by the venue, or confirmed absent after the grace window
     EXPIRED = "EXPIRED"  # closed by the venue (e.g. a market order's unfilled rest)
 
-
+# %% ../nbs/12_orders.ipynb #59cd2027
 class OrderEvent(StrEnum):
     "What happens to an order: a request we make or a report we receive."
 
@@ -53,8 +55,14 @@ class OrderEvent(StrEnum):
 S, E = OrderStatus, OrderEvent
 PREVIOUS = "PREVIOUS"  # target of CANCEL_REJECT: the state before PENDING_CANCEL
 
-_REPORTS = {E.ACCEPT: S.OPEN, E.PARTIAL_FILL: S.PARTIALLY_FILLED, E.FILL: S.FILLED, E.REJECT: S.REJECTED,
-            E.CANCEL: S.CANCELED, E.EXPIRE: S.EXPIRED}  # fmt: skip
+_REPORTS = {
+    E.ACCEPT: S.OPEN,
+    E.PARTIAL_FILL: S.PARTIALLY_FILLED,
+    E.FILL: S.FILLED,
+    E.REJECT: S.REJECTED,
+    E.CANCEL: S.CANCELED,
+    E.EXPIRE: S.EXPIRED,
+}
 TRANSITIONS: dict[tuple[OrderStatus, OrderEvent], OrderStatus | str] = {
     (S.INITIALIZED, E.DENY): S.DENIED,
     (S.INITIALIZED, E.SUBMIT): S.SUBMITTING,
@@ -127,7 +135,7 @@ def from_wire(name: str) -> OrderStatus:
     except ValueError:
         raise ValueError(f"unknown Binance order status {name!r}") from None
 
-# %% ../nbs/12_orders.ipynb #055ad2fb
+# %% ../nbs/12_orders.ipynb #3967ffcb
 QTY_EPS = 1e-9  # relative tolerance on quantities: sums of fills are floats
 
 
@@ -144,7 +152,7 @@ def fill_event(
     tol = qty * QTY_EPS + QTY_EPS if tol is None else tol
     return OrderEvent.FILL if qty - (filled + trade) <= tol else OrderEvent.PARTIAL_FILL
 
-
+# %% ../nbs/12_orders.ipynb #083dbfae
 class OverFill(ValueError):
     "A trade that would fill an order beyond its quantity: refused, and an alert for the operator."
 
@@ -192,76 +200,89 @@ class Order:
         "No more state changes but late fills."
         return self.status in TERMINAL
 
-    def apply(
-        self,
-        event: OrderEvent,  # what happened
-        reason: str = "",  # why, for DENY/REJECT/CANCEL/EXPIRE
-        t: float | None = None,  # when (wall clock, s)
-    ) -> OrderStatus:
-        "Move along the transition table; the new state (an `IllegalTransition` if the table forbids it)."
-        new = next_status(self.status, event, self.client_id, self.previous)
-        if new == OrderStatus.PENDING_CANCEL and self.status != OrderStatus.PENDING_CANCEL:
-            self.previous = self.status
-        self.status, self.updated = new, time.time() if t is None else t
-        if reason:
-            self.reason = reason
-        return new
+# %% ../nbs/12_orders.ipynb #3aecdd57
+@patch
+def apply(
+    self: Order,
+    event: OrderEvent,  # what happened
+    reason: str = "",  # why, for DENY/REJECT/CANCEL/EXPIRE
+    t: float | None = None,  # when (wall clock, s)
+) -> OrderStatus:
+    "Move along the transition table; the new state (an `IllegalTransition` if the table forbids it)."
+    new = next_status(self.status, event, self.client_id, self.previous)
+    if new == OrderStatus.PENDING_CANCEL and self.status != OrderStatus.PENDING_CANCEL:
+        self.previous = self.status
+    self.status, self.updated = new, time.time() if t is None else t
+    if reason:
+        self.reason = reason
+    return new
 
-    def check_fill(
-        self,
-        trade_id: str,  # the venue's trade id
-        qty: float,  # base quantity of the trade
-    ) -> bool:
-        "False if this trade was applied already; a ValueError for a bad quantity, `OverFill` beyond the order's."
-        if str(trade_id) in self.trades:
-            return False
-        if not qty > 0:
-            raise ValueError(f"order {self.client_id}: trade {trade_id} has quantity {qty!r}; must be > 0")
-        if self.filled + qty > self.qty * (1 + QTY_EPS) + QTY_EPS:
-            raise OverFill(f"order {self.client_id}: trade {trade_id} of {qty:g} would fill {self.filled + qty:g} "
-                           f"of {self.qty:g}; refused")  # fmt: skip
-        next_status(self.status, self._fill_event(qty), self.client_id, self.previous)  # a fill must be legal here
-        return True
+# %% ../nbs/12_orders.ipynb #1bf89e9a
+@patch
+def check_fill(
+    self: Order,
+    trade_id: str,  # the venue's trade id
+    qty: float,  # base quantity of the trade
+) -> bool:
+    "False if this trade was applied already; a ValueError for a bad quantity, `OverFill` beyond the order's."
+    if str(trade_id) in self.trades:
+        return False
+    if not qty > 0:
+        raise ValueError(f"order {self.client_id}: trade {trade_id} has quantity {qty!r}; must be > 0")
+    if self.filled + qty > self.qty * (1 + QTY_EPS) + QTY_EPS:
+        raise OverFill(
+            f"order {self.client_id}: trade {trade_id} of {qty:g} would fill {self.filled + qty:g} "
+            f"of {self.qty:g}; refused"
+        )
+    next_status(self.status, self._fill_event(qty), self.client_id, self.previous)  # a fill must be legal here
+    return True
 
-    def _fill_event(self, qty: float) -> OrderEvent:
-        "The event a trade of `qty` is for this order (`fill_event`)."
-        return fill_event(self.status, self.qty, self.filled, qty)
 
-    def apply_fill(
-        self,
-        trade_id: str,  # the venue's trade id
-        qty: float,  # base quantity of the trade (> 0)
-        price: float,  # its price
-        fee: float = 0.0,  # its fee, quote
-        t: float | None = None,  # when (wall clock, s)
-    ) -> bool:
-        "Apply a trade once: False if this trade id was applied already; `OverFill` beyond the quantity."
-        if not self.check_fill(trade_id, qty):
-            return False
-        event = self._fill_event(qty)
-        self.filled += qty
-        self.cost += qty * price
-        self.fee += fee
-        self.trades.add(str(trade_id))
-        self.apply(event, t=t)
-        return True
+@patch
+def _fill_event(self: Order, qty: float) -> OrderEvent:
+    "The event a trade of `qty` is for this order (`fill_event`)."
+    return fill_event(self.status, self.qty, self.filled, qty)
 
-    def to_dict(self) -> dict:
-        "Plain data (JSON-able)."
-        d = asdict(self)
-        d["trades"] = sorted(self.trades)
-        return d
+# %% ../nbs/12_orders.ipynb #67a938c9
+@patch
+def to_dict(self: Order) -> dict:
+    "Plain data (JSON-able)."
+    d = asdict(self)
+    d["trades"] = sorted(self.trades)
+    return d
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Order":
-        "The order `to_dict` wrote."
-        d = dict(d)
-        d["trades"] = set(d.get("trades") or ())
-        d["status"] = OrderStatus(d["status"])
-        d["previous"] = OrderStatus(d["previous"]) if d.get("previous") else None
-        return cls(**d)
 
-# %% ../nbs/12_orders.ipynb #4bd7d994
+@patch(cls_method=True)
+def from_dict(cls: Order, d: dict) -> "Order":
+    "The order `to_dict` wrote."
+    d = dict(d)
+    d["trades"] = set(d.get("trades") or ())
+    d["status"] = OrderStatus(d["status"])
+    d["previous"] = OrderStatus(d["previous"]) if d.get("previous") else None
+    return cls(**d)
+
+# %% ../nbs/12_orders.ipynb #81ea77ab
+@patch
+def apply_fill(
+    self: Order,
+    trade_id: str,  # the venue's trade id
+    qty: float,  # base quantity of the trade (> 0)
+    price: float,  # its price
+    fee: float = 0.0,  # its fee, quote
+    t: float | None = None,  # when (wall clock, s)
+) -> bool:
+    "Apply a trade once: False if this trade id was applied already; `OverFill` beyond the quantity."
+    if not self.check_fill(trade_id, qty):
+        return False
+    event = self._fill_event(qty)
+    self.filled += qty
+    self.cost += qty * price
+    self.fee += fee
+    self.trades.add(str(trade_id))
+    self.apply(event, t=t)
+    return True
+
+# %% ../nbs/12_orders.ipynb #fe0c8023
 CLIENT_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,36}")
 _B36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
@@ -275,7 +296,7 @@ def base36(n: int) -> str:
         if n == 0:
             return s
 
-
+# %% ../nbs/12_orders.ipynb #9afc1739
 def client_prefix(
     account: str,  # account name, e.g. 'paper' or 'main'
     runner: str,  # runner name, unique per process trading the account
@@ -286,7 +307,7 @@ def client_prefix(
         raise ValueError(f"account {account!r} and runner {runner!r} leave no usable client-id prefix")
     return p
 
-
+# %% ../nbs/12_orders.ipynb #b9eff853
 def client_id(
     prefix: str,  # from `client_prefix`
     epoch: str,  # the journal's epoch (base 36)

@@ -21,7 +21,7 @@ from numba import njit
 
 from .config import RiskSettings
 
-# %% ../nbs/11_risk.ipynb #443bec07
+# %% ../nbs/11_risk.ipynb #727b85be
 class TradingState(StrEnum):
     "What the runner may do: trade, only reduce, or nothing but cancel."
 
@@ -29,7 +29,7 @@ class TradingState(StrEnum):
     REDUCING = "REDUCING"
     HALTED = "HALTED"
 
-
+# %% ../nbs/11_risk.ipynb #ca7eb539
 @dataclass(frozen=True)
 class Intent:
     "An order the strategy wants: side, base quantity, market or limit."
@@ -53,7 +53,7 @@ class Intent:
         if (self.type == "limit") != (self.price is not None):
             raise ValueError(f"a limit intent needs a price, a market intent none; got {self.type} at {self.price!r}")
 
-
+# %% ../nbs/11_risk.ipynb #a25d2e89
 def reduces(
     signed: float,  # the order's signed quantity
     exposure: float,  # position plus what working orders will still add
@@ -62,7 +62,7 @@ def reduces(
     after = exposure + signed
     return abs(after) < abs(exposure) and (after == 0 or math.copysign(1, after) == math.copysign(1, exposure))
 
-# %% ../nbs/11_risk.ipynb #bb1ec4cf
+# %% ../nbs/11_risk.ipynb #65841558
 @dataclass
 class Risk:
     "Pre-trade checks, the trading state, and the limits that change it."
@@ -77,46 +77,50 @@ class Risk:
     sent: list[float] = field(default_factory=list)  # times of recent orders (rate limit)
     rejects: list[float] = field(default_factory=list)  # times of recent venue rejections (circuit breaker)
 
-    def _roll(self, now: float) -> None:
-        "End a daily-loss halt when its UTC day is over."
-        if self.halted_until is not None and now >= self.halted_until:
-            self.state, self.reason, self.halted_until = TradingState.ACTIVE, "", None
+# %% ../nbs/11_risk.ipynb #89073a34
+@patch
+def _roll(self: Risk, now: float) -> None:
+    "End a daily-loss halt when its UTC day is over."
+    if self.halted_until is not None and now >= self.halted_until:
+        self.state, self.reason, self.halted_until = TradingState.ACTIVE, "", None
 
-    def check(
-        self,
-        intent: Intent,  # what the strategy wants
-        position: float,  # base position now
-        pending: float,  # signed quantity working orders (and orders in doubt) may still add
-        live_orders: int,  # orders working or in doubt
-        last_price: float,  # latest traded price
-        now: float,  # wall clock, s
-    ) -> str | None:
-        "None if the intent may be sent now, else the reason it may not."
-        s, exposure = self.settings, position + pending
-        self._roll(now)
-        if self.state == TradingState.HALTED:
-            return f"halted: {self.reason}"
-        if self.state == TradingState.REDUCING and not reduces(intent.signed, exposure):
-            return f"reducing only: {self.reason}"
-        beyond = s.max_position_qty > 0 and abs(exposure + intent.signed) > s.max_position_qty
-        if beyond and not reduces(intent.signed, exposure):
-            return f"max position: {exposure + intent.signed:g} beyond {s.max_position_qty:g}"
-        ref = intent.price if intent.price is not None else last_price
-        if not (ref > 0 and last_price > 0):  # NaN included: no check may pass on a missing price
-            return f"no reference price (last {last_price!r})"
-        if s.max_order_notional > 0 and intent.qty * ref > s.max_order_notional:
-            return f"max order notional: {intent.qty * ref:.2f} beyond {s.max_order_notional:g}"
-        off = abs(intent.price / last_price - 1) * 1e4 if intent.price is not None else 0.0
-        if off > s.price_band_bps:
-            return f"price band: {intent.price:g} is {off:.0f} bps from last {last_price:g}"
-        if live_orders >= s.max_open_orders:
-            return f"max open orders: {live_orders} working"
-        self.sent = [t for t in self.sent if t > now - 60]
-        if len(self.sent) >= s.max_orders_per_minute:
-            return f"max order rate: {len(self.sent)} orders in the last minute"
-        return None
+# %% ../nbs/11_risk.ipynb #a636eb3c
+@patch
+def check(
+    self: Risk,
+    intent: Intent,  # what the strategy wants
+    position: float,  # base position now
+    pending: float,  # signed quantity working orders (and orders in doubt) may still add
+    live_orders: int,  # orders working or in doubt
+    last_price: float,  # latest traded price
+    now: float,  # wall clock, s
+) -> str | None:
+    "None if the intent may be sent now, else the reason it may not."
+    s, exposure = self.settings, position + pending
+    self._roll(now)
+    if self.state == TradingState.HALTED:
+        return f"halted: {self.reason}"
+    if self.state == TradingState.REDUCING and not reduces(intent.signed, exposure):
+        return f"reducing only: {self.reason}"
+    beyond = s.max_position_qty > 0 and abs(exposure + intent.signed) > s.max_position_qty
+    if beyond and not reduces(intent.signed, exposure):
+        return f"max position: {exposure + intent.signed:g} beyond {s.max_position_qty:g}"
+    ref = intent.price if intent.price is not None else last_price
+    if not (ref > 0 and last_price > 0):  # NaN included: no check may pass on a missing price
+        return f"no reference price (last {last_price!r})"
+    if s.max_order_notional > 0 and intent.qty * ref > s.max_order_notional:
+        return f"max order notional: {intent.qty * ref:.2f} beyond {s.max_order_notional:g}"
+    off = abs(intent.price / last_price - 1) * 1e4 if intent.price is not None else 0.0
+    if off > s.price_band_bps:
+        return f"price band: {intent.price:g} is {off:.0f} bps from last {last_price:g}"
+    if live_orders >= s.max_open_orders:
+        return f"max open orders: {live_orders} working"
+    self.sent = [t for t in self.sent if t > now - 60]
+    if len(self.sent) >= s.max_orders_per_minute:
+        return f"max order rate: {len(self.sent)} orders in the last minute"
+    return None
 
-# %% ../nbs/11_risk.ipynb #23450619
+# %% ../nbs/11_risk.ipynb #b4bcc9c0
 LIM_DAY, LIM_DAY_START, LIM_PEAK = range(3)  # the limit state: UTC day number, the day's first equity, peak equity
 LIMIT_NONE, LIMIT_DAILY_LOSS, LIMIT_DRAWDOWN, LIMIT_EQUITY = range(4)  # what a valuation breaches
 LIMIT_NAMES = ("none", "daily_loss", "drawdown", "equity")
@@ -126,7 +130,7 @@ def limit_state() -> np.ndarray:
     "A fresh limit state: no day, no day start, no peak yet."
     return np.array([-1.0, math.nan, math.nan])
 
-
+# %% ../nbs/11_risk.ipynb #c3835b7f
 @njit(cache=True)
 def loss_limits(
     lim: np.ndarray,  # the limit state (limit_state()), updated in place
@@ -153,13 +157,13 @@ def loss_limits(
         return LIMIT_DRAWDOWN
     return LIMIT_NONE
 
-
+# %% ../nbs/11_risk.ipynb #006a242f
 @njit(cache=True)
 def limit_halt_end(limit: int, t: float) -> float:
     "When a halt by `limit` at unix second `t` ends: the next UTC midnight for the daily loss, else never (inf)."
     return (t // 86400.0 + 1.0) * 86400.0 if limit == LIMIT_DAILY_LOSS else math.inf
 
-
+# %% ../nbs/11_risk.ipynb #2fc92735
 @njit(cache=True)
 def limit_step(
     lim: np.ndarray,  # the limit state (limit_state()), updated in place
@@ -177,13 +181,13 @@ def limit_step(
         halt[0] = limit_halt_end(hit, t)
     return hit
 
-
+# %% ../nbs/11_risk.ipynb #bd0d05dd
 @njit(cache=True)
 def capped_weight(w: float, max_weight: float) -> float:
     "A target weight (fraction of equity) clipped to [-max_weight, max_weight]."
     return min(max(w, -max_weight), max_weight)
 
-
+# %% ../nbs/11_risk.ipynb #02ebe1d7
 def limit_reason(limit: int, equity: float, lim: np.ndarray, settings: RiskSettings) -> str:
     "Why a limit halted trading, in words."
     if limit == LIMIT_DAILY_LOSS:
@@ -193,14 +197,14 @@ def limit_reason(limit: int, equity: float, lim: np.ndarray, settings: RiskSetti
         return f"drawdown {1 - equity / lim[LIM_PEAK]:.2%} reached the limit {settings.max_drawdown:.2%}"
     return f"equity {equity!r} is not positive: loss limits cannot be checked"
 
-# %% ../nbs/11_risk.ipynb #22615a89
+# %% ../nbs/11_risk.ipynb #252c8860
 def _day_number(day: float | str) -> float:
     "A UTC day as days since the epoch (journals before the one limit kernel stored 'YYYY-MM-DD'; '' = none)."
     if isinstance(day, str):
         return float((date.fromisoformat(day) - date(1970, 1, 1)).days) if day else -1.0
     return float(day)
 
-
+# %% ../nbs/11_risk.ipynb #27972282
 @patch
 def set_state(
     self: Risk,
@@ -218,7 +222,7 @@ def note_sent(self: Risk, now: float) -> None:
     "An order request was sent."
     self.sent.append(now)
 
-
+# %% ../nbs/11_risk.ipynb #07e67728
 @patch
 def note_reject(self: Risk, now: float) -> TradingState | None:
     "A venue rejection; HALTED when they come too fast (the new state, or None)."
@@ -229,7 +233,7 @@ def note_reject(self: Risk, now: float) -> TradingState | None:
         return self.set_state(TradingState.HALTED, why)
     return None
 
-
+# %% ../nbs/11_risk.ipynb #cc03efff
 @patch
 def note_equity(self: Risk, equity: float, now: float) -> TradingState | None:
     "A valuation of the account; HALTED on the daily loss or drawdown limit (the new state, or None)."
@@ -243,7 +247,7 @@ def note_equity(self: Risk, equity: float, now: float) -> TradingState | None:
     end = limit_halt_end(hit, now)
     return self.set_state(TradingState.HALTED, limit_reason(hit, equity, lim, s), end if math.isfinite(end) else None)
 
-
+# %% ../nbs/11_risk.ipynb #ba082218
 @patch
 def to_dict(self: Risk) -> dict:
     "The state to journal (settings excluded: they come from settings.ini)."

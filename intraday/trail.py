@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from fastcore.basics import patch
+
 # %% ../nbs/12d_trail.ipynb #8c0a0da4
 GENESIS = "0" * 64  # the `prev` of the first record
 
@@ -38,7 +40,7 @@ def digest(record: dict) -> str:
     body = {k: v for k, v in record.items() if k != "hash"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()
 
-# %% ../nbs/12d_trail.ipynb #4a9deec0
+# %% ../nbs/12d_trail.ipynb #e792b522
 class Trail:
     "An append-only, hash-chained JSON-lines file of lifecycle events."
 
@@ -48,40 +50,52 @@ class Trail:
     def __repr__(self) -> str:
         return f"Trail({self.path})"
 
-    def append(self, kind: str, **data) -> dict:
-        "Append one event chained to the last record; the record written."
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a+", encoding="utf-8") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
-            f.seek(0)
-            lines = [ln for ln in f.read().splitlines() if ln.strip()]
-            try:
-                last = json.loads(lines[-1]) if lines else {"seq": 0, "hash": GENESIS}
-                seq, prev = int(last["seq"]) + 1, str(last["hash"])
-            except (ValueError, KeyError, TypeError) as e:
-                raise TrailError(f"{self.path}:{len(lines)}: the last record is unreadable ({type(e).__name__}); "
-                                 "run `intraday audit verify`") from None  # fmt: skip
-            rec = {"seq": seq, "ts": datetime.now(UTC).isoformat(timespec="microseconds"), "kind": kind,
-                   "user": user(), "data": json.loads(json.dumps(data, default=str)), "prev": prev}  # fmt: skip
-            rec["hash"] = digest(rec)
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        return rec
+# %% ../nbs/12d_trail.ipynb #cb5a44e6
+@patch
+def records(self: Trail) -> list[dict]:
+    "The records, in file order (a line that is not JSON is skipped here; `verify` names it)."
+    if not self.path.is_file():
+        return []
+    out = []
+    for ln in self.path.read_text(encoding="utf-8").splitlines():
+        try:
+            out.append(json.loads(ln))
+        except ValueError:
+            continue
+    return out
 
-    def records(self) -> list[dict]:
-        "The records, in file order (a line that is not JSON is skipped here; `verify` names it)."
-        if not self.path.is_file():
-            return []
-        out = []
-        for ln in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(ln))
-            except ValueError:
-                continue
-        return out
+# %% ../nbs/12d_trail.ipynb #14f03edf
+@patch
+def append(self: Trail, kind: str, **data) -> dict:
+    "Append one event chained to the last record; the record written."
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    with open(self.path, "a+", encoding="utf-8") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        f.seek(0)
+        lines = [ln for ln in f.read().splitlines() if ln.strip()]
+        try:
+            last = json.loads(lines[-1]) if lines else {"seq": 0, "hash": GENESIS}
+            seq, prev = int(last["seq"]) + 1, str(last["hash"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise TrailError(
+                f"{self.path}:{len(lines)}: the last record is unreadable ({type(e).__name__}); "
+                "run `intraday audit verify`"
+            ) from None
+        rec = {
+            "seq": seq,
+            "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "kind": kind,
+            "user": user(),
+            "data": json.loads(json.dumps(data, default=str)),
+            "prev": prev,
+        }
+        rec["hash"] = digest(rec)
+        f.write(json.dumps(rec, sort_keys=True) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return rec
 
-# %% ../nbs/12d_trail.ipynb #c736aacc
+# %% ../nbs/12d_trail.ipynb #d4b25bef
 def _first_problem(path: Path, lines: Sequence[str], anchors: Sequence[tuple[int, str]]) -> tuple[int, str | None]:
     "Records that check and the first problem of the trail's lines."
     recs = []
@@ -106,11 +120,14 @@ def _first_problem(path: Path, lines: Sequence[str], anchors: Sequence[tuple[int
         prev = r["hash"]
     for seq, h in anchors:
         if seq > len(recs) or recs[seq - 1]["hash"] != h:
-            return len(recs), f"{path}: cut short or rewritten: the anchored head seq {seq} ({h[:12]}) is not there " \
-                              f"(the file ends at seq {len(recs)})"  # fmt: skip
+            return (
+                len(recs),
+                f"{path}: cut short or rewritten: the anchored head seq {seq} ({h[:12]}) is not there "
+                f"(the file ends at seq {len(recs)})",
+            )
     return len(recs), None
 
-
+# %% ../nbs/12d_trail.ipynb #8fc657e6
 def verify(
     path: str | Path,  # the trail file
     anchors: Sequence[tuple[int, str]] = (),  # (seq, hash) heads written elsewhere (the registry's anchor runs)
