@@ -25,10 +25,11 @@ from loguru import logger
 
 from .bundle import SIGNED_FILES, BundleError, PolicyBundle
 from .client import TRANSIENT
+from .control import Refused
 from .data import timeframe_seconds
 from .env import account_params, position_state, sized_order, update_avg_price
 from .journal import JournalError
-from .monitor import Monitor, Refused
+from .monitor import Monitor
 from .orders import OrderEvent
 from .risk import Intent, TradingState, capped_weight
 from .router import ReconcileError, Router
