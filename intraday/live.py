@@ -142,8 +142,11 @@ async def history(self: BarFeed, n: int, page: int = 1000) -> list[Bar]:
     if not latest:  # a garbled reply parses into no rows: a transient failure, retried by the caller
         raise ccxt.BadResponse(f"{self.symbol}: the venue returned no bars of history")
     now_ms = self.clock() * 1000
-    last = max(int(r[0]) for r in latest if r[0] + self.step_ms <= now_ms) if any(
-        r[0] + self.step_ms <= now_ms for r in latest) else int(latest[0][0])  # fmt: skip
+    last = (
+        max(int(r[0]) for r in latest if r[0] + self.step_ms <= now_ms)
+        if any(r[0] + self.step_ms <= now_ms for r in latest)
+        else int(latest[0][0])
+    )
     rows, since = {}, last - (n - 1) * self.step_ms
     while since <= last:
         got = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=min(page, n))
@@ -181,8 +184,10 @@ async def _backfill(self: BarFeed, upto: int) -> list[Bar]:
     rows = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=holes[0], limit=len(holes))
     got = {int(r[0]): r for r in rows}
     if any(t not in got for t in holes):
-        raise FeedGap(f"{self.symbol}: bars {[t for t in holes if t not in got][:5]} (ms) missing after a "
-                      f"reconnect, and REST does not have them")  # fmt: skip
+        raise FeedGap(
+            f"{self.symbol}: bars {[t for t in holes if t not in got][:5]} (ms) missing after a "
+            f"reconnect, and REST does not have them"
+        )
     self.backfilled += len(holes)
     return [Bar.of(got[t], self.clock(), "backfill") for t in holes]
 
@@ -193,8 +198,10 @@ def _check_clock(self: BarFeed, rows: list) -> None:
     last = self.tracker.last
     if rows and last is not None and max(int(r[0]) for r in rows) < last:
         newest = max(int(r[0]) for r in rows)
-        raise VenueClockError(f"{self.symbol}: the venue's clock moved backwards: its newest bar opens at "
-                              f"{_iso(newest)}, the last bar handed out at {_iso(last)}")  # fmt: skip
+        raise VenueClockError(
+            f"{self.symbol}: the venue's clock moved backwards: its newest bar opens at "
+            f"{_iso(newest)}, the last bar handed out at {_iso(last)}"
+        )
 
 # %% ../nbs/13_live.ipynb #4c2af298
 @patch
@@ -392,9 +399,11 @@ def account_problem(self: LiveRunner, bundle: PolicyBundle) -> str | None:
     "Why `bundle` cannot trade on this account (shorts on spot with `[live] shorts = refuse`), or None."
     s, shorts = self.settings, [w for w in bundle.positions if w < 0]
     if s.account_type == "spot" and shorts and s.shorts == "refuse":
-        return (f"bundle {self.bundle_path} targets short positions {shorts} but the account is spot (no short "
-                f"selling): export a long-only bundle (e.g. INTRADAY__ENV__POSITIONS=0,1) or set "
-                f"INTRADAY__LIVE__SHORTS=flat to trade its short targets as flat")  # fmt: skip
+        return (
+            f"bundle {self.bundle_path} targets short positions {shorts} but the account is spot (no short "
+            f"selling): export a long-only bundle (e.g. INTRADAY__ENV__POSITIONS=0,1) or set "
+            f"INTRADAY__LIVE__SHORTS=flat to trade its short targets as flat"
+        )
     return None
 
 
@@ -405,7 +414,9 @@ def account_of(self: LiveRunner, bundle: PolicyBundle) -> np.ndarray:
     if spot and env.account != "spot":
         logger.bind(bundle=str(self.bundle_path)).warning(
             "bundle {} was backtested on a margin account; this account is spot: buys are capped by the cash "
-            "and fills can differ from its backtest", self.bundle_path)  # fmt: skip
+            "and fills can differ from its backtest",
+            self.bundle_path,
+        )
     return account_params(env, bundle.fill_model(), self.feed.step_ms / 1000, spot=spot or None)
 
 # %% ../nbs/13_live.ipynb #60982890
@@ -423,9 +434,11 @@ def sizing_problem(self: LiveRunner, equity: float, price: float) -> str | None:
     lim = (self.router.market or {}).get("limits") or {}
     amin, cmin = (lim.get("amount") or {}).get("min") or 0.0, (lim.get("cost") or {}).get("min") or 0.0
     need = max(cmin, amin * price) / w
-    return (f"bundle {self.bundle_path}'s smallest target (weight {w:g} of equity {equity:.2f}) cannot be an "
-            f"order: {why}; fund the account with at least {need:.2f} {self.router.market['quote']} or export "
-            f"larger positions")  # fmt: skip
+    return (
+        f"bundle {self.bundle_path}'s smallest target (weight {w:g} of equity {equity:.2f}) cannot be an "
+        f"order: {why}; fund the account with at least {need:.2f} {self.router.market['quote']} or export "
+        f"larger positions"
+    )
 
 # %% ../nbs/13_live.ipynb #7459d7b7
 @patch
@@ -497,15 +510,25 @@ async def start(self: LiveRunner) -> dict:
     self.monitor.mark_feed()
     self.bar_at = time.time()
     p = self.pnl
-    out = {"warm_bars": len(history), "warm": self.warm, "cash": cash, "position": held, "realized": p.realized,
-           "fees": p.fees}  # fmt: skip
+    out = {
+        "warm_bars": len(history),
+        "warm": self.warm,
+        "cash": cash,
+        "position": held,
+        "realized": p.realized,
+        "fees": p.fees,
+    }
     if self.warm:
-        logger.bind(**out).info("warm-up done: {} bars; cash {:.2f} {}, position {:g} {}", len(history), cash, quote,
-                                held, base)  # fmt: skip
+        logger.bind(**out).info(
+            "warm-up done: {} bars; cash {:.2f} {}, position {:g} {}", len(history), cash, quote, held, base
+        )
     else:
-        logger.bind(**out).warning("warm-up short: the venue has {} bars of history, the features need {}; no "
-                                   "decision for {} more bars", len(history), self.pipeline.warmup,
-                                   self.pipeline.warmup - len(history))  # fmt: skip
+        logger.bind(**out).warning(
+            "warm-up short: the venue has {} bars of history, the features need {}; no decision for {} more bars",
+            len(history),
+            self.pipeline.warmup,
+            self.pipeline.warmup - len(history),
+        )
     return out
 
 # %% ../nbs/13_live.ipynb #8873b835
@@ -654,8 +677,10 @@ async def reconcile(self: LiveRunner) -> dict:
     tol = 1e-6 * max(abs(cash), 1.0)
     if abs(cash - self.pnl.cash) > tol or abs(held - self.pnl.qty) > 1e-9 * max(abs(held), 1.0):
         self.monitor.count_mismatch()
-        r.alert(f"PnL mismatch: tracker cash {self.pnl.cash:.8g} {quote}, position {self.pnl.qty:.8g} {base}; venue "
-                f"{cash:.8g} {quote}, {held:.8g} {base}; trading halted")  # fmt: skip
+        r.alert(
+            f"PnL mismatch: tracker cash {self.pnl.cash:.8g} {quote}, position {self.pnl.qty:.8g} {base}; venue "
+            f"{cash:.8g} {quote}, {held:.8g} {base}; trading halted"
+        )
         rep["mismatch"] = True
         return rep
     self.reconciled_ok_at = time.time()
@@ -735,8 +760,9 @@ def halt_on_fault(self: LiveRunner, e: BaseException, where: str) -> None:
         logger.bind(error=str(again)).error("the halt itself could not be journaled")
     if first:
         log = logger.opt(exception=e) if kind == "internal fault" else logger
-        log.bind(position=self.pnl.qty).error("trading halted: {}; holding {:g}; fix it, then POST /resume", reason,
-                                              self.pnl.qty)  # fmt: skip
+        log.bind(position=self.pnl.qty).error(
+            "trading halted: {}; holding {:g}; fix it, then POST /resume", reason, self.pnl.qty
+        )
     self._hook("on_error", e)
 
 # %% ../nbs/13_live.ipynb #a5297ce7
@@ -833,8 +859,13 @@ async def run(
             await asyncio.wait({kill}, timeout=60)
     final = self.state()
     logger.bind(**{k: final[k] for k in ("trading_state", "reason", "position", "equity", "pnl", "decisions")}).info(
-        "session ended ({}): {} decisions, position {:g}, equity {:.2f}, state {}", self.stopped or "end reached",
-        final["decisions"], final["position"], final["equity"], final["trading_state"])  # fmt: skip
+        "session ended ({}): {} decisions, position {:g}, equity {:.2f}, state {}",
+        self.stopped or "end reached",
+        final["decisions"],
+        final["position"],
+        final["equity"],
+        final["trading_state"],
+    )
     return final
 
 # %% ../nbs/13_live.ipynb #b618cab9
