@@ -585,8 +585,8 @@ def _trail(settings: Settings, kind: str, **data) -> None:
 
 def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     "Kill, resume or describe the runner of a state directory."
+    from intraday.control import StateLock
     from intraday.journal import Journal
-    from intraday.monitor import StateLock
     from intraday.risk import Risk, TradingState
     from intraday.router import KILL_FILE
 
@@ -656,9 +656,10 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
 
     import ccxt
 
+    from intraday.control import ControlServer, StateLock, StateLockError
     from intraday.journal import Journal
     from intraday.live import AccountError, BarFeed, FeedGap, LiveRunner
-    from intraday.monitor import ControlServer, Monitor, StateLock, StateLockError
+    from intraday.monitor import Monitor
     from intraday.risk import Risk
     from intraday.router import ReconcileError, Router
 

@@ -35,11 +35,11 @@ from bokeh.plotting._figure import figure as BkFigure
 
 from .backtest import Backtester, BacktestResult, BuyAndHold, SMACross, bundle_policy
 from .config import Settings, load_settings
+from .control import TOKEN_ENV
 from .data import BarStore, read_bars
 from .features import FeaturePipeline
 from .fills import FillModel
 from .metrics import metrics_table, performance
-from .monitor import TOKEN_ENV
 from .report import bundle_html, mark_short_sample
 from .signing import Trust
 

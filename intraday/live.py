@@ -25,10 +25,11 @@ from loguru import logger
 
 from .bundle import SIGNED_FILES, BundleError, PolicyBundle
 from .client import TRANSIENT
+from .control import Refused
 from .data import timeframe_seconds
 from .env import account_params, position_state, sized_order, update_avg_price
 from .journal import JournalError
-from .monitor import Monitor, Refused
+from .monitor import Monitor
 from .orders import OrderEvent
 from .risk import Intent, TradingState, capped_weight
 from .router import ReconcileError, Router
@@ -52,7 +53,7 @@ class Bar:
         "A bar from a ccxt OHLCV row [ts, o, h, l, c, v]."
         return cls(int(row[0]), *(float(x) for x in row[1:6]), received=received, source=source)
 
-
+# %% ../nbs/13_live.ipynb #b7771cae
 class FeedGap(RuntimeError):
     "Bars are missing and could not be backfilled: trading must pause."
 
@@ -86,23 +87,29 @@ class CloseTracker:
             self.last = int(closed[-1][0])
         return closed
 
-    def due(self, now_ms: float, grace_ms: float) -> int | None:
-        "Open time of the forming bar whose end (plus grace) has passed, if any."
-        if not self.forming:
-            return None
-        t = max(self.forming)
-        return t if now_ms >= t + self.step_ms + grace_ms else None
+# %% ../nbs/13_live.ipynb #13b34c53
+@patch
+def due(self: CloseTracker, now_ms: float, grace_ms: float) -> int | None:
+    "Open time of the forming bar whose end (plus grace) has passed, if any."
+    if not self.forming:
+        return None
+    t = max(self.forming)
+    return t if now_ms >= t + self.step_ms + grace_ms else None
 
-    def take(self, row: list) -> None:
-        "Mark `row` (confirmed closed over REST) as handed out."
-        self.forming.pop(int(row[0]), None)
-        self.last = int(row[0])
 
-    def missing(self, first: int) -> list[int]:
-        "Open times between the last closed bar and `first` that were never seen."
-        if self.last is None:
-            return []
-        return list(range(self.last + self.step_ms, first, self.step_ms))
+@patch
+def take(self: CloseTracker, row: list) -> None:
+    "Mark `row` (confirmed closed over REST) as handed out."
+    self.forming.pop(int(row[0]), None)
+    self.last = int(row[0])
+
+
+@patch
+def missing(self: CloseTracker, first: int) -> list[int]:
+    "Open times between the last closed bar and `first` that were never seen."
+    if self.last is None:
+        return []
+    return list(range(self.last + self.step_ms, first, self.step_ms))
 
 # %% ../nbs/13_live.ipynb #ee1712be
 class BarFeed:
@@ -127,125 +134,154 @@ class BarFeed:
         self.polls = self.resubscribes = self.backfilled = 0
         self._watch: asyncio.Task | None = None
 
-    async def history(self, n: int, page: int = 1000) -> list[Bar]:
-        "The last `n` closed bars over REST, in pages (warm-up); the feed continues after them."
-        latest = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, limit=2)
-        if not latest:  # a garbled reply parses into no rows: a transient failure, retried by the caller
-            raise ccxt.BadResponse(f"{self.symbol}: the venue returned no bars of history")
-        now_ms = self.clock() * 1000
-        last = max(int(r[0]) for r in latest if r[0] + self.step_ms <= now_ms) if any(
-            r[0] + self.step_ms <= now_ms for r in latest) else int(latest[0][0])  # fmt: skip
-        rows, since = {}, last - (n - 1) * self.step_ms
-        while since <= last:
-            got = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=min(page, n))
-            if not got:
-                raise ccxt.BadResponse(f"{self.symbol}: no bars of history after {_iso(since)} (a garbled reply?)")
-            rows |= {int(r[0]): r for r in got if int(r[0]) <= last}
-            logger.bind(bars=len(rows), needed=n).info("warm-up: {} of {} bars of history read", len(rows), n)
-            if not got or int(got[-1][0]) >= last:
-                break
-            since = int(got[-1][0]) + self.step_ms
-        bars = [Bar.of(rows[t], self.clock(), "rest") for t in sorted(rows)][-n:]
-        if bars:
-            self.tracker.last = bars[-1].ts
-        return bars
+# %% ../nbs/13_live.ipynb #9501d6d2
+@patch
+async def history(self: BarFeed, n: int, page: int = 1000) -> list[Bar]:
+    "The last `n` closed bars over REST, in pages (warm-up); the feed continues after them."
+    latest = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, limit=2)
+    if not latest:  # a garbled reply parses into no rows: a transient failure, retried by the caller
+        raise ccxt.BadResponse(f"{self.symbol}: the venue returned no bars of history")
+    now_ms = self.clock() * 1000
+    last = (
+        max(int(r[0]) for r in latest if r[0] + self.step_ms <= now_ms)
+        if any(r[0] + self.step_ms <= now_ms for r in latest)
+        else int(latest[0][0])
+    )
+    rows, since = {}, last - (n - 1) * self.step_ms
+    while since <= last:
+        got = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=min(page, n))
+        if not got:
+            raise ccxt.BadResponse(f"{self.symbol}: no bars of history after {_iso(since)} (a garbled reply?)")
+        rows |= {int(r[0]): r for r in got if int(r[0]) <= last}
+        logger.bind(bars=len(rows), needed=n).info("warm-up: {} of {} bars of history read", len(rows), n)
+        if not got or int(got[-1][0]) >= last:
+            break
+        since = int(got[-1][0]) + self.step_ms
+    bars = [Bar.of(rows[t], self.clock(), "rest") for t in sorted(rows)][-n:]
+    if bars:
+        self.tracker.last = bars[-1].ts
+    return bars
 
-    def staleness(self) -> float:
-        "Seconds since the last message from the venue (stream or REST)."
-        return self.clock() - self.last_message
+# %% ../nbs/13_live.ipynb #82636a27
+@patch
+def staleness(self: BarFeed) -> float:
+    "Seconds since the last message from the venue (stream or REST)."
+    return self.clock() - self.last_message
 
-    def restart(self) -> None:
-        "Forget the last bar: continue from the next one the venue has (after a gap that halted trading)."
-        self.tracker.last = None
 
-    async def _backfill(self, upto: int) -> list[Bar]:
-        "Bars from the last closed one up to (not including) `upto`, over REST; FeedGap if any is missing."
-        holes = self.tracker.missing(upto)
-        if not holes:
-            return []
-        rows = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=holes[0], limit=len(holes))
-        got = {int(r[0]): r for r in rows}
-        if any(t not in got for t in holes):
-            raise FeedGap(f"{self.symbol}: bars {[t for t in holes if t not in got][:5]} (ms) missing after a "
-                          f"reconnect, and REST does not have them")  # fmt: skip
-        self.backfilled += len(holes)
-        return [Bar.of(got[t], self.clock(), "backfill") for t in holes]
+@patch
+def restart(self: BarFeed) -> None:
+    "Forget the last bar: continue from the next one the venue has (after a gap that halted trading)."
+    self.tracker.last = None
 
-    def _check_clock(self, rows: list) -> None:
-        "VenueClockError when the venue's newest bar is older than the last bar handed out."
-        last = self.tracker.last
-        if rows and last is not None and max(int(r[0]) for r in rows) < last:
-            newest = max(int(r[0]) for r in rows)
-            raise VenueClockError(f"{self.symbol}: the venue's clock moved backwards: its newest bar opens at "
-                                  f"{_iso(newest)}, the last bar handed out at {_iso(last)}")  # fmt: skip
+# %% ../nbs/13_live.ipynb #976d62c0
+@patch
+async def _backfill(self: BarFeed, upto: int) -> list[Bar]:
+    "Bars from the last closed one up to (not including) `upto`, over REST; FeedGap if any is missing."
+    holes = self.tracker.missing(upto)
+    if not holes:
+        return []
+    rows = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=holes[0], limit=len(holes))
+    got = {int(r[0]): r for r in rows}
+    if any(t not in got for t in holes):
+        raise FeedGap(
+            f"{self.symbol}: bars {[t for t in holes if t not in got][:5]} (ms) missing after a "
+            f"reconnect, and REST does not have them"
+        )
+    self.backfilled += len(holes)
+    return [Bar.of(got[t], self.clock(), "backfill") for t in holes]
 
-    async def _emit(self, rows: list, source: str) -> None:
-        self._check_clock(rows)
-        for r in rows:
-            if self.tracker.last is not None and int(r[0]) <= self.tracker.last:
+# %% ../nbs/13_live.ipynb #bd3dadf7
+@patch
+def _check_clock(self: BarFeed, rows: list) -> None:
+    "VenueClockError when the venue's newest bar is older than the last bar handed out."
+    last = self.tracker.last
+    if rows and last is not None and max(int(r[0]) for r in rows) < last:
+        newest = max(int(r[0]) for r in rows)
+        raise VenueClockError(
+            f"{self.symbol}: the venue's clock moved backwards: its newest bar opens at "
+            f"{_iso(newest)}, the last bar handed out at {_iso(last)}"
+        )
+
+# %% ../nbs/13_live.ipynb #4c2af298
+@patch
+async def _emit(self: BarFeed, rows: list, source: str) -> None:
+    self._check_clock(rows)
+    for r in rows:
+        if self.tracker.last is not None and int(r[0]) <= self.tracker.last:
+            continue
+        gap = await self._backfill(int(r[0]))
+        if gap:
+            self.tracker.last = gap[-1].ts
+            self.ready += gap
+        self.tracker.take(r)
+        self.ready.append(Bar.of(r, self.clock(), source))
+
+# %% ../nbs/13_live.ipynb #58f35ed5
+@patch
+async def _confirm(self: BarFeed, t: int) -> None:
+    "REST confirmation of a bar whose end has passed."
+    rows = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=t, limit=2)
+    self.last_message = self.clock()
+    await self._emit([r for r in rows if int(r[0]) == t], "rest")
+
+
+@patch
+async def _poll(self: BarFeed) -> None:
+    "The stream is silent: read the latest bars over REST and re-subscribe."
+    self.polls += 1
+    since = (self.tracker.last + self.step_ms) if self.tracker.last is not None else None
+    rows = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=1000)
+    if not rows and since is not None:  # nothing after our last bar: is the venue behind us?
+        self._check_clock(await self.ex.fetch_ohlcv(self.symbol, self.timeframe, limit=2))
+    self.last_message = self.clock()
+    now_ms = self.clock() * 1000
+    await self._emit([r for r in rows if r[0] + self.step_ms <= now_ms], "rest")
+    if self._watch is not None:
+        self._watch.cancel()
+        self._watch = None
+        self.resubscribes += 1
+
+# %% ../nbs/13_live.ipynb #b36d7e03
+@patch
+def subscribe(self: BarFeed) -> None:
+    "Start watching now (a bar pushed before the subscription is in place is only found by polling)."
+    if self._watch is None:
+        self._watch = asyncio.ensure_future(self.ex.watch_ohlcv(self.symbol, self.timeframe))
+
+
+@patch
+async def next(self: BarFeed) -> Bar:
+    "The next closed bar (waits for it)."
+    while not self.ready:
+        self.subscribe()
+        due = self.tracker.due(self.clock() * 1000, self.grace_s * 1000)
+        if due is not None:
+            await self._confirm(due)
+            continue
+        wait = min(self.stale_s, self.grace_s)
+        done, _ = await asyncio.wait({self._watch}, timeout=wait)
+        if done:
+            task, self._watch = self._watch, None
+            try:
+                rows = task.result()
+            except TRANSIENT as e:
+                logger.warning("bar stream error, re-subscribing: {}", e)
+                self.resubscribes += 1
                 continue
-            gap = await self._backfill(int(r[0]))
-            if gap:
-                self.tracker.last = gap[-1].ts
-                self.ready += gap
-            self.tracker.take(r)
-            self.ready.append(Bar.of(r, self.clock(), source))
+            self.last_message = self.clock()
+            await self._emit(rows if self.closed_only else self.tracker.push(rows), "stream")
+        elif self.staleness() >= self.stale_s:
+            logger.bind(staleness=round(self.staleness(), 3)).warning("bar stream silent: polling REST")
+            await self._poll()
+    return self.ready.pop(0)
 
-    async def _confirm(self, t: int) -> None:
-        "REST confirmation of a bar whose end has passed."
-        rows = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=t, limit=2)
-        self.last_message = self.clock()
-        await self._emit([r for r in rows if int(r[0]) == t], "rest")
 
-    async def _poll(self) -> None:
-        "The stream is silent: read the latest bars over REST and re-subscribe."
-        self.polls += 1
-        since = (self.tracker.last + self.step_ms) if self.tracker.last is not None else None
-        rows = await self.ex.fetch_ohlcv(self.symbol, self.timeframe, since=since, limit=1000)
-        if not rows and since is not None:  # nothing after our last bar: is the venue behind us?
-            self._check_clock(await self.ex.fetch_ohlcv(self.symbol, self.timeframe, limit=2))
-        self.last_message = self.clock()
-        now_ms = self.clock() * 1000
-        await self._emit([r for r in rows if r[0] + self.step_ms <= now_ms], "rest")
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
-            self.resubscribes += 1
-
-    def subscribe(self) -> None:
-        "Start watching now (a bar pushed before the subscription is in place is only found by polling)."
-        if self._watch is None:
-            self._watch = asyncio.ensure_future(self.ex.watch_ohlcv(self.symbol, self.timeframe))
-
-    async def next(self) -> Bar:
-        "The next closed bar (waits for it)."
-        while not self.ready:
-            self.subscribe()
-            due = self.tracker.due(self.clock() * 1000, self.grace_s * 1000)
-            if due is not None:
-                await self._confirm(due)
-                continue
-            wait = min(self.stale_s, self.grace_s)
-            done, _ = await asyncio.wait({self._watch}, timeout=wait)
-            if done:
-                task, self._watch = self._watch, None
-                try:
-                    rows = task.result()
-                except TRANSIENT as e:
-                    logger.warning("bar stream error, re-subscribing: {}", e)
-                    self.resubscribes += 1
-                    continue
-                self.last_message = self.clock()
-                await self._emit(rows if self.closed_only else self.tracker.push(rows), "stream")
-            elif self.staleness() >= self.stale_s:
-                logger.bind(staleness=round(self.staleness(), 3)).warning("bar stream silent: polling REST")
-                await self._poll()
-        return self.ready.pop(0)
-
-    async def close(self) -> None:
-        "Stop watching."
-        if self._watch is not None:
-            self._watch.cancel()
+@patch
+async def close(self: BarFeed) -> None:
+    "Stop watching."
+    if self._watch is not None:
+        self._watch.cancel()
 
 # %% ../nbs/13_live.ipynb #9528e9a9
 @dataclass
@@ -279,7 +315,7 @@ class PnL:
         "Cash plus the position at the last mark."
         return self.cash + self.qty * self.mark
 
-
+# %% ../nbs/13_live.ipynb #435bc138
 def pnl_from_journal(
     journal,  # the runner's journal
     cash: float,  # quote balance now (the venue's)
@@ -297,7 +333,7 @@ def pnl_from_journal(
     avg = replay.avg if abs(baseline) <= 1e-12 else mark  # a position from before the journal: marked at the close
     return PnL(cash=cash, qty=held, avg=avg if held else 0.0, realized=replay.realized, fees=replay.fees, mark=mark)
 
-# %% ../nbs/13_live.ipynb #30b974dd
+# %% ../nbs/13_live.ipynb #c19a0028
 HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
 STORAGE_ERRORS = (sqlite3.Error, OSError, JournalError)  # the journal or the state dir failed: halt, keep serving
 
@@ -305,7 +341,7 @@ STORAGE_ERRORS = (sqlite3.Error, OSError, JournalError)  # the journal or the st
 class AccountError(ValueError):
     "The bundle trades what the account cannot (shorts on spot, targets below the market minimum)."
 
-
+# %% ../nbs/13_live.ipynb #30b974dd
 class LiveRunner:
     "Closed bars -> streaming features -> bundle -> target position -> risk -> router, with PnL and metrics."
 
@@ -357,79 +393,95 @@ class LiveRunner:
         self.monitor.set_bundle(self.bundle.manifest["policy_sha256"], str(self.bundle_path))
         router.listeners.append(self._on_router)
 
-    def account_problem(self, bundle: PolicyBundle) -> str | None:
-        "Why `bundle` cannot trade on this account (shorts on spot with `[live] shorts = refuse`), or None."
-        s, shorts = self.settings, [w for w in bundle.positions if w < 0]
-        if s.account_type == "spot" and shorts and s.shorts == "refuse":
-            return (f"bundle {self.bundle_path} targets short positions {shorts} but the account is spot (no short "
-                    f"selling): export a long-only bundle (e.g. INTRADAY__ENV__POSITIONS=0,1) or set "
-                    f"INTRADAY__LIVE__SHORTS=flat to trade its short targets as flat")  # fmt: skip
+# %% ../nbs/13_live.ipynb #0233c4be
+@patch
+def account_problem(self: LiveRunner, bundle: PolicyBundle) -> str | None:
+    "Why `bundle` cannot trade on this account (shorts on spot with `[live] shorts = refuse`), or None."
+    s, shorts = self.settings, [w for w in bundle.positions if w < 0]
+    if s.account_type == "spot" and shorts and s.shorts == "refuse":
+        return (
+            f"bundle {self.bundle_path} targets short positions {shorts} but the account is spot (no short "
+            f"selling): export a long-only bundle (e.g. INTRADAY__ENV__POSITIONS=0,1) or set "
+            f"INTRADAY__LIVE__SHORTS=flat to trade its short targets as flat"
+        )
+    return None
+
+
+@patch
+def account_of(self: LiveRunner, bundle: PolicyBundle) -> np.ndarray:
+    "The account the orders are sized for: the bundle's, made spot when the venue's account is spot."
+    env, spot = bundle.env_settings(), self.settings.account_type == "spot"
+    if spot and env.account != "spot":
+        logger.bind(bundle=str(self.bundle_path)).warning(
+            "bundle {} was backtested on a margin account; this account is spot: buys are capped by the cash "
+            "and fills can differ from its backtest",
+            self.bundle_path,
+        )
+    return account_params(env, bundle.fill_model(), self.feed.step_ms / 1000, spot=spot or None)
+
+# %% ../nbs/13_live.ipynb #60982890
+@patch
+def sizing_problem(self: LiveRunner, equity: float, price: float) -> str | None:
+    "Why the bundle's smallest target cannot be an order at this equity and price (market minimums), or None."
+    cap = self.router.risk.settings.max_weight  # [risk]: the one owner of the limits, as in backtests
+    weights = [min(abs(w), cap) for w in self.bundle.positions if w and not (w < 0 and self.settings.shorts == "flat")]
+    if not weights or price != price:
         return None
+    w = min(weights)
+    qty, why = self.router.tradable(w * max(equity, 0.0) / price, price)
+    if why is None:
+        return None
+    lim = (self.router.market or {}).get("limits") or {}
+    amin, cmin = (lim.get("amount") or {}).get("min") or 0.0, (lim.get("cost") or {}).get("min") or 0.0
+    need = max(cmin, amin * price) / w
+    return (
+        f"bundle {self.bundle_path}'s smallest target (weight {w:g} of equity {equity:.2f}) cannot be an "
+        f"order: {why}; fund the account with at least {need:.2f} {self.router.market['quote']} or export "
+        f"larger positions"
+    )
 
-    def account_of(self, bundle: PolicyBundle) -> np.ndarray:
-        "The account the orders are sized for: the bundle's, made spot when the venue's account is spot."
-        env, spot = bundle.env_settings(), self.settings.account_type == "spot"
-        if spot and env.account != "spot":
-            logger.bind(bundle=str(self.bundle_path)).warning(
-                "bundle {} was backtested on a margin account; this account is spot: buys are capped by the cash "
-                "and fills can differ from its backtest", self.bundle_path)  # fmt: skip
-        return account_params(env, bundle.fill_model(), self.feed.step_ms / 1000, spot=spot or None)
+# %% ../nbs/13_live.ipynb #7459d7b7
+@patch
+def _stamp(self: LiveRunner) -> str:
+    "The bundle's content hash (its signed files and signature): a copy keeping old file times is still a change."
+    h = hashlib.sha256()
+    try:
+        for name in (*SIGNED_FILES, "signature.json"):  # small files: hashing them costs well under a ms a bar
+            f = self.bundle_path / name  # an unsigned bundle (--allow-unsigned) has no signature.json
+            h.update(name.encode() + (f.read_bytes() if f.is_file() else b"\0absent"))
+    except OSError:
+        return ""
+    return h.hexdigest()
 
-    def sizing_problem(self, equity: float, price: float) -> str | None:
-        "Why the bundle's smallest target cannot be an order at this equity and price (market minimums), or None."
-        cap = self.router.risk.settings.max_weight  # [risk]: the one owner of the limits, as in backtests
-        weights = [
-            min(abs(w), cap) for w in self.bundle.positions if w and not (w < 0 and self.settings.shorts == "flat")
-        ]
-        if not weights or price != price:
-            return None
-        w = min(weights)
-        qty, why = self.router.tradable(w * max(equity, 0.0) / price, price)
-        if why is None:
-            return None
-        lim = (self.router.market or {}).get("limits") or {}
-        amin, cmin = (lim.get("amount") or {}).get("min") or 0.0, (lim.get("cost") or {}).get("min") or 0.0
-        need = max(cmin, amin * price) / w
-        return (f"bundle {self.bundle_path}'s smallest target (weight {w:g} of equity {equity:.2f}) cannot be an "
-                f"order: {why}; fund the account with at least {need:.2f} {self.router.market['quote']} or export "
-                f"larger positions")  # fmt: skip
 
-    def _stamp(self) -> str:
-        "The bundle's content hash (its signed files and signature): a copy keeping old file times is still a change."
-        h = hashlib.sha256()
+@patch
+def _hook(self: LiveRunner, name: str, *args) -> None:
+    for fn in self.hooks[name]:
         try:
-            for name in (*SIGNED_FILES, "signature.json"):  # small files: hashing them costs well under a ms a bar
-                f = self.bundle_path / name  # an unsigned bundle (--allow-unsigned) has no signature.json
-                h.update(name.encode() + (f.read_bytes() if f.is_file() else b"\0absent"))
-        except OSError:
-            return ""
-        return h.hexdigest()
+            fn(*args)
+        except Exception as e:  # a user's hook never stops trading
+            logger.bind(hook=name).error("hook failed: {}", e)
 
-    def _hook(self, name: str, *args) -> None:
-        for fn in self.hooks[name]:
-            try:
-                fn(*args)
-            except Exception as e:  # a user's hook never stops trading
-                logger.bind(hook=name).error("hook failed: {}", e)
-
-    def _on_router(self, kind: str, od, info: dict) -> None:
-        "Router events: fills move the PnL; metrics and hooks see everything."
-        m = self.monitor
-        if kind == "fill":
-            self.pnl.fill(od.sign * info["qty"], info["price"], info.get("fee", 0.0))
-            m.count_fill()
-            logger.bind(client_id=od.client_id, **info).info("fill {} {} @ {}", od.side, info["qty"], info["price"])
-            self._hook("on_fill", od, info)
-        elif kind in ("order", "deny", "reject", "absent"):
-            if od is not None and (od.terminal or kind != "order"):
-                m.count_order(od.status.value)
-            if kind == "reject":
-                m.count_reject(info.get("reason", "?"))
-            self._hook("on_order", od, info)
-        elif kind == "state":
-            m.set_state(info["state"])
-        elif kind == "alert":
-            self._hook("on_error", info.get("msg"))
+# %% ../nbs/13_live.ipynb #2cf616f8
+@patch
+def _on_router(self: LiveRunner, kind: str, od, info: dict) -> None:
+    "Router events: fills move the PnL; metrics and hooks see everything."
+    m = self.monitor
+    if kind == "fill":
+        self.pnl.fill(od.sign * info["qty"], info["price"], info.get("fee", 0.0))
+        m.count_fill()
+        logger.bind(client_id=od.client_id, **info).info("fill {} {} @ {}", od.side, info["qty"], info["price"])
+        self._hook("on_fill", od, info)
+    elif kind in ("order", "deny", "reject", "absent"):
+        if od is not None and (od.terminal or kind != "order"):
+            m.count_order(od.status.value)
+        if kind == "reject":
+            m.count_reject(info.get("reason", "?"))
+        self._hook("on_order", od, info)
+    elif kind == "state":
+        m.set_state(info["state"])
+    elif kind == "alert":
+        self._hook("on_error", info.get("msg"))
 
 # %% ../nbs/13_live.ipynb #857d0e5b
 @patch
@@ -458,18 +510,28 @@ async def start(self: LiveRunner) -> dict:
     self.monitor.mark_feed()
     self.bar_at = time.time()
     p = self.pnl
-    out = {"warm_bars": len(history), "warm": self.warm, "cash": cash, "position": held, "realized": p.realized,
-           "fees": p.fees}  # fmt: skip
+    out = {
+        "warm_bars": len(history),
+        "warm": self.warm,
+        "cash": cash,
+        "position": held,
+        "realized": p.realized,
+        "fees": p.fees,
+    }
     if self.warm:
-        logger.bind(**out).info("warm-up done: {} bars; cash {:.2f} {}, position {:g} {}", len(history), cash, quote,
-                                held, base)  # fmt: skip
+        logger.bind(**out).info(
+            "warm-up done: {} bars; cash {:.2f} {}, position {:g} {}", len(history), cash, quote, held, base
+        )
     else:
-        logger.bind(**out).warning("warm-up short: the venue has {} bars of history, the features need {}; no "
-                                   "decision for {} more bars", len(history), self.pipeline.warmup,
-                                   self.pipeline.warmup - len(history))  # fmt: skip
+        logger.bind(**out).warning(
+            "warm-up short: the venue has {} bars of history, the features need {}; no decision for {} more bars",
+            len(history),
+            self.pipeline.warmup,
+            self.pipeline.warmup - len(history),
+        )
     return out
 
-
+# %% ../nbs/13_live.ipynb #8873b835
 @patch
 async def check_bundle(self: LiveRunner) -> bool | None:
     "Hot swap between bars: a changed bundle is verified against the running pipeline and swapped, or refused."
@@ -518,7 +580,7 @@ def observe(self: LiveRunner, bar: Bar) -> np.ndarray:
             logger.bind(bars=self._seen).info("warm-up done at bar {}: decisions start", _iso(bar.ts))
     return raw
 
-
+# %% ../nbs/13_live.ipynb #af7dd32e
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     "One closed bar: fills of the last decision, mark, features, decision, order; the decision (None in warm-up)."
@@ -615,14 +677,16 @@ async def reconcile(self: LiveRunner) -> dict:
     tol = 1e-6 * max(abs(cash), 1.0)
     if abs(cash - self.pnl.cash) > tol or abs(held - self.pnl.qty) > 1e-9 * max(abs(held), 1.0):
         self.monitor.count_mismatch()
-        r.alert(f"PnL mismatch: tracker cash {self.pnl.cash:.8g} {quote}, position {self.pnl.qty:.8g} {base}; venue "
-                f"{cash:.8g} {quote}, {held:.8g} {base}; trading halted")  # fmt: skip
+        r.alert(
+            f"PnL mismatch: tracker cash {self.pnl.cash:.8g} {quote}, position {self.pnl.qty:.8g} {base}; venue "
+            f"{cash:.8g} {quote}, {held:.8g} {base}; trading halted"
+        )
         rep["mismatch"] = True
         return rep
     self.reconciled_ok_at = time.time()
     return rep
 
-
+# %% ../nbs/13_live.ipynb #3d742345
 @patch
 def readiness(self: LiveRunner) -> dict[str, bool]:
     "Readiness checks: reconciled recently, warm, a bar handled recently, no bar stuck in hand, no fault."
@@ -635,7 +699,7 @@ def readiness(self: LiveRunner) -> dict[str, bool]:
         "no_fault": self.fault is None,
     }
 
-
+# %% ../nbs/13_live.ipynb #3b0f9c99
 @patch
 def state(self: LiveRunner) -> dict:
     "What /state shows: trading state and its cause, position, PnL, bundle, last bar, open orders, readiness."
@@ -675,7 +739,7 @@ def _task_error(task: asyncio.Task) -> str | None:
     e = task.exception()
     return f"{type(e).__name__}: {e}"
 
-
+# %% ../nbs/13_live.ipynb #81d6376c
 @patch
 def halt_on_fault(self: LiveRunner, e: BaseException, where: str) -> None:
     "A storage or internal fault: HALTED with one line naming the file (if any) and the cause; the process stays up."
@@ -696,11 +760,12 @@ def halt_on_fault(self: LiveRunner, e: BaseException, where: str) -> None:
         logger.bind(error=str(again)).error("the halt itself could not be journaled")
     if first:
         log = logger.opt(exception=e) if kind == "internal fault" else logger
-        log.bind(position=self.pnl.qty).error("trading halted: {}; holding {:g}; fix it, then POST /resume", reason,
-                                              self.pnl.qty)  # fmt: skip
+        log.bind(position=self.pnl.qty).error(
+            "trading halted: {}; holding {:g}; fix it, then POST /resume", reason, self.pnl.qty
+        )
     self._hook("on_error", e)
 
-
+# %% ../nbs/13_live.ipynb #a5297ce7
 @patch
 def kill(self: LiveRunner, reason: str = "control endpoint") -> dict:
     "The kill switch from the control endpoint: halted at once, cancels and flatten under way; the state."
@@ -730,7 +795,7 @@ def stop(self: LiveRunner, reason: str = "stop requested") -> None:
     self.stopped = reason
     self._stop.set()
 
-
+# %% ../nbs/13_live.ipynb #a35eb123
 @patch
 async def watch_fills(self: LiveRunner) -> None:
     "Apply our trades as the user data stream reports them (each once: REST sync at every bar is the fallback)."
@@ -754,7 +819,7 @@ async def watch_fills(self: LiveRunner) -> None:
         except STORAGE_ERRORS as e:
             self.halt_on_fault(e, "user data stream")
 
-
+# %% ../nbs/13_live.ipynb #d2e0dc2c
 @patch
 async def reconcile_loop(self: LiveRunner) -> None:
     "Reconcile every `reconcile_every_s`, bars or not: a venue that lost our books is found within one period."
@@ -772,7 +837,7 @@ async def reconcile_loop(self: LiveRunner) -> None:
             except Exception as e:
                 self.halt_on_fault(e, "reconciliation")
 
-
+# %% ../nbs/13_live.ipynb #55d31488
 @patch
 async def run(
     self: LiveRunner,
@@ -794,11 +859,16 @@ async def run(
             await asyncio.wait({kill}, timeout=60)
     final = self.state()
     logger.bind(**{k: final[k] for k in ("trading_state", "reason", "position", "equity", "pnl", "decisions")}).info(
-        "session ended ({}): {} decisions, position {:g}, equity {:.2f}, state {}", self.stopped or "end reached",
-        final["decisions"], final["position"], final["equity"], final["trading_state"])  # fmt: skip
+        "session ended ({}): {} decisions, position {:g}, equity {:.2f}, state {}",
+        self.stopped or "end reached",
+        final["decisions"],
+        final["position"],
+        final["equity"],
+        final["trading_state"],
+    )
     return final
 
-
+# %% ../nbs/13_live.ipynb #b618cab9
 @patch
 async def _next_bar(self: LiveRunner, timeout: float | None) -> Bar | None:
     "The next closed bar; None when a stop was asked; TimeoutError after `timeout` s."
@@ -812,7 +882,7 @@ async def _next_bar(self: LiveRunner, timeout: float | None) -> Bar | None:
         raise TimeoutError
     return None
 
-
+# %% ../nbs/13_live.ipynb #155e6133
 @patch
 async def _loop(self: LiveRunner, t0: float, duration: float | None, bars: int | None) -> None:
     n = 0

@@ -20,9 +20,10 @@ from test_unattended import KEY, SECRET, fixed_bundle
 
 from intraday.cli import build_parser, dashboard_command
 from intraday.config import load_settings
+from intraday.control import ControlServer
 from intraday.dashboard import BacktestPage, Dashboard, LivePage, ModelsPage, RunnerControl, list_runs, run_models
 from intraday.data import synth_market, write_bars
-from intraday.monitor import ControlServer, Monitor
+from intraday.monitor import Monitor
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOTS = ROOT / "reports" / "dashboard"

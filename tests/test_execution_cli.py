@@ -7,9 +7,9 @@ from pathlib import Path
 
 from intraday.binance import connect, serve
 from intraday.cli import main
+from intraday.control import StateLock
 from intraday.data import synth_market
 from intraday.journal import Journal
-from intraday.monitor import StateLock
 from intraday.orders import OrderStatus
 from intraday.risk import Intent, TradingState
 from intraday.router import Router

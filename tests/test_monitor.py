@@ -21,14 +21,11 @@ from hypothesis import strategies as st
 from loguru import logger
 from prometheus_client.parser import text_string_to_metric_families
 
+from intraday.control import TOKEN_ENV, ControlServer, StateLock, StateLockError
 from intraday.monitor import (
     STAGES,
-    TOKEN_ENV,
-    ControlServer,
     Monitor,
     RollingWindow,
-    StateLock,
-    StateLockError,
     histogram_quantile,
     latency_buckets,
     latency_figure,
@@ -606,7 +603,7 @@ def test_a_loopback_session_through_ccxt_feeds_the_monitor_and_its_endpoints(tmp
 
 HOLD = """
 import sys, time
-from intraday.monitor import StateLock, StateLockError
+from intraday.control import StateLock, StateLockError
 try:
     StateLock(sys.argv[1]).acquire()
 except StateLockError as e:

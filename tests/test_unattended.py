@@ -20,11 +20,11 @@ from intraday.binance import MarketSpec, connect, serve
 from intraday.bundle import PolicyBundle, export_bundle
 from intraday.cli import loopback, main
 from intraday.config import LiveSettings, RiskSettings, load_settings
+from intraday.control import ControlServer
 from intraday.data import synth_market, write_bars
 from intraday.env import build_envs
 from intraday.journal import Journal
 from intraday.live import AccountError, BarFeed, LiveRunner
-from intraday.monitor import ControlServer
 from intraday.orders import OrderEvent
 from intraday.risk import Intent, Risk, TradingState
 from intraday.router import Router, ledger_audit

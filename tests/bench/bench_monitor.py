@@ -12,7 +12,8 @@ import time
 import aiohttp
 import numpy as np
 
-from intraday.monitor import ControlServer, Monitor
+from intraday.control import ControlServer
+from intraday.monitor import Monitor
 from intraday.obs import latency_histogram, make_registry
 
 N, ROUNDS = 20_000, 7
