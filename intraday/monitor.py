@@ -173,6 +173,8 @@ class Monitor:
         self._swaps = Counter("intraday_bundle_swaps_total", "Bundle hot swaps, by result", ["result"], registry=r)
         self._position = Gauge("intraday_position", "Position, base units (negative: short)", registry=r)
         self._equity = Gauge("intraday_equity", "Equity, quote units", registry=r)
+        self._psi = Gauge("intraday_feature_psi", "Drift: PSI of a feature's live window against training", ["feature"],
+                          registry=r)  # fmt: skip
         self._pnl = Gauge("intraday_pnl", "PnL, quote units, by kind", ["kind"], registry=r)
         for k in ("realized", "unrealized", "fees"):
             self._pnl.labels(k)
@@ -324,6 +326,13 @@ def set_position(self: Monitor, quantity: float) -> None:
 def set_equity(self: Monitor, equity: float) -> None:
     "Set equity (quote units)."
     self._equity.set(equity)
+
+
+@patch
+def set_drift(self: Monitor, psi: Mapping[str, float]) -> None:
+    "Set each feature's drift (PSI of its live window against its training bins; NaN before a figure)."
+    for name, v in psi.items():
+        self._psi.labels(name).set(v)
 
 
 @patch

@@ -596,3 +596,25 @@ def test_a_bundle_whose_targets_are_below_the_market_minimum_is_refused_at_start
 
     asyncio.run(session())
     stop()
+
+
+def test_orders_name_their_model_and_the_state_says_how_far_the_features_drifted(bundles, tmp_path):
+    "Issue 22 (drift) and 21 (who decided): /state's drift reading, and every order tagged with its bundle's hash."
+    venue = venue_for(bundles["half"])
+    url, stop = serve(venue)
+
+    async def session():
+        r = await runner_for(url, tmp_path / "state", bundles["half"])
+        await bars(r, venue, 3)
+        st = r.state()
+        await close(r)
+        return r, st
+
+    r, st = asyncio.run(session())
+    stop()
+    sha = PolicyBundle.load(bundles["half"]).manifest["policy_sha256"][:12]
+    tags = [e["data"].get("tag") for e in r.router.journal.events(kind="transition") if e["data"].get("tag")]
+    assert tags and all(t.endswith(f" model {sha}") and t.startswith("bar ") for t in tags)
+    d = st["drift"]
+    assert d["rows"] >= 240 and d["level"] in ("stable", "moderate", "significant") and d["feature"], d  # warmed
+    assert r.drift.names == list(r.pipeline.names)
