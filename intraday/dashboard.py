@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/dashboard.html.md"""
 __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'PALETTE', 'RISK_SHOWN', 'TABLE_CSS', 'RUNNERS_ENV', 'STATIC_ENV',
            'MLFLOW_ENV', 'run_models', 'registry_models', 'list_models', 'list_runs', 'decimate', 'BacktestChoice',
            'load_bars', 'backtester_for', 'run_backtest', 'equity_figure', 'trades_figure', 'results_table',
-           'RunnerControl', 'live_rows', 'risk_rows', 'fills_frame', 'latency_bars', 'ModelsPage', 'RunsPage',
+           'RunnerControl', 'risk_rows', 'live_rows', 'latency_bars', 'fills_frame', 'ModelsPage', 'RunsPage',
            'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard']
 
 # %% ../nbs/15_dashboard.ipynb #3e06c6d1
@@ -32,6 +32,7 @@ from bokeh.models import DataRange1d, LinearAxis, NumeralTickFormatter, Range1d
 from bokeh.palettes import Category10
 from bokeh.plotting import figure as bk_figure
 from bokeh.plotting._figure import figure as BkFigure
+from fastcore.basics import patch
 
 from .backtest import Backtester, BacktestResult, BuyAndHold, SMACross, bundle_policy
 from .config import Settings, load_settings
@@ -43,7 +44,7 @@ from .metrics import metrics_table, performance
 from .report import bundle_html, mark_short_sample
 from .signing import Trust
 
-# %% ../nbs/15_dashboard.ipynb #6d754f2a
+# %% ../nbs/15_dashboard.ipynb #dfd3c466
 def _read_json(path: Path) -> tuple[dict | None, str]:
     "A JSON object from a file, or (None, why not)."
     try:
@@ -52,7 +53,7 @@ def _read_json(path: Path) -> tuple[dict | None, str]:
         return None, f"{path}: {type(e).__name__}: {e}"
     return (data, "") if isinstance(data, dict) else (None, f"{path}: not a JSON object")
 
-
+# %% ../nbs/15_dashboard.ipynb #8ecb6f53
 MODEL_COLUMNS = ["run", "bundle", "alias", "algorithm", "created", "data", "data_hash", "git", "test_sharpe",
                  "test_return", "test_max_drawdown", "test_trades", "gate", "path", "report", "problem"]  # fmt: skip
 
@@ -81,7 +82,7 @@ def run_models(
     df = pd.DataFrame(rows, columns=MODEL_COLUMNS)
     return df.sort_values(["created", "run", "bundle"], ascending=[False, True, True], ignore_index=True)
 
-# %% ../nbs/15_dashboard.ipynb #c81b75f7
+# %% ../nbs/15_dashboard.ipynb #3ee2d7c8
 def _gates(reg, name: str) -> dict[str, str]:
     "The latest gate decision per challenger version of `name` (promote, refuse or approve, with its reasons)."
     runs = reg.client.search_runs([reg.experiment_id], f"tags.`intraday.model` = '{name}'",
@@ -94,6 +95,18 @@ def _gates(reg, name: str) -> dict[str, str]:
     return out
 
 
+def _version_row(reg, name: str, v, alias: str, gate: str) -> dict:
+    "One registered version as a Models row: lineage tags, the test metrics its run logged, alias and gate."
+    t, met = v.tags, reg.client.get_run(v.run_id).data.metrics
+    return {"run": f"{name}/{v.version}", "bundle": t.get("bundle_sha256", "")[:12], "alias": alias,
+            "algorithm": t.get("algorithm", ""), "created": t.get("created_at", ""),
+            "data": f"{t.get('data_start', '')[:10]} .. {t.get('data_end', '')[:10]}",
+            "data_hash": t.get("data_hash", "")[:12], "git": t.get("git_revision", "")[:10],
+            "test_sharpe": met.get("test.sharpe"), "test_return": met.get("test.total_log_return"),
+            "test_max_drawdown": met.get("test.max_drawdown"), "test_trades": met.get("test.trades"),
+            "gate": gate, "path": f"registry:{name}/{v.version}", "report": "", "problem": ""}  # fmt: skip
+
+# %% ../nbs/15_dashboard.ipynb #724f308e
 def registry_models(
     settings: Settings,  # [registry] (and [bundle] trust)
 ) -> pd.DataFrame | None:
@@ -107,21 +120,9 @@ def registry_models(
         reg = Registry(settings.registry)
         rows = []
         for m in reg.models():
-            alias_of = {v: a for a, v in reg.aliases(m.name).items()}
-            gates = _gates(reg, m.name)
-            for v in reg.versions(m.name):
-                t, met = v.tags, reg.client.get_run(v.run_id).data.metrics
-                rows.append({
-                    "run": f"{m.name}/{v.version}", "bundle": t.get("bundle_sha256", "")[:12],
-                    "alias": alias_of.get(int(v.version), ""), "algorithm": t.get("algorithm", ""),
-                    "created": t.get("created_at", ""),
-                    "data": f"{t.get('data_start', '')[:10]} .. {t.get('data_end', '')[:10]}",
-                    "data_hash": t.get("data_hash", "")[:12], "git": t.get("git_revision", "")[:10],
-                    "test_sharpe": met.get("test.sharpe"), "test_return": met.get("test.total_log_return"),
-                    "test_max_drawdown": met.get("test.max_drawdown"), "test_trades": met.get("test.trades"),
-                    "gate": gates.get(str(v.version), ""), "path": f"registry:{m.name}/{v.version}", "report": "",
-                    "problem": "",
-                })  # fmt: skip
+            alias_of, gates = {v: a for a, v in reg.aliases(m.name).items()}, _gates(reg, m.name)
+            rows += [_version_row(reg, m.name, v, alias_of.get(int(v.version), ""), gates.get(str(v.version), ""))
+                     for v in reg.versions(m.name)]  # fmt: skip
     except RegistryError as e:
         return pd.DataFrame([{**dict.fromkeys(MODEL_COLUMNS, ""), "problem": str(e)}], columns=MODEL_COLUMNS)
     if not rows:
@@ -136,7 +137,7 @@ def list_models(
     found = registry_models(settings)
     return run_models(settings.train.runs_dir) if found is None else found
 
-# %% ../nbs/15_dashboard.ipynb #e65f3a38
+# %% ../nbs/15_dashboard.ipynb #1833ac07
 RUN_COLUMNS = ["run", "kind", "status", "progress", "updated", "test_sharpe", "notebook", "report", "path"]
 
 
@@ -154,7 +155,7 @@ def _run_status(d: Path, now: float, stale_s: float) -> tuple[str, float | None]
     fresh = now - (d / "state.json").stat().st_mtime < stale_s
     return ("running" if fresh else "stopped"), progress
 
-
+# %% ../nbs/15_dashboard.ipynb #d94a8d90
 def list_runs(
     runs_dir: str | Path,  # the run folders' parent ([train] runs_dir)
     stale_s: float = 600.0,  # a run whose state.json has not changed for this long is 'stopped'
@@ -195,7 +196,7 @@ def decimate(
         keep.append(hit[np.r_[True, np.diff(np.searchsorted(edges, hit, side="right")) != 0]])
     return s.iloc[np.unique(np.concatenate(keep))]
 
-# %% ../nbs/15_dashboard.ipynb #81a7d785
+# %% ../nbs/15_dashboard.ipynb #0963947c
 RULES = {
     "buy & hold": lambda positions: BuyAndHold(positions),
     "SMA 20/100": lambda positions: SMACross(positions, 20, 100),
@@ -213,7 +214,7 @@ class BacktestChoice:
     taker_bps: float | None = None  # taker fee override, bps (None: the bundle's or [fills])
     half_spread_bps: float | None = None  # half-spread override, bps (None: the bundle's or [fills])
 
-
+# %% ../nbs/15_dashboard.ipynb #09269e6f
 def load_bars(
     choice: BacktestChoice,  # its `data`
     settings: Settings,  # [data] for the bar store
@@ -224,7 +225,7 @@ def load_bars(
     d = settings.data
     return BarStore(d.store).load(d.exchange, d.symbol, d.timeframe)
 
-
+# %% ../nbs/15_dashboard.ipynb #fb5a0321
 def _window(bars: pd.DataFrame, choice: BacktestChoice, warmup: int) -> tuple[int, int]:
     "Decision start and replay end as bar positions; one error naming the window when it leaves nothing to trade."
 
@@ -239,7 +240,7 @@ def _window(bars: pd.DataFrame, choice: BacktestChoice, warmup: int) -> tuple[in
                          f"after the {warmup}-bar feature warm-up of {bars.index[0]} .. {bars.index[-1]}")  # fmt: skip
     return start, end
 
-
+# %% ../nbs/15_dashboard.ipynb #d358c68f
 def backtester_for(
     choice: BacktestChoice,  # its policy and cost overrides
     settings: Settings,  # features, fills, env and backtest limits for a rule
@@ -262,7 +263,7 @@ def backtester_for(
     policies.update({name: make(env.positions) for name, make in RULES.items()})
     return Backtester(pipeline, fm, env, settings.risk), policies
 
-
+# %% ../nbs/15_dashboard.ipynb #0c47d7e3
 def run_backtest(
     choice: BacktestChoice,  # what to backtest
     settings: Settings,  # defaults for a rule and the bar store
@@ -281,7 +282,7 @@ def run_backtest(
     progress(1.0, f"done: {end - start:,} bars from {bars.index[start]} to {bars.index[end - 1]}")
     return results, bars
 
-# %% ../nbs/15_dashboard.ipynb #299ba046
+# %% ../nbs/15_dashboard.ipynb #65ce3655
 PALETTE = Category10[10]
 
 
@@ -289,7 +290,7 @@ def _naive(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
     "UTC times without the zone: Bokeh's datetime axis reads them as UTC."
     return index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
 
-
+# %% ../nbs/15_dashboard.ipynb #a6b5c0ff
 def equity_figure(
     results: dict[str, BacktestResult],  # strategy -> result
     n: int = 2000,  # decimation buckets per line
@@ -308,7 +309,7 @@ def equity_figure(
     top.legend.location, top.legend.click_policy = "top_left", "hide"
     return bk_column(top, low, sizing_mode="stretch_width")
 
-
+# %% ../nbs/15_dashboard.ipynb #349afc68
 def trades_figure(
     result: BacktestResult,  # the policy's result
     bars: pd.DataFrame,  # the bars it replayed
@@ -338,7 +339,7 @@ def trades_figure(
     fig.legend.location, fig.legend.click_policy = "top_left", "hide"
     return fig
 
-
+# %% ../nbs/15_dashboard.ipynb #18dd0e84
 def results_table(
     results: dict[str, BacktestResult],  # strategy -> result
 ) -> pd.DataFrame:
@@ -346,7 +347,7 @@ def results_table(
     perf = {name: performance(r.equity, r.fills, r.positions, r.costs) for name, r in results.items()}
     return mark_short_sample(metrics_table(perf, formatted=True), perf)
 
-# %% ../nbs/15_dashboard.ipynb #863ade53
+# %% ../nbs/15_dashboard.ipynb #27b6f59d
 class RunnerControl:
     "A live runner seen through its control URL: /state, and kill or resume with a bearer token."
 
@@ -357,55 +358,80 @@ class RunnerControl:
     ):
         self.url, self.timeout = url.rstrip("/"), timeout
 
-    def _request(self, path: str, body: dict | None = None, token: str = "") -> tuple[int, dict]:
-        "(HTTP status, JSON body); status 0 and {'error': ...} when the runner cannot be reached."
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.url + path, data=data, method="GET" if body is None else "POST")
-        if token:
-            req.add_header("Authorization", f"Bearer {token}")
+# %% ../nbs/15_dashboard.ipynb #067ba0b8
+@patch
+def _request(self: RunnerControl, path: str, body: dict | None = None, token: str = "") -> tuple[int, dict]:
+    "(HTTP status, JSON body); status 0 and {'error': ...} when the runner cannot be reached."
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(self.url + path, data=data, method="GET" if body is None else "POST")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"{}")
+    except urllib.error.HTTPError as e:
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                return resp.status, json.loads(resp.read() or b"{}")
-        except urllib.error.HTTPError as e:
-            try:
-                return e.code, json.loads(e.read() or b"{}")
-            except ValueError:
-                return e.code, {"error": e.reason}
-        except (OSError, ValueError) as e:
-            return 0, {"error": f"{self.url} unreachable: {getattr(e, 'reason', e)}"}
+            return e.code, json.loads(e.read() or b"{}")
+        except ValueError:
+            return e.code, {"error": e.reason}
+    except (OSError, ValueError) as e:
+        return 0, {"error": f"{self.url} unreachable: {getattr(e, 'reason', e)}"}
 
-    def metrics(self) -> str:
-        "The runner's /metrics (Prometheus text; public, no token), or '' when it cannot be read."
-        try:
-            with urllib.request.urlopen(self.url + "/metrics", timeout=self.timeout) as resp:
-                return resp.read().decode()
-        except (OSError, ValueError):
-            return ""
+# %% ../nbs/15_dashboard.ipynb #c0d0f33e
+@patch
+def state(self: RunnerControl) -> dict:
+    "The runner's /state, or {'error': ...} when it cannot be read."
+    code, body = self._request("/state")
+    return body if code == 200 else {"error": body.get("error") or f"/state answered {code}"}
 
-    def state(self) -> dict:
-        "The runner's /state, or {'error': ...} when it cannot be read."
-        code, body = self._request("/state")
-        return body if code == 200 else {"error": body.get("error") or f"/state answered {code}"}
 
-    def act(
-        self,
-        action: str,  # 'kill' or 'resume'
-        token: str,  # the runner's control token (INTRADAY_CONTROL_TOKEN on its side)
-        reason: str = "",  # journaled with the action
-    ) -> tuple[bool, str]:
-        "Send a kill or resume; (accepted, one line saying what happened)."
-        if action not in ("kill", "resume"):
-            raise ValueError(f"action must be 'kill' or 'resume', got {action!r}")
-        if not token:
-            return False, f"{action} not sent: enter the runner's control token ({TOKEN_ENV} on its side)"
-        code, body = self._request(f"/{action}", {"reason": reason or "dashboard"}, token)
-        if code in (200, 202):
-            return True, f"{action} accepted by {self.url} ({body.get('reason', '')})"
-        if code == 401:
-            return False, f"{action} refused by {self.url}: wrong or missing token"
-        return False, f"{action} failed at {self.url}: {body.get('error') or code}"
+@patch
+def metrics(self: RunnerControl) -> str:
+    "The runner's /metrics (Prometheus text; public, no token), or '' when it cannot be read."
+    try:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=self.timeout) as resp:
+            return resp.read().decode()
+    except (OSError, ValueError):
+        return ""
 
-# %% ../nbs/15_dashboard.ipynb #aa6552bf
+# %% ../nbs/15_dashboard.ipynb #1c46ac15
+@patch
+def act(
+    self: RunnerControl,
+    action: str,  # 'kill' or 'resume'
+    token: str,  # the runner's control token (INTRADAY_CONTROL_TOKEN on its side)
+    reason: str = "",  # journaled with the action
+) -> tuple[bool, str]:
+    "Send a kill or resume; (accepted, one line saying what happened)."
+    if action not in ("kill", "resume"):
+        raise ValueError(f"action must be 'kill' or 'resume', got {action!r}")
+    if not token:
+        return False, f"{action} not sent: enter the runner's control token ({TOKEN_ENV} on its side)"
+    code, body = self._request(f"/{action}", {"reason": reason or "dashboard"}, token)
+    if code in (200, 202):
+        return True, f"{action} accepted by {self.url} ({body.get('reason', '')})"
+    if code == 401:
+        return False, f"{action} refused by {self.url}: wrong or missing token"
+    return False, f"{action} failed at {self.url}: {body.get('error') or code}"
+
+# %% ../nbs/15_dashboard.ipynb #3bf4e41d
+RISK_SHOWN = ("drawdown", "realized_vol", "var_historical", "es_historical", "stress_loss", "exposure")
+
+
+def risk_rows(
+    engine: dict | None,  # /state's risk_engine (None when the runner has no rules)
+) -> dict[str, str]:
+    "The risk engine's headline gauges and its rules (active ones first), as /state reports them."
+    if not engine:
+        return {}
+    m = engine.get("metrics") or {}
+    rows = {f"risk {k}": f"{m[k]:,.4g}" for k in RISK_SHOWN if isinstance(m.get(k), int | float) and m[k] == m[k]}
+    rules = sorted(engine.get("rules") or [], key=lambda r: not r.get("active"))
+    rows["risk rules"] = ", ".join(f"{r['name']} {'ACTIVE' if r.get('active') else 'clear'} (fired {r.get('fired', 0)})"
+                                   for r in rules) or "none"  # fmt: skip
+    return rows
+
+# %% ../nbs/15_dashboard.ipynb #054e19e0
 def _age(ts: float | None, now: float) -> str:
     return "never" if not ts else f"{pd.Timestamp(ts, unit='s', tz='UTC'):%H:%M:%S} UTC ({now - ts:,.0f} s ago)"
 
@@ -448,35 +474,7 @@ def live_rows(
             rows[f"latency {stage}"] = f"p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms (n={q['count']})"
     return rows | risk_rows(state.get("risk_engine"))
 
-
-RISK_SHOWN = ("drawdown", "realized_vol", "var_historical", "es_historical", "stress_loss", "exposure")
-
-
-def risk_rows(
-    engine: dict | None,  # /state's risk_engine (None when the runner has no rules)
-) -> dict[str, str]:
-    "The risk engine's headline gauges and its rules (active ones first), as /state reports them."
-    if not engine:
-        return {}
-    m = engine.get("metrics") or {}
-    rows = {f"risk {k}": f"{m[k]:,.4g}" for k in RISK_SHOWN if isinstance(m.get(k), int | float) and m[k] == m[k]}
-    rules = sorted(engine.get("rules") or [], key=lambda r: not r.get("active"))
-    rows["risk rules"] = ", ".join(f"{r['name']} {'ACTIVE' if r.get('active') else 'clear'} (fired {r.get('fired', 0)})"
-                                   for r in rules) or "none"  # fmt: skip
-    return rows
-
-
-def fills_frame(
-    state: dict,  # a runner's /state
-) -> pd.DataFrame:
-    "The runner's recent fills, newest first."
-    cols = ["time", "order", "qty", "price", "fee"]
-    rows = [{"time": pd.Timestamp(f["ts"], unit="s", tz="UTC").floor("s"), "order": f.get("client_id"),
-             "qty": f.get("qty"), "price": f.get("price"), "fee": f.get("fee")}
-            for f in reversed(state.get("fills") or [])]  # fmt: skip
-    return pd.DataFrame(rows, columns=cols)
-
-# %% ../nbs/15_dashboard.ipynb #b7c04e8b
+# %% ../nbs/15_dashboard.ipynb #d2b29c6d
 def latency_bars(
     text: str,  # a runner's /metrics
     stages: Iterable[str] = ("decision", "bar_to_ack"),  # which histograms, in order
@@ -492,8 +490,7 @@ def latency_bars(
             continue
         le, cum = np.array(d["le"]), np.array(d["cum"])
         finite = le[np.isfinite(le)]
-        top = np.r_[finite, finite[-1] * 10]  # the +Inf bucket drawn one decade wide
-        bottom = np.r_[finite[0] / 10, finite]
+        top, bottom = np.r_[finite, finite[-1] * 10], np.r_[finite[0] / 10, finite]  # +Inf drawn one decade wide
         share = np.diff(np.r_[0.0, cum]) / cum[-1]
         p50, p99 = (histogram_quantile(q, d["le"], d["cum"]) for q in (0.5, 0.99))
         title = f"{s} ({STAGES.get(s, s)}): n={d['count']:.0f}, p50 {p50 * 1e3:.3g} ms, p99 {p99 * 1e3:.3g} ms"
@@ -504,7 +501,18 @@ def latency_bars(
         figs.append(f)
     return bk_column(*figs, sizing_mode="stretch_width") if figs else None
 
-# %% ../nbs/15_dashboard.ipynb #a2b92f0f
+# %% ../nbs/15_dashboard.ipynb #b84081c8
+def fills_frame(
+    state: dict,  # a runner's /state
+) -> pd.DataFrame:
+    "The runner's recent fills, newest first."
+    cols = ["time", "order", "qty", "price", "fee"]
+    rows = [{"time": pd.Timestamp(f["ts"], unit="s", tz="UTC").floor("s"), "order": f.get("client_id"),
+             "qty": f.get("qty"), "price": f.get("price"), "fee": f.get("fee")}
+            for f in reversed(state.get("fills") or [])]  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+# %% ../nbs/15_dashboard.ipynb #78dce38a
 TABLE_CSS = (
     "table { border-collapse: collapse; font-size: 13px; } "
     "th, td { padding: 3px 10px; border-bottom: 1px solid #e3e3e3; text-align: left; white-space: nowrap; } "
@@ -529,7 +537,7 @@ def _links(df: pd.DataFrame, cols: Iterable[str], base: str | None, root: Path) 
         out[c] = out[c].map(link)
     return out
 
-
+# %% ../nbs/15_dashboard.ipynb #c1df9d7f
 def _html_table(df: pd.DataFrame, escape_cols: Iterable[str]) -> str:
     "A table whose text columns are escaped and whose link columns are kept as HTML."
     df = df.astype(object).where(df.notna(), "")  # a missing value is an empty cell, not 'None'
@@ -537,7 +545,7 @@ def _html_table(df: pd.DataFrame, escape_cols: Iterable[str]) -> str:
         df[c] = df[c].map(lambda v: html.escape(str(v)) if isinstance(v, str) else v)
     return df.to_html(escape=False, index=False, na_rep="", float_format=lambda v: f"{v:,.4g}", border=0)
 
-
+# %% ../nbs/15_dashboard.ipynb #987f25b9
 class ModelsPage:
     "The Models page: the bundles `list_models` gives, and the chosen one's lineage and metrics."
 
@@ -566,26 +574,28 @@ class ModelsPage:
         self.pick.options = {"(choose a bundle)": "", **{f"{r.run}/{r.bundle}": r.path for r in df.itertuples()}}
         return df
 
-    def show(self, path: str | None) -> None:
-        "The bundle's manifest summary (lineage, metrics at export) and its run's lineage.json."
-        if not path:
-            self.detail.object = ""
-            return
-        from intraday.bundle import BundleError, PolicyBundle
+# %% ../nbs/15_dashboard.ipynb #07e183d6
+@patch
+def show(self: ModelsPage, path: str | None) -> None:
+    "The bundle's manifest summary (lineage, metrics at export) and its run's lineage.json."
+    if not path:
+        self.detail.object = ""
+        return
+    from intraday.bundle import BundleError, PolicyBundle
 
-        try:
-            if path.startswith("registry:"):  # a model version: resolved (downloaded, verified) as the runner does
-                from intraday.registry import Registry
+    try:
+        if path.startswith("registry:"):  # a model version: resolved (downloaded, verified) as the runner does
+            from intraday.registry import Registry
 
-                path = str(Registry(self.settings.registry).resolve(path.removeprefix("registry:"))[1])
-            summary = bundle_html(PolicyBundle.load(path, trust=Trust.from_settings(self.settings.bundle)).summary())
-        except (BundleError, OSError, ValueError, RuntimeError) as e:  # a refused signature or registry: on the page
-            summary = f"<p><b>cannot load {html.escape(path)}</b>: {html.escape(str(e))}</p>"
-        lineage, _ = _read_json(Path(path).parent / "lineage.json")
-        extra = f"<h2>run lineage</h2><pre>{html.escape(json.dumps(lineage, indent=1))}</pre>" if lineage else ""
-        self.detail.object = summary + extra
+            path = str(Registry(self.settings.registry).resolve(path.removeprefix("registry:"))[1])
+        summary = bundle_html(PolicyBundle.load(path, trust=Trust.from_settings(self.settings.bundle)).summary())
+    except (BundleError, OSError, ValueError, RuntimeError) as e:  # a refused signature or registry: on the page
+        summary = f"<p><b>cannot load {html.escape(path)}</b>: {html.escape(str(e))}</p>"
+    lineage, _ = _read_json(Path(path).parent / "lineage.json")
+    extra = f"<h2>run lineage</h2><pre>{html.escape(json.dumps(lineage, indent=1))}</pre>" if lineage else ""
+    self.detail.object = summary + extra
 
-
+# %% ../nbs/15_dashboard.ipynb #ac3c8655
 class RunsPage:
     "The Runs and jobs page: run folders with status, progress, executed notebook and report."
 
@@ -605,7 +615,7 @@ class RunsPage:
         self.table.object = _html_table(shown, ["run", "kind", "status"]) if len(df) else "<p>no runs yet</p>"
         return df
 
-# %% ../nbs/15_dashboard.ipynb #78a93e27
+# %% ../nbs/15_dashboard.ipynb #8c95ef58
 class BacktestPage:
     "The Backtest page: the form of a BacktestChoice, progress, then the figures and the metrics table."
 
@@ -635,45 +645,51 @@ class BacktestPage:
         self.view = pn.Column("## Backtest", form, self.run_button, self.progress, self.status, self.heading,
                               self.equity, self.trades, self.table, sizing_mode="stretch_width")  # fmt: skip
 
-    def choice(self) -> BacktestChoice:
-        "The form as a BacktestChoice."
-        return BacktestChoice(self.policy.value, self.data.value.strip(), self.start.value.strip(),
-                              self.end.value.strip(), self.taker.value, self.spread.value)  # fmt: skip
-
-    def _report(self, share: float, what: str) -> None:
-        self.progress.value, self.status.object = int(100 * share), what
-
-    async def run(self) -> dict[str, BacktestResult] | None:
-        "Run the form's backtest; None (and the reason on the page) when it cannot run."
-        self.run_button.disabled, self.progress.visible = True, True
-        loop, t0 = asyncio.get_running_loop(), time.perf_counter()
-        report = lambda share, what: loop.call_soon_threadsafe(self._report, share, what)  # noqa: E731
-        try:
-            results, bars = await asyncio.to_thread(run_backtest, self.choice(), self.settings, report)
-            name = next(iter(results))
-            report(1.0, "metrics and figures")
-            equity, trades, table = await asyncio.to_thread(
-                lambda: (equity_figure(results), trades_figure(results[name], bars, name), results_table(results))
-            )
-            took = time.perf_counter() - t0
-            # visible first: a Bokeh pane made visible right after its object was set stayed hidden (Panel 1.9)
-            self.equity.visible = self.trades.visible = self.table.visible = self.heading.visible = True
-            self.equity.object, self.trades.object, self.table.object = equity, trades, table
-            self.heading.object = f"### equity against the baselines, and drawdown ({', '.join(results)})"
-            eq = results[name].equity
-            self.status.object = (f"done: {len(eq):,} bars from {eq.index[0]} to {eq.index[-1]}; backtest, metrics and "
-                                  f"figures {took:.2f} s")  # fmt: skip
-            return results
-        except Exception as e:  # bad file, bad window, bad bundle: say it on the page, keep the server up
-            self.status.object = f"**backtest failed**: {html.escape(f'{type(e).__name__}: {e}')}"
-            return None
-        finally:
-            self.run_button.disabled, self.progress.visible = False, False
-
     async def _clicked(self, event) -> None:
         await self.run()
 
-# %% ../nbs/15_dashboard.ipynb #12fba901
+# %% ../nbs/15_dashboard.ipynb #eedbebcb
+@patch
+def choice(self: BacktestPage) -> BacktestChoice:
+    "The form as a BacktestChoice."
+    return BacktestChoice(self.policy.value, self.data.value.strip(), self.start.value.strip(),
+                          self.end.value.strip(), self.taker.value, self.spread.value)  # fmt: skip
+
+
+@patch
+def _report(self: BacktestPage, share: float, what: str) -> None:
+    self.progress.value, self.status.object = int(100 * share), what
+
+# %% ../nbs/15_dashboard.ipynb #515e9bc7
+@patch
+async def run(self: BacktestPage) -> dict[str, BacktestResult] | None:
+    "Run the form's backtest; None (and the reason on the page) when it cannot run."
+    self.run_button.disabled, self.progress.visible = True, True
+    loop, t0 = asyncio.get_running_loop(), time.perf_counter()
+    report = lambda share, what: loop.call_soon_threadsafe(self._report, share, what)  # noqa: E731
+    try:
+        results, bars = await asyncio.to_thread(run_backtest, self.choice(), self.settings, report)
+        name = next(iter(results))
+        report(1.0, "metrics and figures")
+        equity, trades, table = await asyncio.to_thread(
+            lambda: (equity_figure(results), trades_figure(results[name], bars, name), results_table(results))
+        )
+        took = time.perf_counter() - t0
+        # visible first: a Bokeh pane made visible right after its object was set stayed hidden (Panel 1.9)
+        self.equity.visible = self.trades.visible = self.table.visible = self.heading.visible = True
+        self.equity.object, self.trades.object, self.table.object = equity, trades, table
+        self.heading.object = f"### equity against the baselines, and drawdown ({', '.join(results)})"
+        eq = results[name].equity
+        self.status.object = (f"done: {len(eq):,} bars from {eq.index[0]} to {eq.index[-1]}; backtest, metrics and "
+                              f"figures {took:.2f} s")  # fmt: skip
+        return results
+    except Exception as e:  # bad file, bad window, bad bundle: say it on the page, keep the server up
+        self.status.object = f"**backtest failed**: {html.escape(f'{type(e).__name__}: {e}')}"
+        return None
+    finally:
+        self.run_button.disabled, self.progress.visible = False, False
+
+# %% ../nbs/15_dashboard.ipynb #2bfdb3d1
 class RunnerCard:
     "One runner on the Live page: its headline, recent fills, kill and resume behind a confirmation."
 
@@ -711,40 +727,48 @@ class RunnerCard:
         self.rows.object = pd.DataFrame({"value": list(rows.values())}, index=list(rows))
         self.fills.object = fills_frame(state)
 
-    async def refresh(self) -> dict:
-        "Poll the runner once (in a worker thread) and show what it said."
-        state = await asyncio.to_thread(self.control.state)
-        self.show(state)
-        if self.polls % 5 == 0 and "error" not in state:  # the histograms move slowly: every 5th poll
-            self.latency.object = latency_bars(await asyncio.to_thread(self.control.metrics))
-        self.polls += 1
-        return state
-
-    def ask(self, action: str) -> None:
-        "Show the confirmation for `action`; nothing is sent yet."
-        self.pending = action
-        self.confirm.label = f"Confirm {action} of {self.control.url}"
-        self.confirm.visible = self.cancel.visible = True
-        self.message.object = f"{action}: confirm or cancel"
-
-    def _close(self, text: str) -> None:
-        self.pending, self.confirm.visible, self.cancel.visible = None, False, False
-        self.message.object = text
-
-    async def send(self) -> tuple[bool, str]:
-        "Send the confirmed action with the token typed on the page (read here, at the click, and not kept)."
-        action = self.pending
-        if action is None:
-            return False, "nothing to confirm"
-        ok, text = await asyncio.to_thread(self.control.act, action, self.token.value, self.reason.value)
-        self._close(("" if ok else "**refused**: ") + html.escape(text))
-        await self.refresh()
-        return ok, text
-
     async def _confirmed(self, event) -> None:
         await self.send()
 
+# %% ../nbs/15_dashboard.ipynb #e705a458
+@patch
+async def refresh(self: RunnerCard) -> dict:
+    "Poll the runner once (in a worker thread) and show what it said."
+    state = await asyncio.to_thread(self.control.state)
+    self.show(state)
+    if self.polls % 5 == 0 and "error" not in state:  # the histograms move slowly: every 5th poll
+        self.latency.object = latency_bars(await asyncio.to_thread(self.control.metrics))
+    self.polls += 1
+    return state
 
+
+@patch
+def ask(self: RunnerCard, action: str) -> None:
+    "Show the confirmation for `action`; nothing is sent yet."
+    self.pending = action
+    self.confirm.label = f"Confirm {action} of {self.control.url}"
+    self.confirm.visible = self.cancel.visible = True
+    self.message.object = f"{action}: confirm or cancel"
+
+
+@patch
+def _close(self: RunnerCard, text: str) -> None:
+    self.pending, self.confirm.visible, self.cancel.visible = None, False, False
+    self.message.object = text
+
+# %% ../nbs/15_dashboard.ipynb #2791d048
+@patch
+async def send(self: RunnerCard) -> tuple[bool, str]:
+    "Send the confirmed action with the token typed on the page (read here, at the click, and not kept)."
+    action = self.pending
+    if action is None:
+        return False, "nothing to confirm"
+    ok, text = await asyncio.to_thread(self.control.act, action, self.token.value, self.reason.value)
+    self._close(("" if ok else "**refused**: ") + html.escape(text))
+    await self.refresh()
+    return ok, text
+
+# %% ../nbs/15_dashboard.ipynb #dc16d430
 class LivePage:
     "The Live page: the token field, a URL to add a runner, and one card per runner, polled every `period_ms`."
 
@@ -781,7 +805,7 @@ class LivePage:
         if self.polling is None:
             self.polling = pn.state.add_periodic_callback(self.refresh, period=self.period_ms)
 
-# %% ../nbs/15_dashboard.ipynb #63b7e9d1
+# %% ../nbs/15_dashboard.ipynb #abecd32c
 RUNNERS_ENV, STATIC_ENV, MLFLOW_ENV = "INTRADAY_DASHBOARD_RUNNERS", "INTRADAY_DASHBOARD_STATIC", "INTRADAY_MLFLOW_URL"
 
 
@@ -790,7 +814,7 @@ def runners_from_env(environ: dict | None = None) -> list[str]:
     raw = (os.environ if environ is None else environ).get(RUNNERS_ENV, "")
     return [u.strip() for u in raw.split(",") if u.strip()]
 
-
+# %% ../nbs/15_dashboard.ipynb #abb663b1
 class Dashboard:
     "The four pages as tabs: Models, Backtest, Live, Runs and jobs."
 

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from fastcore.basics import patch
 from loguru import logger
 from numba import njit
 from tqdm.auto import tqdm
@@ -47,7 +48,7 @@ class BarProblem:
         where = "frame" if self.row is None else f"row {self.row}" + (f" ({self.ts})" if self.ts else "")
         return f"{where}: {self.column}: {self.rule}"
 
-
+# %% ../nbs/02_data.ipynb #5fc10d00
 PROBLEMS_LISTED = 50  # problems listed one per line; the rest are counted (a file of 3M bad rows is one line more)
 
 
@@ -62,7 +63,7 @@ def problem_lines(
         lines.append(f"... and {len(problems) - limit:,} more problems")
     return lines
 
-
+# %% ../nbs/02_data.ipynb #ae0bcd25
 class BarsError(ValueError):
     "Bars that break the contract; `.problems` holds every `BarProblem` found (the message lists the first 50)."
 
@@ -80,13 +81,9 @@ def _rows(df: pd.DataFrame, mask: np.ndarray, column: str, rule: str) -> list[Ba
         BarProblem(int(i), str(idx[i]) if idx[i] is not pd.NaT else None, column, rule) for i in np.flatnonzero(mask)
     ]
 
-
-def bar_problems(
-    df: pd.DataFrame,  # candidate bars
-) -> list[BarProblem]:
-    "Every way `df` breaks the Bars contract, ordered by row (frame-level problems first)."
-    if not isinstance(df, pd.DataFrame):
-        return [BarProblem(None, None, "-", f"expected a pandas DataFrame, got {type(df).__name__}")]
+# %% ../nbs/02_data.ipynb #65952d82
+def _index_problems(df: pd.DataFrame) -> list[BarProblem]:
+    "Problems of the index: a UTC DatetimeIndex named `ts`, every time present, increasing, unique."
     probs: list[BarProblem] = []
     idx = df.index
     if not isinstance(idx, pd.DatetimeIndex):
@@ -105,6 +102,12 @@ def bar_problems(
         back[1:] = (np.diff(ns) < 0) & ~nat[1:] & ~nat[:-1]
         probs += _rows(df, back, "ts", "earlier than the previous bar (unsorted)")
         probs += _rows(df, np.asarray(idx.duplicated()) & ~nat, "ts", "duplicate timestamp")
+    return probs
+
+# %% ../nbs/02_data.ipynb #b1151d0d
+def _column_problems(df: pd.DataFrame) -> tuple[list[BarProblem], dict]:
+    "Problems of the bar columns (missing, not float64, NaN, infinite), and the values of those present."
+    probs: list[BarProblem] = []
     values = {}
     for col in BAR_COLUMNS:
         if col not in df.columns:
@@ -117,6 +120,12 @@ def bar_problems(
         probs += _rows(df, np.isnan(v), col, "NaN or not a number")
         probs += _rows(df, np.isinf(v), col, "infinite")
         values[col] = v
+    return probs, values
+
+# %% ../nbs/02_data.ipynb #bfa3d764
+def _value_problems(df: pd.DataFrame, values: dict) -> list[BarProblem]:
+    "Problems of the numbers: prices > 0, volume >= 0, high >= low, and high and low around open and close."
+    probs: list[BarProblem] = []
     with np.errstate(invalid="ignore"):
         for col in PRICE_COLUMNS:
             if col in values:
@@ -130,9 +139,21 @@ def bar_problems(
             crossed = h < lo  # already reported as high < low: one line per broken bar is enough
             probs += _rows(df, (h < np.maximum(o, c)) & ~crossed, "high", "high < max(open, close)")
             probs += _rows(df, (lo > np.minimum(o, c)) & ~crossed, "low", "low > min(open, close)")
+    return probs
+
+# %% ../nbs/02_data.ipynb #b44b5d47
+def bar_problems(
+    df: pd.DataFrame,  # candidate bars
+) -> list[BarProblem]:
+    "Every way `df` breaks the Bars contract, ordered by row (frame-level problems first)."
+    if not isinstance(df, pd.DataFrame):
+        return [BarProblem(None, None, "-", f"expected a pandas DataFrame, got {type(df).__name__}")]
+    probs = _index_problems(df)
+    columns, values = _column_problems(df)
+    probs += columns + _value_problems(df, values)
     return sorted(probs, key=lambda p: -1 if p.row is None else p.row)
 
-
+# %% ../nbs/02_data.ipynb #a22f165c
 def validate_bars(
     df: pd.DataFrame,  # candidate bars
     source: str | None = None,  # where they came from (file path), named in the error
@@ -162,7 +183,7 @@ def infer_timeframe(
     vals, counts = np.unique(steps, return_counts=True)
     return seconds_timeframe(int(vals[np.argmax(counts)]))
 
-
+# %% ../nbs/02_data.ipynb #0cbc18f6
 def gap_report(
     bars: pd.DataFrame,  # bars with a sorted DatetimeIndex
     timeframe: str | None = None,  # expected bar length; inferred when None
@@ -203,7 +224,7 @@ def atomic_write(
         tmp.unlink(missing_ok=True)
     return path
 
-
+# %% ../nbs/02_data.ipynb #28724767
 # epoch units by magnitude: a timestamp of 1e11 s is the year 5138, of 1e11 ms the year 1973, so each unit owns
 # a band of 1000x and no date between 1973 and 5138 can be read in the wrong one
 _EPOCH_UNITS = (("s", 1e11), ("ms", 1e14), ("us", 1e17), ("ns", 1e20))
@@ -229,7 +250,7 @@ def _epoch_unit(raw: pd.Series, path: Path, col: str) -> str:
         )
     return unit(lo)
 
-
+# %% ../nbs/02_data.ipynb #403630f4
 def _utc_index(raw: pd.Series, path: Path, col: str, tz: str | None) -> tuple[pd.DatetimeIndex, str]:
     "The UTC bar open times of a timestamp column, and how they were read (said in logs and `data info`)."
     if pd.api.types.is_numeric_dtype(raw) and not pd.api.types.is_bool_dtype(raw):
@@ -264,7 +285,7 @@ def _utc_index(raw: pd.Series, path: Path, col: str, tz: str | None) -> tuple[pd
     idx = pd.DatetimeIndex(pd.to_datetime(ns, unit="ns", utc=True))
     return idx.rename("ts"), f"times without a zone taken as {tz} (column {col!r})"
 
-
+# %% ../nbs/02_data.ipynb #725729c9
 def _frame_from_table(df: pd.DataFrame, path: Path, tz: str | None = None) -> pd.DataFrame:
     "Put the timestamp column into a UTC `ts` index and make bar columns float64 (values are not judged here)."
     how = "index of the file"
@@ -286,7 +307,7 @@ def _frame_from_table(df: pd.DataFrame, path: Path, tz: str | None = None) -> pd
     out.attrs["timestamps"] = how  # how the times were read: shown by `intraday data info`
     return out
 
-
+# %% ../nbs/02_data.ipynb #9c7696f6
 def read_parquet_meta(path: str | Path) -> dict:
     "The intraday metadata (exchange, symbol, timeframe, ...) stored in a parquet file, or {} if none."
     try:
@@ -295,7 +316,7 @@ def read_parquet_meta(path: str | Path) -> dict:
         raise BarsFileError(f"{path}: not a readable parquet file ({e})") from None
     return json.loads(meta[META_KEY]) if META_KEY in meta else {}
 
-
+# %% ../nbs/02_data.ipynb #66a552ad
 def read_bars(
     path: str | Path,  # .parquet or .csv file
     validate: bool = False,  # raise BarsError if the bars break the contract
@@ -320,7 +341,7 @@ def read_bars(
     bars = _frame_from_table(df, path, tz)
     return validate_bars(bars, str(path)) if validate else bars
 
-
+# %% ../nbs/02_data.ipynb #cafd9cd7
 def write_bars(
     bars: pd.DataFrame,  # bars to write; validated first
     path: str | Path,  # .parquet or .csv destination
@@ -363,50 +384,58 @@ class BarStore:
         "True if bars are stored for the key."
         return self.path(exchange, symbol, timeframe).is_file()
 
-    def keys(self) -> list[tuple[str, str, str]]:
-        "Every (exchange, symbol, timeframe) stored, read from the metadata of files at their key's path."
-        out = []
-        for f in sorted(self.root.glob("*/*/*.parquet")):
-            try:
-                m = read_parquet_meta(f)
-            except BarsFileError:
-                continue
-            key = (m.get("exchange"), m.get("symbol"), m.get("timeframe"))
-            if None not in key and self.path(*key) == f:  # misplaced or foreign files are not keys
-                out.append(key)
-        return out
+# %% ../nbs/02_data.ipynb #99e69c33
+@patch
+def load(self: BarStore, exchange: str, symbol: str, timeframe: str) -> pd.DataFrame:
+    "The stored bars of a key; StoreError if the file is missing, corrupt, foreign or holds another key."
+    path = self.path(exchange, symbol, timeframe)
+    if not path.is_file():
+        raise StoreError(f"no bars stored for {exchange} {symbol} {timeframe} (expected {path})")
+    try:
+        meta = read_parquet_meta(path)
+        bars = read_bars(path)
+    except BarsFileError as e:
+        raise StoreError(f"corrupt store file: {e}") from None
+    key = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+    if not meta:
+        raise StoreError(f"{path}: foreign parquet file (no intraday metadata); not written by BarStore")
+    found = {k: meta.get(k) for k in key}
+    if found != key:
+        raise StoreError(f"{path}: holds {found}, not {key}; refusing to mix keys")
+    return validate_bars(bars, str(path))
 
-    def load(self, exchange: str, symbol: str, timeframe: str) -> pd.DataFrame:
-        "The stored bars of a key; StoreError if the file is missing, corrupt, foreign or holds another key."
-        path = self.path(exchange, symbol, timeframe)
-        if not path.is_file():
-            raise StoreError(f"no bars stored for {exchange} {symbol} {timeframe} (expected {path})")
+# %% ../nbs/02_data.ipynb #cf22f045
+@patch
+def save(self: BarStore, bars: pd.DataFrame, exchange: str, symbol: str, timeframe: str) -> Path:
+    "Replace the stored bars of a key with `bars` (validated, atomic)."
+    meta = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
+    return write_bars(bars, self.path(exchange, symbol, timeframe), meta=meta)
+
+# %% ../nbs/02_data.ipynb #0840e132
+@patch
+def append(self: BarStore, bars: pd.DataFrame, exchange: str, symbol: str, timeframe: str) -> int:
+    "Merge `bars` into the stored ones (new copy wins on equal timestamps); returns the number of new bars."
+    validate_bars(bars, "bars to append")
+    old = self.load(exchange, symbol, timeframe) if self.exists(exchange, symbol, timeframe) else bars.iloc[:0]
+    merged = pd.concat([old, bars])
+    merged = merged[~merged.index.duplicated(keep="last")].sort_index()
+    self.save(merged, exchange, symbol, timeframe)
+    return len(merged) - len(old)
+
+# %% ../nbs/02_data.ipynb #777465cb
+@patch
+def keys(self: BarStore) -> list[tuple[str, str, str]]:
+    "Every (exchange, symbol, timeframe) stored, read from the metadata of files at their key's path."
+    out = []
+    for f in sorted(self.root.glob("*/*/*.parquet")):
         try:
-            meta = read_parquet_meta(path)
-            bars = read_bars(path)
-        except BarsFileError as e:
-            raise StoreError(f"corrupt store file: {e}") from None
-        key = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
-        if not meta:
-            raise StoreError(f"{path}: foreign parquet file (no intraday metadata); not written by BarStore")
-        found = {k: meta.get(k) for k in key}
-        if found != key:
-            raise StoreError(f"{path}: holds {found}, not {key}; refusing to mix keys")
-        return validate_bars(bars, str(path))
-
-    def save(self, bars: pd.DataFrame, exchange: str, symbol: str, timeframe: str) -> Path:
-        "Replace the stored bars of a key with `bars` (validated, atomic)."
-        meta = {"exchange": exchange, "symbol": symbol, "timeframe": timeframe}
-        return write_bars(bars, self.path(exchange, symbol, timeframe), meta=meta)
-
-    def append(self, bars: pd.DataFrame, exchange: str, symbol: str, timeframe: str) -> int:
-        "Merge `bars` into the stored ones (new copy wins on equal timestamps); returns the number of new bars."
-        validate_bars(bars, "bars to append")
-        old = self.load(exchange, symbol, timeframe) if self.exists(exchange, symbol, timeframe) else bars.iloc[:0]
-        merged = pd.concat([old, bars])
-        merged = merged[~merged.index.duplicated(keep="last")].sort_index()
-        self.save(merged, exchange, symbol, timeframe)
-        return len(merged) - len(old)
+            m = read_parquet_meta(f)
+        except BarsFileError:
+            continue
+        key = (m.get("exchange"), m.get("symbol"), m.get("timeframe"))
+        if None not in key and self.path(*key) == f:  # misplaced or foreign files are not keys
+            out.append(key)
+    return out
 
 # %% ../nbs/02_data.ipynb #a469db1c
 @dataclass(frozen=True)
@@ -434,7 +463,7 @@ def planted_ic(
     "Theoretical IC of the planted signal on the standardised next-bar return: α / √(1 + p κ²)."
     return alpha / np.sqrt(1.0 + params.jump_p * params.jump_k**2)
 
-
+# %% ../nbs/02_data.ipynb #11dd3cd3
 def _profile(tau: np.ndarray, depth: float, mean_square: bool) -> np.ndarray:
     "U-shaped intraday profile 1 + depth (2τ−1)², normalised to unit mean (or unit mean square)."
     grid = (np.arange(1440) + 0.5) / 1440
@@ -457,7 +486,7 @@ def _advance(kind, st, y, v, lam, lam_fast, lam_slow):
         st[1] = lam_fast * st[1] + (1.0 - lam_fast) * abs(y)
         st[2] = lam_slow * st[2] + (1.0 - lam_slow) * abs(y)
 
-
+# %% ../nbs/02_data.ipynb #62034582
 @njit(cache=True)
 def _signal(kind, st, sched_next):
     "The planted signal x_t from the signal state (and the schedule's value for bar t + 1)."
@@ -501,7 +530,7 @@ def _simulate(kind, z, jump, u_hi, u_lo, vnoise, svol, svolu, sched_next, sigma_
     state[0], state[1], state[2] = close, h, x
     return o, hi, lo, c, v, sig, xs, es
 
-
+# %% ../nbs/02_data.ipynb #b2ac4ea1
 @njit(cache=True)
 def _signal_path(kind, o, c, v, sched_next, lams):
     "The planted signal x_t of every bar from its bars alone (the simulation's own update, replayed)."
@@ -517,6 +546,15 @@ def _signal_path(kind, o, c, v, sched_next, lams):
 _CHUNK = 100_000  # bars per simulation step; fixed so output never depends on how progress is shown
 
 
+def _draws(rngs: list, k: int, p: SynthParams, tscale: float) -> tuple:
+    "The random draws of `k` bars, in a fixed order: shocks, jumps, bridge extremes, volume noise."
+    z = rngs[0].standard_t(p.nu, k) * tscale
+    jump = (rngs[1].random(k) < p.jump_p) * p.jump_k * rngs[2].standard_normal(k)
+    u_hi, u_lo = 1.0 - rngs[3].random(k), 1.0 - rngs[4].random(k)
+    vnoise = np.exp(p.volume_noise * rngs[5].standard_normal(k) - p.volume_noise**2 / 2)
+    return z, jump, u_hi, u_lo, vnoise
+
+# %% ../nbs/02_data.ipynb #4e410dbe
 def _run_market(
     kind: int,  # signal kind (TREND for the default market)
     idx: pd.DatetimeIndex,  # bar open times
@@ -539,10 +577,7 @@ def _run_market(
     with tqdm(total=n, unit="bar", desc="synth", disable=not progress, leave=False) as bar:
         for lo in range(0, n, _CHUNK):
             k = min(_CHUNK, n - lo)
-            z = rngs[0].standard_t(p.nu, k) * tscale
-            jump = (rngs[1].random(k) < p.jump_p) * p.jump_k * rngs[2].standard_normal(k)
-            u_hi, u_lo = 1.0 - rngs[3].random(k), 1.0 - rngs[4].random(k)
-            vnoise = np.exp(p.volume_noise * rngs[5].standard_normal(k) - p.volume_noise**2 / 2)
+            z, jump, u_hi, u_lo, vnoise = _draws(rngs, k, p, tscale)
             parts.append(
                 _simulate(
                     kind, z, jump, u_hi, u_lo, vnoise, svol[lo : lo + k], svolu[lo : lo + k], sched[lo : lo + k],
@@ -560,7 +595,7 @@ def _lams(halflife: float, fast: float = 30.0, slow: float = 720.0) -> np.ndarra
     "EMA factors 2^(-1/half-life) of the signal state [m, fast, slow]."
     return 2.0 ** (-1.0 / np.array([halflife, fast, slow]))
 
-
+# %% ../nbs/02_data.ipynb #83c392f3
 def synth_market(
     days: float = 30,  # length in days (24/7 market)
     timeframe: str = "1m",  # bar length
@@ -586,7 +621,7 @@ def synth_market(
     )
     return (bars, hidden) if truth else bars
 
-
+# %% ../nbs/02_data.ipynb #b03cfaad
 def planted_signal(
     bars: pd.DataFrame,  # bars (open, close, volume used)
     params: SynthParams = SynthParams(),  # market shape (halflife used)
@@ -596,7 +631,7 @@ def planted_signal(
     x = _signal_path(TREND, o, c, v, np.zeros(len(c)), _lams(params.halflife))
     return pd.Series(x, index=bars.index, name="signal")
 
-
+# %% ../nbs/02_data.ipynb #bfd942e8
 def synth_from_settings(
     data: DataSettings,  # the [data] section
     progress: bool = False,  # show a progress bar
@@ -610,7 +645,31 @@ def _utc_ms(t: str | pd.Timestamp) -> int:
     ts = pd.Timestamp(t)
     return int((ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).value // 1_000_000)
 
+# %% ../nbs/02_data.ipynb #f3c14c55
+def _fetch_page(client, symbol, timeframe, cursor, limit, retries, backoff, exchange) -> list:
+    "One page of ccxt OHLCV rows from `cursor`, network errors retried `retries` times with exponential backoff."
+    import time
 
+    import ccxt
+
+    for attempt in range(retries):
+        try:
+            return client.fetch_ohlcv(symbol, timeframe, since=cursor, limit=limit)
+        except ccxt.NetworkError as e:  # timeouts, 5xx, 429/418, dropped connections: retry
+            if attempt == retries - 1:
+                raise RuntimeError(f"{exchange} {symbol} {timeframe}: network error after {retries} attempts "
+                                   f"at {pd.Timestamp(cursor, unit='ms', tz='UTC')}: {e}") from e  # fmt: skip
+            time.sleep(backoff * 2**attempt)
+        except ccxt.ExchangeError as e:
+            raise RuntimeError(f"{exchange} {symbol} {timeframe}: the exchange refused: {e}") from e
+
+# %% ../nbs/02_data.ipynb #fce62b91
+def _page_frame(rows: list) -> pd.DataFrame:
+    "Bars from ccxt OHLCV rows [ms, open, high, low, close, volume]."
+    df = pd.DataFrame(rows, columns=["ts", *BAR_COLUMNS]).astype({c: np.float64 for c in BAR_COLUMNS})
+    return df.set_index(pd.DatetimeIndex(pd.to_datetime(df.pop("ts"), unit="ms", utc=True), name="ts"))
+
+# %% ../nbs/02_data.ipynb #5f6f838c
 def fetch_history(
     client,  # a ccxt exchange client (sync)
     symbol: str,  # unified symbol, e.g. BTC/USDT
@@ -625,10 +684,6 @@ def fetch_history(
     progress: bool = False,  # progress bar
 ) -> pd.DataFrame:
     "Download OHLCV bars page by page (resumable, retried, validated); returns the bars fetched by this call."
-    import time
-
-    import ccxt
-
     exchange = exchange or client.id
     step = timeframe_seconds(timeframe) * 1000
     cursor = _utc_ms(since)
@@ -640,22 +695,11 @@ def fetch_history(
     total = None if end is None else max(0, (end - cursor) // step)
     with tqdm(total=total, unit="bar", desc=f"fetch {symbol} {timeframe}", disable=not progress, leave=False) as bar:
         while end is None or cursor < end:
-            for attempt in range(retries):
-                try:
-                    rows = client.fetch_ohlcv(symbol, timeframe, since=cursor, limit=limit)
-                    break
-                except ccxt.NetworkError as e:  # timeouts, 5xx, 429/418, dropped connections: retry
-                    if attempt == retries - 1:
-                        raise RuntimeError(f"{exchange} {symbol} {timeframe}: network error after {retries} attempts "
-                                           f"at {pd.Timestamp(cursor, unit='ms', tz='UTC')}: {e}") from e  # fmt: skip
-                    time.sleep(backoff * 2**attempt)
-                except ccxt.ExchangeError as e:
-                    raise RuntimeError(f"{exchange} {symbol} {timeframe}: the exchange refused: {e}") from e
+            rows = _fetch_page(client, symbol, timeframe, cursor, limit, retries, backoff, exchange)
             rows = [r for r in rows if r[0] >= cursor and (end is None or r[0] < end)]
             if not rows:
                 break
-            df = pd.DataFrame(rows, columns=["ts", *BAR_COLUMNS]).astype({c: np.float64 for c in BAR_COLUMNS})
-            df = df.set_index(pd.DatetimeIndex(pd.to_datetime(df.pop("ts"), unit="ms", utc=True), name="ts"))
+            df = _page_frame(rows)
             validate_bars(df, f"{exchange} {symbol} {timeframe} page at {df.index[0]}")
             if store is not None:
                 store.append(df, exchange, symbol, timeframe)

@@ -14,6 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 from numba import njit
 
 from .config import FillSettings
@@ -42,7 +43,7 @@ def fill_kernel(fp, qty, o, h, lo, c, v, maker):
     fee = max(min_fee, abs(filled) * price * rate)
     return filled, price, fee, abs(filled) * ref * hs, lam * ref * filled * filled
 
-
+# %% ../nbs/04_fills.ipynb #54cf3ef5
 class Fill(NamedTuple):
     "Result of one order in one bar; costs are in quote currency (spread and impact against the reference price)."
 
@@ -58,7 +59,7 @@ class Fill(NamedTuple):
         "Everything the fill paid against the reference price: spread + impact + fee."
         return self.spread_cost + self.impact_cost + self.fee
 
-# %% ../nbs/04_fills.ipynb #536fcf1d
+# %% ../nbs/04_fills.ipynb #7dfe7061
 @dataclass(frozen=True)
 class FillModel:
     "Fees, spread, Kyle-lambda impact, participation cap and latency: the one cost model of the workbench."
@@ -92,50 +93,58 @@ class FillModel:
         if problems:
             raise ValueError("invalid FillModel: " + "; ".join(problems))
 
-    @classmethod
-    def from_settings(
-        cls,
-        fs: FillSettings,  # the [fills] section
-        bars: pd.DataFrame | None = None,  # training bars, needed when kyle_lambda = 'auto'
-    ) -> "FillModel":
-        "The fill model of a `[fills]` section; `kyle_lambda = auto` is estimated on `bars`."
-        d = fs.model_dump()
-        if d["kyle_lambda"] == "auto":
-            if bars is None:
-                raise ValueError("fills.kyle_lambda = 'auto' needs bars to estimate it from")
-            d["kyle_lambda"] = estimate_kyle_lambda(bars)
-        return cls(**d)
+# %% ../nbs/04_fills.ipynb #ee83458b
+@patch(cls_method=True)
+def from_settings(
+    cls: FillModel,
+    fs: FillSettings,  # the [fills] section
+    bars: pd.DataFrame | None = None,  # training bars, needed when kyle_lambda = 'auto'
+) -> "FillModel":
+    "The fill model of a `[fills]` section; `kyle_lambda = auto` is estimated on `bars`."
+    d = fs.model_dump()
+    if d["kyle_lambda"] == "auto":
+        if bars is None:
+            raise ValueError("fills.kyle_lambda = 'auto' needs bars to estimate it from")
+        d["kyle_lambda"] = estimate_kyle_lambda(bars)
+    return cls(**d)
 
-    @classmethod
-    def frictionless(cls) -> "FillModel":
-        "No fees, no spread, no impact, no cap: fills at the reference price, in full."
-        return cls(taker_bps=0, maker_bps=0, min_fee=0, half_spread_bps=0, kyle_lambda=0, participation=0)
+# %% ../nbs/04_fills.ipynb #545501e0
+@patch(cls_method=True)
+def frictionless(cls: FillModel) -> "FillModel":
+    "No fees, no spread, no impact, no cap: fills at the reference price, in full."
+    return cls(taker_bps=0, maker_bps=0, min_fee=0, half_spread_bps=0, kyle_lambda=0, participation=0)
 
-    def params(self) -> np.ndarray:
-        "Parameters packed for `fill_kernel`."
-        return np.array([
-            self.taker_bps / 1e4, self.maker_bps / 1e4, self.min_fee, float(self.spread == "range"),
-            self.half_spread_bps / 1e4, self.range_k, self.kyle_lambda, self.participation,
-            float(self.price == "typical"),
-        ])  # fmt: skip
+# %% ../nbs/04_fills.ipynb #8ecf2923
+@patch
+def params(self: FillModel) -> np.ndarray:
+    "Parameters packed for `fill_kernel`."
+    return np.array([
+        self.taker_bps / 1e4, self.maker_bps / 1e4, self.min_fee, float(self.spread == "range"),
+        self.half_spread_bps / 1e4, self.range_k, self.kyle_lambda, self.participation,
+        float(self.price == "typical"),
+    ])  # fmt: skip
 
-    def to_dict(self) -> dict:
-        "Plain data for manifests."
-        return asdict(self)
 
-    def fill(
-        self,
-        qty: float,  # signed order quantity: > 0 buys, < 0 sells
-        bar: pd.Series | tuple | dict,  # the execution bar: open, high, low, close, volume
-        maker: bool = False,  # a resting limit order (maker fee) instead of a market order
-    ) -> Fill:
-        "Execute `qty` in `bar`: what fills, at what price, for what fee."
-        if isinstance(bar, (pd.Series, dict)):
-            o, h, lo, c, v = (float(bar[k]) for k in ("open", "high", "low", "close", "volume"))
-        else:
-            o, h, lo, c, v = map(float, bar)
-        f = fill_kernel(self.params(), float(qty), o, h, lo, c, v, maker)
-        return Fill(*f, unfilled=float(qty) - f[0])
+@patch
+def to_dict(self: FillModel) -> dict:
+    "Plain data for manifests."
+    return asdict(self)
+
+# %% ../nbs/04_fills.ipynb #891468c5
+@patch
+def fill(
+    self: FillModel,
+    qty: float,  # signed order quantity: > 0 buys, < 0 sells
+    bar: pd.Series | tuple | dict,  # the execution bar: open, high, low, close, volume
+    maker: bool = False,  # a resting limit order (maker fee) instead of a market order
+) -> Fill:
+    "Execute `qty` in `bar`: what fills, at what price, for what fee."
+    if isinstance(bar, (pd.Series, dict)):
+        o, h, lo, c, v = (float(bar[k]) for k in ("open", "high", "low", "close", "volume"))
+    else:
+        o, h, lo, c, v = map(float, bar)
+    f = fill_kernel(self.params(), float(qty), o, h, lo, c, v, maker)
+    return Fill(*f, unfilled=float(qty) - f[0])
 
 # %% ../nbs/04_fills.ipynb #f6f08577
 def estimate_kyle_lambda(

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from fastcore.basics import patch
 
 from .config import timeframe_seconds
 from intraday.data import (
@@ -54,73 +55,85 @@ class Market:
     def _lams(self) -> np.ndarray:
         return _lams(self.halflife, self.fast, self.slow)
 
-    def schedule(
-        self,
-        ts: pd.DatetimeIndex,  # bar open times
-        step: float,  # bar length in seconds
-    ) -> np.ndarray:
-        "The schedule's sign for bars opening at `ts`, by the time of day of the bar's middle."
-        tau = ((_ns(ts) // 1_000_000_000 + step / 2) % 86400) / 86400
-        return _sign(np.sin(2 * np.pi * (self.cycles * tau + self.phase)))
+# %% ../nbs/02b_markets.ipynb #d610bf9e
+@patch
+def schedule(
+    self: Market,
+    ts: pd.DatetimeIndex,  # bar open times
+    step: float,  # bar length in seconds
+) -> np.ndarray:
+    "The schedule's sign for bars opening at `ts`, by the time of day of the bar's middle."
+    tau = ((_ns(ts) // 1_000_000_000 + step / 2) % 86400) / 86400
+    return _sign(np.sin(2 * np.pi * (self.cycles * tau + self.phase)))
 
-    def _sched_next(self, idx: pd.DatetimeIndex, step: float) -> np.ndarray:
-        "Per bar t, the schedule of bar t + 1 (zeros unless this is a schedule market)."
-        if self.kind != SCHEDULE:
-            return np.zeros(len(idx))
-        return self.schedule(idx + pd.Timedelta(seconds=step), step)
+# %% ../nbs/02b_markets.ipynb #d0cb2235
+@patch
+def _sched_next(self: Market, idx: pd.DatetimeIndex, step: float) -> np.ndarray:
+    "Per bar t, the schedule of bar t + 1 (zeros unless this is a schedule market)."
+    if self.kind != SCHEDULE:
+        return np.zeros(len(idx))
+    return self.schedule(idx + pd.Timedelta(seconds=step), step)
 
-    def __call__(
-        self,
-        days: float = 30,  # length in days (24/7 market)
-        seed: int = 7,  # seed: same seed, same market
-        alpha: float | None = None,  # planted predictability, |alpha| < 1 (default: the market's); 0 = placebo
-        timeframe: str = "1m",  # bar length
-        start: str | pd.Timestamp = "2024-01-01",  # first bar open time (UTC)
-        params: SynthParams | None = None,  # volatility, tails, seasonality, jumps, volume (default SynthParams())
-        truth: bool = False,  # also return the hidden state (sigma, signal, shock) per bar
-    ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
-        "Seeded bars: the default market's volatility, tails, seasonality and volume, with this market's signal."
-        alpha = self.alpha if alpha is None else alpha
-        if not -1 < alpha < 1:
-            raise ValueError(f"market {self.name}: alpha must be in (-1, 1), got {alpha}")
-        if days <= 0:
-            raise ValueError(f"market {self.name}: days must be > 0, got {days}")
-        step = timeframe_seconds(timeframe)
-        n = int(round(days * 86400 / step))
-        if n < 1:
-            raise ValueError(f"market {self.name}: {days} days of {timeframe} bars is less than one bar")
-        idx = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=n, freq=f"{step}s", name="ts")
-        x0 = self.schedule(idx[:1], step)[0] if self.kind == SCHEDULE else _signal(self.kind, np.zeros(3), 0.0)
-        sched = self._sched_next(idx, step)
-        bars, hidden = _run_market(self.kind, idx, step, seed, alpha, params or SynthParams(), sched, self._lams(), x0)
-        return (bars, hidden) if truth else bars
+# %% ../nbs/02b_markets.ipynb #a09b4856
+@patch
+def __call__(
+    self: Market,
+    days: float = 30,  # length in days (24/7 market)
+    seed: int = 7,  # seed: same seed, same market
+    alpha: float | None = None,  # planted predictability, |alpha| < 1 (default: the market's); 0 = placebo
+    timeframe: str = "1m",  # bar length
+    start: str | pd.Timestamp = "2024-01-01",  # first bar open time (UTC)
+    params: SynthParams | None = None,  # volatility, tails, seasonality, jumps, volume (default SynthParams())
+    truth: bool = False,  # also return the hidden state (sigma, signal, shock) per bar
+) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
+    "Seeded bars: the default market's volatility, tails, seasonality and volume, with this market's signal."
+    alpha = self.alpha if alpha is None else alpha
+    if not -1 < alpha < 1:
+        raise ValueError(f"market {self.name}: alpha must be in (-1, 1), got {alpha}")
+    if days <= 0:
+        raise ValueError(f"market {self.name}: days must be > 0, got {days}")
+    step = timeframe_seconds(timeframe)
+    n = int(round(days * 86400 / step))
+    if n < 1:
+        raise ValueError(f"market {self.name}: {days} days of {timeframe} bars is less than one bar")
+    idx = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=n, freq=f"{step}s", name="ts")
+    x0 = self.schedule(idx[:1], step)[0] if self.kind == SCHEDULE else _signal(self.kind, np.zeros(3), 0.0)
+    sched = self._sched_next(idx, step)
+    bars, hidden = _run_market(self.kind, idx, step, seed, alpha, params or SynthParams(), sched, self._lams(), x0)
+    return (bars, hidden) if truth else bars
 
-    def signal(
-        self,
-        bars: pd.DataFrame,  # bars of this market (open, close, volume and the index are used)
-    ) -> pd.Series:
-        "The planted signal x_t from the bars alone: known at the close of bar t, it drives bar t + 1."
-        step = timeframe_seconds(infer_timeframe(bars))
-        o, c, v = (bars[k].to_numpy(np.float64) for k in ("open", "close", "volume"))
-        x = _signal_path(self.kind, o, c, v, self._sched_next(bars.index, step), self._lams())
-        return pd.Series(x, index=bars.index, name="signal")
+# %% ../nbs/02b_markets.ipynb #f48c7271
+@patch
+def signal(
+    self: Market,
+    bars: pd.DataFrame,  # bars of this market (open, close, volume and the index are used)
+) -> pd.Series:
+    "The planted signal x_t from the bars alone: known at the close of bar t, it drives bar t + 1."
+    step = timeframe_seconds(infer_timeframe(bars))
+    o, c, v = (bars[k].to_numpy(np.float64) for k in ("open", "close", "volume"))
+    x = _signal_path(self.kind, o, c, v, self._sched_next(bars.index, step), self._lams())
+    return pd.Series(x, index=bars.index, name="signal")
 
-    def ic(
-        self,
-        alpha: float | None = None,  # planted alpha (default: the market's)
-        share: float = 1.0,  # E[x²], the share of bars where the signal is on (1 except in a regime market)
-        params: SynthParams | None = None,  # jump probability and size (default SynthParams())
-    ) -> float:
-        "Theoretical IC of x_{t−1} on the standardised shock e_t: α √q / √(1 + pκ² − α²(1 − q))."
-        a, params = self.alpha if alpha is None else alpha, params or SynthParams()
-        return a * math.sqrt(share) / math.sqrt(1 + params.jump_p * params.jump_k**2 - a * a * (1 - share))
+# %% ../nbs/02b_markets.ipynb #8775b82c
+@patch
+def ic(
+    self: Market,
+    alpha: float | None = None,  # planted alpha (default: the market's)
+    share: float = 1.0,  # E[x²], the share of bars where the signal is on (1 except in a regime market)
+    params: SynthParams | None = None,  # jump probability and size (default SynthParams())
+) -> float:
+    "Theoretical IC of x_{t−1} on the standardised shock e_t: α √q / √(1 + pκ² − α²(1 − q))."
+    a, params = self.alpha if alpha is None else alpha, params or SynthParams()
+    return a * math.sqrt(share) / math.sqrt(1 + params.jump_p * params.jump_k**2 - a * a * (1 - share))
 
-    def targets(
-        self,
-        bars: pd.DataFrame,  # bars of this market
-    ) -> pd.Series:
-        "The oracle's target position per bar as a fraction of equity: the planted signal (-1, 0 or +1)."
-        return self.signal(bars).rename("target")
+# %% ../nbs/02b_markets.ipynb #1ba401b1
+@patch
+def targets(
+    self: Market,
+    bars: pd.DataFrame,  # bars of this market
+) -> pd.Series:
+    "The oracle's target position per bar as a fraction of equity: the planted signal (-1, 0 or +1)."
+    return self.signal(bars).rename("target")
 
 # %% ../nbs/02b_markets.ipynb #fa045154
 MARKETS: dict[str, Market] = {
@@ -133,16 +146,16 @@ MARKETS: dict[str, Market] = {
             0.3,
             "short-horizon reversal: the next bar opposes a 10-bar EMA of returns",
             halflife=10.0,
-        ),  # fmt: skip
+        ),
         Market("schedule", SCHEDULE, 0.03, "time of day: the drift changes sign 6 times a day"),
         Market("regime", REGIME, 0.08, "trend only in high volatility (fast EMA of |r| above the slow one)"),
         Market(
             "flow", FLOW, 0.08, "order flow: the sign of a 20-bar EMA of tick-signed volume persists", halflife=20.0
-        ),  # fmt: skip
+        ),
     )
 }
 
-
+# %% ../nbs/02b_markets.ipynb #ad181433
 def make_market(
     name: str,  # a key of MARKETS
     days: float = 30,  # length in days
@@ -157,7 +170,7 @@ def make_market(
     validate_bars(out[0] if isinstance(out, tuple) else out, f"market {name}")
     return out
 
-
+# %% ../nbs/02b_markets.ipynb #9f8993e2
 def targets_policy(
     positions,  # the env's action set ([env] positions)
     targets: np.ndarray,  # one target position per bar of the split the policy is evaluated on

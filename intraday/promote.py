@@ -29,6 +29,18 @@ class GateError(RegistryError):
     "A gate that cannot judge: too few bars in its window, a model that does not say what it trained on, ..."
 
 
+def _seen_until(manifests: Sequence[Mapping]) -> pd.Timestamp:
+    "The end of the latest training data among the models compared (`data_range` of their manifests)."
+    ends = []
+    for m in manifests:
+        end = (m.get("data_range") or {}).get("end")
+        if not end:
+            raise GateError(f"window: bundle {m['policy_sha256'][:12]} has no data_range: the gate cannot tell "
+                            "which bars it trained on")  # fmt: skip
+        ends.append(pd.Timestamp(end))
+    return max(ends)
+
+# %% ../nbs/07c_promote.ipynb #40d12037
 def untouched_window(
     bars: pd.DataFrame,  # the bars the gate may use (a recent history)
     manifests: Sequence[Mapping],  # the manifests of the models compared
@@ -37,14 +49,7 @@ def untouched_window(
     warmup: int = 0,  # bars the features need before the first decision
 ) -> tuple[int, int]:
     "Positions (start, end) of the decisions' window: the last bars after every model's training data."
-    ends = []
-    for m in manifests:
-        end = (m.get("data_range") or {}).get("end")
-        if not end:
-            raise GateError(f"window: bundle {m['policy_sha256'][:12]} has no data_range: the gate cannot tell "
-                            "which bars it trained on")  # fmt: skip
-        ends.append(pd.Timestamp(end))
-    seen = max(ends)
+    seen = _seen_until(manifests)
     after = int(bars.index.searchsorted(seen, "right"))
     start = max(after, len(bars) - window_bars, warmup)
     n = len(bars) - start
@@ -60,7 +65,7 @@ def _sharpe0(r: np.ndarray, ppy: float) -> float:
     s = sharpe_ratio(r, ppy)
     return 0.0 if math.isnan(s) else s
 
-
+# %% ../nbs/07c_promote.ipynb #238e5341
 def paired_sharpe_test(
     r_challenger: np.ndarray,  # per-bar log returns of the challenger
     r_champion: np.ndarray,  # per-bar log returns of the champion, same bars
@@ -114,7 +119,7 @@ class GateResult:
         bad = [r["text"] for r in self.rules if not r["passed"]]
         return "; ".join(bad) if bad else "every rule passed: " + "; ".join(r["text"] for r in self.rules)
 
-
+# %% ../nbs/07c_promote.ipynb #2da1ec04
 def _rules(t: dict, ch: dict, p) -> list[dict]:
     "The gate's rules on the test and the challenger's metrics, each with its number and limit."
     turnover = ch["annual_turnover"] / 365 if math.isfinite(ch["annual_turnover"]) else 0.0

@@ -98,7 +98,7 @@ def model_name(
     symbol, tf = manifest.get("symbol") or data.symbol, manifest.get("timeframe") or data.timeframe
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{symbol}_{tf}_{manifest['algorithm']}".lower().replace("/", "-"))
 
-
+# %% ../nbs/07b_registry.ipynb #ef01edac
 def parse_ref(
     ref: str,  # NAME@alias or NAME/version
 ) -> tuple[str, str | None, int | None]:

@@ -20,6 +20,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import torch
+from fastcore.basics import patch
 from torch import nn
 
 from intraday.bundle import (
@@ -78,7 +79,7 @@ def forward_returns(
         y[: n - horizon] = np.log(c[horizon:] / o[1 : n - horizon + 1])
     return y
 
-
+# %% ../nbs/06a_supervised.ipynb #d4109ea2
 def round_trip_cost(
     fill_model: FillModel,  # the cost model
     bars: pd.DataFrame,  # bars that set the typical price (and range, for a 'range' spread)
@@ -166,7 +167,7 @@ def _rows(splits: EnvSplits, split: str, horizon: int) -> tuple[np.ndarray, np.n
     ok = np.isfinite(X).all(axis=1) & np.isfinite(y)
     return X[ok].astype(np.float32), y[ok].astype(np.float32)
 
-
+# %% ../nbs/06a_supervised.ipynb #69912cbd
 @dataclass
 class SupervisedLearner:
     "A fitted predictor with its position rule, on the environments it was fitted on."
@@ -184,42 +185,52 @@ class SupervisedLearner:
         "Features the predictor ignores: their validation mean drifted from the train mean (non-stationary)."
         return [n for n, k in zip(self.splits.pipeline.names, self.net.keep.tolist(), strict=True) if k == 0]
 
-    def predict(self, split: str = "test") -> np.ndarray:
-        "Predicted k-bar log return of every bar of a split (NaN in the feature warm-up)."
-        X = self.splits.features[split]
-        ok = np.isfinite(X).all(axis=1)
-        out = np.full(len(X), np.nan)
+# %% ../nbs/06a_supervised.ipynb #269984ee
+@patch
+def predict(self: SupervisedLearner, split: str = "test") -> np.ndarray:
+    "Predicted k-bar log return of every bar of a split (NaN in the feature warm-up)."
+    X = self.splits.features[split]
+    ok = np.isfinite(X).all(axis=1)
+    out = np.full(len(X), np.nan)
+    with torch.no_grad():
+        out[ok] = self.net(torch.from_numpy(X[ok].astype(np.float32))).numpy()
+    return out
+
+
+@patch
+def ic(self: SupervisedLearner, split: str = "test") -> float:
+    "Correlation of the prediction with the realised k-bar return on a split."
+    p, y = self.predict(split), forward_returns(self.splits.bars[split], self.config.horizon)
+    ok = np.isfinite(p) & np.isfinite(y)
+    return float(np.corrcoef(p[ok], y[ok])[0, 1]) if ok.sum() > 2 and p[ok].std() > 0 else math.nan
+
+# %% ../nbs/06a_supervised.ipynb #af0b5a9f
+@patch
+def rule(self: SupervisedLearner, enter: float | None = None, exit: float | None = None) -> RuleNet:
+    "The position rule over this predictor (thresholds in round-trip costs; default: the config's)."
+    c = self.config
+    enter = c.enter if enter is None else enter
+    exit = min(c.exit if exit is None else exit, enter)
+    nf = self.splits.features["train"].shape[1]
+    return RuleNet(self.net, nf, self.splits.env.positions, self.cost, enter, exit).eval()
+
+
+@patch
+def policy(self: SupervisedLearner, enter: float | None = None, exit: float | None = None):
+    "A policy (observations, bar positions) -> action indices for `train.evaluate`."
+    rule = self.rule(enter, exit)
+
+    def act(obs, bars):
         with torch.no_grad():
-            out[ok] = self.net(torch.from_numpy(X[ok].astype(np.float32))).numpy()
-        return out
+            return rule(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
 
-    def ic(self, split: str = "test") -> float:
-        "Correlation of the prediction with the realised k-bar return on a split."
-        p, y = self.predict(split), forward_returns(self.splits.bars[split], self.config.horizon)
-        ok = np.isfinite(p) & np.isfinite(y)
-        return float(np.corrcoef(p[ok], y[ok])[0, 1]) if ok.sum() > 2 and p[ok].std() > 0 else math.nan
+    return act
 
-    def rule(self, enter: float | None = None, exit: float | None = None) -> RuleNet:
-        "The position rule over this predictor (thresholds in round-trip costs; default: the config's)."
-        c = self.config
-        enter = c.enter if enter is None else enter
-        exit = min(c.exit if exit is None else exit, enter)
-        nf = self.splits.features["train"].shape[1]
-        return RuleNet(self.net, nf, self.splits.env.positions, self.cost, enter, exit).eval()
-
-    def policy(self, enter: float | None = None, exit: float | None = None):
-        "A policy (observations, bar positions) -> action indices for `train.evaluate`."
-        rule = self.rule(enter, exit)
-
-        def act(obs, bars):
-            with torch.no_grad():
-                return rule(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
-
-        return act
-
-    def score(self, split: str = "test", enter: float | None = None, exit: float | None = None) -> dict:
-        "Out-of-sample performance of the rule on a split (through the env and its FillModel), by intraday.metrics."
-        return score_policy(self.policy(enter, exit), self.splits, split)
+# %% ../nbs/06a_supervised.ipynb #9439e3ce
+@patch
+def score(self: SupervisedLearner, split: str = "test", enter: float | None = None, exit: float | None = None) -> dict:
+    "Out-of-sample performance of the rule on a split (through the env and its FillModel), by intraday.metrics."
+    return score_policy(self.policy(enter, exit), self.splits, split)
 
 
 def score_policy(
@@ -238,7 +249,33 @@ def score_policy(
     return {"sharpe": sharpe, "t": t, "total_return": perf["total_return"], "max_drawdown": perf["max_drawdown"],
             "trades": r["trades"], "turnover": r["turnover"], "bars": r["bars"]}  # fmt: skip
 
+# %% ../nbs/06a_supervised.ipynb #c8a81eb4
+def _keep_mask(Xtr: np.ndarray, Xva: np.ndarray, shift_limit: float) -> np.ndarray:
+    "1 for the features whose validation mean is within `shift_limit` train stds of the train mean, else 0."
+    shift = np.abs(Xva.mean(axis=0) - Xtr.mean(axis=0)) / np.maximum(Xtr.std(axis=0), 1e-12)
+    return (shift <= shift_limit).astype(np.float64)
 
+# %% ../nbs/06a_supervised.ipynb #68230f9a
+def _train_epoch(net: EdgeNet, opt, Xt: torch.Tensor, yt: torch.Tensor, gen: torch.Generator, c) -> float:
+    "One pass over the training rows in a seeded order; the mean Huber loss of the pass."
+    net.train()
+    total = 0.0
+    for idx in torch.randperm(len(Xt), generator=gen).split(c.batch_size):
+        opt.zero_grad()
+        loss = nn.functional.huber_loss(net(Xt[idx]) / net.scale, yt[idx], delta=c.huber)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(idx)
+    return total / len(Xt)
+
+
+def _val_loss(net: EdgeNet, Xv: torch.Tensor, yv: torch.Tensor, huber: float) -> float:
+    "The Huber loss of the network on the validation rows, in evaluation mode."
+    net.eval()
+    with torch.no_grad():
+        return float(nn.functional.huber_loss(net(Xv) / net.scale, yv, delta=huber))
+
+# %% ../nbs/06a_supervised.ipynb #7cf9d87a
 def fit_supervised(
     splits: EnvSplits,  # environments: features, bars, fill model, action set
     config: SupervisedConfig = SupervisedConfig(),  # model, horizon, training and rule settings
@@ -253,27 +290,16 @@ def fit_supervised(
         raise ValueError(f"too few rows to fit: {len(Xtr)} train and {len(Xva)} validation (horizon {c.horizon})")
     scale = float(ytr.std()) or 1.0
     hidden = tuple(c.hidden) if c.model == "mlp" else ()
-    shift = np.abs(Xva.mean(axis=0) - Xtr.mean(axis=0)) / np.maximum(Xtr.std(axis=0), 1e-12)
-    keep = (shift <= c.shift_limit).astype(np.float64)
-    net = EdgeNet(Xtr.shape[1], hidden, scale, keep)
+    net = EdgeNet(Xtr.shape[1], hidden, scale, _keep_mask(Xtr, Xva, c.shift_limit))
     opt = torch.optim.Adam(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     gen = torch.Generator().manual_seed(c.seed)
     Xt, yt = torch.from_numpy(Xtr), torch.from_numpy(ytr / scale)
     Xv, yv = torch.from_numpy(Xva), torch.from_numpy(yva / scale)
     best, best_state, best_epoch, since, history = math.inf, copy.deepcopy(net.state_dict()), 0, 0, []
     for epoch in range(1, c.max_epochs + 1):
-        net.train()
-        total = 0.0
-        for idx in torch.randperm(len(Xt), generator=gen).split(c.batch_size):
-            opt.zero_grad()
-            loss = nn.functional.huber_loss(net(Xt[idx]) / net.scale, yt[idx], delta=c.huber)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(idx)
-        net.eval()
-        with torch.no_grad():
-            val = float(nn.functional.huber_loss(net(Xv) / net.scale, yv, delta=c.huber))
-        history.append({"epoch": epoch, "train_loss": total / len(Xt), "val_loss": val})
+        train_loss = _train_epoch(net, opt, Xt, yt, gen, c)
+        val = _val_loss(net, Xv, yv, c.huber)
+        history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val})
         if val < best:
             best, best_state, best_epoch, since = val, copy.deepcopy(net.state_dict()), epoch, 0
         else:

@@ -54,26 +54,28 @@ class JobParams:
     walk_forward: bool = False  # also run the [walkforward] evaluation into <run>/walkforward (intraday.walkforward)
     overrides: dict = field(default_factory=dict)  # more settings: {"section": {"key": value}}
 
-    def settings(self, settings_path: str | None = None) -> Settings:
-        "Settings with these parameters applied on top of settings.ini and the environment."
-        ov: dict[str, dict] = {k: dict(v) for k, v in self.overrides.items()}
-        put = lambda sec, key, val: ov.setdefault(sec, {}).__setitem__(key, val)  # noqa: E731
-        for key, sec, name in (("symbol", "data", "symbol"), ("timeframe", "data", "timeframe"),
-                               ("exchange", "data", "exchange"), ("days", "data", "days"), ("alpha", "data", "alpha"),
-                               ("learner", "train", "learner"), ("algorithm", "train", "algo"),
-                               ("total_timesteps", "train", "total_timesteps"), ("seed", "train", "seed"),
-                               ("output_dir", "train", "runs_dir")):  # fmt: skip
-            val = getattr(self, key)
-            unset = val is None or val == "" or (key in ("days", "total_timesteps") and val == 0)
-            if not unset:
-                put(sec, name, val)
-        if self.source == "synthetic" and self.start:
-            put("data", "start", self.start)
-        return load_settings(settings_path, **ov)
-
 
 class JobError(ValueError):
     "The training job cannot run: bad parameters or data."
+
+# %% ../nbs/07a_trainjob.ipynb #56fcaf04
+@patch
+def settings(self: JobParams, settings_path: str | None = None) -> Settings:
+    "Settings with these parameters applied on top of settings.ini and the environment."
+    ov: dict[str, dict] = {k: dict(v) for k, v in self.overrides.items()}
+    put = lambda sec, key, val: ov.setdefault(sec, {}).__setitem__(key, val)  # noqa: E731
+    for key, sec, name in (("symbol", "data", "symbol"), ("timeframe", "data", "timeframe"),
+                           ("exchange", "data", "exchange"), ("days", "data", "days"), ("alpha", "data", "alpha"),
+                           ("learner", "train", "learner"), ("algorithm", "train", "algo"),
+                           ("total_timesteps", "train", "total_timesteps"), ("seed", "train", "seed"),
+                           ("output_dir", "train", "runs_dir")):  # fmt: skip
+        val = getattr(self, key)
+        unset = val is None or val == "" or (key in ("days", "total_timesteps") and val == 0)
+        if not unset:
+            put(sec, name, val)
+    if self.source == "synthetic" and self.start:
+        put("data", "start", self.start)
+    return load_settings(settings_path, **ov)
 
 # %% ../nbs/07a_trainjob.ipynb #f15ea6fa
 class TrainJob:
@@ -92,28 +94,58 @@ class TrainJob:
         self.settings = self.params.settings(settings_path)
         self.progress = progress
 
-    def load_data(self) -> pd.DataFrame:
-        "The bars of the job: synthetic, a file, or the bar store; validated and cut to [start, end)."
-        p, d = self.params, self.settings.data
-        if p.source == "synthetic" and p.market:
-            bars = make_market(p.market, d.days, d.seed, p.alpha, timeframe=d.timeframe, start=str(d.start))
-        elif p.source == "synthetic":
-            bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start))
-        elif p.source == "parquet":
-            if not p.data_path:
-                raise JobError("source = parquet needs data_path")
-            bars = read_bars(p.data_path)
-        else:
-            bars = BarStore(d.store).load(d.exchange, d.symbol, d.timeframe)
-        if p.source != "synthetic" and (p.start or p.end):
-            lo = pd.Timestamp(p.start, tz="UTC") if p.start else bars.index[0]
-            hi = pd.Timestamp(p.end, tz="UTC") if p.end else bars.index[-1] + pd.Timedelta(1, "ns")
-            bars = bars.loc[(bars.index >= lo) & (bars.index < hi)]
-        self.bars = validate_bars(bars, p.data_path or p.source)
-        logger.info("job data", bars=len(self.bars), first=str(self.bars.index[0]), last=str(self.bars.index[-1]))
-        return self.bars
+# %% ../nbs/07a_trainjob.ipynb #8734b37c
+@patch
+def load_data(self: TrainJob) -> pd.DataFrame:
+    "The bars of the job: synthetic, a file, or the bar store; validated and cut to [start, end)."
+    p, d = self.params, self.settings.data
+    if p.source == "synthetic" and p.market:
+        bars = make_market(p.market, d.days, d.seed, p.alpha, timeframe=d.timeframe, start=str(d.start))
+    elif p.source == "synthetic":
+        bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start))
+    elif p.source == "parquet":
+        if not p.data_path:
+            raise JobError("source = parquet needs data_path")
+        bars = read_bars(p.data_path)
+    else:
+        bars = BarStore(d.store).load(d.exchange, d.symbol, d.timeframe)
+    if p.source != "synthetic" and (p.start or p.end):
+        lo = pd.Timestamp(p.start, tz="UTC") if p.start else bars.index[0]
+        hi = pd.Timestamp(p.end, tz="UTC") if p.end else bars.index[-1] + pd.Timedelta(1, "ns")
+        bars = bars.loc[(bars.index >= lo) & (bars.index < hi)]
+    self.bars = validate_bars(bars, p.data_path or p.source)
+    logger.info("job data", bars=len(self.bars), first=str(self.bars.index[0]), last=str(self.bars.index[-1]))
+    return self.bars
 
 # %% ../nbs/07a_trainjob.ipynb #f07b2012
+@patch
+def _fit_supervised(self: TrainJob):
+    "The supervised learner on the job's environments, horizon and threshold chosen on validation."
+    t = self.settings.train
+    t0 = time.perf_counter()
+    learner = select_supervised(self.trainer.splits, SupervisedConfig(model=t.supervised_model, seed=t.seed))
+    self.supervised_seconds = time.perf_counter() - t0
+    c = learner.config
+    logger.info("supervised baseline", model=c.model, horizon=c.horizon, enter=c.enter, seconds=self.supervised_seconds,
+                ignored=learner.ignored)  # fmt: skip
+    return learner
+
+# %% ../nbs/07a_trainjob.ipynb #b31201a6
+@patch
+def _supervised_metrics(self: TrainJob) -> dict:
+    "metrics.json of a supervised run: every split through the env, the loss by epoch as its history."
+    sp, learner = self.trainer.splits, self.supervised
+    self.run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(self.run_dir / "config.json", self.settings.model_dump(mode="json"))
+    _write_json(self.run_dir / "lineage.json", self.trainer.lineage())
+    out = {"learner": "supervised", "num_timesteps": 0, "train_seconds": self.supervised_seconds,
+           "config": asdict(learner.config), "ignored_features": learner.ignored, "history": learner.history,
+           "best_epoch": learner.best_epoch,
+           **{split: evaluate_policy(learner.policy(), sp, split) for split in sp.bars}}  # fmt: skip
+    _write_json(self.run_dir / "metrics.json", out)
+    return out
+
+# %% ../nbs/07a_trainjob.ipynb #44d12d9b
 @patch
 def train(self: TrainJob) -> dict:
     "Train the job's learner into the run folder; returns metrics (validation history, final val/test)."
@@ -137,34 +169,6 @@ def train(self: TrainJob) -> dict:
     self.model = self.trainer.best_model()
     self.metrics = self.trainer.finish(self.model)
     return self.metrics
-
-
-@patch
-def _fit_supervised(self: TrainJob):
-    "The supervised learner on the job's environments, horizon and threshold chosen on validation."
-    t = self.settings.train
-    t0 = time.perf_counter()
-    learner = select_supervised(self.trainer.splits, SupervisedConfig(model=t.supervised_model, seed=t.seed))
-    self.supervised_seconds = time.perf_counter() - t0
-    c = learner.config
-    logger.info("supervised baseline", model=c.model, horizon=c.horizon, enter=c.enter, seconds=self.supervised_seconds,
-                ignored=learner.ignored)  # fmt: skip
-    return learner
-
-
-@patch
-def _supervised_metrics(self: TrainJob) -> dict:
-    "metrics.json of a supervised run: every split through the env, the loss by epoch as its history."
-    sp, learner = self.trainer.splits, self.supervised
-    self.run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(self.run_dir / "config.json", self.settings.model_dump(mode="json"))
-    _write_json(self.run_dir / "lineage.json", self.trainer.lineage())
-    out = {"learner": "supervised", "num_timesteps": 0, "train_seconds": self.supervised_seconds,
-           "config": asdict(learner.config), "ignored_features": learner.ignored, "history": learner.history,
-           "best_epoch": learner.best_epoch,
-           **{split: evaluate_policy(learner.policy(), sp, split) for split in sp.bars}}  # fmt: skip
-    _write_json(self.run_dir / "metrics.json", out)
-    return out
 
 # %% ../nbs/07a_trainjob.ipynb #9296437c
 def oracle_policy(
