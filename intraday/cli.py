@@ -6,9 +6,9 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'DASHBOARD_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch',
-           'cmd_venue_serve', 'cmd_data_info', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
-           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'cmd_register', 'cmd_promote',
-           'cmd_rollback', 'cmd_models', 'cmd_audit', 'dashboard_command', 'cmd_dashboard', 'build_parser', 'main']
+           'cmd_data_info', 'cmd_venue_serve', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
+           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'cmd_register', 'cmd_rollback',
+           'cmd_promote', 'cmd_models', 'cmd_audit', 'dashboard_command', 'cmd_dashboard', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -64,6 +64,14 @@ def cmd_config_show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_config(sub: argparse._SubParsersAction) -> None:
+    "The `config show` subcommand."
+    cfg = sub.add_parser("config", help="settings").add_subparsers(dest="cmd", required=True)
+    show = cfg.add_parser("show", help="effective settings and where each value came from")
+    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    show.set_defaults(func=cmd_config_show)
+
+# %% ../nbs/14_cli.ipynb #c9593f4b
 def _bars_summary(bars: pd.DataFrame) -> list[tuple[str, str]]:
     "Label/value lines describing a bars frame: size, range, timeframe, gaps, prices, volume, returns."
     tf = infer_timeframe(bars) if len(bars) > 1 else "?"
@@ -87,7 +95,7 @@ def _print_rows(rows: list[tuple[str, str]]) -> None:
     for k, v in rows:
         print(f"{k:<{width}}  {v}")
 
-
+# %% ../nbs/14_cli.ipynb #ce2dde58
 def cmd_data_synth(args: argparse.Namespace, settings: Settings) -> int:
     "Generate the synthetic market, validate it, and write it to --out or into the bar store."
     d = settings.data
@@ -101,7 +109,7 @@ def cmd_data_synth(args: argparse.Namespace, settings: Settings) -> int:
     print(f"wrote {len(bars):,} {d.timeframe} bars of {d.symbol} (seed {d.seed}, alpha {d.alpha}) to {path}")
     return 0
 
-
+# %% ../nbs/14_cli.ipynb #23a8fbe7
 def cmd_data_check(args: argparse.Namespace, settings: Settings) -> int:
     "Validate a bars file: exit 0 with a one-line OK, or exit 1 listing the first 50 problems and counting the rest."
     bars = read_bars(args.path, tz=args.tz)
@@ -116,7 +124,7 @@ def cmd_data_check(args: argparse.Namespace, settings: Settings) -> int:
           f"{len(gaps)} gap(s), {int(gaps['missing'].sum())} missing bar(s)")  # fmt: skip
     return 0
 
-
+# %% ../nbs/14_cli.ipynb #6a94b8f5
 def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
     "Download history from an exchange (or the paper venue at --url) into the bar store; resumable."
     import ccxt
@@ -148,7 +156,50 @@ def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
           f"{total:,} stored in {path}")  # fmt: skip
     return 0
 
+# %% ../nbs/14_cli.ipynb #eaed892e
+def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
+    "Describe a bars file: metadata, size, range, timeframe, gaps, prices, volume, returns."
+    path = Path(args.path)
+    bars = read_bars(path, tz=args.tz)
+    rows = [("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)"), ("timestamps", bars.attrs["timestamps"])]
+    if path.suffix.lower() in (".parquet", ".pq"):
+        rows += [(k, str(v)) for k, v in read_parquet_meta(path).items()]
+    problems = bar_problems(bars)
+    rows.append(("valid", "yes" if not problems else f"NO: {len(problems)} problem(s), see `intraday data check`"))
+    if not problems and len(bars):
+        rows += _bars_summary(bars)
+    _print_rows(rows)
+    return 0
 
+# %% ../nbs/14_cli.ipynb #49ff7248
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    "The `data` subcommands: synth, check, fetch, info."
+    data = sub.add_parser("data", help="bars: synthesize, check, describe").add_subparsers(dest="cmd", required=True)
+    synth = data.add_parser("synth", help="generate the seeded synthetic market")
+    for flag, typ in (("symbol", str), ("timeframe", str), ("days", int), ("seed", int), ("alpha", float),
+                      ("start", str)):  # fmt: skip
+        synth.add_argument(f"--{flag}", type=typ, help=f"overrides data.{flag}")
+    synth.add_argument("--out", help="destination .parquet or .csv (default: the bar store of data.store)")
+    synth.set_defaults(func=cmd_data_synth, overrides=("symbol", "timeframe", "days", "seed", "alpha", "start"))
+    check = data.add_parser("check", help="validate a bars file (exit 1 with one line per problem)")
+    check.add_argument("path", help=".parquet or .csv bars file")
+    check.add_argument("--timeframe", help="expected bar length for the gap report (default: inferred)")
+    check.add_argument("--tz", help="zone of times written without one, e.g. UTC (default: such times are refused)")
+    check.set_defaults(func=cmd_data_check)
+    fetch = data.add_parser("fetch", help="download history via ccxt into the bar store (resumable)")
+    fetch.add_argument("--exchange", default="binance", help="ccxt exchange id (store key)")
+    fetch.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USDT")
+    fetch.add_argument("--timeframe", default="1m", help="bar length")
+    fetch.add_argument("--since", required=True, help="first bar (ISO, UTC)")
+    fetch.add_argument("--until", help="end, exclusive (ISO, UTC)")
+    fetch.add_argument("--url", help="paper venue base URL (e.g. http://127.0.0.1:8765) instead of the exchange")
+    fetch.set_defaults(func=cmd_data_fetch)
+    info = data.add_parser("info", help="describe a bars file")
+    info.add_argument("path", help=".parquet or .csv bars file")
+    info.add_argument("--tz", help="zone of times written without one, e.g. UTC (default: such times are refused)")
+    info.set_defaults(func=cmd_data_info)
+
+# %% ../nbs/14_cli.ipynb #6eac04cf
 def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
     "Serve the paper venue over a bars file (default: the synthetic market) until interrupted."
     import threading
@@ -208,20 +259,27 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
         stop()
     return 0
 
-
-def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
-    "Describe a bars file: metadata, size, range, timeframe, gaps, prices, volume, returns."
-    path = Path(args.path)
-    bars = read_bars(path, tz=args.tz)
-    rows = [("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)"), ("timestamps", bars.attrs["timestamps"])]
-    if path.suffix.lower() in (".parquet", ".pq"):
-        rows += [(k, str(v)) for k, v in read_parquet_meta(path).items()]
-    problems = bar_problems(bars)
-    rows.append(("valid", "yes" if not problems else f"NO: {len(problems)} problem(s), see `intraday data check`"))
-    if not problems and len(bars):
-        rows += _bars_summary(bars)
-    _print_rows(rows)
-    return 0
+# %% ../nbs/14_cli.ipynb #ae85b95b
+def _add_venue(sub: argparse._SubParsersAction) -> None:
+    "The `venue serve` subcommand."
+    venue = sub.add_parser("venue", help="the paper venue").add_subparsers(dest="cmd", required=True)
+    vs = venue.add_parser("serve", help="serve the paper venue (Binance spot REST subset) until Ctrl-C")
+    vs.add_argument("--data", help="bars file to replay (default: the synthetic market of [data])")
+    vs.add_argument("--symbol", help="symbol served, BASE/QUOTE (default: the one stored in the --data parquet "
+                    "file, else the [data] symbol)")  # fmt: skip
+    vs.add_argument("--port", type=int, help="TCP port (default [venue] port; 0 = any free port)")
+    vs.add_argument("--admin", action="store_true", help="serve /admin (clock, ledger, faults)")
+    clock = vs.add_mutually_exclusive_group()
+    clock.add_argument("--speed", type=float, help="real-time replay at X times the wall clock, history re-based to "
+                       "now (default [venue] speed; 0 there = stepped)")  # fmt: skip
+    clock.add_argument(
+        "--step", action="store_true", help="stepped clock, moved by POST /admin/step (turns --admin on)"
+    )
+    vs.add_argument("--history", type=float, metavar="DAYS", help="days of bars served as history before the current "
+                    "bar (default: [venue] start bars); a runner warms its features from them")  # fmt: skip
+    vs.add_argument("--faults", help="fault profile file, JSON or YAML (default [venue] faults)")
+    vs.add_argument("--seed", type=int, help="seed of the fault profile (overrides the file's)")
+    vs.set_defaults(func=cmd_venue_serve, overrides=())
 
 # %% ../nbs/14_cli.ipynb #06ec7ccf
 def _strategy_rows(results: dict) -> pd.DataFrame:
@@ -243,7 +301,7 @@ def _print_table(df: pd.DataFrame) -> None:
            "return": "{:+.2%}".format, "max drawdown": "{:.2%}".format, "costs": "{:,.2f}".format}  # fmt: skip
     print(df.to_string(formatters=fmt))
 
-
+# %% ../nbs/14_cli.ipynb #13d8a7ce
 _ORACLE = "planted-signal oracle"
 
 
@@ -256,7 +314,7 @@ class _BarPolicy:
     def __call__(self, bar, features, state) -> int:
         return int(self.batch(None, np.array([np.searchsorted(self.ts, bar[0])]))[0])
 
-
+# %% ../nbs/14_cli.ipynb #aecb2af7
 def _backtest_all(
     bundle, bars: pd.DataFrame, settings: Settings, start: int, others: dict | None = None, oracle=None
 ) -> dict:
@@ -271,7 +329,7 @@ def _backtest_all(
     policies |= {"buy & hold": BuyAndHold(env.positions), "SMA 20/100": SMACross(env.positions, 20, 100)}
     return {name: bt.run(bars, pol, start, progress=sys.stderr.isatty()) for name, pol in policies.items()}
 
-
+# %% ../nbs/14_cli.ipynb #31ff5d42
 def _strategy_rules(bundle, results: dict) -> dict[str, str]:
     "What each backtested strategy does and under which rules (costs, forced flats), one line each."
     env, fm = bundle.env_settings(), bundle.fill_model()
@@ -294,7 +352,7 @@ def _strategy_rules(bundle, results: dict) -> dict[str, str]:
            "on validation")  # fmt: skip
     return {"every strategy": common} | {n: f"{own.get(n, sup)} ({len(r.fills):,} fills)" for n, r in results.items()}
 
-
+# %% ../nbs/14_cli.ipynb #f0a7fa0c
 def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict:
     "The demo's steps, writing into `out`; returns what the summary prints."
     from intraday.audit import audit
@@ -342,7 +400,7 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
                            rules=_strategy_rules(bundle, results), main="policy")  # fmt: skip
     return {"results": results, "report": report, "bundle_path": bundle_path, "path": path}
 
-
+# %% ../nbs/14_cli.ipynb #4b957d78
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     "The demo: market -> train (small budget) -> bundle -> out-of-sample backtest vs baselines -> audit -> report."
     from intraday.lineage import replace_dir
@@ -360,6 +418,18 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    "The `demo` subcommand."
+    demo = sub.add_parser("demo", help="the research flow on the synthetic market: train, backtest, audit, report")
+    demo.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
+    demo.add_argument("--timesteps", type=int, default=300_000, help="training budget (default 300000)")
+    demo.add_argument("--audit-timesteps", type=int, default=100_000, help="budget of each audit training")
+    demo.add_argument("--market", default="schedule", choices=list(MARKETS), help="the zoo market to run on (default "
+                      "schedule: a time-of-day drift a moving-average crossover cannot follow; trend is the default "
+                      "market of [data])")  # fmt: skip
+    demo.set_defaults(func=cmd_demo)
+
+# %% ../nbs/14_cli.ipynb #61bb7845
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     "Backtest a bundle on a bars file against buy & hold and SMA crossover; print metrics, write the HTML report."
     from intraday.bundle import PolicyBundle
@@ -378,6 +448,17 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         print(f"report: {path}")
     return 0
 
+
+def _add_backtest(sub: argparse._SubParsersAction) -> None:
+    "The `backtest` subcommand."
+    bt = sub.add_parser("backtest", help="backtest a policy bundle on a bars file, with an HTML report")
+    bt.add_argument("--bundle", required=True, help="policy bundle folder")
+    bt.add_argument("--data", required=True, help="bars file (.parquet or .csv)")
+    bt.add_argument("--report", help="write the HTML report here")
+    bt.add_argument("--start", help="first decision time (ISO, UTC); default: after the feature warm-up")
+    bt.add_argument("--allow-unsigned", action="store_true", help="research: do not require a trusted signature")
+    bt.set_defaults(func=cmd_backtest)
+
 # %% ../nbs/14_cli.ipynb #189b629f
 def _job_params(args: argparse.Namespace) -> dict:
     "Job parameters from --params YAML and -p pairs (later wins)."
@@ -393,7 +474,7 @@ def _job_params(args: argparse.Namespace) -> dict:
         params[key] = yaml.safe_load(value)
     return params
 
-
+# %% ../nbs/14_cli.ipynb #2e501f32
 def _register_published(args: argparse.Namespace, settings: Settings, bundle: str) -> int:
     "With --register: the job's published bundle becomes a new version of its model (challenger), with the run."
     if getattr(args, "register", False):
@@ -402,7 +483,7 @@ def _register_published(args: argparse.Namespace, settings: Settings, bundle: st
               f"promote {out['name']} --challenger {out['version']} --data BARS`")  # fmt: skip
     return 0
 
-
+# %% ../nbs/14_cli.ipynb #be3ed197
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     "Run the training job: papermill (default) or in-process (--direct / --resume)."
     from intraday.trainjob import JobParams, TrainJob
@@ -461,7 +542,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
           f"{np.expm1(test['total_log_return']):+.2%}")  # fmt: skip
     return _register_published(args, settings, metrics["bundle"])
 
-
+# %% ../nbs/14_cli.ipynb #481a752c
 def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     "Run Optuna trials over the [tune] search space; print the best."
     from intraday.train import tune
@@ -476,13 +557,31 @@ def cmd_tune(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _add_train_tune(sub: argparse._SubParsersAction) -> None:
+    "The `train` and `tune` subcommands (they share --params and -p)."
+    train = sub.add_parser("train", help="run the training job (papermill notebook, or --direct in-process)")
+    tune = sub.add_parser("tune", help="Optuna hyperparameter search over [tune]")
+    for q in (train, tune):
+        q.add_argument("--params", help="YAML file of job parameters")
+        q.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a job parameter (repeatable)")
+    train.add_argument("--direct", action="store_true", help="run in this process instead of through papermill")
+    train.add_argument("--register", action="store_true",
+                       help="register the published bundle and the run's record (MLflow registry)")  # fmt: skip
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    train.add_argument("--notebook", default=str(JOB_NOTEBOOK), help="job notebook (default nbs/jobs/train.ipynb)")
+    train.set_defaults(func=cmd_train)
+    tune.add_argument("--trials", type=int, help="trials to run here (default [tune] n_trials)")
+    tune.add_argument("--worker", type=int, default=0, help="index of this worker on a shared study (sampler seed)")
+    tune.set_defaults(func=cmd_tune)
+
+# %% ../nbs/14_cli.ipynb #721dc87b
 def _trust(args: argparse.Namespace, settings: Settings):
     "The keys a bundle must be signed by ([bundle] trusted_keys), or none required with --allow-unsigned."
     from intraday.signing import Trust
 
     return Trust.from_settings(settings.bundle, allow_unsigned=getattr(args, "allow_unsigned", False))
 
-
+# %% ../nbs/14_cli.ipynb #59203b39
 def _bundle_keygen(args: argparse.Namespace, settings: Settings) -> int:
     "Create a signing key (mode 0600) and trust it; print the line a runner's trusted-keys file needs."
     from intraday.signing import key_line, keygen, load_signing_key
@@ -494,7 +593,7 @@ def _bundle_keygen(args: argparse.Namespace, settings: Settings) -> int:
     print(key_line(load_signing_key(path).public_key(), args.name or path.stem))
     return 0
 
-
+# %% ../nbs/14_cli.ipynb #e380fed8
 def _bundle_sign(args: argparse.Namespace, settings: Settings) -> int:
     "Sign a bundle that passes every other check (e.g. one exported with another key) with the workbench key."
     from intraday.bundle import SIGNED_FILES, verify_bundle
@@ -510,7 +609,7 @@ def _bundle_sign(args: argparse.Namespace, settings: Settings) -> int:
     print(f"signed {args.path} with key {key_id(key.public_key())}")
     return 0
 
-
+# %% ../nbs/14_cli.ipynb #914a34ef
 def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
     "Show, verify (exit 1 with one line per problem) or sign a bundle; create a signing key."
     from intraday.bundle import PolicyBundle, verify_bundle
@@ -533,6 +632,24 @@ def cmd_bundle(args: argparse.Namespace, settings: Settings) -> int:
     for key, value in PolicyBundle.load(args.path, trust=trust).summary().items():
         print(f"{key:<18} {value}")
     return 0
+
+# %% ../nbs/14_cli.ipynb #097a013e
+def _add_bundle(sub: argparse._SubParsersAction) -> None:
+    "The `bundle` subcommands: show, verify, sign, keygen."
+    bundle = sub.add_parser("bundle", help="policy bundles").add_subparsers(dest="cmd", required=True)
+    for name, text in (("show", "summary of a bundle's manifest"), ("verify", "verify a bundle (exit 1 if bad)"),
+                       ("sign", "sign a bundle that passes every other check")):  # fmt: skip
+        b = bundle.add_parser(name, help=text)
+        b.add_argument("path", help="bundle folder")
+        b.set_defaults(func=cmd_bundle)
+        if name == "sign":
+            b.add_argument("--key", help="private key file (default: the workbench key, [bundle] signing_key)")
+        else:
+            b.add_argument("--allow-unsigned", action="store_true", help="research: do not require a trusted signature")
+    kg = bundle.add_parser("keygen", help="create an Ed25519 signing key (mode 0600) and trust it")
+    kg.add_argument("--out", help="key file (default [bundle] signing_key)")
+    kg.add_argument("--name", default="", help="the key's name in the trusted-keys file")
+    kg.set_defaults(func=cmd_bundle)
 
 # %% ../nbs/14_cli.ipynb #72e2ae12
 def cmd_walkforward(args: argparse.Namespace, settings: Settings) -> int:
@@ -560,6 +677,22 @@ def cmd_walkforward(args: argparse.Namespace, settings: Settings) -> int:
     print(f"report: {Path(args.out) / 'report.html'}")
     return 0
 
+
+def _add_walkforward(sub: argparse._SubParsersAction) -> None:
+    "The `walkforward` subcommand."
+    wf = sub.add_parser("walkforward", help="walk-forward: folds scored once on untouched test blocks, chained")
+    wf.add_argument("--params", help="YAML file of job parameters (the data: source, market, days, ...)")
+    wf.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a job parameter (repeatable)")
+    wf.add_argument(
+        "--out", default="reports/walkforward", help="output folder, replaced (default reports/walkforward)"
+    )
+    wf.add_argument("--folds", type=int, help="overrides walkforward.folds")
+    wf.add_argument("--scheme", choices=("rolling", "anchored"), help="overrides walkforward.scheme")
+    wf.add_argument("--trials", type=int, help="configurations tried before this one: deflates the Sharpe ratio")
+    wf.add_argument("--workers", type=int, help="fold processes at once (0 = the cores available)")
+    wf.add_argument("--timesteps", type=int, help="training budget of each fold (default [train] total_timesteps)")
+    wf.set_defaults(func=cmd_walkforward)
+
 # %% ../nbs/14_cli.ipynb #98d03e6e
 def loopback(url: str) -> bool:
     "Whether `url` points at this machine (127.0.0.0/8, ::1 or localhost): a paper venue, not an exchange."
@@ -572,7 +705,7 @@ def loopback(url: str) -> bool:
     except ValueError:  # a name other than localhost may resolve anywhere
         return False
 
-
+# %% ../nbs/14_cli.ipynb #b5a16f86
 def _trail(settings: Settings, kind: str, **data) -> None:
     "Record an operator's action in the audit trail ([registry] audit_trail); a trail that fails does not undo it."
     from intraday.trail import Trail, TrailError
@@ -582,46 +715,28 @@ def _trail(settings: Settings, kind: str, **data) -> None:
     except (OSError, TrailError) as e:
         print(f"intraday: {kind} done, but not recorded in the audit trail: {e}", file=sys.stderr)
 
-
-def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
-    "Kill, resume or describe the runner of a state directory."
-    from intraday.control import StateLock
-    from intraday.journal import Journal
-    from intraday.risk import Risk, TradingState
+# %% ../nbs/14_cli.ipynb #d84cfa32
+def _live_kill(state: Path, args: argparse.Namespace, settings: Settings) -> int:
+    "Leave the kill file in `state` (a running router halts at its next check, a new one stays halted)."
     from intraday.router import KILL_FILE
 
-    if args.action == "run":
-        if bool(args.bundle) == bool(args.model):
-            print("intraday: live run needs --bundle PATH or --model NAME@champion (one of them)", file=sys.stderr)
-            return 2
-        return cmd_live_run(args, settings)
-    state = Path(args.state_dir or settings.live.state_dir)
-    if args.action == "kill":
-        try:
-            state.mkdir(parents=True, exist_ok=True)
-            (state / KILL_FILE).write_text(args.reason)
-        except OSError as e:
-            print(f"intraday: cannot write the kill file {state / KILL_FILE}: {e.strerror or e}; a running runner "
-                  "can be killed with POST /kill or `kill -USR1 <pid>`", file=sys.stderr)  # fmt: skip
-            return 1
-        print(f"kill file written: {state / KILL_FILE} ({args.reason}); a running router halts and cancels at its "
-              "next check, a new one stays halted until `intraday live resume`")  # fmt: skip
-        _trail(settings, "kill", state_dir=str(state), reason=args.reason)
-        return 0
-    j = Journal.open(state)
-    if args.action == "resume":
-        try:
-            with StateLock(state):
-                (state / KILL_FILE).unlink(missing_ok=True)
-                risk = Risk(settings.risk).load(j.state.get("risk", {}))
-                risk.set_state(TradingState.ACTIVE, args.reason)
-                j.record("state", risk=risk.to_dict())
-        except RuntimeError as e:
-            print(f"intraday: {e}; resume the running runner with POST /resume on its control port", file=sys.stderr)
-            return 1
-        print(f"{state}: kill file removed, trading state ACTIVE ({args.reason}); the next start reconciles first")
-        _trail(settings, "resume", state_dir=str(state), reason=args.reason)
-        return 0
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+        (state / KILL_FILE).write_text(args.reason)
+    except OSError as e:
+        print(f"intraday: cannot write the kill file {state / KILL_FILE}: {e.strerror or e}; a running runner "
+              "can be killed with POST /kill or `kill -USR1 <pid>`", file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"kill file written: {state / KILL_FILE} ({args.reason}); a running router halts and cancels at its "
+          "next check, a new one stays halted until `intraday live resume`")  # fmt: skip
+    _trail(settings, "kill", state_dir=str(state), reason=args.reason)
+    return 0
+
+# %% ../nbs/14_cli.ipynb #6eef4a91
+def _live_status(state: Path, j) -> int:
+    "Print what the journal of `state` says: trading state, position, orders by state, last reconciliation."
+    from intraday.router import KILL_FILE
+
     risk = j.state.get("risk", {})
     killed = (state / KILL_FILE).exists()
     trading = "HALTED" if killed else risk.get("state", "ACTIVE")
@@ -648,103 +763,155 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
               "/resume on its control port)")  # fmt: skip
     return 0
 
+# %% ../nbs/14_cli.ipynb #a26ef107
+def _live_resume(state: Path, j, args: argparse.Namespace, settings: Settings) -> int:
+    "Lift the kill file and set the journal's trading state ACTIVE, when no runner holds `state`."
+    from intraday.control import StateLock
+    from intraday.risk import Risk, TradingState
+    from intraday.router import KILL_FILE
+
+    try:
+        with StateLock(state):
+            (state / KILL_FILE).unlink(missing_ok=True)
+            risk = Risk(settings.risk).load(j.state.get("risk", {}))
+            risk.set_state(TradingState.ACTIVE, args.reason)
+            j.record("state", risk=risk.to_dict())
+    except RuntimeError as e:
+        print(f"intraday: {e}; resume the running runner with POST /resume on its control port", file=sys.stderr)
+        return 1
+    print(f"{state}: kill file removed, trading state ACTIVE ({args.reason}); the next start reconciles first")
+    _trail(settings, "resume", state_dir=str(state), reason=args.reason)
+    return 0
+
+# %% ../nbs/14_cli.ipynb #d5ecd956
+def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
+    "Kill, resume or describe the runner of a state directory."
+    from intraday.journal import Journal
+
+    if args.action == "run":
+        if bool(args.bundle) == bool(args.model):
+            print("intraday: live run needs --bundle PATH or --model NAME@champion (one of them)", file=sys.stderr)
+            return 2
+        return cmd_live_run(args, settings)
+    state = Path(args.state_dir or settings.live.state_dir)
+    if args.action == "kill":
+        return _live_kill(state, args, settings)
+    j = Journal.open(state)
+    if args.action == "resume":
+        return _live_resume(state, j, args, settings)
+    return _live_status(state, j)
+
+# %% ../nbs/14_cli.ipynb #557f3fb6
+def _live_run_refusal(args: argparse.Namespace, settings: Settings) -> str | None:
+    "Why `live run` refuses to start (real money unconfirmed, unsigned bundles with it, no credentials), or None."
+    if args.venue == "binance" and not (args.live or args.shadow):
+        return "--venue binance trades real money: add --live to confirm (or --shadow)"
+    if args.url and not loopback(args.url) and not args.live:
+        return (
+            f"--url {args.url} is not on this machine (127.0.0.0/8): a remote venue may be a real exchange; add "
+            "--live to confirm"
+        )
+    if args.allow_unsigned and (args.live or args.venue == "binance"):
+        return "--allow-unsigned is for research on the paper venue, never with real money"
+    sec = settings.secrets
+    if not (sec.api_key and sec.api_secret):
+        return "set INTRADAY_API_KEY and INTRADAY_API_SECRET (or INTRADAY_SECRETS_FILE)"
+    return None
+
+# %% ../nbs/14_cli.ipynb #a42dadee
+async def _live_session(
+    args: argparse.Namespace, settings: Settings, state: Path, symbol: str, key: str, secret: str
+) -> dict:
+    "One runner's session: connect, start the router, feed, control server and signal handlers; trade; close."
+    import asyncio
+    import signal
+
+    from intraday.control import ControlServer
+    from intraday.journal import Journal
+    from intraday.live import BarFeed, LiveRunner
+    from intraday.monitor import Monitor
+    from intraday.risk import Risk
+    from intraday.router import Router
+
+    bundle, follow = args.bundle, None
+    if args.model:  # the registry's version, resolved before connecting, followed: swapped when the alias moves
+        from intraday.registry import ChampionFollower
+
+        follow = ChampionFollower(_registry(settings), args.model, state / "model")
+        bundle = follow.folder
+    if args.venue == "paper":
+        from intraday.binance import connect
+
+        ex = connect(args.url or f"http://{settings.venue.host}:{settings.venue.port}", key, secret, pro=True)
+    else:
+        import ccxt.pro
+
+        ex = ccxt.pro.binance({"apiKey": key, "secret": secret, "enableRateLimit": True})
+    monitor = Monitor()
+    try:
+        router = Router(ex, Journal(state, settings.live.account, settings.live.runner, settings.live.synchronous),
+                        symbol, Risk(settings.risk), settings.live)  # fmt: skip
+        await router.start()
+        feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
+        runner = LiveRunner(router, feed, bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
+        if follow is not None:
+            runner.hooks["on_bar"].append(
+                lambda bar: follow.sync() and router.journal.record("note", model=args.model, version=follow.version)
+            )
+        alerter = None
+        if urls := settings.alerts.url_list():  # halts and router alerts reach a person
+            from intraday.alerts import Alerter, watch
+
+            alerter = Alerter(urls, settings.alerts.repeat_s, settings.alerts.per_minute)
+            watch(alerter, runner)
+        if settings.risk.rules:  # the risk engine, its rule file watched between bars
+            from intraday.rules import RiskAgent, RiskEngine
+
+            engine = RiskEngine(window=settings.risk.metrics_window, alpha=settings.risk.var_alpha)
+            RiskAgent(engine, settings.risk.rules, notify=alerter.send if alerter else None).attach(runner)
+        checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
+        control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
+                                host=settings.live.control_host,
+                                kill=lambda reason: runner.kill(reason or "control endpoint"),
+                                resume=lambda reason: runner.resume(reason or "control endpoint"))  # fmt: skip
+        await control.start()
+        loop = asyncio.get_running_loop()
+        # the kill switch by signal: `kill -USR1 <pid>` halts, cancels every open order (and flattens if set)
+        loop.add_signal_handler(signal.SIGUSR1, lambda: router.kill_soon("signal SIGUSR1"))
+        for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the bar in hand, log the summary
+            loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
+        logger.bind(url=control.url).info("control and metrics on {}", control.url)
+        print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr, flush=True)
+        try:
+            await runner.start()
+            return await runner.run(args.duration, args.bars)
+        finally:
+            await control.stop()
+            await feed.close()
+    finally:
+        await ex.close()
+
 # %% ../nbs/14_cli.ipynb #fe7c853c
 def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     "Trade a bundle on the paper venue (or, with --live, on Binance) until --duration or --bars."
     import asyncio
-    import signal
 
     import ccxt
 
-    from intraday.control import ControlServer, StateLock, StateLockError
-    from intraday.journal import Journal
-    from intraday.live import AccountError, BarFeed, FeedGap, LiveRunner
-    from intraday.monitor import Monitor
-    from intraday.risk import Risk
-    from intraday.router import ReconcileError, Router
+    from intraday.control import StateLock, StateLockError
+    from intraday.live import AccountError, FeedGap
+    from intraday.router import ReconcileError
 
-    if args.venue == "binance" and not (args.live or args.shadow):
-        print("intraday: --venue binance trades real money: add --live to confirm (or --shadow)", file=sys.stderr)
-        return 2
-    if args.url and not loopback(args.url) and not args.live:
-        print(f"intraday: --url {args.url} is not on this machine (127.0.0.0/8): a remote venue may be a real "
-              "exchange; add --live to confirm", file=sys.stderr)  # fmt: skip
-        return 2
-    if args.allow_unsigned and (args.live or args.venue == "binance"):
-        print("intraday: --allow-unsigned is for research on the paper venue, never with real money", file=sys.stderr)
+    if refusal := _live_run_refusal(args, settings):
+        print(f"intraday: {refusal}", file=sys.stderr)
         return 2
     sec = settings.secrets
-    if not (sec.api_key and sec.api_secret):
-        print("intraday: set INTRADAY_API_KEY and INTRADAY_API_SECRET (or INTRADAY_SECRETS_FILE)", file=sys.stderr)
-        return 2
     key, secret = sec.api_key.get_secret_value(), sec.api_secret.get_secret_value()
     state = Path(args.state_dir or settings.live.state_dir)
     symbol = args.symbol or settings.data.symbol
-
-    async def session() -> dict:
-        bundle, follow = args.bundle, None
-        if args.model:  # the registry's version, resolved before connecting, followed: swapped when the alias moves
-            from intraday.registry import ChampionFollower
-
-            follow = ChampionFollower(_registry(settings), args.model, state / "model")
-            bundle = follow.folder
-        if args.venue == "paper":
-            from intraday.binance import connect
-
-            ex = connect(args.url or f"http://{settings.venue.host}:{settings.venue.port}", key, secret, pro=True)
-        else:
-            import ccxt.pro
-
-            ex = ccxt.pro.binance({"apiKey": key, "secret": secret, "enableRateLimit": True})
-        monitor = Monitor()
-        try:
-            router = Router(ex, Journal(state, settings.live.account, settings.live.runner, settings.live.synchronous),
-                            symbol, Risk(settings.risk), settings.live)  # fmt: skip
-            await router.start()
-            feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
-            runner = LiveRunner(router, feed, bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
-            if follow is not None:
-                runner.hooks["on_bar"].append(
-                    lambda bar: (
-                        follow.sync() and router.journal.record("note", model=args.model, version=follow.version)
-                    )
-                )
-            alerter = None
-            if urls := settings.alerts.url_list():  # halts and router alerts reach a person
-                from intraday.alerts import Alerter, watch
-
-                alerter = Alerter(urls, settings.alerts.repeat_s, settings.alerts.per_minute)
-                watch(alerter, runner)
-            if settings.risk.rules:  # the risk engine, its rule file watched between bars
-                from intraday.rules import RiskAgent, RiskEngine
-
-                engine = RiskEngine(window=settings.risk.metrics_window, alpha=settings.risk.var_alpha)
-                RiskAgent(engine, settings.risk.rules, notify=alerter.send if alerter else None).attach(runner)
-            checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
-            control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
-                                    host=settings.live.control_host,
-                                    kill=lambda reason: runner.kill(reason or "control endpoint"),
-                                    resume=lambda reason: runner.resume(reason or "control endpoint"))  # fmt: skip
-            await control.start()
-            loop = asyncio.get_running_loop()
-            # the kill switch by signal: `kill -USR1 <pid>` halts, cancels every open order (and flattens if set)
-            loop.add_signal_handler(signal.SIGUSR1, lambda: router.kill_soon("signal SIGUSR1"))
-            for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the bar in hand, log the summary
-                loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
-            logger.bind(url=control.url).info("control and metrics on {}", control.url)
-            print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr, flush=True)
-            try:
-                await runner.start()
-                return await runner.run(args.duration, args.bars)
-            finally:
-                await control.stop()
-                await feed.close()
-        finally:
-            await ex.close()
-
     try:
         with StateLock(state):
-            final = asyncio.run(session())
+            final = asyncio.run(_live_session(args, settings, state, symbol, key, secret))
     except (ReconcileError, StateLockError, FeedGap, AccountError) as e:  # the runner refuses to trade: say why, once
         print(f"intraday: {e}", file=sys.stderr)
         return 1
@@ -754,6 +921,29 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(json.dumps({k: final[k] for k in ("trading_state", "position", "equity", "pnl", "decisions")}, indent=1))
     return 0
+
+# %% ../nbs/14_cli.ipynb #29b6648d
+def _add_live(sub: argparse._SubParsersAction) -> None:
+    "The `live` subcommand: run, kill, resume, status."
+    live = sub.add_parser("live", help="trade a bundle (run); the kill switch, resume, status of a runner")
+    live.add_argument("action", nargs="?", default="run", choices=("run", "kill", "resume", "status"),
+                      help="run (default): trade; kill / resume / status: act on a state directory")  # fmt: skip
+    live.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
+    live.add_argument("--reason", default="operator", help="kill/resume: why (journaled; shown in denials)")
+    live.add_argument("--bundle", help="run: policy bundle folder (watched: a new verified bundle is swapped in)")
+    live.add_argument("--model", help="run: NAME@champion (or NAME/version) from the registry, followed: the runner "
+                      "swaps between bars when the alias moves")  # fmt: skip
+    live.add_argument("--venue", choices=("paper", "binance"), default="paper", help="run: where to trade")
+    live.add_argument("--symbol", help="run: unified symbol (default [data] symbol)")
+    live.add_argument("--url", help="run: paper venue URL (default http://[venue] host:port)")
+    live.add_argument("--duration", type=float, help="run: stop after so many seconds")
+    live.add_argument("--bars", type=int, help="run: stop after so many closed bars")
+    live.add_argument("--shadow", action="store_true", help="run: decide and journal, send nothing")
+    live.add_argument("--metrics-port", type=int, default=0, help="run: /metrics and control port (0 = free)")
+    live.add_argument("--live", action="store_true", help="run: confirm trading on a real exchange")
+    live.add_argument("--allow-unsigned", action="store_true",
+                      help="run: research only: trade bundles without a trusted signature")  # fmt: skip
+    live.set_defaults(func=cmd_live)
 
 # %% ../nbs/14_cli.ipynb #efc7133a
 def cmd_risk(args: argparse.Namespace, settings: Settings) -> int:
@@ -779,6 +969,14 @@ def cmd_risk(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{r['scenario']:18s} {r['loss']:12.2f} {r['loss_frac']:10.2%}")
     return 0
 
+
+def _add_risk(sub: argparse._SubParsersAction) -> None:
+    "The `risk stress` subcommand."
+    risk = sub.add_parser("risk", help="the risk engine: the stress table of a runner's position")
+    risk.add_argument("action", choices=("stress",), help="stress: each scenario's loss of the position, exit included")
+    risk.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
+    risk.set_defaults(func=cmd_risk)
+
 # %% ../nbs/14_cli.ipynb #c4a9d2e7
 def _registry(settings: Settings):
     "The workbench's model registry ([registry]), trusting the keys of [bundle] trusted_keys."
@@ -796,6 +994,14 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    "Move a model's champion back to the previous one (recorded with who and why)."
+    out = _registry(settings).rollback(args.name, args.reason)
+    print(f"rolled back {args.name}@champion: version {out['from']} -> {out['to']} by {out['user']} ({args.reason}); "
+          f"run {out['run_id']}")  # fmt: skip
+    return 0
+
+# %% ../nbs/14_cli.ipynb #efbff52f
 def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     "Run the promotion gate for a challenger version; exit 1 when it refuses (the champion stays)."
     from intraday.promote import promote
@@ -817,15 +1023,7 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{out['decision']}: {args.name}@champion is now version {out['champion']} (was {out['previous']}); {how}")
     return 0
 
-
-def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
-    "Move a model's champion back to the previous one (recorded with who and why)."
-    out = _registry(settings).rollback(args.name, args.reason)
-    print(f"rolled back {args.name}@champion: version {out['from']} -> {out['to']} by {out['user']} ({args.reason}); "
-          f"run {out['run_id']}")  # fmt: skip
-    return 0
-
-
+# %% ../nbs/14_cli.ipynb #af4e8443
 def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     "List the registered models, or one model's versions with their aliases and lineage."
     reg = _registry(settings)
@@ -842,7 +1040,32 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     print(f"champion history: {reg.history(args.name)}")
     return 0
 
+# %% ../nbs/14_cli.ipynb #79e68c2b
+def _add_lifecycle(sub: argparse._SubParsersAction) -> None:
+    "The model lifecycle subcommands: register, promote, rollback, models."
+    reg = sub.add_parser("register", help="register a signed bundle as a new model version (MLflow registry)")
+    reg.add_argument("bundle", help="signed bundle folder")
+    reg.add_argument("--name", help="model name (default <symbol>_<timeframe>_<algorithm> of its manifest)")
+    reg.add_argument("--alias", choices=("challenger", "champion", "none"), default="challenger",
+                     help="alias of the new version (default challenger; champion only for a model's first "
+                     "version)")  # fmt: skip
+    reg.set_defaults(func=cmd_register)
+    pr = sub.add_parser("promote", help="the promotion gate: a challenger version against the champion")
+    pr.add_argument("name", help="registered model")
+    pr.add_argument("--challenger", type=int, required=True, help="the challenger's version number")
+    pr.add_argument("--data", required=True, help="recent bars file: the window is its tail after both models' data")
+    pr.add_argument("--approve", action="store_true", help="overrule a refusal (needs --reason; who and why recorded)")
+    pr.add_argument("--reason", help="why (recorded)")
+    pr.set_defaults(func=cmd_promote)
+    rb = sub.add_parser("rollback", help="move a model's champion back to the previous one")
+    rb.add_argument("name", help="registered model")
+    rb.add_argument("--reason", required=True, help="why (recorded)")
+    rb.set_defaults(func=cmd_rollback)
+    models = sub.add_parser("models", help="registered models; a model's versions, aliases and lineage")
+    models.add_argument("name", nargs="?", help="a registered model")
+    models.set_defaults(func=cmd_models)
 
+# %% ../nbs/14_cli.ipynb #62bc6821
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     "verify: recompute the audit trail's hash chain (and the registry's anchored heads); anchor: write its head."
     from intraday.registry import RegistryError
@@ -864,6 +1087,17 @@ def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     print(f"audit trail {path}: {n} records, the chain is intact ({len(anchors)} anchored heads checked)")
     return 0
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:
+    "The `audit` subcommands: verify, anchor."
+    audit = sub.add_parser("audit", help="the hash-chained audit trail").add_subparsers(dest="cmd", required=True)
+    av = audit.add_parser(
+        "verify", help="recompute the chain; exit 1 naming the first changed/removed/reordered record"
+    )
+    av.add_argument("--trail", help="trail file (default [registry] audit_trail)")
+    av.set_defaults(func=cmd_audit)
+    audit.add_parser("anchor", help="write the trail's head to the registry (daily)").set_defaults(func=cmd_audit)
 
 # %% ../nbs/14_cli.ipynb #d6ceda6e
 DASHBOARD_NOTEBOOK = Path("nbs/15_dashboard.ipynb")
@@ -898,13 +1132,27 @@ def dashboard_command(args: argparse.Namespace, settings: Settings) -> tuple[lis
         env["INTRADAY_SETTINGS"] = str(Path(args.settings).resolve())
     return argv, env
 
-
+# %% ../nbs/14_cli.ipynb #b20b00a8
 def cmd_dashboard(args: argparse.Namespace, settings: Settings) -> int:
     "Serve the dashboard notebook with Panel (127.0.0.1 by default) until Ctrl-C."
     argv, env = dashboard_command(args, settings)
     print(f"dashboard on http://{args.address}:{args.port}/{Path(args.notebook).stem} (Ctrl-C stops it)", flush=True)
     os.execve(argv[0], argv, env)  # panel's server takes over this process: signals reach it directly
     return 0  # not reached
+
+
+def _add_dashboard(sub: argparse._SubParsersAction) -> None:
+    "The `dashboard` subcommand."
+    dash = sub.add_parser("dashboard", help="serve the dashboard (models, backtest, live runners, runs) in a browser")
+    dash.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in a pod)")
+    dash.add_argument("--port", type=int, default=5006, help="TCP port (default 5006)")
+    dash.add_argument("--runner", action="append", metavar="URL", help="a live runner's control URL (repeatable)")
+    dash.add_argument("--origin", action="append", metavar="HOST:PORT",
+                      help="browser origin allowed on the websocket (repeatable; default: the address, 127.0.0.1 and "
+                      "localhost at --port)")  # fmt: skip
+    dash.add_argument("--notebook", default=str(DASHBOARD_NOTEBOOK), help="dashboard notebook (default "
+                      "nbs/15_dashboard.ipynb)")  # fmt: skip
+    dash.set_defaults(func=cmd_dashboard)
 
 # %% ../nbs/14_cli.ipynb #d0fc5f61
 def build_parser() -> argparse.ArgumentParser:
@@ -918,179 +1166,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="{config,data,train,tune,walkforward,bundle,register,promote,rollback,models,audit,backtest,venue,live,demo,dashboard}",
     )
 
-    cfg = sub.add_parser("config", help="settings").add_subparsers(dest="cmd", required=True)
-    show = cfg.add_parser("show", help="effective settings and where each value came from")
-    show.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    show.set_defaults(func=cmd_config_show)
-
-    data = sub.add_parser("data", help="bars: synthesize, check, describe").add_subparsers(dest="cmd", required=True)
-    synth = data.add_parser("synth", help="generate the seeded synthetic market")
-    for flag, typ in (("symbol", str), ("timeframe", str), ("days", int), ("seed", int), ("alpha", float),
-                      ("start", str)):  # fmt: skip
-        synth.add_argument(f"--{flag}", type=typ, help=f"overrides data.{flag}")
-    synth.add_argument("--out", help="destination .parquet or .csv (default: the bar store of data.store)")
-    synth.set_defaults(func=cmd_data_synth, overrides=("symbol", "timeframe", "days", "seed", "alpha", "start"))
-    check = data.add_parser("check", help="validate a bars file (exit 1 with one line per problem)")
-    check.add_argument("path", help=".parquet or .csv bars file")
-    check.add_argument("--timeframe", help="expected bar length for the gap report (default: inferred)")
-    check.add_argument("--tz", help="zone of times written without one, e.g. UTC (default: such times are refused)")
-    check.set_defaults(func=cmd_data_check)
-    fetch = data.add_parser("fetch", help="download history via ccxt into the bar store (resumable)")
-    fetch.add_argument("--exchange", default="binance", help="ccxt exchange id (store key)")
-    fetch.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USDT")
-    fetch.add_argument("--timeframe", default="1m", help="bar length")
-    fetch.add_argument("--since", required=True, help="first bar (ISO, UTC)")
-    fetch.add_argument("--until", help="end, exclusive (ISO, UTC)")
-    fetch.add_argument("--url", help="paper venue base URL (e.g. http://127.0.0.1:8765) instead of the exchange")
-    fetch.set_defaults(func=cmd_data_fetch)
-    info = data.add_parser("info", help="describe a bars file")
-    info.add_argument("path", help=".parquet or .csv bars file")
-    info.add_argument("--tz", help="zone of times written without one, e.g. UTC (default: such times are refused)")
-    info.set_defaults(func=cmd_data_info)
-
-    train = sub.add_parser("train", help="run the training job (papermill notebook, or --direct in-process)")
-    tune = sub.add_parser("tune", help="Optuna hyperparameter search over [tune]")
-    for q in (train, tune):
-        q.add_argument("--params", help="YAML file of job parameters")
-        q.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a job parameter (repeatable)")
-    train.add_argument("--direct", action="store_true", help="run in this process instead of through papermill")
-    train.add_argument("--register", action="store_true",
-                       help="register the published bundle and the run's record (MLflow registry)")  # fmt: skip
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    train.add_argument("--notebook", default=str(JOB_NOTEBOOK), help="job notebook (default nbs/jobs/train.ipynb)")
-    train.set_defaults(func=cmd_train)
-    tune.add_argument("--trials", type=int, help="trials to run here (default [tune] n_trials)")
-    tune.add_argument("--worker", type=int, default=0, help="index of this worker on a shared study (sampler seed)")
-    tune.set_defaults(func=cmd_tune)
-    wf = sub.add_parser("walkforward", help="walk-forward: folds scored once on untouched test blocks, chained")
-    wf.add_argument("--params", help="YAML file of job parameters (the data: source, market, days, ...)")
-    wf.add_argument("-p", nargs=2, action="append", metavar=("KEY", "VALUE"), help="a job parameter (repeatable)")
-    wf.add_argument(
-        "--out", default="reports/walkforward", help="output folder, replaced (default reports/walkforward)"
-    )
-    wf.add_argument("--folds", type=int, help="overrides walkforward.folds")
-    wf.add_argument("--scheme", choices=("rolling", "anchored"), help="overrides walkforward.scheme")
-    wf.add_argument("--trials", type=int, help="configurations tried before this one: deflates the Sharpe ratio")
-    wf.add_argument("--workers", type=int, help="fold processes at once (0 = the cores available)")
-    wf.add_argument("--timesteps", type=int, help="training budget of each fold (default [train] total_timesteps)")
-    wf.set_defaults(func=cmd_walkforward)
-    bundle = sub.add_parser("bundle", help="policy bundles").add_subparsers(dest="cmd", required=True)
-    for name, text in (("show", "summary of a bundle's manifest"), ("verify", "verify a bundle (exit 1 if bad)"),
-                       ("sign", "sign a bundle that passes every other check")):  # fmt: skip
-        b = bundle.add_parser(name, help=text)
-        b.add_argument("path", help="bundle folder")
-        b.set_defaults(func=cmd_bundle)
-        if name == "sign":
-            b.add_argument("--key", help="private key file (default: the workbench key, [bundle] signing_key)")
-        else:
-            b.add_argument("--allow-unsigned", action="store_true", help="research: do not require a trusted signature")
-    kg = bundle.add_parser("keygen", help="create an Ed25519 signing key (mode 0600) and trust it")
-    kg.add_argument("--out", help="key file (default [bundle] signing_key)")
-    kg.add_argument("--name", default="", help="the key's name in the trusted-keys file")
-    kg.set_defaults(func=cmd_bundle)
-
-    reg = sub.add_parser("register", help="register a signed bundle as a new model version (MLflow registry)")
-    reg.add_argument("bundle", help="signed bundle folder")
-    reg.add_argument("--name", help="model name (default <symbol>_<timeframe>_<algorithm> of its manifest)")
-    reg.add_argument("--alias", choices=("challenger", "champion", "none"), default="challenger",
-                     help="alias of the new version (default challenger; champion only for a model's first "
-                     "version)")  # fmt: skip
-    reg.set_defaults(func=cmd_register)
-    pr = sub.add_parser("promote", help="the promotion gate: a challenger version against the champion")
-    pr.add_argument("name", help="registered model")
-    pr.add_argument("--challenger", type=int, required=True, help="the challenger's version number")
-    pr.add_argument("--data", required=True, help="recent bars file: the window is its tail after both models' data")
-    pr.add_argument("--approve", action="store_true", help="overrule a refusal (needs --reason; who and why recorded)")
-    pr.add_argument("--reason", help="why (recorded)")
-    pr.set_defaults(func=cmd_promote)
-    rb = sub.add_parser("rollback", help="move a model's champion back to the previous one")
-    rb.add_argument("name", help="registered model")
-    rb.add_argument("--reason", required=True, help="why (recorded)")
-    rb.set_defaults(func=cmd_rollback)
-    models = sub.add_parser("models", help="registered models; a model's versions, aliases and lineage")
-    models.add_argument("name", nargs="?", help="a registered model")
-    models.set_defaults(func=cmd_models)
-    audit = sub.add_parser("audit", help="the hash-chained audit trail").add_subparsers(dest="cmd", required=True)
-    av = audit.add_parser(
-        "verify", help="recompute the chain; exit 1 naming the first changed/removed/reordered record"
-    )
-    av.add_argument("--trail", help="trail file (default [registry] audit_trail)")
-    av.set_defaults(func=cmd_audit)
-    audit.add_parser("anchor", help="write the trail's head to the registry (daily)").set_defaults(func=cmd_audit)
-
-    venue = sub.add_parser("venue", help="the paper venue").add_subparsers(dest="cmd", required=True)
-    vs = venue.add_parser("serve", help="serve the paper venue (Binance spot REST subset) until Ctrl-C")
-    vs.add_argument("--data", help="bars file to replay (default: the synthetic market of [data])")
-    vs.add_argument("--symbol", help="symbol served, BASE/QUOTE (default: the one stored in the --data parquet "
-                    "file, else the [data] symbol)")  # fmt: skip
-    vs.add_argument("--port", type=int, help="TCP port (default [venue] port; 0 = any free port)")
-    vs.add_argument("--admin", action="store_true", help="serve /admin (clock, ledger, faults)")
-    clock = vs.add_mutually_exclusive_group()
-    clock.add_argument("--speed", type=float, help="real-time replay at X times the wall clock, history re-based to "
-                       "now (default [venue] speed; 0 there = stepped)")  # fmt: skip
-    clock.add_argument(
-        "--step", action="store_true", help="stepped clock, moved by POST /admin/step (turns --admin on)"
-    )
-    vs.add_argument("--history", type=float, metavar="DAYS", help="days of bars served as history before the current "
-                    "bar (default: [venue] start bars); a runner warms its features from them")  # fmt: skip
-    vs.add_argument("--faults", help="fault profile file, JSON or YAML (default [venue] faults)")
-    vs.add_argument("--seed", type=int, help="seed of the fault profile (overrides the file's)")
-    vs.set_defaults(func=cmd_venue_serve, overrides=())
-    bt = sub.add_parser("backtest", help="backtest a policy bundle on a bars file, with an HTML report")
-    bt.add_argument("--bundle", required=True, help="policy bundle folder")
-    bt.add_argument("--data", required=True, help="bars file (.parquet or .csv)")
-    bt.add_argument("--report", help="write the HTML report here")
-    bt.add_argument("--start", help="first decision time (ISO, UTC); default: after the feature warm-up")
-    bt.add_argument("--allow-unsigned", action="store_true", help="research: do not require a trusted signature")
-    bt.set_defaults(func=cmd_backtest)
-
-    live = sub.add_parser("live", help="trade a bundle (run); the kill switch, resume, status of a runner")
-    live.add_argument("action", nargs="?", default="run", choices=("run", "kill", "resume", "status"),
-                      help="run (default): trade; kill / resume / status: act on a state directory")  # fmt: skip
-    live.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
-    live.add_argument("--reason", default="operator", help="kill/resume: why (journaled; shown in denials)")
-    live.add_argument("--bundle", help="run: policy bundle folder (watched: a new verified bundle is swapped in)")
-    live.add_argument("--model", help="run: NAME@champion (or NAME/version) from the registry, followed: the runner "
-                      "swaps between bars when the alias moves")  # fmt: skip
-    live.add_argument("--venue", choices=("paper", "binance"), default="paper", help="run: where to trade")
-    live.add_argument("--symbol", help="run: unified symbol (default [data] symbol)")
-    live.add_argument("--url", help="run: paper venue URL (default http://[venue] host:port)")
-    live.add_argument("--duration", type=float, help="run: stop after so many seconds")
-    live.add_argument("--bars", type=int, help="run: stop after so many closed bars")
-    live.add_argument("--shadow", action="store_true", help="run: decide and journal, send nothing")
-    live.add_argument("--metrics-port", type=int, default=0, help="run: /metrics and control port (0 = free)")
-    live.add_argument("--live", action="store_true", help="run: confirm trading on a real exchange")
-    live.add_argument("--allow-unsigned", action="store_true",
-                      help="run: research only: trade bundles without a trusted signature")  # fmt: skip
-    live.set_defaults(func=cmd_live)
-
-    risk = sub.add_parser("risk", help="the risk engine: the stress table of a runner's position")
-    risk.add_argument("action", choices=("stress",), help="stress: each scenario's loss of the position, exit included")
-    risk.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
-    risk.set_defaults(func=cmd_risk)
-
-    demo = sub.add_parser("demo", help="the research flow on the synthetic market: train, backtest, audit, report")
-    demo.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
-    demo.add_argument("--timesteps", type=int, default=300_000, help="training budget (default 300000)")
-    demo.add_argument("--audit-timesteps", type=int, default=100_000, help="budget of each audit training")
-    demo.add_argument("--market", default="schedule", choices=list(MARKETS), help="the zoo market to run on (default "
-                      "schedule: a time-of-day drift a moving-average crossover cannot follow; trend is the default "
-                      "market of [data])")  # fmt: skip
-    demo.set_defaults(func=cmd_demo)
-
-    dash = sub.add_parser("dashboard", help="serve the dashboard (models, backtest, live runners, runs) in a browser")
-    dash.add_argument("--address", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in a pod)")
-    dash.add_argument("--port", type=int, default=5006, help="TCP port (default 5006)")
-    dash.add_argument("--runner", action="append", metavar="URL", help="a live runner's control URL (repeatable)")
-    dash.add_argument("--origin", action="append", metavar="HOST:PORT",
-                      help="browser origin allowed on the websocket (repeatable; default: the address, 127.0.0.1 and "
-                      "localhost at --port)")  # fmt: skip
-    dash.add_argument("--notebook", default=str(DASHBOARD_NOTEBOOK), help="dashboard notebook (default "
-                      "nbs/15_dashboard.ipynb)")  # fmt: skip
-    dash.set_defaults(func=cmd_dashboard)
+    _add_config(sub)
+    _add_data(sub)
+    _add_train_tune(sub)
+    _add_walkforward(sub)
+    _add_bundle(sub)
+    _add_lifecycle(sub)
+    _add_audit(sub)
+    _add_venue(sub)
+    _add_backtest(sub)
+    _add_live(sub)
+    _add_risk(sub)
+    _add_demo(sub)
+    _add_dashboard(sub)
     return p
 
-
+# %% ../nbs/14_cli.ipynb #04ad0be4
 def main(
     argv: list[str] | None = None,  # arguments (default: sys.argv[1:])
 ) -> int:

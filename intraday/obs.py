@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
+from fastcore.basics import patch
 from loguru import logger
 from prometheus_client import CollectorRegistry, Histogram, generate_latest, start_http_server
 
@@ -33,14 +34,14 @@ def _escaped_forms(secret: str) -> set[str]:
     once = {secret, json.dumps(secret)[1:-1], json.dumps(secret, ensure_ascii=False)[1:-1], repr(secret)[1:-1]}
     return once | {json.dumps(f, ensure_ascii=False)[1:-1] for f in once}
 
-
+# %% ../nbs/01_obs.ipynb #e4cc9328
 def _token(form: str) -> str:
     "A pattern matching `form` as a whole token: not glued to a letter or digit where it starts or ends with one."
     left = r"(?<![A-Za-z0-9])" if form[0].isalnum() else ""
     right = r"(?![A-Za-z0-9])" if form[-1].isalnum() else ""
     return left + re.escape(form) + right
 
-
+# %% ../nbs/01_obs.ipynb #71165b68
 class Redactor:
     "Replaces each registered secret's exact value (raw, JSON- or repr-escaped) with `***` where it is a whole token."
 
@@ -58,33 +59,39 @@ class Redactor:
         forms = sorted(self._forms, key=len, reverse=True)
         self._re = re.compile("|".join(map(_token, forms))) if forms else None
 
-    def __call__(self, text: str) -> str:
-        "`text` with every secret value replaced by `***`."
-        return self._re.sub(REDACTED, text) if self._re else text
+# %% ../nbs/01_obs.ipynb #61431196
+@patch
+def __call__(self: Redactor, text: str) -> str:
+    "`text` with every secret value replaced by `***`."
+    return self._re.sub(REDACTED, text) if self._re else text
 
-    def _value(self, v: Any) -> Any:
-        "A decoded JSON value with secrets redacted in its strings and numbers (never in its keys)."
-        if isinstance(v, str):
-            return self(v)
-        if isinstance(v, dict):
-            return {k: self._value(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [self._value(x) for x in v]
-        if isinstance(v, int | float) and not isinstance(v, bool) and self(str(v)) != str(v):
-            return REDACTED  # a numeric secret logged as a number
-        return v
+# %% ../nbs/01_obs.ipynb #663b77a9
+@patch
+def _value(self: Redactor, v: Any) -> Any:
+    "A decoded JSON value with secrets redacted in its strings and numbers (never in its keys)."
+    if isinstance(v, str):
+        return self(v)
+    if isinstance(v, dict):
+        return {k: self._value(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [self._value(x) for x in v]
+    if isinstance(v, int | float) and not isinstance(v, bool) and self(str(v)) != str(v):
+        return REDACTED  # a numeric secret logged as a number
+    return v
 
-    def json_line(self, line: str) -> str:
-        "A serialized log line with secrets redacted in its values, never in its keys (text fallback if not JSON)."
-        if not self._re:
-            return line
-        try:
-            record = json.loads(line)
-        except ValueError:
-            return self(line)
-        # redacting the decoded values, not the raw line: a JSON key such as "message" stays whole
-        end = "\n" if line.endswith("\n") else ""
-        return json.dumps(self._value(record), default=str, ensure_ascii=False) + end
+# %% ../nbs/01_obs.ipynb #30c0c774
+@patch
+def json_line(self: Redactor, line: str) -> str:
+    "A serialized log line with secrets redacted in its values, never in its keys (text fallback if not JSON)."
+    if not self._re:
+        return line
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return self(line)
+    # redacting the decoded values, not the raw line: a JSON key such as "message" stays whole
+    end = "\n" if line.endswith("\n") else ""
+    return json.dumps(self._value(record), default=str, ensure_ascii=False) + end
 
 # %% ../nbs/01_obs.ipynb #1d13bc63
 class _InterceptHandler(logging.Handler):
@@ -97,7 +104,7 @@ class _InterceptHandler(logging.Handler):
             level = record.levelno
         logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
 
-
+# %% ../nbs/01_obs.ipynb #7a0f4856
 class _RedactingSink:
     "A loguru sink writing each (serialized) message redacted, in one write, to a stream or an append-only file."
 
@@ -114,7 +121,7 @@ class _RedactingSink:
         if self._own:
             self.stream.close()
 
-
+# %% ../nbs/01_obs.ipynb #bee2b776
 def setup_logging(
     level: str | None = None,  # minimum level; default: settings.obs.log_level
     sink: TextIO | str | Path | None = None,  # stream or file path; default: settings.obs.log_file or stderr
@@ -153,7 +160,7 @@ def make_registry() -> CollectorRegistry:
     "A fresh Prometheus registry (not the process-global one)."
     return CollectorRegistry(auto_describe=True)
 
-
+# %% ../nbs/01_obs.ipynb #cfae7d24
 def latency_histogram(
     name: str,  # metric name, e.g. 'intraday_order_roundtrip_seconds'
     documentation: str,  # help text
@@ -164,7 +171,7 @@ def latency_histogram(
     "A latency histogram in seconds with sub-millisecond buckets."
     return Histogram(name, documentation, labelnames=tuple(labelnames), buckets=tuple(buckets), registry=registry)
 
-
+# %% ../nbs/01_obs.ipynb #2304602f
 @contextmanager
 def timed(
     histogram: Histogram,  # where to record the elapsed seconds
@@ -182,7 +189,7 @@ def metrics_text(registry: CollectorRegistry) -> str:
     "The registry in Prometheus text exposition format."
     return generate_latest(registry).decode()
 
-
+# %% ../nbs/01_obs.ipynb #1bf8545a
 def serve_metrics(
     port: int,  # TCP port for /metrics
     registry: CollectorRegistry,  # what to expose
