@@ -343,6 +343,18 @@ def _evaluate(self: Trainer, model: BaseAlgorithm, sb3_logger, patience: int, tr
             return False
     return not (patience and self.state.since_best >= patience)
 
+# %% ../nbs/06_train.ipynb #a0d1c33b
+@patch
+def _fresh_model(self: Trainer, env) -> BaseAlgorithm:
+    "A new model of [train], its actor loaded from `warm_start` (a verified bundle) when one is given."
+    model = self.make_model(env)
+    if self.warm_start is not None:
+        from intraday.bundle import warm_start
+
+        warm_start(model, self.warm_start, self.splits.pipeline, self.settings.env.positions)
+        logger.info("warm start", bundle=str(self.warm_start.path), sha=self.warm_start.manifest["policy_sha256"][:12])
+    return model
+
 # %% ../nbs/06_train.ipynb #53755f19
 @patch
 def _start_model(self: Trainer, env, resume: bool) -> BaseAlgorithm:
@@ -353,15 +365,7 @@ def _start_model(self: Trainer, env, resume: bool) -> BaseAlgorithm:
     if not (resume and ckpt.is_file()):
         _write_json(self.run_dir / "config.json", self.settings.model_dump(mode="json"))
         _write_json(self.run_dir / "lineage.json", self.lineage())
-        model = self.make_model(env)
-        if self.warm_start is not None:
-            from intraday.bundle import warm_start
-
-            warm_start(model, self.warm_start, self.splits.pipeline, self.settings.env.positions)
-            logger.info(
-                "warm start", bundle=str(self.warm_start.path), sha=self.warm_start.manifest["policy_sha256"][:12]
-            )
-        return model
+        return self._fresh_model(env)
     model = self.load_weights(ckpt, env)
     replay = ckpt.with_name(ckpt.stem + "_replay.npz")
     if replay.is_file() and getattr(model, "replay_buffer", None) is not None:
