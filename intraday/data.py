@@ -8,8 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/data.html.md"""
 __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'PROBLEMS_LISTED', 'TS_COLUMNS', 'META_KEY', 'TREND', 'REVERSAL', 'SCHEDULE', 'REGIME',
            'FLOW', 'BarProblem', 'problem_lines', 'BarsError', 'bar_problems', 'validate_bars', 'infer_timeframe',
            'gap_report', 'BarsFileError', 'atomic_write', 'read_parquet_meta', 'read_bars', 'write_bars', 'StoreError',
-           'BarStore', 'SynthParams', 'planted_ic', 'synth_market', 'planted_signal', 'synth_from_settings',
-           'fetch_history']
+           'BarStore', 'SynthParams', 'planted_ic', 'market_index', 'synth_market', 'planted_signal',
+           'synth_from_settings', 'fetch_history']
 
 # %% ../nbs/02_data.ipynb #96481fc5
 import json
@@ -596,6 +596,25 @@ def _lams(halflife: float, fast: float = 30.0, slow: float = 720.0) -> np.ndarra
     return 2.0 ** (-1.0 / np.array([halflife, fast, slow]))
 
 # %% ../nbs/02_data.ipynb #83c392f3
+def market_index(
+    days: float,  # length in days (24/7 market)
+    timeframe: str,  # bar length
+    start: str | pd.Timestamp,  # first bar open time (UTC)
+    alpha: float,  # planted predictability: |alpha| < 1
+    who: str = "",  # prefix of the errors (e.g. "market trend: ")
+) -> tuple[pd.DatetimeIndex, int]:
+    "The bar open times of a synthetic market and its bar length in seconds, after checking its arguments."
+    if not -1 < alpha < 1:
+        raise ValueError(f"{who}alpha must be in (-1, 1), got {alpha}")
+    if days <= 0:
+        raise ValueError(f"{who}days must be > 0, got {days}")
+    step = timeframe_seconds(timeframe)
+    n = int(round(days * 86400 / step))
+    if n < 1:
+        raise ValueError(f"{who}{days} days of {timeframe} bars is less than one bar")
+    return pd.date_range(pd.Timestamp(start, tz="UTC"), periods=n, freq=f"{step}s", name="ts"), step
+
+
 def synth_market(
     days: float = 30,  # length in days (24/7 market)
     timeframe: str = "1m",  # bar length
@@ -607,15 +626,8 @@ def synth_market(
     progress: bool = False,  # show a progress bar
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     "Seeded synthetic bars: GARCH volatility, fat tails, U-shaped intraday profile, jumps, planted alpha."
-    if not -1 < alpha < 1:
-        raise ValueError(f"alpha must be in (-1, 1), got {alpha}")
-    if days <= 0:
-        raise ValueError(f"days must be > 0, got {days}")
-    step = timeframe_seconds(timeframe)
-    n = int(round(days * 86400 / step))
-    if n < 1:
-        raise ValueError(f"{days} days of {timeframe} bars is less than one bar")
-    idx = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=n, freq=f"{step}s", name="ts")
+    idx, step = market_index(days, timeframe, start, alpha)
+    n = len(idx)
     bars, hidden = _run_market(
         TREND, idx, step, seed, alpha, params, np.zeros(n), _lams(params.halflife), 1.0, progress
     )

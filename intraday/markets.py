@@ -29,6 +29,7 @@ from intraday.data import (
     _signal,
     _signal_path,
     infer_timeframe,
+    market_index,
     validate_bars,
 )
 
@@ -88,15 +89,7 @@ def __call__(
 ) -> pd.DataFrame | tuple[pd.DataFrame, pd.DataFrame]:
     "Seeded bars: the default market's volatility, tails, seasonality and volume, with this market's signal."
     alpha = self.alpha if alpha is None else alpha
-    if not -1 < alpha < 1:
-        raise ValueError(f"market {self.name}: alpha must be in (-1, 1), got {alpha}")
-    if days <= 0:
-        raise ValueError(f"market {self.name}: days must be > 0, got {days}")
-    step = timeframe_seconds(timeframe)
-    n = int(round(days * 86400 / step))
-    if n < 1:
-        raise ValueError(f"market {self.name}: {days} days of {timeframe} bars is less than one bar")
-    idx = pd.date_range(pd.Timestamp(start, tz="UTC"), periods=n, freq=f"{step}s", name="ts")
+    idx, step = market_index(days, timeframe, start, alpha, f"market {self.name}: ")
     x0 = self.schedule(idx[:1], step)[0] if self.kind == SCHEDULE else _signal(self.kind, np.zeros(3), 0.0)
     sched = self._sched_next(idx, step)
     bars, hidden = _run_market(self.kind, idx, step, seed, alpha, params or SynthParams(), sched, self._lams(), x0)
