@@ -25,7 +25,7 @@ RUNNER_METRICS = {
     "intraday_orders_total", "intraday_fills_total", "intraday_rejects_total", "intraday_retries_total",
     "intraday_faults_total", "intraday_position_mismatch_total", "intraday_bundle_swaps_total", "intraday_position",
     "intraday_equity", "intraday_pnl", "intraday_trading_state", "intraday_trading_status",
-    "intraday_feed_staleness_seconds", "intraday_bundle_info", "intraday_risk_rule_active",
+    "intraday_feed_staleness_seconds", "intraday_bundle_info", "intraday_risk_rule_active", "intraday_feature_psi",
 }  # fmt: skip
 PLATFORM_METRICS = {
     "up",
@@ -350,7 +350,9 @@ def test_runner_exports_the_metrics_the_rules_use():
     monitor = pytest.importorskip("intraday.monitor", reason="intraday.monitor (the live runner's metrics) not merged")
     from intraday.rules import RiskEngine, Rule
 
-    registry = monitor.Monitor().registry
+    mon = monitor.Monitor()
+    mon.set_drift({"ret_1": 0.02})  # a runner whose bundle carries drift bins
+    registry = mon.registry
     RiskEngine([Rule("r", "drawdown", ">", 0.1, "halt")]).export(registry)  # a runner with a risk engine
     exported = {s.name for m in registry.collect() for s in m.samples}
     rules = [
