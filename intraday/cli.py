@@ -8,7 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 __all__ = ['JOB_NOTEBOOK', 'DASHBOARD_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch',
            'cmd_data_info', 'cmd_venue_serve', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
            'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'cmd_register', 'cmd_rollback',
-           'cmd_promote', 'cmd_models', 'cmd_audit', 'dashboard_command', 'cmd_dashboard', 'build_parser', 'main']
+           'cmd_promote', 'cmd_models', 'cmd_audit', 'cmd_eod', 'dashboard_command', 'cmd_dashboard', 'build_parser',
+           'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -1099,6 +1100,43 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     av.set_defaults(func=cmd_audit)
     audit.add_parser("anchor", help="write the trail's head to the registry (daily)").set_defaults(func=cmd_audit)
 
+# %% ../nbs/14_cli.ipynb #55e954bb
+def cmd_eod(args: argparse.Namespace, settings: Settings) -> int:
+    "Write a day's statement and transaction report from a runner's journal; optionally prune old run folders."
+    from datetime import UTC, datetime, timedelta
+
+    from intraday.eod import prune_runs, registered_sources, write_eod
+    from intraday.journal import Journal
+    from intraday.trail import Trail
+
+    state = Path(args.state_dir or settings.live.state_dir)
+    day = args.day or (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    j = Journal.open(state)
+    try:
+        st = write_eod(j, day, args.out or state / "eod", args.mark, Trail(settings.registry.audit_trail), args.venue)
+    finally:
+        j.close()
+    print(f"eod {day} ({st['account']}/{st['runner']}): position {st['position_open']:g} -> {st['position_close']:g}, "
+          f"realised {st['realized']:,.2f}, fees {st['fees']:,.2f}, {st['fills']} fill(s), "
+          f"orders {st['orders'] or 'none'}, {len(st['halts'])} halt(s)")  # fmt: skip
+    print("\n".join(f"{k}: {v}" for k, v in st["files"].items()))
+    if args.prune_days is not None:
+        gone = prune_runs(settings.train.runs_dir, args.prune_days, registered_sources(_registry(settings)))
+        print(f"pruned {len(gone)} run folder(s) older than {args.prune_days:g} days from {settings.train.runs_dir}")
+    return 0
+
+
+def _add_eod(sub: argparse._SubParsersAction) -> None:
+    "The `eod` command."
+    e = sub.add_parser("eod", help="end of day: statement, transaction report, audit link, retention")
+    e.add_argument("--state-dir", help="the runner's state directory (default [live] state_dir)")
+    e.add_argument("--day", help="UTC day YYYY-MM-DD (default: yesterday)")
+    e.add_argument("--out", help="where the files go (default <state-dir>/eod)")
+    e.add_argument("--mark", type=float, help="the day's close price (values the open position)")
+    e.add_argument("--venue", default="paper", help="the venue named in the transaction report (default paper)")
+    e.add_argument("--prune-days", type=float, help="also remove unregistered run folders older than this")
+    e.set_defaults(func=cmd_eod)
+
 # %% ../nbs/14_cli.ipynb #d6ceda6e
 DASHBOARD_NOTEBOOK = Path("nbs/15_dashboard.ipynb")
 
@@ -1163,7 +1201,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(
         dest="room",
         required=True,
-        metavar="{config,data,train,tune,walkforward,bundle,register,promote,rollback,models,audit,backtest,venue,live,demo,dashboard}",
+        metavar="{config,data,train,tune,walkforward,bundle,register,promote,rollback,models,audit,backtest,venue,live,eod,risk,demo,dashboard}",
     )
 
     _add_config(sub)
@@ -1176,6 +1214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_venue(sub)
     _add_backtest(sub)
     _add_live(sub)
+    _add_eod(sub)
     _add_risk(sub)
     _add_demo(sub)
     _add_dashboard(sub)

@@ -96,3 +96,25 @@ def test_retention_never_removes_a_run_a_registered_version_came_from(tmp_path):
     assert sorted(p.name for p in runs.iterdir()) == ["20240101-ppo", "20261203-ppo"]
     mv, path = reg.resolve(f"{done['name']}@champion")
     assert int(mv.version) == 1 and (path / "manifest.json").is_file()
+
+
+def test_the_eod_command_writes_the_day_and_prunes_nothing_registered(tmp_path, capsys, monkeypatch):
+    "`intraday eod` on a state directory: the files, the summary line, the audit link; a bad state dir is one line."
+    from intraday.cli import main
+    from intraday.orders import OrderEvent
+
+    monkeypatch.setenv("INTRADAY__REGISTRY__TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("INTRADAY__TRAIN__RUNS_DIR", str(tmp_path / "runs"))
+    j = Journal(tmp_path / "state", runner="r1")
+    od = j.new_order("SYN/USDT", "buy", "market", 2.0, then=OrderEvent.SUBMIT, tag="bar 1 model abc")
+    j.transition(od, OrderEvent.ACCEPT, exchange_id="9")
+    j.fill(od, "t9", 2.0, 50.0, 0.05)
+    j.close()
+    day = datetime.now(UTC).date().isoformat()
+    args = ["eod", "--state-dir", str(tmp_path / "state"), "--day", day, "--prune-days", "30"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"eod {day} (paper/r1): position 0 -> 2, realised 0.00, fees 0.05, 1 fill(s)" in out
+    assert (tmp_path / "state" / "eod" / f"transactions-{day}.csv").is_file() and "pruned 0 run folder(s)" in out
+    assert main(["eod", "--state-dir", str(tmp_path / "nowhere"), "--day", day]) == 1
+    assert "no journal here" in capsys.readouterr().err
