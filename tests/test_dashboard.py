@@ -2,6 +2,7 @@
 Chromium (Playwright, no browser download) against a live runner trading on the paper venue, all on 127.0.0.1."""
 
 import asyncio
+import concurrent.futures
 import json
 import os
 import re
@@ -343,7 +344,8 @@ def test_live_card_draws_the_runners_latency_histograms_from_its_metrics():
         mon.observe("bar_to_ack", s * 10)
     with ControlServer(mon, state=lambda: {"trading_state": "ACTIVE"}, token=TOKEN) as server:
         card = RunnerCard(server.url, pn.widgets.PasswordInput())
-        asyncio.run(card.refresh())
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:  # a loop of its own: Playwright's may be running here
+            pool.submit(asyncio.run, card.refresh()).result()
         titles = [f.title.text for f in card.latency.object.children]
         assert [t.split(" (")[0] for t in titles] == ["decision", "bar_to_ack"] and all("n=3" in t for t in titles)
         assert latency_bars(card.control.metrics(), stages=("fill",)) is None  # no fills observed: nothing drawn

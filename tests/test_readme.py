@@ -114,6 +114,7 @@ def test_the_readme_loops_run_as_written(tmp_path):
     assert '"trading_state": "ACTIVE"' in out  # jq's view of /state, 30 s into the session
     assert re.search(r"^trading state +ACTIVE$", out, re.M)  # `live status`
     assert '"action": "kill"' in out and '"reason": "killed: end"' in out  # POST /kill with the token
-    summary = json.loads(out[out.rindex("{\n") : out.rindex("}\n") + 1])  # the runner's last word: its final state
+    start = out.rindex('{\n "trading_state"')  # the runner's last word, its final state (jq indents by two)
+    summary, _ = json.JSONDecoder().raw_decode(out[start:])
     assert summary["trading_state"] == "HALTED" and summary["decisions"] >= 10
     assert (tmp_path / "state" / "eod").is_dir() and list((tmp_path / "state" / "eod").glob("transactions-*.csv"))
