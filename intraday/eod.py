@@ -13,6 +13,7 @@ import csv
 import hashlib
 import json
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def _book(journal, events, decided, applied, t0: float, t1: float) -> tuple[PnL,
         if e["kind"] != "fill" or e["seq"] not in applied:
             continue
         if e["ts"] >= t0 and opened is None:
-            opened = PnL(**{k: getattr(book, k) for k in ("cash", "qty", "avg", "realized", "fees")})
+            opened = replace(book)  # the book at the day's first fill
         od, d = journal.orders[e["client_id"]], e["data"]
         before = book.realized
         book.fill(od.sign * d["qty"], d["price"], d.get("fee", 0.0))
@@ -130,7 +131,7 @@ def _book(journal, events, decided, applied, t0: float, t1: float) -> tuple[PnL,
             m["notional"] += d["qty"] * d["price"]
             m["fees"] += d.get("fee", 0.0)
             m["realized"] += book.realized - before
-    return opened or PnL(**{k: getattr(book, k) for k in ("cash", "qty", "avg", "realized", "fees")}), book, by_model
+    return opened or replace(book), book, by_model
 
 # %% ../nbs/12e_eod.ipynb #80cad442
 def statement(
