@@ -17,6 +17,7 @@ import apprise
 from fastcore.basics import patch
 from loguru import logger
 
+from .eod import summary
 from .risk import TradingState
 
 # %% ../nbs/11b_alerts.ipynb #eeed8672
@@ -90,7 +91,7 @@ def watch(
     alerter: Alerter,  # where the messages go
     runner,  # a LiveRunner (its router's events)
 ) -> None:
-    "Send the runner's halts and router alerts to people."
+    "Send the runner's halts, router alerts and daily statements to people."
     where = f"{runner.router.symbol} ({runner.settings.account}/{runner.settings.runner})"
 
     def on_router(kind: str, od, info: dict) -> None:
@@ -99,4 +100,13 @@ def watch(
         elif kind == "alert":
             alerter.send(f"alert:{info.get('msg')}", f"alert on {where}", info.get("msg") or "")
 
+    def on_eod(st: dict) -> None:
+        files = "\n".join(f"{k}: {v}" for k, v in st.get("files", {}).items())
+        alerter.send(
+            f"eod:{st['account']}/{st['runner']}:{st['day']}",
+            f"statement {st['day']} of {where}",
+            f"{summary(st)}\n{files}",
+        )
+
     runner.router.listeners.append(on_router)
+    runner.hooks["on_eod"].append(on_eod)

@@ -833,6 +833,7 @@ async def _live_session(
     from intraday.monitor import Monitor
     from intraday.risk import Risk
     from intraday.router import Router
+    from intraday.trail import Trail
 
     bundle, follow = args.bundle, None
     if args.model:  # the registry's version, resolved before connecting, followed: swapped when the alias moves
@@ -854,7 +855,8 @@ async def _live_session(
                         symbol, Risk(settings.risk), settings.live)  # fmt: skip
         await router.start()
         feed = BarFeed(ex, symbol, settings.data.timeframe, closed_only=args.venue == "paper")
-        runner = LiveRunner(router, feed, bundle, monitor, shadow=args.shadow, trust=_trust(args, settings))
+        runner = LiveRunner(router, feed, bundle, monitor, shadow=args.shadow, trust=_trust(args, settings),
+                            trail=Trail(settings.registry.audit_trail), venue=args.venue)  # fmt: skip
         if follow is not None:
             runner.hooks["on_bar"].append(
                 lambda bar: follow.sync() and router.journal.record("note", model=args.model, version=follow.version)
@@ -885,6 +887,7 @@ async def _live_session(
         print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr, flush=True)
         try:
             await runner.start()
+            runner.record_start({k: v for k, v, _ in settings.rows()})  # what changed since this runner's last start
             return await runner.run(args.duration, args.bars)
         finally:
             await control.stop()
@@ -1105,21 +1108,23 @@ def cmd_eod(args: argparse.Namespace, settings: Settings) -> int:
     "Write a day's statement and transaction report from a runner's journal; optionally prune old run folders."
     from datetime import UTC, datetime, timedelta
 
-    from intraday.eod import prune_runs, registered_sources, write_eod
+    from intraday.eod import prune_runs, registered_sources, summary, write_eod
     from intraday.journal import Journal
     from intraday.trail import Trail
 
     state = Path(args.state_dir or settings.live.state_dir)
     day = args.day or (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
-    j = Journal.open(state)
-    try:
-        st = write_eod(j, day, args.out or state / "eod", args.mark, Trail(settings.registry.audit_trail), args.venue)
-    finally:
-        j.close()
-    print(f"eod {day} ({st['account']}/{st['runner']}): position {st['position_open']:g} -> {st['position_close']:g}, "
-          f"realised {st['realized']:,.2f}, fees {st['fees']:,.2f}, {st['fills']} fill(s), "
-          f"orders {st['orders'] or 'none'}, {len(st['halts'])} halt(s)")  # fmt: skip
-    print("\n".join(f"{k}: {v}" for k, v in st["files"].items()))
+    out = Path(args.out or state / "eod")
+    if (done := out / f"statement-{day}.json").is_file() and not args.force:  # the runner wrote it at the roll
+        print(f"eod {day}: already written ({done}); --force writes it again")
+    else:
+        j = Journal.open(state)
+        try:
+            st = write_eod(j, day, out, args.mark, Trail(settings.registry.audit_trail), args.venue)
+        finally:
+            j.close()
+        print(summary(st))
+        print("\n".join(f"{k}: {v}" for k, v in st["files"].items()))
     if args.prune_days is not None:
         gone = prune_runs(settings.train.runs_dir, args.prune_days, registered_sources(_registry(settings)))
         print(f"pruned {len(gone)} run folder(s) older than {args.prune_days:g} days from {settings.train.runs_dir}")
@@ -1135,6 +1140,7 @@ def _add_eod(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--mark", type=float, help="the day's close price (values the open position)")
     e.add_argument("--venue", default="paper", help="the venue named in the transaction report (default paper)")
     e.add_argument("--prune-days", type=float, help="also remove unregistered run folders older than this")
+    e.add_argument("--force", action="store_true", help="write the day again when its statement exists")
     e.set_defaults(func=cmd_eod)
 
 # %% ../nbs/14_cli.ipynb #d6ceda6e

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import ccxt
 import numpy as np
@@ -34,6 +35,7 @@ from .monitor import Monitor
 from .orders import OrderEvent
 from .risk import Intent, TradingState, capped_weight
 from .router import ReconcileError, Router
+from .trail import Trail, TrailError
 
 # %% ../nbs/13_live.ipynb #c3274ff2
 @dataclass(frozen=True)
@@ -335,7 +337,7 @@ def pnl_from_journal(
     return PnL(cash=cash, qty=held, avg=avg if held else 0.0, realized=replay.realized, fees=replay.fees, mark=mark)
 
 # %% ../nbs/13_live.ipynb #c19a0028
-HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error")
+HOOKS = ("on_bar", "on_decision", "on_order", "on_fill", "on_error", "on_eod")
 STORAGE_ERRORS = (sqlite3.Error, OSError, JournalError)  # the journal or the state dir failed: halt, keep serving
 
 
@@ -356,10 +358,14 @@ class LiveRunner:
         stale_s: float = 120.0,  # a feed silent this long is stale: exits only
         reconcile_every_s: float | None = None,  # default [live] reconcile_every_s
         trust=None,  # signing.Trust every bundle (the first and each swap) must pass; default [bundle] trusted_keys
+        trail: Trail | None = None,  # the audit trail: start, swaps, kills, resumes, rule changes, each day's close
+        venue: str = "paper",  # the venue named in the day's transaction report
     ):
         self.router, self.feed, self.shadow = router, feed, shadow
         self.settings = router.settings
         self.bundle_path, self.trust = Path(bundle), trust
+        self.trail, self.venue = trail, venue
+        self.day: str | None = None  # the UTC day of the last bar (set at start): a new one writes the day's statement
         self.bundle = PolicyBundle.load(self.bundle_path, trust=trust)
         if why := self.account_problem(self.bundle):
             raise AccountError(why)
@@ -487,6 +493,35 @@ def _on_router(self: LiveRunner, kind: str, od, info: dict) -> None:
     elif kind == "alert":
         self._hook("on_error", info.get("msg"))
 
+# %% ../nbs/13_live.ipynb #ac801e42
+@patch
+def audit(self: LiveRunner, kind: str, **data) -> dict | None:
+    "Chain an event (with this account and runner) into the audit trail; the record, or None (no trail, or alerted)."
+    if self.trail is None:
+        return None
+    j = self.router.journal
+    try:
+        return self.trail.append(kind, **{"account": j.account, "runner": j.runner, **data})
+    except (OSError, TrailError) as e:
+        self.router.alert(f"audit trail {self.trail.path}: {kind} not recorded: {e}", halt=False)
+        return None
+
+
+@patch
+def record_start(self: LiveRunner, settings: dict) -> dict | None:
+    "Chain the session's start: bundle, symbol, settings, and the settings changed since this runner's last start."
+    if self.trail is None:
+        return None
+    j, last = self.router.journal, None
+    for r in self.trail.records():
+        d = r.get("data") or {}
+        if r.get("kind") == "live start" and (d.get("account"), d.get("runner")) == (j.account, j.runner):
+            last = d.get("settings") or {}
+    changed = {} if last is None else {k: [last.get(k), settings.get(k)] for k in sorted(set(last) | set(settings))
+                                       if last.get(k) != settings.get(k)}  # fmt: skip
+    return self.audit("live start", bundle=self.bundle.manifest["policy_sha256"], path=str(self.bundle_path),
+                      symbol=self.router.symbol, settings=settings, changed=changed)  # fmt: skip
+
 # %% ../nbs/13_live.ipynb #857d0e5b
 @patch
 def warm_from(self: LiveRunner, history: list) -> None:
@@ -517,6 +552,7 @@ async def start(self: LiveRunner) -> dict:
     if why := self.sizing_problem(self.pnl.equity, mark):
         raise AccountError(why)
     self._seen = len(history)
+    self.day = datetime.now(UTC).date().isoformat()
     self.warm = self._seen >= self.pipeline.warmup
     self.feed.subscribe()  # a bar pushed before the subscription is in place is found by polling: no sleep for it
     self.monitor.mark_feed()
@@ -559,6 +595,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
         self.swaps["refused"] += 1
         self.monitor.count_swap(False)
         logger.bind(path=str(self.bundle_path)).error("new bundle refused, the old one keeps trading: {}", e)
+        self.audit("swap refused", path=str(self.bundle_path), reason=str(e))
         return False
     old = self.bundle.manifest["policy_sha256"]
     self.bundle, self.fills, self.account = new, new.fill_model(), self.account_of(new)
@@ -568,6 +605,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
     self.monitor.count_swap(True)
     self.monitor.set_bundle(new.manifest["policy_sha256"], str(self.bundle_path))
     logger.bind(old=old[:12], new=new.manifest["policy_sha256"][:12]).warning("bundle swapped between bars")
+    self.audit("swap", old=old, new=new.manifest["policy_sha256"], path=str(self.bundle_path))
     return True
 
 # %% ../nbs/13_live.ipynb #c48a6ffd
@@ -628,6 +666,26 @@ def check_drift(self: LiveRunner) -> dict | None:
         self.drifting = None
     return st
 
+# %% ../nbs/13_live.ipynb #1685ddfb
+@patch
+def roll_day(self: LiveRunner, now: float | None = None) -> dict | None:
+    "At the first bar of a new UTC day: the day before's statement, chained and handed to `on_eod`; else None."
+    from intraday.eod import write_eod  # eod replays the journal with this module's PnL: imported here, not above
+
+    day = datetime.fromtimestamp(time.time() if now is None else now, UTC).date().isoformat()
+    if self.day is None or day <= self.day:
+        self.day = self.day or day
+        return None
+    j, prev = self.router.journal, self.day
+    mark = self.last_bar.close if self.last_bar is not None else None
+    st = write_eod(j, prev, j.dir / "eod", mark, SimpleNamespace(append=self.audit), self.venue)
+    self.day = day  # only once written: a storage fault halts, and the roll is tried again after the resume
+    logger.bind(day=prev, position=st["position_close"], realized=st["realized"], fees=st["fees"]).info(
+        "end of day {}: statement {}", prev, st["files"]["statement"]
+    )
+    self._hook("on_eod", st)
+    return st
+
 # %% ../nbs/13_live.ipynb #af7dd32e
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
@@ -638,6 +696,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     await self.check_bundle()
     for od in list(r.journal.live_orders()):  # the previous decision's fills (REST: the stream is an extra)
         await r.sync(od)
+    self.roll_day()  # the first bar of a new UTC day closes the day before (its fills are synced now)
     was_warm = self.warm
     raw = self.observe(bar)
     r.mark_equity(self.pnl.equity)
@@ -819,6 +878,7 @@ def halt_on_fault(self: LiveRunner, e: BaseException, where: str) -> None:
 def kill(self: LiveRunner, reason: str = "control endpoint") -> dict:
     "The kill switch from the control endpoint: halted at once, cancels and flatten under way; the state."
     self.router.kill_soon(reason)
+    self.audit("kill", reason=reason, via="control endpoint")
     return self.state()
 
 
@@ -835,6 +895,7 @@ async def resume(self: LiveRunner, reason: str = "resumed by the operator") -> d
             self.halt_on_fault(e, "resume")
             raise
         await self.reconcile()
+    self.audit("resume", reason=reason, via="control endpoint")
     return self.state()
 
 

@@ -71,7 +71,7 @@ def test_manifest_schema_strict(path):
 
 
 def test_strict_validation_rejects_a_misspelt_field():
-    job = copy.deepcopy(by_kind("CronJob")[0])
+    job = copy.deepcopy(cronjob("intraday-train"))
     job["spec"]["concurrencyPolicyy"] = "Forbid"
     with pytest.raises(kubernetes_validate.ValidationError, match="concurrencyPolicyy"):
         kubernetes_validate.validate(job, K8S_VERSION, strict=True)
@@ -106,6 +106,11 @@ def test_selectors_match_template_labels():
 
 def deployment(name: str) -> dict:
     (d,) = [d for d in by_kind("Deployment") if d["metadata"]["name"] == name]
+    return d
+
+
+def cronjob(name: str) -> dict:
+    (d,) = [d for d in by_kind("CronJob") if d["metadata"]["name"] == name]
     return d
 
 
@@ -203,7 +208,7 @@ def test_args_expand_only_defined_env():
 
 
 def test_training_cronjob_runs_the_job_notebook_with_papermill():
-    (cron,) = by_kind("CronJob")
+    cron = cronjob("intraday-train")
     s = cron["spec"]
     assert s["concurrencyPolicy"] == "Forbid" and s["startingDeadlineSeconds"] > 0
     job = s["jobTemplate"]["spec"]
@@ -221,6 +226,28 @@ def test_training_cronjob_runs_the_job_notebook_with_papermill():
     assert Path(params).name in cm["data"]
     out = Path(c["workingDir"]) / cmd[2]
     assert "persistentVolumeClaim" in vols[mounts[str(out.parent)]]  # the executed notebook lands on the PVC
+
+
+def test_eod_cronjob_reads_the_live_runners_state_on_its_node():
+    "The end-of-day fallback runs `intraday eod` on the live runner's journal: same claim, same node (RWO)."
+    cron, live = cronjob("intraday-eod"), deployment("intraday-live")
+    (c,) = pod_spec(cron)["spec"]["containers"]
+    assert c["command"] == ["intraday"] and c["args"][0] == "eod" and "--prune-days" in c["args"]
+    state = c["args"][c["args"].index("--state-dir") + 1]
+    (lc,) = pod_spec(live)["spec"]["containers"]
+    assert state == lc["args"][lc["args"].index("--state-dir") + 1]
+
+    def claim(spec: dict, container: dict, path: str) -> str:
+        name = next(m["name"] for m in container["volumeMounts"] if m["mountPath"] == path)
+        return next(v for v in spec["volumes"] if v["name"] == name)["persistentVolumeClaim"]["claimName"]
+
+    assert claim(pod_spec(cron)["spec"], c, state) == claim(pod_spec(live)["spec"], lc, state)
+    (term,) = pod_spec(cron)["spec"]["affinity"]["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert term["labelSelector"]["matchLabels"].items() <= pod_spec(live)["metadata"]["labels"].items()
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    import intraday.cli  # the flags exist: the parser accepts the manifest's arguments
+
+    intraday.cli.build_parser().parse_args(c["args"])
 
 
 def test_tuning_job_is_indexed_on_one_study():

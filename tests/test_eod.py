@@ -105,6 +105,7 @@ def test_the_eod_command_writes_the_day_and_prunes_nothing_registered(tmp_path, 
 
     monkeypatch.setenv("INTRADAY__REGISTRY__TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("INTRADAY__TRAIN__RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setenv("INTRADAY__REGISTRY__AUDIT_TRAIL", str(tmp_path / "trail.jsonl"))
     j = Journal(tmp_path / "state", runner="r1")
     od = j.new_order("SYN/USDT", "buy", "market", 2.0, then=OrderEvent.SUBMIT, tag="bar 1 model abc")
     j.transition(od, OrderEvent.ACCEPT, exchange_id="9")
@@ -116,5 +117,9 @@ def test_the_eod_command_writes_the_day_and_prunes_nothing_registered(tmp_path, 
     out = capsys.readouterr().out
     assert f"eod {day} (paper/r1): position 0 -> 2, realised 0.00, fees 0.05, 1 fill(s)" in out
     assert (tmp_path / "state" / "eod" / f"transactions-{day}.csv").is_file() and "pruned 0 run folder(s)" in out
+    assert main(args) == 0  # the day is written (by the runner at its roll, or here): left as it is
+    assert f"eod {day}: already written (" in capsys.readouterr().out
+    assert [r["kind"] for r in Trail(tmp_path / "trail.jsonl").records()] == ["eod"]  # one record for the day
+    assert main([*args, "--force"]) == 0 and "position 0 -> 2" in capsys.readouterr().out
     assert main(["eod", "--state-dir", str(tmp_path / "nowhere"), "--day", day]) == 1
     assert "no journal here" in capsys.readouterr().err

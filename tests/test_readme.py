@@ -118,3 +118,16 @@ def test_the_readme_loops_run_as_written(tmp_path):
     summary, _ = json.JSONDecoder().raw_decode(out[start:])
     assert summary["trading_state"] == "HALTED" and summary["decisions"] >= 10
     assert (tmp_path / "state" / "eod").is_dir() and list((tmp_path / "state" / "eod").glob("transactions-*.csv"))
+
+
+def test_the_readmes_rule_file_is_valid_and_its_scenarios_are_the_defaults_it_names(tmp_path):
+    "The risk section's YAML loads as a rule file; its two scenarios are the defaults of the same name."
+    from intraday.rules import SCENARIOS, load_risk_file
+
+    text = README.read_text()
+    yaml_blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(yaml_blocks) == 1
+    (tmp_path / "risk.yaml").write_text(yaml_blocks[0])
+    rules, scenarios = load_risk_file(tmp_path / "risk.yaml")
+    assert [r.action for r in rules] == ["halt", "reduce", "vol_target", "block"]
+    assert set(scenarios) <= set(SCENARIOS) and len(scenarios) == 2

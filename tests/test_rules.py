@@ -269,3 +269,91 @@ def test_warm_up_closes_are_the_var_prior_until_live_bars_exist():
     closes = list(100 * np.exp(np.cumsum(np.random.default_rng(0).normal(0, 0.01, 80))))
     assert calc.seed(closes) == 50 and calc.rets.count == 50  # the last 50 of 79 returns
     assert calc.seed(closes) == 0  # once only: live (or seeded) returns are never replaced
+
+
+def test_the_rule_files_scenarios_price_the_stress_block_and_the_table(full, tmp_path, capsys):
+    "Scenarios declared in the rule file replace the defaults: they block an order, and a reload changes them."
+    from intraday.cli import main
+
+    venue = venue_for(full)
+    url, stop = serve(venue)
+    path, state = tmp_path / "risk.yaml", tmp_path / "state"
+    worst = rule("worst", "stress_loss", ">", 0.2, "block")
+    path.write_text("rules:\n" + worst + "scenarios:\n  - {name: crash -30%, kind: gap, size: 0.3}\n")
+
+    async def session():
+        r = await runner_for(url, state, full)
+        agent = RiskAgent(RiskEngine(window=50), path).attach(r)
+        blocked = await bars(r, venue, 2)  # the whole equity long would lose 30 % in the file's crash: over 0.2
+        path.write_text("rules:\n" + worst + "scenarios:\n  - {name: dip -10%, kind: gap, size: 0.1}\n")
+        passed = await bars(r, venue, 2)
+        await close(r)
+        return r, agent, blocked, passed
+
+    r, agent, blocked, passed = asyncio.run(session())
+    stop()
+    assert all(d["target_weight"] == 0 and d["client_id"] is None for d in blocked)
+    assert passed[0]["target_weight"] == 1 and passed[0]["client_id"] is not None  # the milder scenario allows it
+    changed = notes(r, "risk rules changed")
+    assert [s["name"] for s in changed[0]["old_scenarios"]] == ["crash -30%"]
+    assert [s["name"] for s in changed[0]["scenarios"]] == ["dip -10%"]
+    assert main(["risk", "stress", "--state-dir", str(state)]) == 0
+    out = capsys.readouterr().out
+    assert "dip -10%" in out and "crash -30%" not in out and "gap -5%" not in out  # the file's, not the defaults
+
+
+def test_the_runner_chains_its_lifecycle_into_the_audit_trail_and_sends_the_days_statement(full, tmp_path, receiver):
+    "Start (settings changed since the last start), rule changes, kill, resume and the day's close: one hash chain;"
+    " the day's statement matches the venue's ledger and reaches a person once."
+    import time
+
+    from intraday.alerts import Alerter, watch
+    from intraday.trail import Trail, verify
+
+    url, got = receiver
+    venue = venue_for(full)
+    vurl, stop = serve(venue)
+    path, trail = tmp_path / "risk.yaml", Trail(tmp_path / "audit" / "trail.jsonl")
+    alerter = Alerter([url], repeat_s=3600, per_minute=10)
+
+    async def session(max_weight: float):
+        r = await runner_for(vurl, tmp_path / "state", full)
+        r.trail = trail
+        r.record_start({"risk.max_weight": max_weight, "live.timeframe": "1m"})
+        watch(alerter, r)
+        path.write_text("rules:\n" + rule("cap", "exposure", ">", 0.9, "warn"))
+        RiskAgent(RiskEngine(window=50), path).attach(r)
+        await bars(r, venue, 3)
+        path.write_text("rules:\n" + rule("cap", "exposure", ">", 0.5, "warn"))
+        await bars(r, venue, 1)
+        r.kill("the test's kill")
+        await r.router.kill_task
+        await r.resume("the test's resume")
+        st = r.roll_day(time.time() + 86_400)  # the first bar of tomorrow would do this
+        again = r.roll_day(time.time() + 86_400 + 60)  # the same new day: nothing more
+        await close(r)
+        return r, st, again
+
+    asyncio.run(session(1.0))[0]  # a first session: its start is the baseline
+    r, st, again = asyncio.run(session(0.5))
+    ledger = venue.ledger()
+    stop()
+    assert alerter.flush(10)
+    kinds = [rec["kind"] for rec in trail.records()]
+    one = ["risk rules loaded", "risk rules changed", "kill", "resume", "eod"]
+    assert kinds == ["live start", *one, "live start", *one], kinds
+    assert verify(trail.path) == (len(kinds), None)
+    starts = [rec["data"] for rec in trail.records() if rec["kind"] == "live start"]
+    assert starts[0]["changed"] == {} and starts[1]["changed"] == {"risk.max_weight": [1.0, 0.5]}
+    change = [rec["data"] for rec in trail.records() if rec["kind"] == "risk rules changed"][-1]
+    assert change["old"][0]["threshold"] == 0.9 and change["new"][0]["threshold"] == 0.5 and "owner" in change["by"]
+    assert [rec["data"]["reason"] for rec in trail.records() if rec["kind"] == "kill"][-1] == "the test's kill"
+    eod = trail.records()[-1]["data"]
+    assert again is None and eod["day"] == st["day"] and eod["runner"] == "ua"
+    assert st["position_close"] == pytest.approx(ledger["balances"]["SYN"]["total"]) == eod["position"]
+    assert st["fills"] == len(ledger["trades"]) > 0
+    statements = [m for m in got if m["title"].startswith("intraday: statement ")]
+    # both sessions closed the same day of the same runner: its statement is sent once
+    assert len(statements) == 1 and st["day"] in statements[0]["title"] and "SYN/USDT" in statements[0]["title"]
+    assert statements[0]["message"].startswith(f"eod {st['day']} (paper/ua): position ")
+    assert st["files"]["statement"] in statements[0]["message"]
