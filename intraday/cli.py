@@ -1011,8 +1011,25 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
     from intraday.promote import promote
     from intraday.trail import user
 
+    if (args.live_state is None) != (args.shadow_state is None):
+        print("intraday: promote: --live-state and --shadow-state go together (the champion's runner and the "
+              "challenger's --shadow runner)", file=sys.stderr)  # fmt: skip
+        return 2
+    shadow = None
+    if args.live_state:  # the shadow period: both runners' journaled decisions
+        from intraday.journal import Journal
+        from intraday.promote import journal_decisions
+
+        shadow = []
+        for d in (args.live_state, args.shadow_state):
+            j = Journal.open(Path(d))
+            try:
+                shadow.append(journal_decisions(j))
+            finally:
+                j.close()
     bars = read_bars(args.data, validate=True)
-    out = promote(_registry(settings), args.name, args.challenger, bars, settings, args.approve, args.reason or "")
+    out = promote(_registry(settings), args.name, args.challenger, bars, settings, args.approve, args.reason or "",
+                  tuple(shadow) if shadow else None)  # fmt: skip
     g, keys = out["gate"], ("sharpe", "total_return", "max_drawdown", "costs_total")
     table = pd.DataFrame({f"{role} {g.champion if role == 'champion' else g.challenger}":
                           {**{k: g.metrics[role][k] for k in keys},
@@ -1020,6 +1037,10 @@ def cmd_promote(args: argparse.Namespace, settings: Settings) -> int:
                           for role in ("champion", "challenger")})  # fmt: skip
     _print_table(table)
     print(f"window {g.window['start']} .. {g.window['end']} ({g.window['bars']} bars); evidence: run {out['run_id']}")
+    if sg := out["shadow"]:
+        w = sg["window"]
+        print(f"shadow {w['start']} .. {w['end']} ({w['bars']} bars decided by both runners); the challenger's live "
+              f"decisions equal its backtest's on {sg['agreement']:.1%} of them")  # fmt: skip
     if out["decision"] == "refuse":
         print(f"intraday: refused: {args.name}@champion stays version {out['champion']}: {out['why']}", file=sys.stderr)
         return 1
@@ -1060,6 +1081,8 @@ def _add_lifecycle(sub: argparse._SubParsersAction) -> None:
     pr.add_argument("--data", required=True, help="recent bars file: the window is its tail after both models' data")
     pr.add_argument("--approve", action="store_true", help="overrule a refusal (needs --reason; who and why recorded)")
     pr.add_argument("--reason", help="why (recorded)")
+    pr.add_argument("--live-state", help="the champion runner's state directory (with --shadow-state: a shadow period)")
+    pr.add_argument("--shadow-state", help="the state directory of the challenger's `live --shadow` runner")
     pr.set_defaults(func=cmd_promote)
     rb = sub.add_parser("rollback", help="move a model's champion back to the previous one")
     rb.add_argument("name", help="registered model")

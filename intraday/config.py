@@ -424,6 +424,8 @@ class PromoteSettings(Section):
     alpha: float = Field(0.05, gt=0, lt=1)  # the challenger's net Sharpe must beat the champion's with p below this
     max_drawdown: float = Field(0.2, gt=0, le=1)  # the challenger's max drawdown over the window
     max_daily_turnover: float = Field(50.0, gt=0)  # the challenger's traded notional per day, in multiples of equity
+    shadow_min_bars: int = Field(240, ge=10)  # a shadow period with fewer bars decided by both runners is refused
+    shadow_agreement: float = Field(0.95, gt=0, le=1)  # share of the shadow's decisions equal to its backtest's
 
 # %% ../nbs/00_config.ipynb #635d1d7c
 class SettingsError(ValueError):

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS fills (
     PRIMARY KEY (client_id, trade_id)
 );
 """
-KINDS = ("intent", "transition", "fill", "state", "deny", "alert", "reconcile", "note")
+KINDS = ("intent", "transition", "fill", "state", "deny", "alert", "reconcile", "note", "decision")
 JOURNAL_FILE = "journal.sqlite"
 BUSY_TIMEOUT_S = 5.0  # how long a write waits for another writer's lock before it gives up
 
@@ -381,7 +381,7 @@ def fill(
 @patch
 def record(
     self: Journal,
-    kind: str,  # 'state', 'deny', 'alert', 'reconcile' or 'note'
+    kind: str,  # 'state', 'deny', 'alert', 'reconcile', 'note' or 'decision'
     client_id: str | None = None,  # the order it concerns, if any
     **data,  # what to record (JSON-able)
 ) -> int:

@@ -433,3 +433,69 @@ def test_train_register_publishes_the_bundle_as_a_challenger_with_its_run(store,
     assert {f.path for f in reg.client.list_artifacts(mv.run_id, "run")} == {"run/metrics.json", "run/report.html"}
     assert reg.client.get_run(mv.run_id).data.metrics["test.sharpe"] == pytest.approx(
         json.loads((tmp_path / "runs" / "reg" / "metrics.json").read_text())["test"]["sharpe"])  # fmt: skip
+
+
+def test_a_shadow_period_beside_the_live_champion_joins_the_gate(bundles, store, recent, tmp_path, capsys,
+                                                                  monkeypatch):  # fmt: skip
+    "The challenger runs in --shadow beside the champion on the paper venue; the gate replays both journals."
+    from test_unattended import KEY, REAL, SECRET, router_for
+
+    from intraday.bundle import PolicyBundle
+    from intraday.journal import Journal
+    from intraday.live import BarFeed, LiveRunner
+    from intraday.venue import Venue
+
+    monkeypatch.setenv("INTRADAY__PROMOTE__SHADOW_MIN_BARS", "100")
+    reg = Registry(store)
+    reg.register(bundles["flat01"], alias=CHAMPION)
+    reg.register(bundles["long01"])
+    data = pd.read_parquet(recent)  # the training bars, then the trend day: the shadow period is its first bars
+    fm = PolicyBundle.load(bundles["flat01"]).fill_model()
+    venue = Venue(data, start=len(BARS), admin=True, keys={KEY: SECRET}, fill_model=fm, spec=REAL,
+                  balances={"USDT": 10_000.0, "SYN": 0.0})  # fmt: skip
+    url, stop = serve(venue)
+
+    async def runner(state: Path, ref: str, shadow: bool) -> LiveRunner:
+        router = router_for(url, state)
+        await router.start()
+        # two runners stepped in turn: a push that lands while the other one decides is read over REST, soon
+        feed = BarFeed(router.ex, "SYN/USDT", "1m", stale_s=0.2, closed_only=True)
+        r = LiveRunner(router, feed, reg.resolve(ref)[1], shadow=shadow)
+        await r.start()
+        return r
+
+    async def session():
+        live = await runner(tmp_path / "live", f"{NAME}@champion", False)
+        shadow = await runner(tmp_path / "shadow", f"{NAME}@challenger", True)
+        for _ in range(120):
+            venue.step()
+            for r in (live, shadow):
+                await r.on_bar(await r.feed.next())
+        rec = await shadow.reconcile()  # the shadow's imagined long is not the account's: no mismatch, no alert
+        for r in (live, shadow):
+            await r.feed.close()
+            await r.router.ex.close()
+        return live, shadow, rec
+
+    live, shadow, rec = asyncio.run(session())
+    stop()
+    assert not rec.get("mismatch") and not [a for a in shadow.router.alerts if "mismatch" in a]
+    assert venue.ledger()["trades"] == []  # the champion stays flat, the shadow sends nothing
+    decisions = Journal.open(tmp_path / "shadow").events(kind="decision")
+    assert len(decisions) == 120 and all(e["data"]["shadow"] and e["data"]["action"] == 1 for e in decisions)
+    args = ["promote", NAME, "--challenger", "2", "--data", str(recent), "--live-state", str(tmp_path / "live"),
+            "--shadow-state", str(tmp_path / "shadow")]  # fmt: skip
+    monkeypatch.setenv("INTRADAY__PROMOTE__SHADOW_MIN_BARS", "1000")
+    code, _, err = cli(capsys, *args)
+    assert code == 1 and "shadow: 120 bars decided by both" in err and "shadow_min_bars is 1000" in err
+    assert reg.aliases(NAME)["champion"] == 1  # a gate that cannot judge moves nothing
+    monkeypatch.setenv("INTRADAY__PROMOTE__SHADOW_MIN_BARS", "100")
+    code, out, err = cli(capsys, *args)
+    assert code == 0, err
+    assert "(120 bars decided by both runners); the challenger's live decisions equal its backtest's on 100.0%" in out
+    assert f"promote: {NAME}@champion is now version 2 (was 1); every rule passed" in out
+    assert "shadow: net Sharpe" in out
+    (run,) = runs(reg, "promote")
+    assert run.data.metrics["shadow.agreement"] == 1.0 and run.data.metrics["shadow.test.sharpe_champion"] == 0.0
+    code, _, err = cli(capsys, "promote", NAME, "--challenger", "1", "--data", str(recent), "--live-state", "x")
+    assert code == 2 and "--live-state and --shadow-state go together" in err
