@@ -214,7 +214,7 @@ def record(
     self.trail.append(kind, model=name, run_id=rid, **{k: str(v) for k, v in (tags or {}).items()})
     return rid
 
-# %% ../nbs/07b_registry.ipynb #ae36aab0
+# %% ../nbs/07b_registry.ipynb #fa2a231d
 TRACKED = ("train", "tune", "backtest")  # the kinds of tracked runs; each kind is an experiment of its own
 
 
@@ -230,7 +230,7 @@ def masked(uri: str) -> str:
     "A store URI without its password (postgresql://user:***@host/db), fit for a message."
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", uri)
 
-
+# %% ../nbs/07b_registry.ipynb #2b4943e3
 def check_store(
     uri: str,  # a tracking URI
     timeout: int = 10,  # seconds to connect
@@ -249,7 +249,7 @@ def check_store(
     finally:
         engine.dispose()
 
-
+# %% ../nbs/07b_registry.ipynb #d53f222b
 def _tracked_experiment(c, s: RegistrySettings, kind: str) -> str:
     "The id of the experiment of `kind`, created (artifacts in its own folder of the artifact root) on first use."
     from mlflow.exceptions import MlflowException
@@ -279,7 +279,7 @@ def _log(c, rid: str, params: Mapping | None, metrics: Mapping | None, series: M
     for i in range(0, max(len(ps), len(ms)), 100):  # MLflow takes at most 100 params and 1000 metrics a batch
         c.log_batch(rid, metrics=ms[i : i + 100], params=ps[i : i + 100])
 
-# %% ../nbs/07b_registry.ipynb #85b1f0eb
+# %% ../nbs/07b_registry.ipynb #1311c832
 def _track_run(uri: str, s: RegistrySettings, kind: str, name: str, params, metrics, tags, files, series) -> str:
     "Log one finished run of `kind` in the store at `uri`; its id (the store's errors are raised)."
     check_store(uri)
@@ -301,7 +301,7 @@ def _track_run(uri: str, s: RegistrySettings, kind: str, name: str, params, metr
     c.set_terminated(rid, "FINISHED")
     return rid
 
-
+# %% ../nbs/07b_registry.ipynb #4845da30
 def track(
     kind: str,  # train, tune or backtest: the experiment `<[registry] experiment>-<kind>`
     name: str,  # the run's name (its run folder, trial, bundle)
