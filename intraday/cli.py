@@ -8,8 +8,8 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 __all__ = ['JOB_NOTEBOOK', 'DASHBOARD_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch',
            'cmd_data_info', 'cmd_venue_serve', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
            'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'cmd_register', 'cmd_rollback',
-           'cmd_promote', 'cmd_models', 'cmd_audit', 'cmd_eod', 'dashboard_command', 'cmd_dashboard', 'build_parser',
-           'main']
+           'cmd_promote', 'cmd_models', 'cmd_audit', 'ui_command', 'cmd_ui', 'cmd_eod', 'dashboard_command',
+           'cmd_dashboard', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -442,12 +442,38 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.start:
         start = max(start, int(bars.index.searchsorted(pd.Timestamp(args.start, tz="UTC"))))
     results = _backtest_all(bundle, bars, settings, start)
-    _print_table(_strategy_rows(results))
+    table = _strategy_rows(results)
+    _print_table(table)
     if args.report:
         path = backtest_report(results, bars, args.report, f"backtest of {args.bundle}", bundle=bundle,
                                rules=_strategy_rules(bundle, results))  # fmt: skip
         print(f"report: {path}")
+    _track_backtest(args, settings, bundle, bars.iloc[start:], table)
     return 0
+
+
+def _track_backtest(args: argparse.Namespace, settings: Settings, bundle, bars: pd.DataFrame, table) -> str | None:
+    "The backtest as a run of the `backtest` experiment: what ran on which bars, each strategy's numbers, the report."
+    from intraday.lineage import bars_fingerprint, git_revision
+    from intraday.registry import track
+
+    m, fp = bundle.manifest, bars_fingerprint(bars)
+    metrics = {name: {"sharpe": r["net Sharpe"], "sharpe_ci_low": r["95 % interval"][0],
+                      "sharpe_ci_high": r["95 % interval"][1], "total_return": r["return"],
+                      "max_drawdown": r["max drawdown"], "fills": r["fills"], "costs": r["costs"]}
+               for name, r in table.iterrows()}  # fmt: skip
+    metrics = {k.replace("&", "and"): v for k, v in metrics.items()}  # "buy and hold": '&' is not a metric key's
+    params = {"bundle": str(Path(args.bundle).resolve()), "data": str(Path(args.data).resolve()),
+              "start": bars.index[0].isoformat(), "end": bars.index[-1].isoformat(), "bars": len(bars),
+              "algorithm": m.get("algorithm"), "signed": not args.allow_unsigned}  # fmt: skip
+    tags = {"bundle_sha256": m["policy_sha256"], "data_hash": fp["data_hash"], "git_revision": git_revision(),
+            "bundle_data_hash": m.get("data_hash")}  # fmt: skip
+    files = [("report", Path(args.report))] if args.report else []
+    name = f"{Path(args.bundle).resolve().parent.name}/{Path(args.bundle).name} on {Path(args.data).name}"
+    rid = track("backtest", name, params, metrics, tags, files, settings=settings.registry)
+    if rid:
+        print(f"tracked: run {rid} ({settings.registry.experiment}-backtest)")
+    return rid
 
 
 def _add_backtest(sub: argparse._SubParsersAction) -> None:
@@ -484,10 +510,27 @@ def _register_published(args: argparse.Namespace, settings: Settings, bundle: st
               f"promote {out['name']} --challenger {out['version']} --data BARS`")  # fmt: skip
     return 0
 
+# %% ../nbs/14_cli.ipynb #8b8f2401
+def _tracked(run_dir: Path) -> int:
+    "Print what became of a training run's tracking (its run folder's tracking.json says): the run, or why not."
+    from intraday.registry import OUTCOME_FILE
+
+    try:
+        out = json.loads((Path(run_dir) / OUTCOME_FILE).read_text())
+    except (OSError, ValueError):
+        print(f"intraday: tracking: {run_dir} has no {OUTCOME_FILE}: the run was not tracked", file=sys.stderr)
+        return 0
+    if "run_id" in out:
+        print(f"tracked:  run {out['run_id']} ({out['experiment']} at {out['tracking_uri']})")
+    else:
+        print(out.get("error", f"intraday: tracking: {run_dir}: not logged"), file=sys.stderr)
+    return 0  # the run's outputs are written: tracking never fails the job
+
 # %% ../nbs/14_cli.ipynb #be3ed197
 def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
     "Run the training job: papermill (default) or in-process (--direct / --resume)."
-    from intraday.trainjob import JobParams, TrainJob
+    from intraday.registry import track_run_folder
+    from intraday.trainjob import NOTEBOOK_ENV, JobParams, TrainJob
 
     params = _job_params(args)
     unknown = set(params) - set(JobParams.__dataclass_fields__)
@@ -505,7 +548,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         metrics = trainer.finish()
         print(f"resumed {run_dir}: {metrics['num_timesteps']:,} timesteps, validation Sharpe "
               f"{metrics.get('val', metrics['train'])['sharpe']:.2f}")  # fmt: skip
-        return 0
+        track_run_folder("train", run_dir, tags={"resumed": True}, settings=settings.registry)
+        return _tracked(run_dir)
     if args.direct:
         job = TrainJob(params, args.settings, progress=sys.stderr.isatty())
         metrics = job.run()
@@ -516,6 +560,8 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"test split ({int(cmp['bars'].iloc[0]):,} bars in whole episodes), net of all costs:")
         _print_table(table)
         print(f"run:    {job.run_dir}\nbundle: {metrics['bundle']}")
+        job.track()
+        _tracked(job.run_dir)
         return _register_published(args, settings, metrics["bundle"])
     import papermill as pm
 
@@ -529,6 +575,7 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"intraday: job notebook {notebook} not found (run from the project root or pass --notebook)",
               file=sys.stderr)  # fmt: skip
         return 2
+    os.environ[NOTEBOOK_ENV] = str(run_dir / "train.ipynb")  # the kernel inherits it: the run is tracked with it
     try:
         pm.execute_notebook(str(notebook), str(run_dir / "train.ipynb"), parameters={**params, "run_id": run_id},
                             cwd=str(Path.cwd()), progress_bar=sys.stderr.isatty(), log_output=False)  # fmt: skip
@@ -536,11 +583,14 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"intraday: training job failed in cell {e.exec_count}: {e.ename}: {e.evalue}", file=sys.stderr)
         print(f"executed notebook (with the error): {run_dir / 'train.ipynb'}; no bundle published", file=sys.stderr)
         return 1
+    finally:
+        os.environ.pop(NOTEBOOK_ENV, None)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     print(f"run:      {run_dir}\nnotebook: {run_dir / 'train.ipynb'}\nbundle:   {metrics['bundle']}")
     test = metrics["test"]
     print(f"test split ({test['bars']:,} bars in whole episodes): net Sharpe {test['sharpe']:.2f}, return "
           f"{np.expm1(test['total_log_return']):+.2%}")  # fmt: skip
+    _tracked(run_dir)  # the job notebook's last cell tracked the run
     return _register_published(args, settings, metrics["bundle"])
 
 # %% ../nbs/14_cli.ipynb #481a752c
@@ -1126,6 +1176,65 @@ def _add_audit(sub: argparse._SubParsersAction) -> None:
     av.set_defaults(func=cmd_audit)
     audit.add_parser("anchor", help="write the trail's head to the registry (daily)").set_defaults(func=cmd_audit)
 
+# %% ../nbs/14_cli.ipynb #f8a66e9b
+def ui_command(args: argparse.Namespace, settings: Settings) -> tuple[list[str], dict[str, str]]:
+    "The `mlflow server` command line and environment of `intraday ui`: [registry]'s store, 127.0.0.1, offline."
+    from intraday.registry import DEFAULT_ENV, OFFLINE_ENV, artifact_uri, tracking_uri
+
+    s = settings.registry
+    if s.tracking_uri.startswith(("http://", "https://")):
+        raise ValueError(f"ui: [registry] tracking_uri is the tracking server {s.tracking_uri}: it serves the UI "
+                         "itself (open it, or `kubectl port-forward` to it)")  # fmt: skip
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri(s),
+            "--default-artifact-root", artifact_uri(s), "--no-serve-artifacts", "--host", "127.0.0.1",
+            "--port", str(args.port), "--workers", "1"]  # fmt: skip
+    env = {**os.environ, **OFFLINE_ENV}  # no telemetry, from the server or its UI
+    for k, v in DEFAULT_ENV.items():
+        env.setdefault(k, v)
+    return argv, env
+
+
+def _port_taken(port: int) -> bool:
+    "Whether something listens on (or holds) 127.0.0.1:`port`."
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def cmd_ui(args: argparse.Namespace, settings: Settings) -> int:
+    "Serve MLflow's own UI (runs, experiments, registered models) on 127.0.0.1 until Ctrl-C."
+    from intraday.registry import check_store, masked, mlflow_module
+
+    argv, env = ui_command(args, settings)
+    uri = argv[argv.index("--backend-store-uri") + 1]
+    if _port_taken(args.port):
+        print(f"intraday: ui: port {args.port} on 127.0.0.1 is taken (another server?); choose one with --port",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    try:  # the server would only say so in a traceback, after it started (and a database after ~100 s of retries)
+        check_store(uri)
+        mlflow_module().MlflowClient(uri).search_experiments(max_results=1)
+    except Exception as e:
+        first = (str(e) or type(e).__name__).strip().splitlines()[0][:300]
+        print(f"intraday: ui: the tracking store {masked(uri)} cannot be opened: {type(e).__name__}: {first}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    print(f"MLflow UI on http://127.0.0.1:{args.port}/ (store {masked(uri)}; Ctrl-C stops it)", flush=True)
+    os.execve(argv[0], argv, env)  # MLflow's server takes over this process: Ctrl-C and signals reach it
+    return 0  # not reached
+
+
+def _add_ui(sub: argparse._SubParsersAction) -> None:
+    "The `ui` subcommand."
+    ui = sub.add_parser("ui", help="MLflow's web UI on 127.0.0.1: tracked runs, experiments, registered models")
+    ui.add_argument("--port", type=int, default=5000, help="TCP port on 127.0.0.1 (default 5000)")
+    ui.set_defaults(func=cmd_ui)
+
 # %% ../nbs/14_cli.ipynb #55e954bb
 def cmd_eod(args: argparse.Namespace, settings: Settings) -> int:
     "Write a day's statement and transaction report from a runner's journal; optionally prune old run folders."
@@ -1230,7 +1339,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(
         dest="room",
         required=True,
-        metavar="{config,data,train,tune,walkforward,bundle,register,promote,rollback,models,audit,backtest,venue,live,eod,risk,demo,dashboard}",
+        metavar="{config,data,train,tune,walkforward,bundle,register,promote,rollback,models,audit,ui,backtest,venue,live,eod,risk,demo,dashboard}",
     )
 
     _add_config(sub)
@@ -1240,6 +1349,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bundle(sub)
     _add_lifecycle(sub)
     _add_audit(sub)
+    _add_ui(sub)
     _add_venue(sub)
     _add_backtest(sub)
     _add_live(sub)

@@ -458,6 +458,7 @@ def tune(
     import sqlalchemy
 
     from intraday.bundle import export_bundle, probe_rows
+    from intraday.registry import track_run_folder
 
     ts = settings.tune
     if ts.storage.startswith("sqlite:///"):
@@ -498,6 +499,7 @@ def tune(
         trainer = Trainer(trial_settings, bars, run_dir, progress)
         trainer.fit(trial=trial)
         if trainer.state.pruned:
+            track_trial(trial, run_dir, "pruned")
             raise optuna.TrialPruned()
         model = trainer.best_model()
         metrics = trainer.finish(model)
@@ -509,7 +511,14 @@ def tune(
         bundle = export_bundle(model, splits.pipeline, splits.fill_model, trial_settings.env, run_dir / "bundle", meta,
                                probes=probes)  # fmt: skip
         trial.set_user_attr("bundle", str(bundle))
+        track_trial(trial, run_dir, "complete")
         return metrics["score"]
+
+    def track_trial(trial, run_dir: Path, state: str) -> None:
+        "The trial as a run of the `tune` experiment: its hyperparameters, settings, metrics, lineage, study."
+        tags = {"study": ts.study, "trial": trial.number, "worker": worker, "state": state}
+        params = {f"trial.{k}": v for k, v in trial.params.items()}
+        track_run_folder("tune", run_dir, params, tags, settings=settings.registry)
 
     study.optimize(objective, n_trials=n_trials or ts.n_trials)
     return study

@@ -37,6 +37,22 @@ def audit_trail(tmp_path_factory):
         os.environ["INTRADAY__REGISTRY__AUDIT_TRAIL"] = saved
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tracking_store(tmp_path_factory):
+    "The MLflow store the session's trainings, trials and backtests are tracked in (not the project's reports/)."
+    where = tmp_path_factory.mktemp("mlflow")
+    env = {"INTRADAY__REGISTRY__TRACKING_URI": f"sqlite:///{where}/mlflow.db",
+           "INTRADAY__REGISTRY__ARTIFACT_ROOT": str(where / "mlartifacts")}  # fmt: skip
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield where
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
 @pytest.fixture(scope="session")
 def month():
     "A month of seeded synthetic one-minute bars, shared read-only across tests."

@@ -116,12 +116,25 @@ def test_resume_after_sigkill(tmp_path):
 def test_tune_runs_trials_into_storage(tmp_path, bars):
     search = {"timesteps": 1024, "storage": f"sqlite:///{tmp_path}/t.db", "n_trials": 2}
     train = {**SMALL, "runs_dir": str(tmp_path)}
-    settings = load_settings(environ={}, env={"episode_len": 240}, train=train, tune=search)
+    tracking = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "mlartifacts")}
+    settings = load_settings(environ={}, env={"episode_len": 240}, train=train, tune=search, registry=tracking)
     study = tune(settings, bars)
     assert len(study.trials) == 2 and (tmp_path / "t.db").is_file()
     again = tune(settings, bars, n_trials=1)  # the same study continues from the database
     assert len(again.trials) == 3
     assert {"learning_rate", "gamma", "ent_coef", "net_arch"} <= again.trials[0].params.keys()
+    # every trial is a run of the tune experiment (a real SQLite-backed MLflow store): its hyperparameters, score
+    from intraday.registry import mlflow_module, tracking_uri
+
+    c = mlflow_module().MlflowClient(tracking_uri(settings.registry))
+    runs = c.search_runs([c.get_experiment_by_name("intraday-tune").experiment_id])
+    by_trial = {int(r.data.tags["trial"]): r for r in runs}
+    assert sorted(by_trial) == [0, 1, 2] and all(r.data.tags["study"] == "intraday" for r in runs)
+    for t in again.trials:
+        r = by_trial[t.number]
+        assert float(r.data.params["trial.gamma"]) == pytest.approx(t.params["gamma"])
+        assert r.data.tags["state"] == "complete" and r.data.metrics["score"] == pytest.approx(t.value)
+        assert r.info.run_name == f"intraday-trial{t.number:04d}" and r.data.tags["bundle_sha256"]
 
 
 def test_model_policy_matches_predict(tmp_path, bars):

@@ -52,6 +52,16 @@ def test_papermill_job_writes_record_bundle_and_metrics(papermill_run, capsys):
     assert main(["bundle", "verify", str(run / "bundle")]) == 0
     assert main(["bundle", "show", str(run / "bundle")]) == 0
     assert "features           30" in capsys.readouterr().out
+    # the job notebook's last cell tracked the run (tests/conftest.py's store), with the executed notebook
+    from intraday.config import load_settings
+    from intraday.registry import OUTCOME_FILE, mlflow_module, tracking_uri
+
+    outcome = json.loads((run / OUTCOME_FILE).read_text())
+    c = mlflow_module().MlflowClient(tracking_uri(load_settings().registry))
+    assert outcome["experiment"] == "intraday-train" and c.get_run(outcome["run_id"]).info.run_name == "pm"
+    assert {"run/train.ipynb", "run/report.html", "run/metrics.json"} <= {
+        f.path for f in c.list_artifacts(outcome["run_id"], "run")
+    }
 
 
 def test_verify_names_tampering(papermill_run, tmp_path, capsys):
