@@ -9,12 +9,14 @@ __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'PALETTE', 'RISK_SHOWN', 'TA
            'MLFLOW_ENV', 'run_models', 'registry_models', 'list_models', 'list_runs', 'decimate', 'BacktestChoice',
            'load_bars', 'backtester_for', 'run_backtest', 'equity_figure', 'trades_figure', 'results_table',
            'RunnerControl', 'risk_rows', 'live_rows', 'latency_bars', 'fills_frame', 'ModelsPage', 'RunsPage',
-           'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard', 'served_notebook']
+           'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'freeze_imports', 'Dashboard',
+           'served_notebook']
 
 # %% ../nbs/15_dashboard.ipynb #3e06c6d1
 import asyncio
 import dataclasses
 import functools
+import gc
 import html
 import json
 import os
@@ -832,6 +834,15 @@ def runners_from_env(environ: dict | None = None) -> list[str]:
     raw = (os.environ if environ is None else environ).get(RUNNERS_ENV, "")
     return [u.strip() for u in raw.split(",") if u.strip()]
 
+# %% ../nbs/15_dashboard.ipynb #478cda09
+def freeze_imports() -> bool:
+    "Once per process: leave what is alive now (the imports) out of the garbage collector's full passes; True if now."
+    if gc.get_freeze_count():
+        return False
+    gc.collect()
+    gc.freeze()
+    return True
+
 # %% ../nbs/15_dashboard.ipynb #abb663b1
 class Dashboard:
     "The four pages as tabs: Models, Backtest, Live, Runs and jobs."
@@ -874,6 +885,7 @@ class Dashboard:
 
     def servable(self) -> pn.Column:
         "Mark the app servable and start the Live page's polling once the page has loaded."
+        freeze_imports()  # the first time: under panel serve --warm, once the imports are done
         pn.state.onload(self.live.start)
         return self.view.servable(title="intraday dashboard")
 

@@ -6,7 +6,8 @@ Puts a year of seeded one-minute bars (525,600) in a bar store and a run folder 
 
 1. first render: navigation until the Models table is drawn, each round in a fresh browser context (empty cache),
    then in the same context each other page's first render: a click on its tab until its content is drawn (the
-   Backtest form, the Live page's form, the Runs table's run); best and median over the rounds, the goal's verdict;
+   Backtest form, the Live page's form, the run's status in the Runs table); best and median over the rounds, and
+   the goal's verdict on the median;
 2. the Backtest page on the whole year from the bar store (SMA 20/100 and buy & hold, compiled engine): click until
    the figures are drawn, beside the page's own compute time (backtest and metrics);
 3. the peer: the same equity-and-drawdown figure drawn by BokehJS in the same browser, decimated (what the page
@@ -45,7 +46,7 @@ from intraday.fills import FillModel  # noqa: E402
 TABS = {  # each page after the first, and what shows that it is drawn
     "Backtest": lambda page: page.get_by_role("button", name="Run backtest"),
     "Live": lambda page: page.get_by_role("button", name="Add runner"),
-    "Runs and jobs": lambda page: page.locator("td:visible", has_text=re.compile(r"^run-year$")),
+    "Runs and jobs": lambda page: page.get_by_role("cell", name="started", exact=True),  # run-year's status
 }
 
 
