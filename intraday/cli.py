@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -1281,7 +1282,7 @@ DASHBOARD_NOTEBOOK = Path("nbs/15_dashboard.ipynb")
 
 def dashboard_command(args: argparse.Namespace, settings: Settings) -> tuple[list[str], dict[str, str]]:
     "The `panel serve` command line and environment that serve the dashboard notebook (assets from the server only)."
-    from intraday.dashboard import RUNNERS_ENV, STATIC_ENV
+    from intraday.dashboard import RUNNERS_ENV, STATIC_ENV, served_notebook
 
     notebook = Path(args.notebook)
     if not notebook.is_file():
@@ -1298,7 +1299,8 @@ def dashboard_command(args: argparse.Namespace, settings: Settings) -> tuple[lis
     except OSError:  # a read-only volume without runs yet: no links, the pages say there are no runs
         pass
     static = ["--static-dirs", f"runs={runs}"] if runs.is_dir() else []
-    argv = [sys.executable, "-m", "panel", "serve", str(notebook), "--address", args.address, "--port", str(args.port),
+    served = served_notebook(notebook, tempfile.mkdtemp(prefix="intraday-dashboard-"))  # the checks: not per page
+    argv = [sys.executable, "-m", "panel", "serve", str(served), "--address", args.address, "--port", str(args.port),
             *static, "--num-procs", "1", "--liveness", "--warm"]  # fmt: skip
     for origin in origins:  # one flag per origin
         argv += ["--allow-websocket-origin", origin]

@@ -9,8 +9,8 @@ __all__ = ['IntList', 'FloatList', 'SECRET_ENV', 'SECRETS_FILE_ENV', 'MIN_SECRET
            'RENAMED', 'timeframe_seconds', 'seconds_timeframe', 'Section', 'DataSettings', 'ObsSettings',
            'FeatureSettings', 'FillSettings', 'EnvSettings', 'VenueSettings', 'TrainSettings', 'TuneSettings',
            'WalkForwardSettings', 'RiskSettings', 'LiveSettings', 'AlertSettings', 'BundleSettings', 'RegistrySettings',
-           'PromoteSettings', 'SettingsError', 'Secrets', 'load_secrets', 'Settings', 'find_settings_file',
-           'load_settings']
+           'PromoteSettings', 'DashboardSettings', 'SettingsError', 'Secrets', 'load_secrets', 'Settings',
+           'find_settings_file', 'load_settings']
 
 # %% ../nbs/00_config.ipynb #0455a121
 import configparser
@@ -427,6 +427,20 @@ class PromoteSettings(Section):
     shadow_min_bars: int = Field(240, ge=10)  # a shadow period with fewer bars decided by both runners is refused
     shadow_agreement: float = Field(0.95, gt=0, le=1)  # share of the shadow's decisions equal to its backtest's
 
+# %% ../nbs/00_config.ipynb #65ac0ef2
+class DashboardSettings(Section):
+    "[dashboard]: what the dashboard links to (it reads settings, never writes them)."
+
+    # the Models page links here, in a new tab: the MLflow UI `intraday ui` serves (the dashboard starts nothing)
+    mlflow_ui: str = "http://127.0.0.1:5000"
+
+    @field_validator("mlflow_ui")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError(f"expected an http(s) URL or nothing, got {v!r}")
+        return v.rstrip("/")
+
 # %% ../nbs/00_config.ipynb #635d1d7c
 class SettingsError(ValueError):
     "Invalid settings: one line per problem, each naming `section.key`, the value, its source and what is allowed."
@@ -528,6 +542,7 @@ class Settings(BaseModel):
     bundle: BundleSettings = Field(default_factory=BundleSettings)
     registry: RegistrySettings = Field(default_factory=RegistrySettings)
     promote: PromoteSettings = Field(default_factory=PromoteSettings)
+    dashboard: DashboardSettings = Field(default_factory=DashboardSettings)
     secrets: Secrets = Field(default_factory=Secrets, exclude=True, repr=False)
     _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 

@@ -9,16 +9,20 @@ __all__ = ['MODEL_COLUMNS', 'RUN_COLUMNS', 'RULES', 'PALETTE', 'RISK_SHOWN', 'TA
            'MLFLOW_ENV', 'run_models', 'registry_models', 'list_models', 'list_runs', 'decimate', 'BacktestChoice',
            'load_bars', 'backtester_for', 'run_backtest', 'equity_figure', 'trades_figure', 'results_table',
            'RunnerControl', 'risk_rows', 'live_rows', 'latency_bars', 'fills_frame', 'ModelsPage', 'RunsPage',
-           'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'Dashboard']
+           'BacktestPage', 'RunnerCard', 'LivePage', 'runners_from_env', 'freeze_imports', 'Dashboard',
+           'served_notebook']
 
 # %% ../nbs/15_dashboard.ipynb #3e06c6d1
 import asyncio
 import dataclasses
+import functools
+import gc
 import html
 import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -546,29 +550,45 @@ def _html_table(df: pd.DataFrame, escape_cols: Iterable[str]) -> str:
     return df.to_html(escape=False, index=False, na_rep="", float_format=lambda v: f"{v:,.4g}", border=0)
 
 # %% ../nbs/15_dashboard.ipynb #987f25b9
-class ModelsPage:
-    "The Models page: the bundles `list_models` gives, and the chosen one's lineage and metrics."
+def _mlflow_links(df: pd.DataFrame, ui: str) -> pd.Series:
+    "Per registered version (path `registry:NAME/VERSION`), a link to its page in MLflow's UI; run folders: empty."
 
-    def __init__(self, settings: Settings, static: str | None = None, mlflow_url: str = ""):
+    def link(path: str) -> str:
+        if not ui or not path.startswith("registry:"):
+            return ""
+        name, _, version = path.removeprefix("registry:").rpartition("/")
+        href = f"{ui}/#/models/{urllib.parse.quote(name)}/versions/{urllib.parse.quote(version)}"
+        return f'<a href="{html.escape(href)}" target="_blank" rel="noopener">version {html.escape(version)}</a>'
+
+    return df["path"].map(link)
+
+
+class ModelsPage:
+    "The Models page: the bundles `list_models` gives, links to their reports and MLflow's UI, a chosen one's lineage."
+
+    def __init__(self, settings: Settings, static: str | None = None, mlflow_url: str | None = None):
         self.settings, self.static, self.root = settings, static, Path(settings.train.runs_dir)
+        # None: [dashboard] mlflow_ui; "": no link
+        self.mlflow_url = (settings.dashboard.mlflow_ui if mlflow_url is None else mlflow_url).rstrip("/")
         self.table = pn.pane.HTML(sizing_mode="stretch_width", stylesheets=[TABLE_CSS])
         self.pick = pn.widgets.Select(label="bundle (its manifest and lineage)", options=[])
         self.detail = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[TABLE_CSS])
         self.pick.param.watch(lambda e: self.show(e.new), "value")
-        note = (
-            f"[MLflow UI]({mlflow_url})"
-            if mlflow_url
-            else (f"the registry at `{settings.registry.tracking_uri}` when it holds models, else the run folders")
-        )
-        self.view = pn.Column("## Models", pn.pane.Markdown(f"Runs in `{self.root}`; {note}."), self.table, self.pick,
-                              self.detail, sizing_mode="stretch_width")  # fmt: skip
-        self.refresh()
+        ui = html.escape(self.mlflow_url)
+        link = f'; MLflow\'s own UI: <a href="{ui}" target="_blank" rel="noopener">{ui}</a>' if ui else ""
+        self.note = pn.pane.HTML(f"<p>Runs in <code>{html.escape(str(self.root))}</code>; the registry at <code>"
+                                 f"{html.escape(settings.registry.tracking_uri)}</code> when it holds models, else the "
+                                 f"run folders{link}.</p>", sizing_mode="stretch_width")  # fmt: skip
+        self.view = pn.Column("## Models", self.note, self.table, self.pick, self.detail, sizing_mode="stretch_width")
+        self.df = self.refresh()
 
     def refresh(self) -> pd.DataFrame:
         "Read the models again."
-        df = list_models(self.settings)
+        df = self.df = list_models(self.settings)
         shown = _links(df.drop(columns=["path"]), ["report"], self.static, self.root)
-        text = [c for c in shown.columns if c not in ("report",) and shown[c].dtype == object]
+        if df["path"].str.startswith("registry:").any():  # registered versions: each one's page in MLflow's UI
+            shown.insert(shown.columns.get_loc("report") + 1, "mlflow", _mlflow_links(df, self.mlflow_url))
+        text = [c for c in shown.columns if c not in ("report", "mlflow") and shown[c].dtype == object]
         self.table.object = _html_table(shown, text) if len(df) else "<p>no bundles in the run folders yet</p>"
         # nothing chosen at first: loading a bundle (TorchScript) waits until someone asks for one
         self.pick.options = {"(choose a bundle)": "", **{f"{r.run}/{r.bundle}": r.path for r in df.itertuples()}}
@@ -814,6 +834,15 @@ def runners_from_env(environ: dict | None = None) -> list[str]:
     raw = (os.environ if environ is None else environ).get(RUNNERS_ENV, "")
     return [u.strip() for u in raw.split(",") if u.strip()]
 
+# %% ../nbs/15_dashboard.ipynb #478cda09
+def freeze_imports() -> bool:
+    "Once per process: leave what is alive now (the imports) out of the garbage collector's full passes; True if now."
+    if gc.get_freeze_count():
+        return False
+    gc.collect()
+    gc.freeze()
+    return True
+
 # %% ../nbs/15_dashboard.ipynb #abb663b1
 class Dashboard:
     "The four pages as tabs: Models, Backtest, Live, Runs and jobs."
@@ -826,16 +855,54 @@ class Dashboard:
         period_ms: int = 1000,  # Live page polling period
     ):
         self.settings = settings or load_settings()
-        static = os.environ.get(STATIC_ENV) if static is None else static
-        self.models = ModelsPage(self.settings, static, os.environ.get(MLFLOW_ENV, ""))
-        self.backtest = BacktestPage(self.settings, list_models(self.settings))
+        self.static = os.environ.get(STATIC_ENV) if static is None else static
+        self.models = ModelsPage(self.settings, self.static, os.environ.get(MLFLOW_ENV) or None)
+        # the Live page now: its runners are polled from the page's load on, as before
         self.live = LivePage(runners_from_env() if runners is None else runners, period_ms)
-        self.runs = RunsPage(self.settings, static)
-        self.tabs = pn.Tabs(("Models", self.models.view), ("Backtest", self.backtest.view), ("Live", self.live.view),
-                            ("Runs and jobs", self.runs.view), dynamic=False, sizing_mode="stretch_width")  # fmt: skip
+        self.later = {1: lambda: self.backtest, 3: lambda: self.runs}  # tab -> its page, built when first opened
+        empty = lambda: pn.Column(sizing_mode="stretch_width")  # noqa: E731
+        # not Panel's dynamic tabs: they detach a hidden tab's models, and a pane updated then (a runner card's poll)
+        # is given the CDN's stylesheets; here a page's models are made once, in the page's document
+        self.tabs = pn.Tabs(("Models", self.models.view), ("Backtest", empty()), ("Live", self.live.view),
+                            ("Runs and jobs", empty()), sizing_mode="stretch_width")  # fmt: skip
+        self.tabs.param.watch(self._opened, "active")
         self.view = pn.Column("# intraday", self.tabs, sizing_mode="stretch_width")
+
+    def _opened(self, event) -> None:
+        "Put a page in its tab the first time the tab is opened."
+        if build := self.later.pop(event.new, None):
+            self.tabs[event.new].objects = [build().view]
+
+    @functools.cached_property
+    def backtest(self) -> BacktestPage:
+        "The Backtest page, built when first opened (its policies: the models the Models page read)."
+        return BacktestPage(self.settings, self.models.df)
+
+    @functools.cached_property
+    def runs(self) -> RunsPage:
+        "The Runs and jobs page, built when first opened (it reads the run folders then)."
+        return RunsPage(self.settings, self.static)
 
     def servable(self) -> pn.Column:
         "Mark the app servable and start the Live page's polling once the page has loaded."
+        freeze_imports()  # the first time: under panel serve --warm, once the imports are done
         pn.state.onload(self.live.start)
         return self.view.servable(title="intraday dashboard")
+
+# %% ../nbs/15_dashboard.ipynb #8316cae5
+def served_notebook(
+    notebook: str | Path,  # an nbdev notebook whose last cell marks the app servable
+    out_dir: str | Path,  # where the copy goes (under the notebook's own name: the app's URL path is kept)
+) -> Path:
+    "The notebook as `panel serve` runs it for every page: exported cells, the `pn.extension` call, the app cell."
+    import nbformat
+
+    nb = nbformat.read(notebook, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not any(c.source.lstrip().startswith("#| default_exp") for c in code):
+        return Path(notebook)  # not an nbdev notebook: every cell may be the app's
+    app = [c for c in code[:-1] if c.source.startswith("#| export") or c.source.startswith("pn.extension(")]
+    nb.cells = app + code[-1:]
+    out = Path(out_dir) / Path(notebook).name
+    nbformat.write(nb, out)
+    return out

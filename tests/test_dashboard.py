@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import nbformat
 import panel as pn
 import pytest
 from playwright.sync_api import expect
@@ -120,6 +121,14 @@ def test_dashboard_command_serves_the_notebook_on_loopback_with_local_assets(run
         dashboard_command(build_parser().parse_args(["dashboard", "--notebook", "nope.ipynb"]), settings_for(runs))
     board = Dashboard(settings_for(runs), runners=[], static="runs")
     assert [board.tabs._names[i] for i in range(4)] == ["Models", "Backtest", "Live", "Runs and jobs"]
+    # the Backtest and Runs pages are built when their tab is first opened, from what the Models page read
+    assert "backtest" not in vars(board) and "runs" not in vars(board) and not board.tabs[3].objects
+    board.tabs.active = 3
+    assert board.tabs[3].objects == [board.runs.view] and "run-half" in board.runs.table.object
+    assert "bundle: run-half/bundle" in board.backtest.policy.options and "backtest" in vars(board)
+    # what panel serve runs at each page view: the notebook's exported cells and its app cell, not its checks
+    served = [c.source for c in nbformat.read(argv[4], as_version=4).cells]
+    assert served[-1].startswith("app = Dashboard()") and not any("test_eq" in c for c in served)
 
 
 # --- served, in Chromium, against a live runner on the paper venue -------------------------------------------------
@@ -227,6 +236,10 @@ def row(page, name: str):
 def test_browser_models_and_runs_pages(browser):
     page = browser["page"]
     print(f"first render of the dashboard: {browser['first']:.2f} s")
+    mlflow = page.get_by_role("link", name="http://127.0.0.1:5000")  # MLflow's own UI ([dashboard] mlflow_ui)
+    assert mlflow.get_attribute("href") == "http://127.0.0.1:5000" and mlflow.get_attribute("target") == "_blank"
+    report = page.get_by_role("link", name="report.html").first  # the run's report, on the static route
+    assert report.get_attribute("href") == "runs/run-half/report.html" and report.get_attribute("target") == "_blank"
     page.locator("select:visible").first.select_option(label="run-half/bundle")
     page.get_by_text("run lineage").wait_for()
     page.screenshot(path=SHOTS / "models.png", full_page=True)
@@ -330,6 +343,9 @@ def test_models_page_shows_the_registry_versions_with_aliases_and_the_last_gate(
     assert rows.loc[f"{name}/2", "bundle"] == second["bundle_sha256"][:12]
     page = ModelsPage(settings)
     assert "champion" in page.table.object and "refuse: p = 0.41" in page.table.object
+    for v in (1, 2):  # each version links to its page in MLflow's own UI, in a new tab
+        assert f'<a href="http://127.0.0.1:5000/#/models/{name}/versions/{v}" target="_blank"' in page.table.object
+    assert 'target="_blank" rel="noopener">http://127.0.0.1:5000</a>' in page.note.object
     page.show(f"registry:{name}/1")  # resolved, downloaded and verified, as the runner does
     assert "cannot load" not in page.detail.object and first["bundle_sha256"][:12] in page.detail.object
 
