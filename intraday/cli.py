@@ -539,6 +539,9 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"intraday: unknown job parameter(s) {sorted(unknown)}; known: {sorted(JobParams.__dataclass_fields__)}",
               file=sys.stderr)  # fmt: skip
         return 2
+    if args.register and params.get("release"):
+        print("intraday: --register and -p release both register the bundle: use one", file=sys.stderr)
+        return 2
     if args.resume:
         from intraday.train import Trainer
 
@@ -563,6 +566,10 @@ def cmd_train(args: argparse.Namespace, settings: Settings) -> int:
         print(f"run:    {job.run_dir}\nbundle: {metrics['bundle']}")
         job.track()
         _tracked(job.run_dir)
+        if (rel := job.release()) is not None:  # -p release register|gate: the registry, and the gate
+            print(
+                f"release: {rel['name']}/{rel['version']} {rel['decision']}{': ' + rel['why'] if 'why' in rel else ''}"
+            )
         return _register_published(args, settings, metrics["bundle"])
     import papermill as pm
 

@@ -31,10 +31,10 @@ class GateError(RegistryError):
 
 
 def _seen_until(manifests: Sequence[Mapping]) -> pd.Timestamp:
-    "The end of the latest training data among the models compared (`data_range` of their manifests)."
+    "The end of the latest data any model compared trained or was selected on (`data_range`, `selected_until`)."
     ends = []
     for m in manifests:
-        end = (m.get("data_range") or {}).get("end")
+        end = m.get("selected_until") or (m.get("data_range") or {}).get("end")  # validation chose among checkpoints
         if not end:
             raise GateError(f"window: bundle {m['policy_sha256'][:12]} has no data_range: the gate cannot tell "
                             "which bars it trained on")  # fmt: skip

@@ -53,6 +53,11 @@ class JobParams:
     output_dir: str = ""  # runs folder (default [train] runs_dir)
     run_id: str = ""  # run folder name (default: time-algo-seed-datahash)
     walk_forward: bool = False  # also run the [walkforward] evaluation into <run>/walkforward (intraday.walkforward)
+    holdout_bars: int = 0  # the newest bars kept out of training, validation and test: the promotion gate's window
+    warm_start: str = (
+        ""  # NAME@champion (the registry's, verified) or a bundle folder: the agent starts from its policy
+    )
+    release: str = ""  # "" keep the run | register: a challenger version | gate: register, then the promotion gate
     overrides: dict = field(default_factory=dict)  # more settings: {"section": {"key": value}}
 
 
@@ -92,6 +97,10 @@ class TrainJob:
             raise JobError(f"market must be one of the zoo's {', '.join(MARKETS)}, got {self.params.market!r}")
         if self.params.market and self.params.source != "synthetic":
             raise JobError(f"market = {self.params.market!r} needs source = synthetic, got {self.params.source!r}")
+        if self.params.release not in ("", "register", "gate"):
+            raise JobError(f"release must be '', register or gate, got {self.params.release!r}")
+        if self.params.holdout_bars < 0:
+            raise JobError(f"holdout_bars must be >= 0, got {self.params.holdout_bars}")
         self.settings = self.params.settings(settings_path)
         self.progress = progress
 
@@ -114,7 +123,11 @@ def load_data(self: TrainJob) -> pd.DataFrame:
         lo = pd.Timestamp(p.start, tz="UTC") if p.start else bars.index[0]
         hi = pd.Timestamp(p.end, tz="UTC") if p.end else bars.index[-1] + pd.Timedelta(1, "ns")
         bars = bars.loc[(bars.index >= lo) & (bars.index < hi)]
-    self.bars = validate_bars(bars, p.data_path or p.source)
+    self.recent = validate_bars(bars, p.data_path or p.source)  # the whole history: the gate's bars
+    if p.holdout_bars and len(self.recent) <= 2 * p.holdout_bars:
+        raise JobError(f"holdout_bars = {p.holdout_bars} leaves too little to train on: the data has "
+                       f"{len(self.recent)} bars")  # fmt: skip
+    self.bars = self.recent.iloc[: len(self.recent) - p.holdout_bars]  # what training, validation and test see
     logger.info("job data", bars=len(self.bars), first=str(self.bars.index[0]), last=str(self.bars.index[-1]))
     return self.bars
 
@@ -146,6 +159,26 @@ def _supervised_metrics(self: TrainJob) -> dict:
     _write_json(self.run_dir / "metrics.json", out)
     return out
 
+# %% ../nbs/07a_trainjob.ipynb #2c8d6a86
+@patch
+def _warm_start(self: TrainJob):
+    "The verified bundle `warm_start` names (a folder, or a registry reference: none yet is from scratch), or None."
+    ref = self.params.warm_start
+    if not ref:
+        return None
+    if Path(ref).is_dir():
+        return PolicyBundle.load(ref)
+    from intraday.registry import Registry, RegistryError
+
+    reg = Registry(self.settings.registry)
+    try:
+        return PolicyBundle.load(reg.resolve(ref)[1], trust=reg.trust)
+    except RegistryError as e:
+        if "@" not in ref or not ("alias" in str(e) or "no model" in str(e)):  # a bad signature, a dead server: raise
+            raise
+        logger.warning("warm start: {} ({}); training from scratch", ref, e)
+        return None
+
 # %% ../nbs/07a_trainjob.ipynb #44d12d9b
 @patch
 def train(self: TrainJob) -> dict:
@@ -153,7 +186,8 @@ def train(self: TrainJob) -> dict:
     t = self.settings.train
     self.algorithm = t.algo if t.learner == "rl" else f"supervised-{t.supervised_model}"
     name = self.params.run_id or run_id(self.algorithm, t.seed, bars_fingerprint(self.bars)["data_hash"])
-    self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / name, self.progress)  # builds the splits
+    start = self._warm_start() if t.learner == "rl" else None
+    self.trainer = Trainer(self.settings, self.bars, Path(t.runs_dir) / name, self.progress, warm_start=start)
     self.run_dir = self.trainer.run_dir
     self.supervised = None
     if t.learner == "supervised" or t.compare_supervised:
@@ -234,6 +268,7 @@ def publish(self: TrainJob) -> Path:
     meta = {"hyperparameters": t.model_dump(mode="json"), "seed": t.seed,
             "metrics": {"val": self.metrics.get("val"), "test": self.metrics.get("test")},
             **bars_fingerprint(splits.bars["train"]), "git_revision": self.trainer.lineage()["git_revision"],
+            "selected_until": splits.bars["val"].index[-1].isoformat(),  # the gate's window starts after it
             "symbol": self.settings.data.symbol, "timeframe": self.settings.data.timeframe}  # fmt: skip
     probes = probe_rows(splits.pipeline, splits.bars["train"])  # real observations the bundle must reproduce
     if self.model is None:
@@ -311,3 +346,28 @@ def track(
     tags = {"learner": self.settings.train.learner, "source": self.params.market or self.params.source}
     return track_run_folder("train", self.run_dir, params, tags, nb if nb and Path(nb).is_file() else None,
                             settings or self.settings.registry)  # fmt: skip
+
+# %% ../nbs/07a_trainjob.ipynb #5d2f8a9d
+@patch
+def release(self: TrainJob) -> dict | None:
+    "With `release`: register the bundle as a challenger; with `gate`, then run the promotion gate; what happened."
+    if not self.params.release:
+        return None
+    from intraday.promote import GateError, promote
+    from intraday.registry import CHAMPION, Registry
+
+    reg = Registry(self.settings.registry)
+    out = reg.register(self.run_dir / "bundle")
+    name, version = out["name"], out["version"]
+    res = {"name": name, "version": version, "run_id": out["run_id"], "decision": "registered"}
+    if self.params.release == "gate":
+        if CHAMPION not in reg.aliases(name):
+            res["why"] = f"{name} has no champion yet: a person names the first (`intraday register --alias champion`)"
+        else:
+            try:
+                g = promote(reg, name, version, self.recent, self.settings)
+                res.update(decision=g["decision"], why=g["why"], champion=g["champion"])
+            except GateError as e:  # the gate cannot judge: the champion stays, the line says why
+                res.update(decision="not judged", why=str(e))
+    logger.info("release {}/{}: {}", name, version, res["decision"])
+    return res

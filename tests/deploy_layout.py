@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CRONJOB = ROOT / "deploy" / "k8s" / "train-cronjob.yaml"
 # a tiny budget for tests, given as extra papermill parameters after the manifest's own (papermill's -p beats -f)
 TINY_OVERRIDES = "overrides: {env: {episode_len: 240}, train: {n_envs: 2, eval_every: 1024, checkpoint_every: 1024}}"
-TINY = ["-p", "total_timesteps", "2000", "-p", "days", "6", "-y", TINY_OVERRIDES]
+TINY = ["-p", "total_timesteps", "2000", "-p", "days", "9", "-y", TINY_OVERRIDES]
 
 
 def cronjob() -> tuple[dict, dict]:

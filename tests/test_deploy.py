@@ -121,7 +121,10 @@ def test_live_runner_is_one_pod_recreated():
     spec = pod_spec(live)
     (c,) = spec["spec"]["containers"]
     args = c["args"]
-    assert args[0] == "live" and {"--bundle", "--venue", "--symbol", "--metrics-port", "--state-dir"} <= set(args)
+    assert args[0] == "live" and {"--model", "--venue", "--symbol", "--metrics-port", "--state-dir"} <= set(args)
+    from intraday.registry import parse_ref
+
+    assert parse_ref(args[args.index("--model") + 1])[1] == "champion"  # follows the alias, never a copied folder
     port = int(args[args.index("--metrics-port") + 1])
     named = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert spec["metadata"]["annotations"]["prometheus.io/scrape"] == "true"

@@ -35,6 +35,9 @@ def test_cronjob_command_produces_the_run(tmp_path):
     run_dir = reports / "runs" / "intraday-train-29000000"
     assert verify_bundle(run_dir / "bundle") == []
     assert (run_dir / "report.html").stat().st_size > 10_000
+    release = [o.get("text", "") for c in nb.cells if c.cell_type == "code" and "job.release()" in c.source
+               for o in c.get("outputs", [])]  # fmt: skip
+    assert "'decision': 'registered'" in "".join(release) and "has no champion yet" in "".join(release)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["num_timesteps"] >= 2000 and Path(metrics["bundle"]) == Path(
         "reports/runs/intraday-train-29000000/bundle"

@@ -499,3 +499,35 @@ def test_a_shadow_period_beside_the_live_champion_joins_the_gate(bundles, store,
     assert run.data.metrics["shadow.agreement"] == 1.0 and run.data.metrics["shadow.test.sharpe_champion"] == 0.0
     code, _, err = cli(capsys, "promote", NAME, "--challenger", "1", "--data", str(recent), "--live-state", "x")
     assert code == 2 and "--live-state and --shadow-state go together" in err
+
+
+def test_a_retraining_job_starts_from_the_champion_registers_and_is_gated_on_bars_it_held_out(
+    bundles, store, tmp_path, capsys, monkeypatch
+):
+    "The CronJob's path, `release = gate` and `holdout_bars`: a challenger version, then the gate on the held-out bars."
+    from conftest import ROOT
+    from test_trainjob import job_args
+
+    from intraday.trainjob import TrainJob
+
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    monkeypatch.chdir(tmp_path)
+    reg = Registry(store)
+    reg.register(bundles["flat01"], alias=CHAMPION)  # trained (its manifest says) on the first 8 days
+    champ = TrainJob({"warm_start": f"{NAME}@champion"})._warm_start()  # resolved and verified through the registry
+    assert champ.manifest["policy_sha256"] == reg.version(f"{NAME}@champion").tags["bundle_sha256"]
+    assert TrainJob({"warm_start": "other_1m_ppo@champion"})._warm_start() is None  # no such champion: from scratch
+    argv = job_args(tmp_path, "retrain", "-p", "days", "12", "-p", "holdout_bars", "1200", "-p", "release", "gate")
+    code, out, err = cli(capsys, "train", "--direct", *argv)
+    assert code == 0, err[-3000:]
+    line = next(ln for ln in out.splitlines() if ln.startswith("release: "))
+    assert line.startswith(f"release: {NAME}/2 ") and any(w in line for w in ("promote", "refuse")), line
+    (run,) = runs(reg, "promote") or runs(reg, "refuse")
+    ev = json.loads(Path(reg.mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="evidence.json",
+                                                                 tracking_uri=reg.uri)).read_text())  # fmt: skip
+    full = synth_market(days=12, seed=load_settings().data.seed)  # the job's market, the held-out tail included
+    assert ev["window"]["bars"] == 1200 and pd.Timestamp(ev["window"]["start"]) == full.index[-1200]
+    manifest = json.loads((tmp_path / "runs" / "retrain" / "bundle" / "manifest.json").read_text())
+    assert pd.Timestamp(manifest["selected_until"]) < full.index[-1200]  # nothing it was chosen on is in the window
+    code, _, err = cli(capsys, "train", "--direct", "--register", *argv)
+    assert code == 2 and "use one" in err
