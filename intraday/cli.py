@@ -1151,15 +1151,20 @@ def _add_lifecycle(sub: argparse._SubParsersAction) -> None:
     models.set_defaults(func=cmd_models)
 
 # %% ../nbs/14_cli.ipynb #62bc6821
+def _anchor(settings: Settings) -> int:
+    "Write the audit trail's head to the registry (a later cut or rewrite of the file is then seen); say so."
+    head = _registry(settings).anchor()
+    print(f"anchored the audit trail's head: seq {head['seq']}, sha256 {head['hash'][:12]}")
+    return 0
+
+
 def cmd_audit(args: argparse.Namespace, settings: Settings) -> int:
     "verify: recompute the audit trail's hash chain (and the registry's anchored heads); anchor: write its head."
     from intraday.registry import RegistryError
     from intraday.trail import verify
 
     if args.cmd == "anchor":
-        head = _registry(settings).anchor()
-        print(f"anchored the audit trail's head: seq {head['seq']}, sha256 {head['hash'][:12]}")
-        return 0
+        return _anchor(settings)
     path = Path(args.trail or settings.registry.audit_trail)
     try:
         anchors = _registry(settings).anchors()
@@ -1268,6 +1273,8 @@ def cmd_eod(args: argparse.Namespace, settings: Settings) -> int:
     if args.prune_days is not None:
         gone = prune_runs(settings.train.runs_dir, args.prune_days, registered_sources(_registry(settings)))
         print(f"pruned {len(gone)} run folder(s) older than {args.prune_days:g} days from {settings.train.runs_dir}")
+    if args.anchor:  # the day's trail, the eod record included, anchored in the registry
+        _anchor(settings)
     return 0
 
 
@@ -1281,6 +1288,7 @@ def _add_eod(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--venue", default="paper", help="the venue named in the transaction report (default paper)")
     e.add_argument("--prune-days", type=float, help="also remove unregistered run folders older than this")
     e.add_argument("--force", action="store_true", help="write the day again when its statement exists")
+    e.add_argument("--anchor", action="store_true", help="then write the audit trail's head to the registry")
     e.set_defaults(func=cmd_eod)
 
 # %% ../nbs/14_cli.ipynb #d6ceda6e

@@ -120,6 +120,8 @@ def test_the_eod_command_writes_the_day_and_prunes_nothing_registered(tmp_path, 
     assert main(args) == 0  # the day is written (by the runner at its roll, or here): left as it is
     assert f"eod {day}: already written (" in capsys.readouterr().out
     assert [r["kind"] for r in Trail(tmp_path / "trail.jsonl").records()] == ["eod"]  # one record for the day
-    assert main([*args, "--force"]) == 0 and "position 0 -> 2" in capsys.readouterr().out
+    assert main([*args, "--force", "--anchor"]) == 0
+    out = capsys.readouterr().out
+    assert "position 0 -> 2" in out and "anchored the audit trail's head: seq 2" in out
     assert main(["eod", "--state-dir", str(tmp_path / "nowhere"), "--day", day]) == 1
     assert "no journal here" in capsys.readouterr().err
