@@ -131,3 +131,10 @@ def test_the_readmes_rule_file_is_valid_and_its_scenarios_are_the_defaults_it_na
     rules, scenarios = load_risk_file(tmp_path / "risk.yaml")
     assert [r.action for r in rules] == ["halt", "reduce", "vol_target", "block"]
     assert set(scenarios) <= set(SCENARIOS) and len(scenarios) == 2
+
+
+def test_the_readmes_images_exist():
+    "Every image the README shows is in the repository (the dashboard's screenshot among them)."
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README.read_text())
+    assert "nbs/images/dashboard_live.png" in images
+    assert all((ROOT / p).is_file() for p in images), images
