@@ -405,3 +405,23 @@ def test_alertmanager_routes_every_alert_to_a_known_receiver():
             if m.startswith("alertname = "):
                 assert m.split(" = ")[1].strip('"') in alerts, m
     assert all("url_file" in w for r in am["receivers"] for w in r["webhook_configs"])  # no token in the file
+
+
+def test_the_challenger_runs_in_shadow_beside_the_live_runner_on_its_own_state():
+    "The shadow Deployment follows @challenger with --shadow, journals on its own volume, under its own runner name."
+    from intraday.registry import parse_ref
+
+    live, shadow = deployment("intraday-live"), deployment("intraday-shadow")
+    (lc,), (sc,) = pod_spec(live)["spec"]["containers"], pod_spec(shadow)["spec"]["containers"]
+    assert "--shadow" in sc["args"] and parse_ref(sc["args"][sc["args"].index("--model") + 1])[1] == "challenger"
+    live_model = parse_ref(lc["args"][lc["args"].index("--model") + 1])
+    assert parse_ref(sc["args"][sc["args"].index("--model") + 1])[0] == live_model[0]  # the same model's challenger
+
+    def claims(d: dict) -> set[str]:
+        return {v["persistentVolumeClaim"]["claimName"] for v in pod_spec(d)["spec"]["volumes"]
+                if "persistentVolumeClaim" in v}  # fmt: skip
+
+    assert "intraday-state" in claims(live) and "intraday-shadow-state" in claims(shadow)
+    assert "intraday-state" not in claims(shadow)  # two runners never share a journal
+    env = {e["name"]: e.get("value") for e in sc["env"]}
+    assert env["INTRADAY__LIVE__RUNNER"] == "shadow"
