@@ -152,13 +152,18 @@ def statement(
                if od.status in (OrderStatus.REJECTED, OrderStatus.DENIED)]  # fmt: skip
     halts = [{"time_utc": utc_us(e["ts"]), "reason": e["data"]["risk"].get("reason", "")} for e in today
              if e["kind"] == "state" and (e["data"].get("risk") or {}).get("state") == "HALTED"]  # fmt: skip
+    recs = [e for e in events if e["kind"] == "reconcile" and e["ts"] < t1]  # the runner's checks against the venue
+    last = {"time_utc": utc_us(recs[-1]["ts"]), "ok": bool(recs[-1]["data"].get("ok"))} if recs else None
+    mism = sum(e["kind"] == "alert" and "mismatch" in e["data"].get("msg", "") for e in today)
     base = float(journal.state.get("baseline", 0.0))  # held before the journal's first fill
     return {"day": str(day), "account": journal.account, "runner": journal.runner, "journal": str(journal.path),
             "position_open": base + opened.qty, "position_close": base + closed.qty, "avg_price": closed.avg,
             "realized": closed.realized - opened.realized, "fees": closed.fees - opened.fees,
             "unrealized_close": closed.qty * (mark - closed.avg) if mark is not None and closed.qty else None,
             "orders": states, "fills": sum(m["fills"] for m in by_model.values()), "by_model": by_model,
-            "refused": refused, "halts": halts, "alerts": sum(e["kind"] == "alert" for e in today)}  # fmt: skip
+            "refused": refused, "halts": halts, "alerts": sum(e["kind"] == "alert" for e in today),
+            "reconciliations": sum(t0 <= e["ts"] for e in recs), "reconciled_last": last,
+            "mismatches": mism}  # fmt: skip
 
 # %% ../nbs/12e_eod.ipynb #73e7057d
 def write_eod(
