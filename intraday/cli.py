@@ -6,10 +6,10 @@ Docs: https://intraday-workbench.github.io/intraday/cli.html.md"""
 
 # %% auto #0
 __all__ = ['JOB_NOTEBOOK', 'DASHBOARD_NOTEBOOK', 'cmd_config_show', 'cmd_data_synth', 'cmd_data_check', 'cmd_data_fetch',
-           'cmd_data_info', 'cmd_venue_serve', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune', 'cmd_bundle',
-           'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'cmd_register', 'cmd_rollback',
-           'cmd_promote', 'cmd_models', 'cmd_audit', 'ui_command', 'cmd_ui', 'cmd_eod', 'dashboard_command',
-           'cmd_dashboard', 'build_parser', 'main']
+           'cmd_data_update', 'cmd_data_info', 'cmd_venue_serve', 'cmd_demo', 'cmd_backtest', 'cmd_train', 'cmd_tune',
+           'cmd_bundle', 'cmd_walkforward', 'loopback', 'cmd_live', 'cmd_live_run', 'cmd_risk', 'cmd_register',
+           'cmd_rollback', 'cmd_promote', 'cmd_models', 'cmd_audit', 'ui_command', 'cmd_ui', 'cmd_eod',
+           'dashboard_command', 'cmd_dashboard', 'build_parser', 'main']
 
 # %% ../nbs/14_cli.ipynb #5fcae3b0
 import argparse
@@ -127,11 +127,9 @@ def cmd_data_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 # %% ../nbs/14_cli.ipynb #6a94b8f5
-def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
-    "Download history from an exchange (or the paper venue at --url) into the bar store; resumable."
+def _history_client(args: argparse.Namespace, settings: Settings):
+    "A sync ccxt client of the exchange (or of the paper venue at --url); None (said) for an unknown exchange id."
     import ccxt
-
-    from intraday.data import fetch_history
 
     if args.url:
         from intraday.binance import connect
@@ -139,11 +137,18 @@ def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
         s = settings.secrets
         key = s.api_key.get_secret_value() if s.api_key else ""
         secret = s.api_secret.get_secret_value() if s.api_secret else ""
-        client = connect(args.url, key, secret)
-    elif args.exchange in ccxt.exchanges:
-        client = getattr(ccxt, args.exchange)({"enableRateLimit": True})
-    else:
-        print(f"intraday: unknown exchange {args.exchange!r} (not a ccxt exchange id)", file=sys.stderr)
+        return connect(args.url, key, secret)
+    if args.exchange in ccxt.exchanges:
+        return getattr(ccxt, args.exchange)({"enableRateLimit": True})
+    print(f"intraday: unknown exchange {args.exchange!r} (not a ccxt exchange id)", file=sys.stderr)
+    return None
+
+
+def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
+    "Download history from an exchange (or the paper venue at --url) into the bar store; resumable."
+    from intraday.data import fetch_history
+
+    if (client := _history_client(args, settings)) is None:
         return 2
     store = BarStore(settings.data.store)
     try:
@@ -156,6 +161,26 @@ def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
     total = len(store.load(args.exchange, args.symbol, args.timeframe)) if path.is_file() else 0
     print(f"fetched {len(got):,} new {args.timeframe} bars of {args.symbol} from {args.exchange}; "
           f"{total:,} stored in {path}")  # fmt: skip
+    return 0
+
+# %% ../nbs/14_cli.ipynb #05f03427
+def cmd_data_update(args: argparse.Namespace, settings: Settings) -> int:
+    "Bring the bar store's history up to the exchange's last closed bar: holes refetched, new bars appended."
+    from intraday.data import StoreError, update_history
+
+    if (client := _history_client(args, settings)) is None:
+        return 2
+    try:
+        up = update_history(client, args.symbol, args.timeframe, BarStore(settings.data.store), args.exchange,
+                            progress=sys.stderr.isatty())  # fmt: skip
+    except (RuntimeError, StoreError) as e:
+        print(f"intraday: {e}", file=sys.stderr)
+        return 1
+    left = f"{up['gaps']} gap(s) the exchange does not have ({up['missing']} bars)" if up["gaps"] else "no gap"
+    print(
+        f"updated {args.exchange} {args.symbol} {args.timeframe}: {up['new']:,} new closed bar(s), "
+        f"{up['backfilled']:,} backfilled; {left}; {up['bars']:,} stored up to {up['last']} in {up['path']}"
+    )
     return 0
 
 # %% ../nbs/14_cli.ipynb #eaed892e
@@ -175,7 +200,7 @@ def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
 
 # %% ../nbs/14_cli.ipynb #49ff7248
 def _add_data(sub: argparse._SubParsersAction) -> None:
-    "The `data` subcommands: synth, check, fetch, info."
+    "The `data` subcommands: synth, check, fetch, update, info."
     data = sub.add_parser("data", help="bars: synthesize, check, describe").add_subparsers(dest="cmd", required=True)
     synth = data.add_parser("synth", help="generate the seeded synthetic market")
     for flag, typ in (("symbol", str), ("timeframe", str), ("days", int), ("seed", int), ("alpha", float),
@@ -196,6 +221,12 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     fetch.add_argument("--until", help="end, exclusive (ISO, UTC)")
     fetch.add_argument("--url", help="paper venue base URL (e.g. http://127.0.0.1:8765) instead of the exchange")
     fetch.set_defaults(func=cmd_data_fetch)
+    update = data.add_parser("update", help="append the bars closed since the store's last one; refetch its holes")
+    update.add_argument("--exchange", default="binance", help="ccxt exchange id (store key)")
+    update.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USDT")
+    update.add_argument("--timeframe", default="1m", help="bar length")
+    update.add_argument("--url", help="paper venue base URL instead of the exchange")
+    update.set_defaults(func=cmd_data_update)
     info = data.add_parser("info", help="describe a bars file")
     info.add_argument("path", help=".parquet or .csv bars file")
     info.add_argument("--tz", help="zone of times written without one, e.g. UTC (default: such times are refused)")

@@ -9,7 +9,7 @@ __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'PROBLEMS_LISTED', 'TS_COLUMNS', 'MET
            'FLOW', 'BarProblem', 'problem_lines', 'BarsError', 'bar_problems', 'validate_bars', 'infer_timeframe',
            'gap_report', 'BarsFileError', 'atomic_write', 'read_parquet_meta', 'read_bars', 'write_bars', 'StoreError',
            'BarStore', 'SynthParams', 'planted_ic', 'market_index', 'synth_market', 'planted_signal',
-           'synth_from_settings', 'fetch_history']
+           'synth_from_settings', 'fetch_history', 'update_history']
 
 # %% ../nbs/02_data.ipynb #96481fc5
 import json
@@ -722,3 +722,42 @@ def fetch_history(
         empty = pd.DatetimeIndex([], tz="UTC", name="ts")
         return pd.DataFrame({c: pd.Series(dtype=np.float64, index=empty) for c in BAR_COLUMNS})
     return pd.concat(pages)
+
+# %% ../nbs/02_data.ipynb #8fb94080
+def _server_ms(client) -> int:
+    "The exchange's clock in epoch ms (`fetch_time` where the exchange has it, else this machine's)."
+    import time
+
+    if getattr(client, "has", {}).get("fetchTime"):
+        return int(client.fetch_time())
+    return int(time.time() * 1000)
+
+
+def update_history(
+    client,  # a ccxt exchange client (sync)
+    symbol: str,  # unified symbol
+    timeframe: str,  # bar length
+    store: BarStore,  # the store whose key is brought up to date
+    exchange: str | None = None,  # store key (default: client.id)
+    limit: int = 1000,  # bars per request
+    retries: int = 5,  # attempts per page on network errors
+    backoff: float = 0.5,  # first retry delay in seconds, doubled each time
+    progress: bool = False,  # progress bar
+) -> dict:
+    "Refetch the stored history's holes, append the bars closed since its end; what was done and what is missing."
+    exchange = exchange or client.id
+    if not store.exists(exchange, symbol, timeframe):
+        raise StoreError(f"no bars stored for {exchange} {symbol} {timeframe}: start the history with `intraday data "
+                         "fetch --since ...`")  # fmt: skip
+    step, old = timeframe_seconds(timeframe) * 1000, store.load(exchange, symbol, timeframe)
+    kw = dict(limit=limit, retries=retries, backoff=backoff, exchange=exchange)
+    backfilled = 0
+    for g in gap_report(old, timeframe).itertuples():
+        got = fetch_history(client, symbol, timeframe, g.first_missing, g.last_missing + pd.Timedelta(step, "ms"), **kw)
+        backfilled += store.append(got, exchange, symbol, timeframe) if len(got) else 0
+    closed = pd.Timestamp(_server_ms(client) // step * step, unit="ms", tz="UTC")  # the forming bar's open: excluded
+    new = fetch_history(client, symbol, timeframe, old.index[-1], closed, store, progress=progress, **kw)
+    bars = store.load(exchange, symbol, timeframe)
+    left = gap_report(bars, timeframe)
+    return {"new": len(new), "backfilled": backfilled, "gaps": len(left), "missing": int(left["missing"].sum()),
+            "bars": len(bars), "last": bars.index[-1], "path": store.path(exchange, symbol, timeframe)}  # fmt: skip

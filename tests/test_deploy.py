@@ -253,6 +253,27 @@ def test_eod_cronjob_reads_the_live_runners_state_on_its_node():
     intraday.cli.build_parser().parse_args(c["args"])
 
 
+def test_data_update_cronjob_writes_the_store_the_training_job_reads():
+    "Ingestion appends to the bar store on the data volume; the training CronJob mounts the same claim."
+    import intraday.cli
+    from intraday.config import load_settings
+
+    ingest, train = cronjob("intraday-data-update"), cronjob("intraday-train")
+    (c,), (tc,) = pod_spec(ingest)["spec"]["containers"], pod_spec(train)["spec"]["containers"]
+    assert c["args"][:2] == ["data", "update"] and ingest["spec"]["concurrencyPolicy"] == "Forbid"
+    intraday.cli.build_parser().parse_args(c["args"])
+    store = str(Path(c["workingDir"]) / load_settings(environ={}).data.store)
+    mount = next(m for m in c["volumeMounts"] if store.startswith(m["mountPath"] + "/"))
+    assert not mount.get("readOnly")
+
+    def claim(d: dict, name: str) -> str:
+        vol = next(v for v in pod_spec(d)["spec"]["volumes"] if v["name"] == name)
+        return vol["persistentVolumeClaim"]["claimName"]
+
+    train_mount = next(m for m in tc["volumeMounts"] if m["mountPath"] == mount["mountPath"])
+    assert claim(ingest, mount["name"]) == claim(train, train_mount["name"])
+
+
 def test_tuning_job_is_indexed_on_one_study():
     (job,) = by_kind("Job")
     assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["parallelism"] > 1

@@ -101,3 +101,28 @@ def test_cli_venue_serve_for_a_real_ccxt_client(tmp_path):
     no_keys = {k: v for k, v in env.items() if not k.startswith("INTRADAY_API")}
     r = subprocess.run([exe, "venue", "serve"], env=no_keys, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "needs credentials" in r.stderr
+
+
+def test_update_refetches_a_hole_and_appends_what_closed_as_the_venue_moves_on(venue, tmp_path, monkeypatch, capsys):
+    "The ingestion job on a store that grows: a hole refetched, each run appending the bars closed since the last."
+    from intraday.data import update_history
+
+    v, url = venue
+    store, client = BarStore(tmp_path / "store"), connect(url, KEY, SECRET)
+    fetch_history(client, "SYN/USDT", "1m", START, until=BARS.index[700], store=store, exchange="venue")
+    held = store.load("venue", "SYN/USDT", "1m")
+    store.save(held.drop(held.index[100:110]), "venue", "SYN/USDT", "1m")  # a hole of 10 bars
+    v.step(20)
+    up = update_history(client, "SYN/USDT", "1m", store, "venue")
+    assert (up["backfilled"], up["new"], up["gaps"], up["bars"]) == (10, 1421 - 700, 0, 1421)
+    pd.testing.assert_frame_equal(store.load("venue", "SYN/USDT", "1m"), BARS.iloc[:1421], check_freq=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    monkeypatch.setenv("INTRADAY__DATA__STORE", str(tmp_path / "store"))
+    for _ in range(2):  # the CronJob, twice, while the market moves on
+        v.step(5)
+        assert main(["data", "update", "--exchange", "venue", "--symbol", "SYN/USDT", "--url", url]) == 0
+        assert "5 new closed bar(s), 0 backfilled; no gap" in capsys.readouterr().out
+    assert len(store.load("venue", "SYN/USDT", "1m")) == 1431
+    assert main(["data", "update", "--exchange", "venue", "--symbol", "ETH/USDT", "--url", url]) == 1
+    assert "no bars stored for venue ETH/USDT 1m: start the history" in capsys.readouterr().err
