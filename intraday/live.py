@@ -686,6 +686,13 @@ def roll_day(self: LiveRunner, now: float | None = None) -> dict | None:
     self._hook("on_eod", st)
     return st
 
+# %% ../nbs/13_live.ipynb #d3c15a0e
+@patch
+def journal_decision(self: LiveRunner, d: dict, action: int) -> None:
+    "Journal a decision (bar, action, weight, model, outcome): the evidence a shadow period is judged on."
+    self.router.journal.record("decision", d["client_id"], bar=d["ts"], action=int(action), weight=d["target_weight"],
+                               model=self.model_id, status=d["status"], shadow=self.shadow)  # fmt: skip
+
 # %% ../nbs/13_live.ipynb #af7dd32e
 @patch
 async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
@@ -710,8 +717,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
                                                     _iso(bar.ts), behind)  # fmt: skip
         return None
     L, lat = env.episode_len, self.latency
-    steps = self.steps % L
-    eq = self.pnl.equity
+    steps, eq = self.steps % L, self.pnl.equity
     state = np.array(position_state(self.pnl.qty, self.pnl.avg, eq, bar.close, steps, L))
     t_decide = time.time()
     action = self.bundle.act(raw, state)
@@ -762,9 +768,7 @@ async def on_bar(self: LiveRunner, bar: Bar) -> dict | None:
     if d["acked"] is None:
         m.observe("decision", decided - t_decide)
     self.decisions.append(d)
-    # after the send: the decision journaled (the shadow period's evidence: what each model chose on which bar)
-    r.journal.record("decision", d["client_id"], bar=bar.ts, action=int(action), weight=w, model=self.model_id,
-                     status=d["status"], shadow=self.shadow)  # fmt: skip
+    self.journal_decision(d, action)  # after the send: the shadow period's evidence
     logger.bind(**d).debug("decision at bar {}: target {}", bar.ts, w)
     self._hook("on_decision", d)
     return d

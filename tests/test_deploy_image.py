@@ -86,6 +86,8 @@ def test_training_job_in_the_image(image, tmp_path):
     c, _ = cronjob()
     t0 = time.perf_counter()
     env = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}  # the pod's literal env (keys' paths)
+    # the cluster's MLflow service is not here: the registry the job releases to is a SQLite file on the reports volume
+    env["INTRADAY__REGISTRY__TRACKING_URI"] = "sqlite:////app/reports/mlflow.db"
     r = run_in(image, *command("intraday-train-img") + TINY, volumes={h: m for m, h in mounts.items()}, env=env)
     print(f"2,000-step training job in the image: {time.perf_counter() - t0:.0f} s")
     assert r.returncode == 0, r.stderr[-4000:]
