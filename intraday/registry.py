@@ -7,10 +7,12 @@ Docs: https://intraday-workbench.github.io/intraday/registry.html.md"""
 # %% auto #0
 __all__ = ['OFFLINE_ENV', 'DEFAULT_ENV', 'CHAMPION', 'CHALLENGER', 'ALIASES', 'HISTORY_TAG', 'TRACKED', 'RUN_RECORD',
            'TRACKED_SETTINGS', 'OUTCOME_FILE', 'RUN_FILES', 'mlflow_module', 'tracking_uri', 'artifact_uri',
-           'RegistryError', 'model_name', 'parse_ref', 'Registry', 'experiment_name', 'masked', 'check_store', 'track',
-           'track_run_folder', 'lineage_tags', 'ChampionFollower']
+           'store_lock', 'RegistryError', 'model_name', 'parse_ref', 'Registry', 'experiment_name', 'masked',
+           'check_store', 'track', 'track_run_folder', 'lineage_tags', 'ChampionFollower']
 
 # %% ../nbs/07b_registry.ipynb #812b4972
+import contextlib
+import fcntl
 import json
 import logging
 import math
@@ -78,6 +80,21 @@ def artifact_uri(
     root = s.artifact_root
     return root if "://" in root else Path(root).expanduser().resolve().as_uri()
 
+# %% ../nbs/07b_registry.ipynb #e9bf6055
+@contextlib.contextmanager
+def store_lock(
+    uri: str,  # a tracking URI
+):
+    "Hold an exclusive lock beside a SQLite store while MLflow opens (and, the first time, migrates) it."
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock").expanduser()
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
 # %% ../nbs/07b_registry.ipynb #1dc57840
 CHAMPION, CHALLENGER = "champion", "challenger"
 ALIASES = (CHAMPION, CHALLENGER)
@@ -129,8 +146,10 @@ class Registry:
             raise RegistryError("registry: holds signed bundles only; allow_unsigned is for research bundle folders")
         self.uri, self.cache = tracking_uri(s), Path(s.cache_dir).expanduser()
         self.mlflow = mlflow_module()
-        self.client = self.mlflow.MlflowClient(self.uri, registry_uri=self.uri)
-        self.experiment_id = self._call(f"open the experiment {s.experiment!r}", self._experiment)
+        with store_lock(self.uri):  # the tracking and the registry stores are opened (a new file: migrated) in turn
+            self.client = self.mlflow.MlflowClient(self.uri, registry_uri=self.uri)
+            self.experiment_id = self._call(f"open the experiment {s.experiment!r}", self._experiment)
+            self._call("open the model registry", self.client.search_registered_models, max_results=1)
         self.trail = Trail(s.audit_trail)  # every event recorded here is also a link of the hash chain
 
     def __repr__(self) -> str:
@@ -283,8 +302,9 @@ def _log(c, rid: str, params: Mapping | None, metrics: Mapping | None, series: M
 def _track_run(uri: str, s: RegistrySettings, kind: str, name: str, params, metrics, tags, files, series) -> str:
     "Log one finished run of `kind` in the store at `uri`; its id (the store's errors are raised)."
     check_store(uri)
-    c = mlflow_module().MlflowClient(uri)
-    eid = _tracked_experiment(c, s, kind)
+    with store_lock(uri):  # a new SQLite store is migrated by one process at a time
+        c = mlflow_module().MlflowClient(uri)
+        eid = _tracked_experiment(c, s, kind)
     base = {"intraday.kind": kind, "intraday.user": user()}
     run = c.create_run(eid, run_name=name, tags={**base, **{k: str(v)[:5000] for k, v in (tags or {}).items()}})
     rid = run.info.run_id

@@ -83,3 +83,21 @@ def test_a_direct_training_run_is_tracked_with_settings_metrics_history_and_reco
     assert run.data.tags["data_hash"] == json.loads((run_dir / "lineage.json").read_text())["data_hash"]
     assert sorted(f.path for f in c.list_artifacts(run.info.run_id, "run")) == [
         "run/config.json", "run/lineage.json", "run/metrics.json", "run/report.html"]  # fmt: skip
+
+
+def test_processes_tracking_into_a_new_sqlite_store_at_once_all_land(tmp_path):
+    "Three processes (tuning workers on a fresh workbench) open one new SQLite store at once: each run is logged."
+    import subprocess
+    import sys
+
+    code = f"""
+from intraday.config import RegistrySettings
+from intraday.registry import track
+s = RegistrySettings(tracking_uri="sqlite:///{tmp_path}/mlflow.db", artifact_root="{tmp_path}/art",
+                     audit_trail="{tmp_path}/trail.jsonl")
+print(track("tune", "trial", params={{"a": 1}}, metrics={{"m": 1.0}}, settings=s))
+"""
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(3)]  # fmt: skip
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(len(o.strip()) == 32 and not e.strip() for o, e in outs), outs  # three run ids, no error line
