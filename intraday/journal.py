@@ -109,10 +109,7 @@ class Journal:
             raise JournalError(f"{self.path}: cannot open the journal ({e})") from None
         try:
             _quick_check(self.db, self.path)  # a damaged file is refused here, not at the first order
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self.db.executescript(SCHEMA)
-            meta = self._meta()
+            meta = _retry_busy(lambda: self._prepare(synchronous), busy_timeout)
         except sqlite3.Error as e:
             self.db.close()
             raise JournalError(f"{self.path}: cannot open the journal ({e})") from None
@@ -164,6 +161,30 @@ def _tx(self: Journal, what: str, body: Callable[[], _T]) -> _T:
     except (sqlite3.Error, OSError) as e:
         raise StorageError(f"{self.path}: cannot write the journal ({what}): {e}") from e
     return out
+
+# %% ../nbs/12a_journal.ipynb #cc00fb35
+def _retry_busy(
+    body: Callable[[], _T],  # idempotent work on the journal
+    timeout: float,  # s to keep trying
+) -> _T:
+    "`body()`, tried again while SQLite answers busy, for up to `timeout` s."
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            return body()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) and "busy" not in str(e) or time.monotonic() > end:
+                raise
+            time.sleep(0.02)
+
+
+@patch
+def _prepare(self: Journal, synchronous: str) -> dict[str, str]:
+    "WAL mode, the schema and the meta rows, each idempotent; the meta rows."
+    self.db.execute("PRAGMA journal_mode=WAL")
+    self.db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+    self.db.executescript(SCHEMA)
+    return self._meta()
 
 # %% ../nbs/12a_journal.ipynb #1b49de0d
 @patch

@@ -416,3 +416,21 @@ def test_risk_note_equity_zero_halts_or_passes_without_dividing(equity):
         r = Risk(RiskSettings(**limits))
         r.note_equity(100.0, t)  # a positive start, then the account is emptied
         assert r.note_equity(equity, t + 1) == TradingState.HALTED and "loss limits cannot be checked" in r.reason
+
+
+def test_opening_waits_for_a_writer_mid_upgrade(tmp_path):
+    # SQLite answers "database is locked" at once (no busy wait) to a reader upgrading while another connection
+    # holds the write lock of a rollback-mode file: what a second process opening a new journal meets (seen in CI)
+    holder = sqlite3.connect(tmp_path / "journal.sqlite", isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE held(a)")
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, holder.execute, ("COMMIT",)).start()
+    assert Journal(tmp_path, runner="p").new_order("SYN/USDT", "buy", "market", 1.0).client_id
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    other = sqlite3.connect(fresh / "journal.sqlite", isolation_level=None)
+    other.execute("CREATE TABLE held(a)")
+    other.execute("BEGIN IMMEDIATE")  # held past the opener's patience: one clear error, not a hang
+    with pytest.raises(JournalError, match="cannot open the journal .database is locked"):
+        Journal(fresh, runner="p", busy_timeout=0.2)
+    other.execute("COMMIT")
