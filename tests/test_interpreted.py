@@ -201,3 +201,23 @@ def test_cross_features_interpreted_equal_compiled_figures():
     assert f[-1, 0, 1] == f[-1, 3, 1]
     s = CrossStream(4, 10, 50)
     assert np.array_equal(np.array([s.update(x) for x in r]), f, equal_nan=True)
+
+
+def test_portfolio_kernels_interpreted():
+    from intraday.config import EnvSettings, RiskSettings
+    from intraday.fills import FillModel
+    from intraday.panel import Basket
+    from intraday.portfolio import PortfolioBacktester, TargetWeights
+
+    basket = Basket("rotation", alpha=0.1)
+    panel = basket.generate(days=0.5, seed=2)
+    panel.bars["BBB/USDT"].iloc[100:130] = np.nan  # a stated gap
+    w = basket.oracle(panel)
+    w.iloc[::3] = np.nan
+    for env in (EnvSettings(episode_len=200), EnvSettings(account="spot", positions=[0, 1], episode_len=200)):
+        bt = PortfolioBacktester(FillModel(participation=0.01, latency_bars=2), env, RiskSettings(max_drawdown=0.01))
+        rc, rp = bt.run(panel, TargetWeights(w)), bt.run(panel, TargetWeights(w), engine="python")
+        assert rc.equity.equals(rp.equity) and rc.fills.equals(rp.fills) and len(rc.fills) > 20
+        assert not rc.fills[rc.fills.symbol == "BBB/USDT"].index.isin(panel.index[100:130]).any()
+        if env.account == "spot":
+            assert (rc.positions >= 0).all().all() and (rc.equity - rc.value.sum(axis=1)).min() >= -1e-9
