@@ -400,7 +400,8 @@ def infos(self: _Core) -> list[dict]:
     q, p, f, s, i, e, pos = _INFO_COLS
     return [
         {"fill_qty": o[q], "fill_price": o[p], "fee": o[f], "spread_cost": o[s], "impact_cost": o[i],
-         "cost": o[s] + o[i] + o[f], "equity": o[e], "position": o[pos], "bar": b}
+         "cost": o[s] + o[i] + o[f], "equity": o[e], "position": o[pos], "bar": b, "traded": abs(o[q] * o[p]),
+         "fills": int(o[q] != 0.0)}
         for o, b in zip(self.out.tolist(), self.clock[:, CLOCK.bar].tolist(), strict=True)
     ]  # fmt: skip
 
@@ -420,10 +421,13 @@ class IntradayEnv(gym.Env):
     ):
         self.settings = env or EnvSettings()
         self.fill_model = fill_model or FillModel()
-        self._core = _Core(bars, features, self.fill_model, self.settings, 1, clip)
-        self.action_space = spaces.Discrete(len(self.settings.positions))
-        self.observation_space = observation_space(self._core.X.shape[1], self._core.clip)
-        self._actions = np.zeros(1, dtype=np.int64)
+        core = _Core(bars, features, self.fill_model, self.settings, 1, clip)
+        self._attach(core, spaces.Discrete(len(self.settings.positions)), observation_space(core.X.shape[1], core.clip))
+
+    def _attach(self, core, action_space: spaces.Space, observation_space: spaces.Box) -> None:
+        "Run on `core` (reset, step, obs, out, infos; the basket env's too) with these spaces."
+        self._core, self.action_space, self.observation_space = core, action_space, observation_space
+        self._actions = np.zeros((1, *action_space.shape), dtype=action_space.dtype)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         "Start an episode at a seeded random bar, or at `options['start']` (a bar position in this split)."
@@ -483,12 +487,16 @@ class IntradayVecEnv(_NoSubEnvs, VecEnv):
     ):
         self.settings = env or EnvSettings()
         self.fill_model = fill_model or FillModel()
-        self._core = _Core(bars, features, self.fill_model, self.settings, n_envs, clip)
-        action_space = spaces.Discrete(len(self.settings.positions))
-        self.render_mode = None
-        super().__init__(n_envs, observation_space(self._core.X.shape[1], self._core.clip), action_space)
+        core = _Core(bars, features, self.fill_model, self.settings, n_envs, clip)
+        space = observation_space(core.X.shape[1], core.clip)
+        self._attach(core, spaces.Discrete(len(self.settings.positions)), space, seed)
+
+    def _attach(self, core, action_space: spaces.Space, observation_space: spaces.Box, seed: int | None) -> None:
+        "Run on `core` (reset, step, obs, out, clock, infos; the basket env's too) with these spaces."
+        self._core, self.render_mode = core, None
+        VecEnv.__init__(self, core.obs.shape[0], observation_space, action_space)
         self._rng = np.random.default_rng(seed)
-        self._actions = np.zeros(n_envs, dtype=np.int64)
+        self._actions = np.zeros((self.num_envs, *action_space.shape), dtype=action_space.dtype)
 
     def _random_start(self) -> int:
         return int(self._rng.integers(self._core.first, self._core.last_start + 1))

@@ -1056,6 +1056,12 @@ def fit(self: FeaturePipeline, train_bars: pd.DataFrame) -> FeaturePipeline:
     raw = self.transform(train_bars).iloc[self.warmup :]
     if raw.isna().all(axis=None) or len(raw) < 2:
         raise ValueError(f"fit needs more than the warm-up of {self.warmup} bars; got {len(train_bars)}")
+    return self.fit_raw(raw)
+
+
+@patch
+def fit_raw(self: FeaturePipeline, raw: pd.DataFrame) -> FeaturePipeline:
+    "The stats of `fit` from raw feature rows past the warm-up (a basket's: every symbol's training rows pooled)."
     mean, std = raw.mean(), raw.std()
     self.stats = {n: {"mean": float(mean[n]), "std": float(std[n]) if std[n] > 1e-12 else 1.0} for n in self.names}
     for n in self.names:  # the drift reference: the live features are compared with these bins (intraday.drift)

@@ -55,9 +55,8 @@ def _rollout(policy, splits: EnvSplits, split: str) -> tuple[np.ndarray, dict]:
     for t in range(length):
         obs, _, _, infos = vec.step(policy(obs, vec.bar_positions()))
         equity[t + 1] = [i["equity"] for i in infos]
-        for i in infos:
-            if i["fill_qty"]:
-                trades, traded, costs = trades + 1, traded + abs(i["fill_qty"] * i["fill_price"]), costs + i["cost"]
+        for i in infos:  # a basket env's info counts every symbol's fills in the bar
+            trades, traded, costs = trades + i["fills"], traded + i["traded"], costs + i["cost"]
     return equity, {"trades": trades, "traded": traded, "costs": costs}
 
 # %% ../nbs/06_train.ipynb #c439c929

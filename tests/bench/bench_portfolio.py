@@ -9,7 +9,8 @@ tens of thousands of orders). Both engines are warmed up first (numba compiles; 
 timed in alternating rounds; best and median printed, and the ratio vectorbt seconds / ours (> 1: intraday is
 faster). Each round checks the two equity curves agree to 1e-9 (max relative difference printed; the order counts
 are printed too): the comparison means nothing otherwise. vectorbt is timed as a user calls it, DataFrames in and
-the equity out (`from_orders(...).value()`), which includes its pandas work. The Python engine runs once on the first --python-bars bars."""
+the equity out (`from_orders(...).value()`), which includes its pandas work. The Python engine runs once on the
+first --python-bars bars."""
 
 import argparse
 import statistics
@@ -49,8 +50,8 @@ def main() -> None:
     policies = {"momentum": xs_momentum(panel, lookback=240, every=60, top=2, gross=0.95),
                 "oracle": TargetWeights(basket.oracle(panel) * 0.95)}  # fmt: skip
     for name, pol in policies.items():
-        ours = lambda: bt.run(panel, pol, engine="compiled")  # noqa: E731
-        theirs = lambda: vectorbt_basket(panel, pol, fm, env).value()  # noqa: E731 (value: the equity, computed)
+        ours = lambda pol=pol: bt.run(panel, pol, engine="compiled")  # noqa: E731
+        theirs = lambda pol=pol: vectorbt_basket(panel, pol, fm, env).value()  # noqa: E731 (value: the equity)
         w_ours, r = timed(ours)
         w_theirs, v = timed(theirs)
         print(f"{name}: {len(r.fills):,} fills; warm-up (compiles) ours {w_ours:.2f} s, vectorbt {w_theirs:.2f} s")
@@ -76,8 +77,10 @@ def main() -> None:
     small = make_panel({s: b.loc[head] for s, b in panel.bars.items()})
     pol = policies["oracle"]
     s, r = timed(lambda: bt.run(small, pol, engine="python"))
-    print(f"Python engine (the reference loop): {len(small.index):,} bars in {s:.1f} s, "
-          f"{len(small.index) / s:,.0f} bars/s ({len(r.fills):,} fills)")
+    print(
+        f"Python engine (the reference loop): {len(small.index):,} bars in {s:.1f} s, "
+        f"{len(small.index) / s:,.0f} bars/s ({len(r.fills):,} fills)"
+    )
 
 
 if __name__ == "__main__":
