@@ -332,6 +332,10 @@ class RiskSettings(Section):
     "[risk]: the limits of backtest, paper and live (one owner), pre-trade checks, and the limits that halt trading."
 
     max_weight: float = Field(1.0, gt=0, le=10)  # cap on |target position| as a fraction of equity (every engine)
+    max_gross: float = Field(0.0, ge=0, le=10)  # a basket's sum of |target weights|; more is denied; 0 = off
+    max_net: float = Field(0.0, ge=0, le=10)  # a basket's |sum of target weights|; 0 = off
+    max_herfindahl: float = Field(0.0, ge=0, le=1)  # concentration: sum w^2 / (sum |w|)^2 (1 = one symbol); 0 = off
+    max_beta: float = Field(0.0, ge=0, le=10)  # |sum of beta x weight|, betas to the basket (rolling); 0 = off
     max_position_qty: float = Field(0.0, ge=0)  # cap on |position| in base units after the order; 0 = off
     max_order_notional: float = Field(0.0, ge=0)  # cap on one order's quote notional; 0 = off
     price_band_bps: float = Field(500.0, gt=0)  # a limit price further than this from the last price is refused

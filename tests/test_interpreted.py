@@ -212,12 +212,15 @@ def test_portfolio_kernels_interpreted():
     basket = Basket("rotation", alpha=0.1)
     panel = basket.generate(days=0.5, seed=2)
     panel.bars["BBB/USDT"].iloc[100:130] = np.nan  # a stated gap
-    w = basket.oracle(panel)
+    w = basket.oracle(panel) * 0.75
     w.iloc[::3] = np.nan
+    w.iloc[::50] = 0.6  # 180 % gross asked now and then: the cap denies it
     for env in (EnvSettings(episode_len=200), EnvSettings(account="spot", positions=[0, 1], episode_len=200)):
-        bt = PortfolioBacktester(FillModel(participation=0.01, latency_bars=2), env, RiskSettings(max_drawdown=0.01))
+        risk = RiskSettings(max_drawdown=0.01, max_gross=0.8, max_beta=0.75)
+        bt = PortfolioBacktester(FillModel(participation=0.01, latency_bars=2), env, risk)
         rc, rp = bt.run(panel, TargetWeights(w)), bt.run(panel, TargetWeights(w), engine="python")
         assert rc.equity.equals(rp.equity) and rc.fills.equals(rp.fills) and len(rc.fills) > 20
+        assert rc.denials == rp.denials and "gross" in {c for *_, c in rc.denials}
         assert not rc.fills[rc.fills.symbol == "BBB/USDT"].index.isin(panel.index[100:130]).any()
         if env.account == "spot":
             assert (rc.positions >= 0).all().all() and (rc.equity - rc.value.sum(axis=1)).min() >= -1e-9

@@ -175,3 +175,25 @@ def test_baselines_are_causal_and_metrics_add_up():
     assert me["herfindahl_mean"] == pytest.approx(0.2, abs=0.01) and me["turnover_per_day"] < 1
     assert m["sharpe"] > me["sharpe"] and m["turnover_per_day"] > 10 * me["turnover_per_day"]
     assert oracle.summary()["fills"] == len(oracle.fills)
+
+
+def test_basket_caps_deny_new_exposure_with_their_reason_in_both_engines():
+    pol = noisy_weights(PANEL, seed=9, every=10, lo=-0.4, hi=0.4)
+    free = PortfolioBacktester(VBT_FM, MARGIN).run(PANEL, pol)
+    assert not free.denials and free.weights.abs().sum(axis=1).max() > 0.9
+    cases = (({"max_gross": 0.6}, "gross"), ({"max_net": 0.2}, "net"), ({"max_herfindahl": 0.35}, "herfindahl"),
+             ({"max_beta": 0.3}, "beta"))  # fmt: skip
+    for caps, name in cases:
+        bt = PortfolioBacktester(VBT_FM, MARGIN, RiskSettings(**caps))
+        rc, rp = bt.run(PANEL, pol), bt.run(PANEL, pol, engine="python")
+        assert same(rc, rp) and rc.denials == rp.denials and len(rc.denials) > 10
+        assert {c for *_, c in rc.denials} == {name} and {s for _, s, _ in rc.denials} <= set(PANEL.symbols)
+    capped = PortfolioBacktester(VBT_FM, MARGIN, RiskSettings(max_gross=0.6)).run(PANEL, pol)
+    assert capped.weights.abs().sum(axis=1).max() < 0.6 * 1.1  # within the cap, up to the drift between decisions
+    w = pd.DataFrame(np.nan, PANEL.index, PANEL.symbols)
+    w.iloc[0], w.iloc[50] = [0.3, 0.3, 0, 0, 0], [np.nan, np.nan, 0.3, np.nan, np.nan]  # 0.9 gross asked at 50
+    w.iloc[100] = [0.1, np.nan, 0.3, np.nan, np.nan]  # the cut makes room for the third
+    r = PortfolioBacktester(VBT_FM, MARGIN, RiskSettings(max_gross=0.75)).run(PANEL, TargetWeights(w))
+    assert r.denials == [(PANEL.index[50], "CCC/USDT", "gross")]
+    assert r.positions["CCC/USDT"].iloc[:101].abs().max() == 0 and r.weights["CCC/USDT"].iloc[-1] > 0.25
+    assert r.weights["AAA/USDT"].iloc[-1] < 0.11
