@@ -17,6 +17,7 @@ t >= 2. One seed per cell is an anecdote."""
 
 import argparse
 import csv
+import json
 import math
 import os
 import platform
@@ -66,7 +67,8 @@ def zoo_row(name: str, alpha: float, days: float, seed: int, learners=("rl", "li
     bars = make_market(name, days=days, seed=seed, alpha=alpha)
     splits = build_envs(settings, bars)
     x = MARKETS[name].targets(bars).to_numpy()[bars.index.get_indexer(splits.bars["test"].index)]
-    row = {"market": name, "alpha": alpha, "oracle": score_policy(targets_policy(splits.env.positions, x), splits)}
+    oracle = score_policy(targets_policy(splits.env.positions, x), splits)
+    row = {"market": name, "alpha": alpha, "seed": seed, "oracle": oracle}
     for learner in learners:
         t0 = time.perf_counter()
         if learner == "rl":
@@ -92,6 +94,12 @@ def main() -> None:
     ap.add_argument("--learners", default="rl,linear,mlp")
     ap.add_argument("--timesteps", type=int, default=None, help="PPO budget (default: [train] total_timesteps)")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument(
+        "--store",
+        type=Path,
+        help="JSON lines of finished cells: appended as each one ends, and the "
+        "cells already there (same days, budget, learners) are not run again (a long table in parts)",
+    )
     args = ap.parse_args()
     names, learners = args.markets.split(","), args.learners.split(",")
     t = load_settings().train
@@ -106,18 +114,45 @@ def main() -> None:
     print(head + "\n" + "-" * len(head), flush=True)
     tasks = [(n, a, args.seed + i + 1000 * k) for k in range(args.seeds) for i, n in enumerate(names)
              for a in (MARKETS[n].alpha, 0.0)]  # fmt: skip
-    rows, t0 = [], time.perf_counter()
+    config = {"days": args.days, "timesteps": budget, "learners": learners}
+    done = stored(args.store, config, tasks)
+    rows, t0 = list(done.values()), time.perf_counter()
+    for r in rows:
+        print(_line(r, learners) + " (stored)", flush=True)
     with ProcessPoolExecutor(args.jobs) as pool:
-        futs = [pool.submit(zoo_row, n, a, args.days, s, learners, args.timesteps) for n, a, s in tasks]
+        futs = [pool.submit(zoo_row, n, a, args.days, s, learners, args.timesteps) for n, a, s in tasks
+                if (n, a, s) not in done]  # fmt: skip
         for fut in as_completed(futs):
             r = fut.result()
             rows.append(r)
-            o = r["oracle"]
-            line = f"{r['market']:9} {r['alpha']:5.2f} | {o['sharpe']:7.1f} {o['t']:5.2f} {o['trades']:5d} |"
-            print(line + "".join(f" {_cell(r[lr], o['sharpe'], r['alpha'] == 0)} |" for lr in learners), flush=True)
-    print(f"all rows in {time.perf_counter() - t0:.0f} s")
+            if args.store:
+                with open(args.store, "a") as f:
+                    f.write(json.dumps({**config, "row": r}, default=float) + "\n")
+            print(_line(r, learners), flush=True)
+    print(f"all rows in {time.perf_counter() - t0:.0f} s ({len(done)} from {args.store})")
     for lr in learners:
         print(summary(rows, lr))
+
+
+def stored(path: Path | None, config: dict, tasks: list[tuple]) -> dict:
+    "The rows of `path` run with `config` whose (market, alpha, seed) is one of `tasks`."
+    out = {}
+    if path is None or not path.is_file():
+        return out
+    for line in path.read_text().splitlines():
+        d = json.loads(line)
+        r = d.pop("row")
+        key = (r["market"], r["alpha"], r["seed"])
+        if d == config and key in tasks:
+            out[key] = r
+    return out
+
+
+def _line(r: dict, learners: list[str]) -> str:
+    "One printed row: market, alpha, the oracle, then each learner."
+    o = r["oracle"]
+    line = f"{r['market']:9} {r['alpha']:5.2f} | {o['sharpe']:7.1f} {o['t']:5.2f} {o['trades']:5d} |"
+    return line + "".join(f" {_cell(r[lr], o['sharpe'], r['alpha'] == 0)} |" for lr in learners)
 
 
 def seed_stats(ratios: list[float]) -> dict:
