@@ -45,6 +45,7 @@ from intraday.data import (
 from .journal import JournalError
 from .markets import MARKETS
 from .obs import setup_logging
+from .panel import is_panel_file
 from .report import market_figure, write_report
 
 JOB_NOTEBOOK = Path("nbs/jobs/train.ipynb")
@@ -99,7 +100,9 @@ def _print_rows(rows: list[tuple[str, str]]) -> None:
 
 # %% ../nbs/14_cli.ipynb #ce2dde58
 def cmd_data_synth(args: argparse.Namespace, settings: Settings) -> int:
-    "Generate the synthetic market, validate it, and write it to --out or into the bar store."
+    "Generate the synthetic market (or a basket of the multi-asset zoo), validate it, write it to --out or the store."
+    if getattr(args, "basket", None):
+        return _synth_basket(args, settings)
     d = settings.data
     bars = synth_market(d.days, d.timeframe, d.seed, d.alpha, str(d.start), progress=sys.stderr.isatty())
     meta = {"exchange": "synthetic", "symbol": d.symbol, "timeframe": d.timeframe, "seed": d.seed, "alpha": d.alpha}
@@ -111,9 +114,68 @@ def cmd_data_synth(args: argparse.Namespace, settings: Settings) -> int:
     print(f"wrote {len(bars):,} {d.timeframe} bars of {d.symbol} (seed {d.seed}, alpha {d.alpha}) to {path}")
     return 0
 
+# %% ../nbs/14_cli.ipynb #f7bf71a6
+def _symbols(text: str) -> tuple[str, ...]:
+    "Comma-separated BASE/QUOTE symbols, two or more and distinct; ValueError naming the bad one."
+    syms = tuple(s.strip() for s in text.split(",") if s.strip())
+    for s in syms:
+        if len(s.split("/")) != 2 or not all(s.split("/")):
+            raise ValueError(f"--symbols: {s!r} is not BASE/QUOTE (e.g. BTC/USDT)")
+    if len(syms) < 2 or len(set(syms)) != len(syms):
+        raise ValueError(f"--symbols: a basket needs two or more distinct symbols, got {list(syms)}")
+    return syms
+
+
+def _synth_basket(args: argparse.Namespace, settings: Settings) -> int:
+    "Write a basket of the multi-asset zoo (`Basket`) to --out: one file, a row per symbol and bar."
+    from intraday.panel import Basket, write_panel
+
+    d, default = settings.data, Basket(args.basket)
+    try:
+        syms = _symbols(args.symbols) if args.symbols else default.symbols
+    except ValueError as e:
+        print(f"intraday: {e}", file=sys.stderr)
+        return 2
+    betas = default.betas if not args.symbols else tuple(np.round(np.linspace(0.8, 1.2, len(syms)), 3).tolist())
+    alpha = default.alpha if args.alpha is None else args.alpha
+    basket = Basket(args.basket, alpha=alpha, betas=betas, symbols=syms)
+    panel = basket.generate(d.days, d.seed, d.timeframe, str(d.start))
+    meta = {"exchange": "synthetic", "timeframe": d.timeframe, "seed": d.seed, "basket": args.basket, "alpha": alpha}
+    path = write_panel(panel, args.out or f"data/basket_{args.basket}.parquet", meta)
+    print(f"wrote {len(panel.index):,} {d.timeframe} bars of {len(syms)} symbols ({', '.join(syms)}; the "
+          f"{args.basket} basket, seed {d.seed}, alpha {alpha}) to {path}")  # fmt: skip
+    return 0
+
+
+def _check_panel(args: argparse.Namespace, describe: bool = False) -> int:
+    "`data check` (and `data info`) of a basket file: every symbol validated, its bars and gaps on the common clock."
+    from intraday.panel import read_panel
+
+    try:
+        panel = read_panel(args.path, tz=args.tz)
+    except BarsError as e:
+        for line in problem_lines(e.problems, prefix=f"{e.source}: "):
+            print(line)
+        print(f"{len(e.problems)} problem(s) in {e.source}", file=sys.stderr)
+        return 1
+    g, ix = panel.gaps(), panel.index
+    print(f"OK {args.path}: {len(panel.symbols)} symbols, {len(ix):,} bars on one clock, {ix[0]} .. {ix[-1]}, "
+          f"{len(g)} gap(s), {int(g['missing'].sum())} missing symbol-bar(s)")  # fmt: skip
+    if describe:
+        parquet = str(args.path).endswith(".parquet")
+        rows = [(k, str(v)) for k, v in read_parquet_meta(args.path).items()] if parquet else []
+        for s in panel.symbols:
+            c = panel.bars[s]["close"]
+            rows.append((s, f"{int(c.notna().sum()):,} bars, close {c.min():.4g} .. {c.max():.4g}, "
+                            f"{int((g['symbol'] == s).sum())} gap(s)"))  # fmt: skip
+        _print_rows(rows)
+    return 0
+
 # %% ../nbs/14_cli.ipynb #23a8fbe7
 def cmd_data_check(args: argparse.Namespace, settings: Settings) -> int:
     "Validate a bars file: exit 0 with a one-line OK, or exit 1 listing the first 50 problems and counting the rest."
+    if is_panel_file(args.path):
+        return _check_panel(args)
     bars = read_bars(args.path, tz=args.tz)
     problems = bar_problems(bars)
     if problems:
@@ -148,19 +210,28 @@ def cmd_data_fetch(args: argparse.Namespace, settings: Settings) -> int:
     "Download history from an exchange (or the paper venue at --url) into the bar store; resumable."
     from intraday.data import fetch_history
 
+    try:
+        symbols = _symbols(args.symbols) if getattr(args, "symbols", None) else (args.symbol,)
+    except ValueError as e:
+        print(f"intraday: {e}", file=sys.stderr)
+        return 2
+    if symbols == (None,):
+        print("intraday: data fetch needs --symbol (one) or --symbols (a basket)", file=sys.stderr)
+        return 2
     if (client := _history_client(args, settings)) is None:
         return 2
     store = BarStore(settings.data.store)
-    try:
-        got = fetch_history(client, args.symbol, args.timeframe, args.since, args.until, store, args.exchange,
-                            progress=sys.stderr.isatty())  # fmt: skip
-    except RuntimeError as e:
-        print(f"intraday: {e}", file=sys.stderr)
-        return 1
-    path = store.path(args.exchange, args.symbol, args.timeframe)
-    total = len(store.load(args.exchange, args.symbol, args.timeframe)) if path.is_file() else 0
-    print(f"fetched {len(got):,} new {args.timeframe} bars of {args.symbol} from {args.exchange}; "
-          f"{total:,} stored in {path}")  # fmt: skip
+    for symbol in symbols:  # one store file per symbol, as fetched one by one
+        try:
+            got = fetch_history(client, symbol, args.timeframe, args.since, args.until, store, args.exchange,
+                                progress=sys.stderr.isatty())  # fmt: skip
+        except RuntimeError as e:
+            print(f"intraday: {symbol}: {e}", file=sys.stderr)
+            return 1
+        path = store.path(args.exchange, symbol, args.timeframe)
+        total = len(store.load(args.exchange, symbol, args.timeframe)) if path.is_file() else 0
+        print(f"fetched {len(got):,} new {args.timeframe} bars of {symbol} from {args.exchange}; "
+              f"{total:,} stored in {path}")  # fmt: skip
     return 0
 
 # %% ../nbs/14_cli.ipynb #05f03427
@@ -187,6 +258,8 @@ def cmd_data_update(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_data_info(args: argparse.Namespace, settings: Settings) -> int:
     "Describe a bars file: metadata, size, range, timeframe, gaps, prices, volume, returns."
     path = Path(args.path)
+    if is_panel_file(path):
+        return _check_panel(args, describe=True)
     bars = read_bars(path, tz=args.tz)
     rows = [("file", f"{path} ({path.stat().st_size / 1e6:.2f} MB)"), ("timestamps", bars.attrs["timestamps"])]
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -206,7 +279,17 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     for flag, typ in (("symbol", str), ("timeframe", str), ("days", int), ("seed", int), ("alpha", float),
                       ("start", str)):  # fmt: skip
         synth.add_argument(f"--{flag}", type=typ, help=f"overrides data.{flag}")
-    synth.add_argument("--out", help="destination .parquet or .csv (default: the bar store of data.store)")
+    synth.add_argument(
+        "--out",
+        help="destination .parquet or .csv (default: the bar store of data.store; a basket: "
+        "data/basket_<kind>.parquet)",
+    )
+    synth.add_argument(
+        "--basket",
+        choices=["lead_lag", "reversal", "rotation"],
+        help="a basket of the multi-asset zoo (one file, a row per symbol and bar) instead of one symbol",
+    )
+    synth.add_argument("--symbols", help="the basket's symbols, comma-separated (default AAA/USDT,BBB/USDT,CCC/USDT)")
     synth.set_defaults(func=cmd_data_synth, overrides=("symbol", "timeframe", "days", "seed", "alpha", "start"))
     check = data.add_parser("check", help="validate a bars file (exit 1 with one line per problem)")
     check.add_argument("path", help=".parquet or .csv bars file")
@@ -215,7 +298,8 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     check.set_defaults(func=cmd_data_check)
     fetch = data.add_parser("fetch", help="download history via ccxt into the bar store (resumable)")
     fetch.add_argument("--exchange", default="binance", help="ccxt exchange id (store key)")
-    fetch.add_argument("--symbol", required=True, help="unified symbol, e.g. BTC/USDT")
+    fetch.add_argument("--symbol", help="unified symbol, e.g. BTC/USDT")
+    fetch.add_argument("--symbols", help="a basket: several symbols, comma-separated (one store file each)")
     fetch.add_argument("--timeframe", default="1m", help="bar length")
     fetch.add_argument("--since", required=True, help="first bar (ISO, UTC)")
     fetch.add_argument("--until", help="end, exclusive (ISO, UTC)")

@@ -7,9 +7,9 @@ Docs: https://intraday-workbench.github.io/intraday/data.html.md"""
 # %% auto #0
 __all__ = ['BAR_COLUMNS', 'PRICE_COLUMNS', 'PROBLEMS_LISTED', 'TS_COLUMNS', 'META_KEY', 'TREND', 'REVERSAL', 'SCHEDULE', 'REGIME',
            'FLOW', 'BarProblem', 'problem_lines', 'BarsError', 'bar_problems', 'validate_bars', 'infer_timeframe',
-           'gap_report', 'BarsFileError', 'atomic_write', 'read_parquet_meta', 'read_bars', 'write_bars', 'StoreError',
-           'BarStore', 'SynthParams', 'planted_ic', 'market_index', 'synth_market', 'planted_signal',
-           'synth_from_settings', 'fetch_history', 'update_history']
+           'gap_report', 'BarsFileError', 'atomic_write', 'read_parquet_meta', 'read_bars', 'read_table', 'write_bars',
+           'write_table', 'StoreError', 'BarStore', 'SynthParams', 'planted_ic', 'market_index', 'synth_market',
+           'planted_signal', 'synth_from_settings', 'fetch_history', 'update_history']
 
 # %% ../nbs/02_data.ipynb #96481fc5
 import json
@@ -324,22 +324,25 @@ def read_bars(
 ) -> pd.DataFrame:
     "Bars from a parquet or CSV file, rows in file order."
     path = Path(path)
+    bars = _frame_from_table(read_table(path), path, tz)
+    return validate_bars(bars, str(path)) if validate else bars
+
+
+def read_table(
+    path: Path,  # .parquet or .csv file
+) -> pd.DataFrame:
+    "The file's rows as they are stored (a bars file, or a basket's with its symbol column); BarsFileError if not."
     if not path.is_file():
         raise BarsFileError(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
         if suffix in (".parquet", ".pq"):
-            df = pq.read_table(path).to_pandas()
-        elif suffix in (".csv", ".txt"):
-            df = pd.read_csv(path)
-        else:
-            raise BarsFileError(f"{path}: unknown bars file type {suffix!r}; use .parquet or .csv")
+            return pq.read_table(path).to_pandas()
+        if suffix in (".csv", ".txt"):
+            return pd.read_csv(path)
     except (pa.ArrowException, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
-        if isinstance(e, BarsFileError):
-            raise
         raise BarsFileError(f"{path}: cannot read as {suffix[1:]} ({type(e).__name__}: {e})") from None
-    bars = _frame_from_table(df, path, tz)
-    return validate_bars(bars, str(path)) if validate else bars
+    raise BarsFileError(f"{path}: unknown bars file type {suffix!r}; use .parquet or .csv")
 
 # %% ../nbs/02_data.ipynb #cafd9cd7
 def write_bars(
@@ -348,8 +351,17 @@ def write_bars(
     meta: dict | None = None,  # extra metadata stored in the parquet schema (exchange, symbol, timeframe, ...)
 ) -> Path:
     "Validate `bars` and write them atomically to parquet (with metadata) or CSV."
-    path = Path(path)
     validate_bars(bars, str(path))
+    return write_table(bars, path, meta)
+
+
+def write_table(
+    frame: pd.DataFrame,  # rows indexed by time (bars, or a basket's rows with a symbol column)
+    path: str | Path,  # .parquet or .csv destination
+    meta: dict | None = None,  # extra metadata stored in the parquet schema
+) -> Path:
+    "Write rows atomically to parquet (zstd, with the intraday metadata) or CSV (ISO times); nothing is validated."
+    path, bars = Path(path), frame
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         plain = bars.copy(deep=False)

@@ -75,6 +75,23 @@ def test_cli_data_fetch(venue, tmp_path, monkeypatch, capsys):
     assert "fetched 1,401 new 1m bars" in capsys.readouterr().out
     assert main(args) == 0 and "fetched 0 new" in capsys.readouterr().out
     assert main(["data", "fetch", "--exchange", "nowhere", "--symbol", "A/B", "--since", "2024-01-01"]) == 2
+    basket = [
+        "data",
+        "fetch",
+        "--exchange",
+        "venue",
+        "--symbols",
+        "SYN/USDT,ETH/USDT",
+        "--since",
+        "2024-01-01",
+        "--url",
+        url,
+    ]  # fmt: skip (the paper venue serves one symbol: the second is refused, named)
+    assert main(basket) == 1
+    out = capsys.readouterr()
+    assert "fetched 0 new 1m bars of SYN/USDT" in out.out and "intraday: ETH/USDT:" in out.err
+    assert main(["data", "fetch", "--since", "2024-01-01"]) == 2
+    assert "needs --symbol (one) or --symbols" in capsys.readouterr().err
 
 
 def test_cli_venue_serve_for_a_real_ccxt_client(tmp_path):

@@ -70,3 +70,46 @@ def test_basket_settings_are_checked():
         Basket("pairs")
     with pytest.raises(ValueError, match="one beta per symbol"):
         Basket("reversal", betas=(1.0, 1.0))
+
+
+def test_cli_basket_synth_check_info(tmp_path, monkeypatch, capsys):
+    from conftest import ROOT
+
+    from intraday.cli import main
+    from intraday.panel import read_panel
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("INTRADAY_SETTINGS", str(ROOT / "settings.ini"))
+    monkeypatch.setenv("INTRADAY__DATA__DAYS", "2")
+    assert main(["data", "synth", "--basket", "rotation"]) == 0
+    assert (
+        "wrote 2,880 1m bars of 3 symbols (AAA/USDT, BBB/USDT, CCC/USDT; the rotation basket" in capsys.readouterr().out
+    )
+    path = tmp_path / "data" / "basket_rotation.parquet"
+    assert main(["data", "check", str(path)]) == 0 and "OK" in capsys.readouterr().out
+    assert main(["data", "info", str(path)]) == 0
+    info = capsys.readouterr().out
+    assert "basket     rotation" in info and "BBB/USDT   2,880 bars" in info
+    args = [
+        "data",
+        "synth",
+        "--basket",
+        "lead_lag",
+        "--symbols",
+        "BTC/USDT,ETH/USDT",
+        "--alpha",
+        "0.2",
+        "--out",
+        "l.csv",
+    ]
+    assert main(args) == 0 and read_panel(tmp_path / "l.csv").symbols == ["BTC/USDT", "ETH/USDT"]
+    capsys.readouterr()
+    assert main(["data", "synth", "--basket", "rotation", "--symbols", "BTC/USDT", "--out", "x.csv"]) == 2
+    assert "two or more distinct symbols" in capsys.readouterr().err
+    bad = (tmp_path / "l.csv").read_text().splitlines()
+    cols = bad[1].split(",")
+    cols[3] = "-5"  # a high below the low, in the first symbol's first row
+    (tmp_path / "bad.csv").write_text("\n".join([bad[0], ",".join(cols), *bad[2:]]))
+    assert main(["data", "check", str(tmp_path / "bad.csv")]) == 1
+    out = capsys.readouterr()
+    assert "bad.csv [BTC/USDT]" in out.out + out.err
