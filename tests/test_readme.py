@@ -66,7 +66,7 @@ def test_the_readme_is_short_and_names_its_blocks():
     assert len(text.splitlines()) < 250
     bs = blocks(text)
     assert [c.split()[:2] for c in bs[0]] == [["make", "demo"], ["make", "test"]]
-    assert len(bs) == 4 and all(bs)  # the two commands, then research, promote, trade
+    assert len(bs) == 5 and all(bs)  # the two commands, then research, promote, trade, a basket
 
 
 def test_the_block_parser_joins_lines_and_keeps_refusals(tmp_path):
@@ -118,6 +118,11 @@ def test_the_readme_loops_run_as_written(tmp_path):
     summary, _ = json.JSONDecoder().raw_decode(out[start:])
     assert summary["trading_state"] == "HALTED" and summary["decisions"] >= 10
     assert (tmp_path / "state" / "eod").is_dir() and list((tmp_path / "state" / "eod").glob("transactions-*.csv"))
+    (py,) = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.M | re.S)  # the basket's backtests
+    r = subprocess.run([".venv/bin/python", "-"], input=py, cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [ln.split()[0] for ln in r.stdout.splitlines()] == ["oracle", "momentum", "equal"], r.stdout
 
 
 def test_the_readmes_rule_file_is_valid_and_its_scenarios_are_the_defaults_it_names(tmp_path):
