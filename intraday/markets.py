@@ -166,9 +166,9 @@ def make_market(
 # %% ../nbs/02b_markets.ipynb #9f8993e2
 def targets_policy(
     positions,  # the env's action set ([env] positions)
-    targets: np.ndarray,  # one target position per bar of the split the policy is evaluated on
+    targets: np.ndarray,  # one target per bar of the split (a row of targets per bar for a basket: one per symbol)
 ):
     "A policy (observations, bar positions) -> action indices that holds the action nearest each bar's target."
     pos = np.asarray(positions, dtype=np.float64)
-    act = np.abs(np.asarray(targets, dtype=np.float64)[:, None] - pos[None, :]).argmin(axis=1)
+    act = np.abs(np.asarray(targets, dtype=np.float64)[..., None] - pos).argmin(axis=-1)
     return lambda obs, bars: act[bars]

@@ -87,9 +87,9 @@ def round_trip_cost(
 ) -> float:
     "Fraction of notional paid to open and close a full position with market orders: 2 (fee + half-spread + impact)."
     fm = fill_model
-    price = float(np.median(bars["close"]))
+    price = float(np.nanmedian(bars["close"]))  # NaN rows: the gaps of a basket's pooled rows
     if fm.spread == "range":
-        hs = fm.range_k * float(np.median((bars["high"] - bars["low"]) / bars["open"]))
+        hs = fm.range_k * float(np.nanmedian((bars["high"] - bars["low"]) / bars["open"]))
     else:
         hs = fm.half_spread_bps / 1e4
     return 2.0 * (fm.taker_bps / 1e4 + hs + fm.kyle_lambda * cash / price)

@@ -98,3 +98,25 @@ def test_vec_env_auto_resets_and_the_trainer_trains_ppo(splits, tmp_path):
     again = evaluate(model_policy(trainer.best_model()), splits, "test")
     assert again["sharpe"] == pytest.approx(metrics["test"]["sharpe"])
     assert model.action_space.nvec.tolist() == [3, 3, 3]
+
+
+def test_the_ranker_finds_a_strong_rotation_and_stays_out_of_a_placebo():
+    from intraday.basket import rank_policy, select_ranker
+    from intraday.markets import targets_policy
+    from intraday.supervised import score_policy
+
+    out = {}
+    for alpha in (0.2, 0.0):
+        basket = Basket("rotation", alpha=alpha)
+        panel = basket.generate(days=8, seed=4)
+        sp = build_basket_envs(SETTINGS, panel)
+        ranker = select_ranker(sp, horizons=(15, 60))
+        w = basket.oracle(panel).reindex(sp.bars["test"].index).to_numpy()
+        levels = SETTINGS.env.positions
+        out[alpha] = {"ranker": score_policy(rank_policy(ranker, sp), sp, "test"),
+                      "oracle": score_policy(targets_policy(levels, np.sign(w)), sp, "test"),
+                      "equal": score_policy(targets_policy(levels, np.ones_like(w)), sp, "test")}  # fmt: skip
+    strong, placebo = out[0.2], out[0.0]
+    assert strong["ranker"]["sharpe"] > 0.5 * strong["oracle"]["sharpe"] > 0 and strong["ranker"]["t"] > 2
+    assert strong["ranker"]["sharpe"] > strong["equal"]["sharpe"]
+    assert placebo["ranker"]["t"] < 2 and placebo["oracle"]["sharpe"] < 0  # nothing to find, and it finds nothing
