@@ -224,3 +224,20 @@ def test_portfolio_kernels_interpreted():
         assert not rc.fills[rc.fills.symbol == "BBB/USDT"].index.isin(panel.index[100:130]).any()
         if env.account == "spot":
             assert (rc.positions >= 0).all().all() and (rc.equity - rc.value.sum(axis=1)).min() >= -1e-9
+
+
+def test_basket_env_kernels_interpreted():
+    from intraday.basket import build_basket_envs, limit_weights
+    from intraday.config import load_settings
+    from intraday.panel import Basket
+
+    assert limit_weights(np.array([1.0, 1.0, -1.0]), 1.0, 0.2).round(4).tolist() == [0.2, 0.2, -0.2]
+    panel = Basket("rotation", alpha=0.1).generate(days=8, seed=3)
+    splits = build_basket_envs(load_settings(env={"episode_len": 60}), panel, cross=(10, 30))
+    vec = splits.make_vec_env("train", n_envs=2, seed=0)
+    obs = vec.reset()
+    acts = np.random.default_rng(0).integers(0, 3, (70, 2, 3))
+    for a in acts:
+        obs, rewards, dones, infos = vec.step(a)
+        assert np.isfinite(obs).all() and np.isfinite(rewards).all()
+    assert sum(i["fills"] for i in infos) >= 0 and obs.shape == (2, 3 * (len(splits.names) + 3))
