@@ -16,7 +16,6 @@ ratio over the seeds, and the goals (median >= 0.5 of the oracle and above equal
 no placebo seed with t >= 2). --store keeps finished cells (JSON lines) so a long table can be built in parts."""
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from bench_zoo import ratio, seed_stats
+from bench_zoo import ratio, seed_stats, store, stored
 
 from intraday.basket import build_basket_envs, rank_policy, select_ranker
 from intraday.config import load_settings
@@ -106,13 +105,7 @@ def main() -> None:
     tasks = [(k, a, args.seed + i + 1000 * j) for j in range(args.seeds) for i, k in enumerate(kinds)
              for a in (alpha, 0.0)]  # fmt: skip
     config = {"days": args.days, "timesteps": budget, "learners": learners}
-    done = {}
-    if args.store and args.store.is_file():
-        for line in args.store.read_text().splitlines():
-            d = json.loads(line)
-            r = d.pop("row")
-            if d == config and (r["kind"], r["alpha"], r["seed"]) in tasks:
-                done[(r["kind"], r["alpha"], r["seed"])] = r
+    done = stored(args.store, config, tasks, name="kind")
     rows = list(done.values())
     for r in rows:
         print(_line(r, learners) + " (stored)", flush=True)
@@ -122,9 +115,7 @@ def main() -> None:
         for fut in as_completed(futs):
             r = fut.result()
             rows.append(r)
-            if args.store:
-                with open(args.store, "a") as f:
-                    f.write(json.dumps({**config, "row": r}, default=float) + "\n")
+            store(args.store, config, r)
             print(_line(r, learners), flush=True)
     for lr in learners:
         ok_med = ok_eq = True

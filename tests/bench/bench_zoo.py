@@ -125,27 +125,32 @@ def main() -> None:
         for fut in as_completed(futs):
             r = fut.result()
             rows.append(r)
-            if args.store:
-                with open(args.store, "a") as f:
-                    f.write(json.dumps({**config, "row": r}, default=float) + "\n")
+            store(args.store, config, r)
             print(_line(r, learners), flush=True)
     print(f"all rows in {time.perf_counter() - t0:.0f} s ({len(done)} from {args.store})")
     for lr in learners:
         print(summary(rows, lr))
 
 
-def stored(path: Path | None, config: dict, tasks: list[tuple]) -> dict:
-    "The rows of `path` run with `config` whose (market, alpha, seed) is one of `tasks`."
+def stored(path: Path | None, config: dict, tasks: list[tuple], name: str = "market") -> dict:
+    "The rows of `path` run with `config` whose (row[name], alpha, seed) is one of `tasks`."
     out = {}
     if path is None or not path.is_file():
         return out
     for line in path.read_text().splitlines():
         d = json.loads(line)
         r = d.pop("row")
-        key = (r["market"], r["alpha"], r["seed"])
+        key = (r[name], r["alpha"], r["seed"])
         if d == config and key in tasks:
             out[key] = r
     return out
+
+
+def store(path: Path | None, config: dict, row: dict) -> None:
+    "Append a finished cell to `path` (JSON lines), if there is one."
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({**config, "row": row}, default=float) + "\n")
 
 
 def _line(r: dict, learners: list[str]) -> str:
