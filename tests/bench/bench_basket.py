@@ -20,13 +20,12 @@ import os
 import platform
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from bench_zoo import ratio, seed_stats, store, stored
+from bench_zoo import ratio, run_cells, seed_stats
 
 from intraday.basket import build_basket_envs, rank_policy, select_ranker
 from intraday.config import load_settings
@@ -105,18 +104,8 @@ def main() -> None:
     tasks = [(k, a, args.seed + i + 1000 * j) for j in range(args.seeds) for i, k in enumerate(kinds)
              for a in (alpha, 0.0)]  # fmt: skip
     config = {"days": args.days, "timesteps": budget, "learners": learners}
-    done = stored(args.store, config, tasks, name="kind")
-    rows = list(done.values())
-    for r in rows:
-        print(_line(r, learners) + " (stored)", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futs = [pool.submit(basket_row, k, a, args.days, s, learners, args.timesteps) for k, a, s in tasks
-                if (k, a, s) not in done]  # fmt: skip
-        for fut in as_completed(futs):
-            r = fut.result()
-            rows.append(r)
-            store(args.store, config, r)
-            print(_line(r, learners), flush=True)
+    kw = {"days": args.days, "learners": learners, "timesteps": args.timesteps}
+    rows = run_cells(basket_row, tasks, kw, config, args.store, args.jobs, lambda r: _line(r, learners), "kind")
     for lr in learners:
         ok_med = ok_eq = True
         hits = []

@@ -115,19 +115,10 @@ def main() -> None:
     tasks = [(n, a, args.seed + i + 1000 * k) for k in range(args.seeds) for i, n in enumerate(names)
              for a in (MARKETS[n].alpha, 0.0)]  # fmt: skip
     config = {"days": args.days, "timesteps": budget, "learners": learners}
-    done = stored(args.store, config, tasks)
-    rows, t0 = list(done.values()), time.perf_counter()
-    for r in rows:
-        print(_line(r, learners) + " (stored)", flush=True)
-    with ProcessPoolExecutor(args.jobs) as pool:
-        futs = [pool.submit(zoo_row, n, a, args.days, s, learners, args.timesteps) for n, a, s in tasks
-                if (n, a, s) not in done]  # fmt: skip
-        for fut in as_completed(futs):
-            r = fut.result()
-            rows.append(r)
-            store(args.store, config, r)
-            print(_line(r, learners), flush=True)
-    print(f"all rows in {time.perf_counter() - t0:.0f} s ({len(done)} from {args.store})")
+    t0 = time.perf_counter()
+    kw = {"days": args.days, "learners": learners, "timesteps": args.timesteps}
+    rows = run_cells(zoo_row, tasks, kw, config, args.store, args.jobs, lambda r: _line(r, learners))
+    print(f"all rows in {time.perf_counter() - t0:.0f} s")
     for lr in learners:
         print(summary(rows, lr))
 
@@ -144,6 +135,22 @@ def stored(path: Path | None, config: dict, tasks: list[tuple], name: str = "mar
         if d == config and key in tasks:
             out[key] = r
     return out
+
+
+def run_cells(cell, tasks: list[tuple], kw: dict, config: dict, path: Path | None, jobs: int, line,
+              name: str = "market") -> list[dict]:  # fmt: skip
+    "Every task's row: the stored ones read back, the others run in `jobs` processes, printed and stored as they end."
+    done = stored(path, config, tasks, name)
+    rows = list(done.values())
+    for r in rows:
+        print(line(r) + " (stored)", flush=True)
+    with ProcessPoolExecutor(jobs) as pool:
+        futs = [pool.submit(cell, n, a, seed=s, **kw) for n, a, s in tasks if (n, a, s) not in done]
+        for fut in as_completed(futs):
+            rows.append(fut.result())
+            store(path, config, rows[-1])
+            print(line(rows[-1]), flush=True)
+    return rows
 
 
 def store(path: Path | None, config: dict, row: dict) -> None:
