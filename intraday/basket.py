@@ -217,6 +217,7 @@ class BasketSplits(EnvSplits):
     mkt: dict = field(default_factory=dict)  # split -> (bars, symbols, 5) float64
     names: list = field(default_factory=list)  # feature names of one symbol: the pipeline's, then CROSS_NAMES
     cross_stats: dict = field(default_factory=dict)  # mean and std of the cross-sectional features (train rows)
+    cross: tuple[int, int] = (60, 240)  # lookback and window of the cross-sectional features
     continuous: bool = False  # Box weights instead of a level per symbol
     gross: float = 1.0  # cap on the sum of |weights|
     net: float = 1.0  # cap on |sum of weights|
@@ -268,7 +269,7 @@ def build_basket_envs(
     mkt = np.stack([b[list(BAR_COLUMNS)].to_numpy(np.float64) for b in bars.values()], axis=1)
     out = BasketSplits(pipe, fms[0], env, embargo=embargo, fill_models=fms, symbols=panel.symbols,
                        names=[*pipe.names, *CROSS_NAMES], cross_stats={"mean": mean.tolist(), "std": std.tolist()},
-                       continuous=continuous, gross=gross, net=net)  # fmt: skip
+                       cross=tuple(cross), continuous=continuous, gross=gross, net=net)  # fmt: skip
     closes = panel.field("close")[full]
     for k, (a, b) in ranges.items():
         out.bars[k], out.features[k], out.mkt[k] = closes.iloc[a:b], feats[a:b], np.ascontiguousarray(mkt[a:b])

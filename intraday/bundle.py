@@ -6,9 +6,10 @@ Docs: https://intraday-workbench.github.io/intraday/bundle.html.md"""
 
 # %% auto #0
 __all__ = ['SCHEMA_VERSION', 'POLICY_FILE', 'MANIFEST_FILE', 'PROBES_FILE', 'SIGNED_FILES', 'REQUIRED_FIELDS', 'BundleError',
-           'PolicyModule', 'actor_parts', 'policy_module', 'build_manifest', 'verify_bundle', 'PolicyBundle',
-           'probe_rows', 'probe_observations', 'write_bundle', 'export_bundle', 'warm_start', 'STATE_NAMES',
-           'file_sha256', 'bars_fingerprint', 'git_revision', 'library_versions']
+           'PolicyModule', 'actor_parts', 'block_stats', 'observation_width', 'policy_module', 'build_manifest',
+           'verify_bundle', 'PolicyBundle', 'probe_rows', 'probe_observations', 'bundle_instruments', 'write_bundle',
+           'export_bundle', 'warm_start', 'STATE_NAMES', 'file_sha256', 'bars_fingerprint', 'git_revision',
+           'library_versions']
 
 # %% ../nbs/07_bundle.ipynb #96b727a1
 import copy
@@ -30,7 +31,7 @@ import torch
 from fastcore.basics import patch
 from pydantic import ValidationError
 from stable_baselines3 import A2C, DQN, PPO
-from stable_baselines3.common.distributions import CategoricalDistribution
+from stable_baselines3.common.distributions import CategoricalDistribution, MultiCategoricalDistribution
 from torch import nn
 
 from .config import EnvSettings
@@ -39,6 +40,7 @@ from .features import FeaturePipeline
 from .fills import FillModel
 from .lineage import atomic_write, bars_fingerprint, file_sha256, git_revision, library_versions
 from .signing import SIGNATURE_FILE, Trust, check_signature, sign_folder, workbench_key
+from .xfeatures import CROSS_NAMES
 
 _all_ = ["STATE_NAMES", "file_sha256", "bars_fingerprint", "git_revision", "library_versions"]
 
@@ -79,21 +81,24 @@ class PolicyModule(nn.Module):
         std: Sequence[float],  # feature standard deviations, in feature order
         clip: float,  # normalised features are clipped to [-clip, clip]
         n_state: int = STATE_WIDTH,  # position-state values after the features, passed through unchanged
+        instruments: int = 0,  # 0: one instrument; k: k blocks of (features, state), an action index per block
     ):
         super().__init__()
-        nf, inf = len(mean), float("inf")
-        self.net = net
+        nf, inf, k = len(mean), float("inf"), max(instruments, 1)
+        self.net, self.instruments = net, int(instruments)
         f64 = torch.float64
-        self.register_buffer("mean", torch.tensor([*mean, *[0.0] * n_state], dtype=f64))
-        self.register_buffer("std", torch.tensor([*std, *[1.0] * n_state], dtype=f64))
-        self.register_buffer("lo", torch.tensor([-clip] * nf + [-inf] * n_state, dtype=f64))
-        self.register_buffer("hi", torch.tensor([clip] * nf + [inf] * n_state, dtype=f64))
+        self.register_buffer("mean", torch.tensor([*mean, *[0.0] * n_state] * k, dtype=f64))
+        self.register_buffer("std", torch.tensor([*std, *[1.0] * n_state] * k, dtype=f64))
+        self.register_buffer("lo", torch.tensor(([-clip] * nf + [-inf] * n_state) * k, dtype=f64))
+        self.register_buffer("hi", torch.tensor(([clip] * nf + [inf] * n_state) * k, dtype=f64))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        "Action indices (int64, shape (batch,)) of raw rows `x` (float32 or float64, shape (batch, F + 3))."
+        "Action indices (int64, (batch,), or (batch, k) for k instruments) of raw rows `x` (float32 or float64)."
         z = torch.clamp((x.to(torch.float64) - self.mean) / self.std, self.lo, self.hi)
-        obs = torch.nan_to_num(z, nan=0.0).to(torch.float32)
-        return torch.argmax(self.net(obs), dim=1)
+        scores = self.net(torch.nan_to_num(z, nan=0.0).to(torch.float32))
+        if self.instruments:  # SB3's MultiDiscrete: the scores of each instrument one after another
+            return torch.argmax(scores.unflatten(1, (self.instruments, -1)), dim=2)
+        return torch.argmax(scores, dim=1)
 
 # %% ../nbs/07_bundle.ipynb #a233b278
 def actor_parts(model) -> list[nn.Module]:
@@ -103,9 +108,10 @@ def actor_parts(model) -> list[nn.Module]:
         return [q.features_extractor, q.q_net]
     if isinstance(model, (PPO, A2C)):
         p = model.policy
-        if not isinstance(getattr(p, "action_dist", None), CategoricalDistribution):
+        if not isinstance(getattr(p, "action_dist", None), (CategoricalDistribution, MultiCategoricalDistribution)):
             kind = type(getattr(p, "action_dist", None)).__name__
-            raise BundleError(f"model: {type(model).__name__} needs a Discrete action space; its policy samples {kind}")
+            raise BundleError(f"model: {type(model).__name__} needs a Discrete or MultiDiscrete action space; its "
+                              f"policy samples {kind}")  # fmt: skip
         return [p.pi_features_extractor, p.mlp_extractor.policy_net, p.action_net]
     raise BundleError(f"model: expected a stable-baselines3 PPO, A2C or DQN, got {type(model).__name__}")
 
@@ -115,21 +121,38 @@ def _policy_net(model) -> nn.Sequential:
     return copy.deepcopy(nn.Sequential(*actor_parts(model))).cpu().eval().requires_grad_(False)
 
 # %% ../nbs/07_bundle.ipynb #2cd94757
+def block_stats(pipeline: FeaturePipeline, basket: Mapping | None = None) -> tuple[np.ndarray, np.ndarray]:
+    "Means and stds of one instrument's raw features: the pipeline's, then a basket's cross-sectional ones."
+    mean, std = _norm_arrays(pipeline)
+    if not basket:
+        return mean, std
+    cross = basket["cross"]
+    return np.r_[mean, cross["mean"]], np.r_[std, cross["std"]]
+
+
+def observation_width(n_features: int, basket: Mapping | None = None) -> int:
+    "Width of a bundle's raw observation: per instrument its features (and cross features), then its state."
+    if not basket:
+        return n_features + STATE_WIDTH
+    return len(basket["instruments"]) * (n_features + len(CROSS_NAMES) + STATE_WIDTH)
+
+# %% ../nbs/07_bundle.ipynb #ad8951e9
 def policy_module(
-    model,  # trained stable-baselines3 PPO, A2C or DQN (Discrete actions, flat Box observations)
+    model,  # trained stable-baselines3 PPO, A2C or DQN (Discrete or, for a basket, MultiDiscrete actions)
     pipeline: FeaturePipeline,  # the fitted pipeline whose stats normalised the model's observations
+    basket: Mapping | None = None,  # a basket bundle's block (`intraday.basket_bundle.basket_block`)
 ) -> torch.jit.ScriptModule:
     "Trace the deployable policy: raw feature row + position state -> the action SB3's deterministic predict picks."
-    mean, std = _norm_arrays(pipeline)
+    mean, std = block_stats(pipeline, basket)
     net = _policy_net(model)
-    nf = len(pipeline.names)
-    width = nf + STATE_WIDTH
+    nf, k = len(pipeline.names), len(basket["instruments"]) if basket else 0
+    width = observation_width(nf, basket)
     shape = tuple(getattr(model.observation_space, "shape", None) or ())
     if shape != (width,):
-        raise BundleError(
-            f"model: observation_space has shape {shape} but {nf} features + {STATE_WIDTH} state values make ({width},)"
-        )
-    module = PolicyModule(net, mean.tolist(), std.tolist(), pipeline.clip).eval()
+        what = f"{k} instruments x ({len(mean)} features + {STATE_WIDTH} state values)" if k else \
+            f"{nf} features + {STATE_WIDTH} state values"  # fmt: skip
+        raise BundleError(f"model: observation_space has shape {shape} but {what} make ({width},)")
+    module = PolicyModule(net, mean.tolist(), std.tolist(), pipeline.clip, instruments=k).eval()
     with _quiet_jit(), torch.no_grad():
         traced = torch.jit.trace(module, torch.zeros(2, width), check_trace=False)
         rows = torch.randn(64, width, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
@@ -201,17 +224,20 @@ def build_manifest(
     fill_model: FillModel,  # the cost model of its environment
     env_settings: EnvSettings,  # the [env] settings (positions = the action map)
     metadata: Mapping | None = None,  # what only the caller knows: data_range, data_hash, metrics, seed, ...
+    basket: Mapping | None = None,  # a basket bundle's block: instruments in order, cross features, fill models
 ) -> dict:
     "The manifest of a bundle, JSON-ready; `policy_sha256` stays None until export has written policy.pt."
     meta = dict(metadata or {})
-    if taken := sorted(set(meta) & set(_COMPUTED)):
+    if taken := sorted(set(meta) & {*_COMPUTED, "basket"}):
         raise BundleError(f"metadata: {taken} are written by export_bundle, not by the caller")
     _norm_arrays(pipeline)  # refuses an unfitted pipeline
     if bad := [n for n, s in pipeline.stats.items() if not (math.isfinite(s["mean"]) and math.isfinite(s["std"]))]:
         raise BundleError(f"pipeline: normalisation stats of {bad} are not finite")
     positions = [float(p) for p in env_settings.positions]
-    if (n := getattr(model.action_space, "n", None)) != len(positions):
-        raise BundleError(f"env_settings.positions: {positions} are {len(positions)} actions but the model has {n}")
+    want = [len(positions)] * len(basket["instruments"]) if basket else len(positions)
+    n = getattr(model.action_space, "nvec" if basket else "n", None)
+    if (n := n.tolist() if isinstance(n, np.ndarray) else n) != want:
+        raise BundleError(f"env_settings.positions: {positions} make actions {want} but the model has {n}")
     env = env_settings.model_dump(mode="json") if hasattr(env_settings, "model_dump") else dict(env_settings)
     manifest = {
         "schema_version": SCHEMA_VERSION,
@@ -226,7 +252,7 @@ def build_manifest(
         "feature_names": list(pipeline.names),
         "state_names": list(STATE_NAMES),
         "normalization": pipeline.to_dict(),
-        "observation_shape": [len(pipeline.names) + STATE_WIDTH],
+        "observation_shape": [observation_width(len(pipeline.names), basket)],
         "action_map": positions,
         "fill_model": fill_model.to_dict(),
         "env": env,
@@ -234,9 +260,13 @@ def build_manifest(
         "policy": {
             "file": POLICY_FILE,
             "format": "torchscript",
-            "input": "float32 or float64 (batch, observation_shape): raw feature_names, then state_names",
-            "output": "int64 (batch,): index into action_map",
+            "input": "float32 or float64 (batch, observation_shape): raw feature_names, then state_names"
+            + (" (and the cross features between them), instrument after instrument" if basket else ""),
+            "output": "int64 (batch, instruments): index into action_map per instrument"
+            if basket
+            else "int64 (batch,): index into action_map",
         },
+        **({"basket": dict(basket)} if basket else {}),
         "policy_sha256": None,
         "probes": None,  # written by export with the probe observations
         **meta,
@@ -295,6 +325,38 @@ def _action_map_problems(amap, env) -> list[str]:
     return []
 
 # %% ../nbs/07_bundle.ipynb #b44f18e3
+def _basket_problems(b, fill_model) -> list[str]:
+    "Problems of a basket bundle's block: instruments in order, the cross features' settings and stats, fill models."
+    if not isinstance(b, dict):
+        return [f"manifest.json: basket: expected an object, got {b!r}"]
+    syms, cross, fms = b.get("instruments"), b.get("cross"), b.get("fill_models")
+    if not (isinstance(syms, list) and len(syms) >= 2 and all(isinstance(x, str) and x for x in syms)
+            and len(set(syms)) == len(syms)):  # fmt: skip
+        return [f"manifest.json: basket.instruments: expected 2 or more distinct symbols, got {syms!r}"]
+    c = cross if isinstance(cross, dict) else {}
+    stats_ok = all(isinstance(c.get(k), list) and len(c[k]) == len(CROSS_NAMES)
+                   and all(type(v) in (int, float) and math.isfinite(v) for v in c[k])
+                   for k in ("mean", "std"))  # fmt: skip
+    lb, win = c.get("lookback"), c.get("window")
+    if c.get("names") != list(CROSS_NAMES) or not stats_ok or min(c["std"]) <= 0 or not (
+            type(lb) is int and type(win) is int and 1 <= lb <= win):  # fmt: skip
+        return [f"manifest.json: basket.cross: expected names {list(CROSS_NAMES)}, integer 1 <= lookback <= window "
+                f"and finite mean and std > 0 of each, got {cross!r}"]  # fmt: skip
+    if not all(type(b.get(k)) in (int, float) and b[k] > 0 for k in ("gross", "net")):
+        return [f"manifest.json: basket: the gross and net caps must be numbers > 0, got {b.get('gross')!r} and "
+                f"{b.get('net')!r}"]  # fmt: skip
+    if not (isinstance(fms, list) and len(fms) == len(syms)):
+        return [f"manifest.json: basket.fill_models: expected one per instrument ({len(syms)}), got {fms!r}"]
+    try:
+        [FillModel(**f) for f in fms]
+    except (TypeError, ValueError) as e:
+        return [f"manifest.json: basket.fill_models: {e}"]
+    if fms[0] != fill_model:
+        return ["manifest.json: fill_model: a basket bundle's fill_model must be its first instrument's "
+                "(basket.fill_models[0])"]  # fmt: skip
+    return []
+
+# %% ../nbs/07_bundle.ipynb #d3fa5612
 def _check_manifest(m: dict) -> list[str]:
     "Problems of a manifest's own fields, before any file is opened."
     if m.get("schema_version") != SCHEMA_VERSION:
@@ -317,12 +379,16 @@ def _check_manifest(m: dict) -> list[str]:
             problems += _stats_problems(FeaturePipeline.from_dict(norm), names)
         except (KeyError, TypeError, ValueError) as e:
             problems.append(f"manifest.json: normalization: cannot rebuild the pipeline: {type(e).__name__}: {e}")
-    width = len(names) + STATE_WIDTH
+    basket = m.get("basket")
+    if basket is not None and (bad := _basket_problems(basket, m.get("fill_model"))):
+        return [*problems, *bad]
+    width = observation_width(len(names), basket)
     if m["observation_shape"] != [width]:
-        problems.append(
-            f"manifest.json: observation_shape: bundle has {m['observation_shape']} but {len(names)} feature_names + "
-            f"{STATE_WIDTH} state values make [{width}]"
-        )
+        per = f"{len(names)} feature_names + {STATE_WIDTH} state values"
+        if basket:
+            per = f"{len(basket['instruments'])} instruments x ({per} + {len(CROSS_NAMES)} cross features)"
+        problems.append(f"manifest.json: observation_shape: bundle has {m['observation_shape']} but {per} make "
+                        f"[{width}]")  # fmt: skip
     problems += _action_map_problems(m["action_map"], m["env"])
     probes = m["probes"] if isinstance(m["probes"], dict) else {}
     if probes.get("file") != PROBES_FILE or not (isinstance(probes.get("rows"), int) and probes["rows"] > 0):
@@ -344,6 +410,22 @@ def _check_manifest(m: dict) -> list[str]:
     return problems
 
 # %% ../nbs/07_bundle.ipynb #1971ddec
+def _check_instruments(m: dict, instruments: Sequence[str] | None) -> list[str]:
+    "A basket bundle trades its instruments in its order only; a single-instrument bundle one instrument."
+    if instruments is None:
+        return []
+    mine, running = (m.get("basket") or {}).get("instruments"), list(instruments)
+    if mine is None:
+        if len(running) == 1:
+            return []
+        return [f"manifest.json: basket: the bundle trades one instrument, the running pipeline {running}"]
+    if mine != running:
+        how = "in another order" if sorted(mine) == sorted(running) else "other instruments"
+        return [f"manifest.json: basket.instruments: the bundle trades {mine}, the running pipeline has {running} "
+                f"({how})"]  # fmt: skip
+    return []
+
+# %% ../nbs/07_bundle.ipynb #18b3ca77
 def _check_pipeline(m: dict, pipeline: FeaturePipeline) -> list[str]:
     "Problems of running `pipeline` against a bundle's manifest: names and order, indicators, clip, fitted stats."
     names, running = m["feature_names"], list(pipeline.names)
@@ -374,6 +456,11 @@ def _check_pipeline(m: dict, pipeline: FeaturePipeline) -> list[str]:
     return problems
 
 # %% ../nbs/07_bundle.ipynb #915719cd
+def _action_shape(m: dict) -> tuple[int, ...]:
+    "Shape of one decision's actions: () for one instrument, (k,) for a basket of k."
+    return (len(m["basket"]["instruments"]),) if m.get("basket") else ()
+
+# %% ../nbs/07_bundle.ipynb #4af00d8b
 def _check_probes(root: Path, module, m: dict) -> list[str]:
     "The recorded probe observations must give the recorded actions (what a hash or a zeros probe cannot see)."
     try:
@@ -382,19 +469,20 @@ def _check_probes(root: Path, module, m: dict) -> list[str]:
     except (OSError, KeyError, ValueError) as e:
         return [f"{PROBES_FILE}: unreadable ({type(e).__name__}: {e})"]
     n, width = m["probes"]["rows"], m["observation_shape"][0]
-    if obs.shape != (n, width) or obs.dtype != np.float64 or actions.shape != (n,) or actions.dtype != np.int64:
-        return [f"{PROBES_FILE}: expected obs float64 {(n, width)} and actions int64 ({n},), got {obs.dtype} "
+    shape = (n, *_action_shape(m))
+    if obs.shape != (n, width) or obs.dtype != np.float64 or actions.shape != shape or actions.dtype != np.int64:
+        return [f"{PROBES_FILE}: expected obs float64 {(n, width)} and actions int64 {shape}, got {obs.dtype} "
                 f"{obs.shape} and {actions.dtype} {actions.shape}"]  # fmt: skip
     with torch.inference_mode():
         got = module(torch.from_numpy(obs)).numpy()
-    if bad := int((got != actions).sum()):
+    if bad := int((got != actions).reshape(n, -1).any(axis=1).sum()):
         return [f"{PROBES_FILE}: policy.pt picks other actions than recorded at export on {bad} of {n} probe "
                 f"observations ({m['probes'].get('source', '?')})"]  # fmt: skip
     return []
 
 # %% ../nbs/07_bundle.ipynb #1954f44b
 def _check_bundle(
-    path, pipeline: FeaturePipeline | None = None, trust: Trust | None = None
+    path, pipeline: FeaturePipeline | None = None, trust: Trust | None = None, instruments: Sequence[str] | None = None
 ) -> tuple[list[str], dict | None, object, list[str]]:
     "Every problem of the bundle at `path` (empty if valid), its manifest, its loaded policy and tolerated notes."
     root, notes = Path(path), []
@@ -416,6 +504,8 @@ def _check_bundle(
     names_ok = fields_ok and not any(p.startswith("manifest.json: feature_names") for p in own)
     if pipeline is not None and names_ok:
         problems += _check_pipeline(m, pipeline)
+    if fields_ok and not own:
+        problems += _check_instruments(m, instruments)
     trust = trust or Trust.from_settings()
     signature = check_signature(root, SIGNED_FILES, trust)
     if trust.allow_unsigned:
@@ -436,19 +526,19 @@ def _check_bundle(
             module = torch.jit.load(str(pfile), map_location="cpu").eval()
     except Exception as e:
         return [*problems, f"policy.pt: TorchScript load failed: {type(e).__name__}: {e}"], m, None, notes
-    width, n_actions = m["observation_shape"][0], len(m["action_map"])
+    width, n_actions, shape = m["observation_shape"][0], len(m["action_map"]), (2, *_action_shape(m))
     try:
         with torch.inference_mode():
             out = module(torch.zeros(2, width))
         if not (
             isinstance(out, torch.Tensor)
             and out.dtype == torch.int64
-            and tuple(out.shape) == (2,)
+            and tuple(out.shape) == shape
             and bool(((out >= 0) & (out < n_actions)).all())
         ):
             problems.append(
                 f"policy.pt: forward pass on zeros of shape (2, {width}) returned {out!r}, expected int64 action "
-                f"indices in [0, {n_actions}) of shape (2,)"
+                f"indices in [0, {n_actions}) of shape {shape}"
             )
         else:
             problems += _check_probes(root, module, m)
@@ -469,9 +559,10 @@ def verify_bundle(
     path: str | Path,  # the bundle folder
     pipeline: FeaturePipeline | None = None,  # the running feature pipeline the bundle must match, if any
     trust: Trust | None = None,  # the keys it must be signed by (default: [bundle] trusted_keys)
+    instruments: Sequence[str] | None = None,  # the running basket's symbols, in order: the bundle's must be these
 ) -> list[str]:
     "Every problem of the bundle at `path`, as messages naming file and field; an empty list if it is valid."
-    return _check_bundle(path, pipeline, trust)[0]
+    return _check_bundle(path, pipeline, trust, instruments)[0]
 
 # %% ../nbs/07_bundle.ipynb #697c4ce9
 class PolicyBundle:
@@ -490,8 +581,10 @@ class PolicyBundle:
         self.feature_names: list[str] = list(manifest["feature_names"])
         self.positions: list[float] = [float(p) for p in manifest["action_map"]]
         self.version_notes = list(notes)
-        self._nf = len(self.feature_names)
-        self._width = self._nf + STATE_WIDTH
+        basket = manifest.get("basket")
+        self.instruments: list[str] | None = list(basket["instruments"]) if basket else None  # None: one instrument
+        self._nf = len(self.feature_names) + (len(CROSS_NAMES) if basket else 0)  # raw values per instrument
+        self._width = manifest["observation_shape"][0]
 
     @classmethod
     def load(
@@ -499,19 +592,20 @@ class PolicyBundle:
         path: str | Path,  # the bundle folder
         pipeline: FeaturePipeline | None = None,  # the running feature pipeline the bundle must match, if any
         trust: Trust | None = None,  # the keys it must be signed by (default: [bundle] trusted_keys)
+        instruments: Sequence[str] | None = None,  # the running basket's symbols, in order (refuse others)
     ) -> "PolicyBundle":
         "Load and verify the bundle at `path` (signature included); with `pipeline`, also refuse other features."
-        problems, manifest, module, trust_notes = _check_bundle(path, pipeline, trust)
+        problems, manifest, module, trust_notes = _check_bundle(path, pipeline, trust, instruments)
         if problems:
             raise BundleError(f"{path}: " + "; ".join(problems))
         bundle = cls(path, manifest, module, _version_notes(manifest), trust_notes)
         for _ in range(3):  # TorchScript's profiling executor specialises the graph on its first calls
-            bundle.act(np.zeros(bundle._nf), np.zeros(STATE_WIDTH))
+            bundle.act_batch(np.zeros((1, bundle._width)))
         return bundle
 
     def __repr__(self) -> str:
-        m = self.manifest
-        return (f"PolicyBundle({self.path}: {m['algorithm']}, {self._nf} features, actions {self.positions}, "
+        m, what = self.manifest, f"{len(self.instruments)} instruments, " if self.instruments else ""
+        return (f"PolicyBundle({self.path}: {m['algorithm']}, {what}{self._nf} features, actions {self.positions}, "
                 f"sha256 {m['policy_sha256'][:12]})")  # fmt: skip
 
 # %% ../nbs/07_bundle.ipynb #e5186623
@@ -522,6 +616,8 @@ def act(
     position_state: Sequence[float],  # position weight, unrealised PnL fraction, time left fraction
 ) -> int:
     "Action index (into `positions`) for one raw feature row and its position state."
+    if self.instruments:
+        raise BundleError(f"{self.path}: a basket bundle of {self.instruments}: use act_basket (an action each)")
     if len(raw_features) != self._nf or len(position_state) != STATE_WIDTH:
         raise ValueError(
             f"act needs {self._nf} raw features and {STATE_WIDTH} state values, "
@@ -545,17 +641,33 @@ def target(
 
 # %% ../nbs/07_bundle.ipynb #2d74206e
 @patch
+def act_basket(
+    self: PolicyBundle,
+    raw_features: np.ndarray,  # (k, F + 4): each instrument's raw features, then its raw cross features
+    position_state: np.ndarray,  # (k, 3): each instrument's position state
+) -> np.ndarray:
+    "Action index (into `positions`) of each instrument of a basket bundle, in `instruments` order."
+    if not self.instruments:
+        raise BundleError(f"{self.path}: a bundle of one instrument: use act")
+    k = len(self.instruments)
+    raw, st = np.asarray(raw_features, dtype=np.float64), np.asarray(position_state, dtype=np.float64)
+    if raw.shape != (k, self._nf) or st.shape != (k, STATE_WIDTH):
+        raise ValueError(f"act_basket needs raw features ({k}, {self._nf}) and states ({k}, {STATE_WIDTH}) for "
+                         f"{self.instruments}, got {raw.shape} and {st.shape}")  # fmt: skip
+    return self.act_batch(np.hstack([raw, st]).reshape(1, -1))[0]
+
+# %% ../nbs/07_bundle.ipynb #3a4ea35c
+@patch
 def act_batch(
     self: PolicyBundle,
     obs_raw: np.ndarray,  # (n, F + 3): raw features, then the position state, one row per decision
 ) -> np.ndarray:
-    "Action indices (int64, shape (n,)) for rows of raw features followed by the position state."
+    "Action indices (int64, shape (n,), or (n, k) for a basket) for rows of raw features and the position state."
     x = np.asarray(obs_raw)
     if x.ndim != 2 or x.shape[1] != self._width:
-        raise ValueError(
-            f"obs_raw must have shape (n, {self._width}) ({self._nf} raw features + {STATE_WIDTH} state "
-            f"values), got {x.shape}"
-        )
+        per = f"{self._nf} raw features + {STATE_WIDTH} state values"
+        per = f"{len(self.instruments)} x ({per})" if self.instruments else per
+        raise ValueError(f"obs_raw must have shape (n, {self._width}) ({per}), got {x.shape}")
     if x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64)
     with torch.inference_mode():
@@ -586,7 +698,8 @@ def summary(self: PolicyBundle) -> dict:
     m = self.manifest
     keys = ("algorithm", "created_at", "schema_version", "observation_shape", "action_map", "data_range",
             "data_hash", "seed", "metrics", "git_revision", "policy_sha256", "versions")  # fmt: skip
-    return {"path": str(self.path), "features": self._nf, **{k: m.get(k) for k in keys},
+    basket = {"instruments": self.instruments} if self.instruments else {}
+    return {"path": str(self.path), "features": self._nf, **basket, **{k: m.get(k) for k in keys},
             "version_notes": self.version_notes, "trust_notes": self.trust_notes}  # fmt: skip
 
 # %% ../nbs/07_bundle.ipynb #bbd50cd5
@@ -614,10 +727,20 @@ def probe_observations(
     positions: Sequence[float],  # the action map: position states are drawn from it
     rows: pd.DataFrame | None = None,  # raw feature rows of real bars (`probe_rows`); None = drawn from the stats
     n: int = 256,  # rows drawn when none are given
+    basket: Mapping | None = None,  # a basket bundle's block: a block of features and state per instrument
 ) -> tuple[np.ndarray, str]:
     "Probe observations (raw features, then a seeded position state) and where their features came from."
     rng = np.random.default_rng(0)
-    mean, std = _norm_arrays(pipeline)
+    mean, std = block_stats(pipeline, basket)
+    if basket:
+        if rows is not None:
+            raise BundleError("probes: a basket bundle's probes are drawn from its stats; rows are not taken")
+        blocks = []
+        for _ in basket["instruments"]:
+            raw = mean + std * rng.normal(0.0, 2.0, (n, len(mean)))
+            raw[rng.random(raw.shape) < 0.02] = np.nan
+            blocks += [raw, np.column_stack([rng.choice(positions, n), rng.normal(0.0, 0.01, n), rng.random(n)])]
+        return np.hstack(blocks), f"{n} rows drawn from the normalisation stats per instrument (seeded)"
     if rows is None:
         raw = mean + std * rng.normal(0.0, 2.0, (n, len(mean)))
         raw[rng.random(raw.shape) < 0.02] = np.nan
@@ -638,17 +761,25 @@ def _save_probes(path: Path, obs: np.ndarray, actions: np.ndarray) -> None:
         np.savez(f, obs=obs.astype(np.float64), actions=actions.astype(np.int64))
 
 
-def _model_actions(model, pipeline: FeaturePipeline):
+def _model_actions(model, pipeline: FeaturePipeline, basket: Mapping | None = None):
     "SB3's deterministic predict on probe observations: normalised features (NaN as 0) and the state, float32."
-    nf = len(pipeline.names)
+    mean, std = block_stats(pipeline, basket)
+    nf, k = len(mean), len(basket["instruments"]) if basket else 1
 
     def predict(obs: np.ndarray) -> np.ndarray:
-        x = np.hstack([np.nan_to_num(pipeline.normalize(obs[:, :nf])), obs[:, nf:]]).astype(np.float32)
-        return np.asarray(model.predict(x, deterministic=True)[0]).reshape(-1)
+        x = obs.reshape(len(obs), k, nf + STATE_WIDTH).copy()
+        x[:, :, :nf] = np.nan_to_num(np.clip((x[:, :, :nf] - mean) / std, -pipeline.clip, pipeline.clip))
+        a = np.asarray(model.predict(x.reshape(len(obs), -1).astype(np.float32), deterministic=True)[0])
+        return a.reshape(len(obs), k) if basket else a.reshape(-1)
 
     return predict
 
 # %% ../nbs/07_bundle.ipynb #9ac626bd
+def bundle_instruments(manifest: Mapping) -> list[str] | None:
+    "The instruments a manifest trades, in order; None for a bundle of one instrument."
+    return list(manifest["basket"]["instruments"]) if manifest.get("basket") else None
+
+# %% ../nbs/07_bundle.ipynb #98a40db8
 def _swap_into_place(tmp: Path, dest: Path) -> None:
     "Rename the finished bundle `tmp` to `dest`; a bundle already there is replaced only once `tmp` has moved in."
     if not dest.exists():
@@ -693,7 +824,7 @@ def write_bundle(
     "Write policy.pt, manifest.json, probes.npz, signature.json atomically; verified on load and against `reference`."
     step, tmp = PROBES_FILE, None
     try:
-        obs, source = probe_observations(pipeline, manifest["action_map"], probes)
+        obs, source = probe_observations(pipeline, manifest["action_map"], probes, basket=manifest.get("basket"))
         with torch.inference_mode():
             actions = module(torch.from_numpy(obs)).numpy()
         manifest = {**manifest, "probes": {"file": PROBES_FILE, "rows": len(obs), "source": source}}
@@ -713,8 +844,8 @@ def write_bundle(
         step = SIGNATURE_FILE
         sign_folder(tmp, SIGNED_FILES, key)
         step = "verify"
-        bundle = PolicyBundle.load(tmp, pipeline, Trust.of(key))
-        if bad := int((bundle.act_batch(obs) != reference(obs)).sum()):
+        bundle = PolicyBundle.load(tmp, pipeline, Trust.of(key), bundle_instruments(manifest))
+        if bad := int((bundle.act_batch(obs) != reference(obs)).reshape(len(obs), -1).any(axis=1).sum()):
             raise BundleError(f"policy.pt: picks other actions than {reference_name} on {bad} of {len(obs)} rows")
         step = "rename"
         _swap_into_place(tmp, dest)
@@ -736,17 +867,18 @@ def export_bundle(
     overwrite: bool = False,  # replace an existing bundle at `path` (only once the new one is complete)
     probes: pd.DataFrame | None = None,  # raw feature rows of real bars (`probe_rows` of the training bars)
     key=None,  # Ed25519 private key that signs; default the workbench key ([bundle] signing_key)
+    basket: Mapping | None = None,  # a basket's block (`intraday.basket_bundle.export_basket_bundle` gives it)
 ) -> Path:
     "Write the signed bundle folder `path` atomically, verified by loading it and against the model; returns `path`."
     dest = _destination(path, overwrite)
     step = "trace"
     try:
-        module = policy_module(model, pipeline)
+        module = policy_module(model, pipeline, basket)
         step = "manifest"
-        manifest = build_manifest(model, pipeline, fill_model, env_settings, metadata)
+        manifest = build_manifest(model, pipeline, fill_model, env_settings, metadata, basket)
     except Exception as e:
         raise _failed(dest, step, e) from e
-    return write_bundle(module, manifest, pipeline, dest, _model_actions(model, pipeline), probes, key)
+    return write_bundle(module, manifest, pipeline, dest, _model_actions(model, pipeline, basket), probes, key)
 
 # %% ../nbs/07_bundle.ipynb #d848393e
 def warm_start(

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 import intraday
 from .data import BAR_COLUMNS
@@ -61,18 +60,22 @@ def file_sha256(path: str | Path) -> str:
 
 # %% ../nbs/02a_lineage.ipynb #824e492a
 def bars_fingerprint(
-    bars: pd.DataFrame,  # the training bars (UTC index, OHLCV columns)
+    bars,  # the training bars (UTC index, OHLCV columns), or a basket's `Panel` (every symbol's, in order)
 ) -> dict:
     "Training data range and content hash for the manifest: `metadata={**bars_fingerprint(train_bars), ...}`."
+    basket = getattr(bars, "symbols", None)  # a Panel: its symbols in order, then each one's bars
+    frames = [bars.bars[s] for s in basket] if basket else [bars]
     h = hashlib.sha256(np.ascontiguousarray(bars.index.as_unit("ns").asi8).tobytes())
-    for c in BAR_COLUMNS:
-        h.update(np.ascontiguousarray(bars[c].to_numpy(np.float64)).tobytes())
+    h.update("\n".join(basket or []).encode())
+    for f in frames:
+        for c in BAR_COLUMNS:
+            h.update(np.ascontiguousarray(f[c].to_numpy(np.float64)).tobytes())
     span = (
-        {"start": bars.index[0].isoformat(), "end": bars.index[-1].isoformat(), "bars": len(bars)}
-        if len(bars)
+        {"start": bars.index[0].isoformat(), "end": bars.index[-1].isoformat(), "bars": len(bars.index)}
+        if len(bars.index)
         else None
     )
-    return {"data_range": span, "data_hash": h.hexdigest()}
+    return {"data_range": {**span, "symbols": list(basket)} if basket and span else span, "data_hash": h.hexdigest()}
 
 # %% ../nbs/02a_lineage.ipynb #20d0e000
 def git_revision(

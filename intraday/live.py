@@ -366,7 +366,7 @@ class LiveRunner:
         self.bundle_path, self.trust = Path(bundle), trust
         self.trail, self.venue = trail, venue
         self.day: str | None = None  # the UTC day of the last bar (set at start): a new one writes the day's statement
-        self.bundle = PolicyBundle.load(self.bundle_path, trust=trust)
+        self.bundle = PolicyBundle.load(self.bundle_path, trust=trust, instruments=[router.symbol])  # not a basket
         if why := self.account_problem(self.bundle):
             raise AccountError(why)
         self.pipeline = self.bundle.pipeline()
@@ -588,7 +588,7 @@ async def check_bundle(self: LiveRunner) -> bool | None:
         return None
     self._bundle_stamp = stamp
     try:
-        new = PolicyBundle.load(self.bundle_path, self.pipeline, self.trust)
+        new = PolicyBundle.load(self.bundle_path, self.pipeline, self.trust, [self.router.symbol])
         if why := self.account_problem(new):
             raise BundleError(why)
     except (BundleError, OSError, ValueError) as e:

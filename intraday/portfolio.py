@@ -39,7 +39,7 @@ from .fills import FillModel, fill_kernel
 from .metrics import performance
 from .panel import Panel
 from .risk import LIMIT_NAMES, limit_state, limit_step
-from .xfeatures import CROSS_NAMES, cross_batch
+from .xfeatures import CROSS_NAMES, CrossStream, cross_batch
 
 # %% ../nbs/08f_portfolio.ipynb #7c202c41
 class Holding(NamedTuple):
@@ -341,9 +341,10 @@ class PortfolioBacktester:
         env: EnvSettings | None = None,  # account, initial cash, episode length, forced flats, session breaks
         risk: RiskSettings | None = None,  # per-instrument weight cap, daily loss, drawdown
         pipeline=None,  # a fitted FeaturePipeline: each symbol's streamed features go to the policy
+        cross: tuple[int, int] | None = None,  # (lookback, window): the streamed cross features follow each symbol's
     ):
         self.fill_models, self.env, self.risk = fill_models or FillModel(), env or EnvSettings(), risk or RiskSettings()
-        self.pipeline = pipeline
+        self.pipeline, self.cross = pipeline, cross
 
     def models(self, symbols: list[str]) -> list[FillModel]:
         "The fill model of each symbol; a clear error for a symbol without one."
@@ -419,7 +420,9 @@ def _run_python(self: PortfolioBacktester, panel: Panel, policy: Callable, start
     equity, qty, value, flow = np.full(end, np.nan), np.zeros((end, n)), np.zeros((end, n)), np.zeros((end, n))
     fills, halts, denials, denied, lim, halt = [], [], [], np.zeros(n), limit_state(), np.zeros(1)
     streams = [self.pipeline.stream() for _ in range(n)] if self.pipeline is not None else None
-    raw = np.full((n, len(self.pipeline.names)), np.nan) if streams else None
+    nf = len(self.pipeline.names) if streams else 0
+    raw = np.full((n, nf + (len(CROSS_NAMES) if self.cross else 0)), np.nan) if streams or self.cross else None
+    xs, last = CrossStream(n, *self.cross) if self.cross else None, mkt[0, :, 3]
     for i in tqdm(range(end), disable=not progress, unit="bar", desc="portfolio backtest", leave=False):
         bar = mkt[i]
         if i > start:
@@ -431,7 +434,10 @@ def _run_python(self: PortfolioBacktester, panel: Panel, policy: Callable, start
                                              rs.max_drawdown)):  # fmt: skip
             halts.append((i, hit))
         for a in range(n) if streams else ():  # a symbol without this bar keeps its features' state
-            raw[a] = streams[a].update_values(float(s["ts"][i]), *bar[a]) if not np.isnan(bar[a, 0]) else np.nan
+            raw[a, :nf] = streams[a].update_values(float(s["ts"][i]), *bar[a]) if not np.isnan(bar[a, 0]) else np.nan
+        if xs is not None:  # log returns since each symbol's last close (NaN: no bar), as `cross_batch` reads them
+            raw[:, nf:] = xs.update(np.log(bar[:, 3] / last))
+            last = np.where(np.isnan(bar[:, 3]), last, bar[:, 3])
         if i < start or i >= end - lat:
             continue
         for a in range(n):

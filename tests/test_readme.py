@@ -118,11 +118,16 @@ def test_the_readme_loops_run_as_written(tmp_path):
     summary, _ = json.JSONDecoder().raw_decode(out[start:])
     assert summary["trading_state"] == "HALTED" and summary["decisions"] >= 10
     assert (tmp_path / "state" / "eod").is_dir() and list((tmp_path / "state" / "eod").glob("transactions-*.csv"))
-    (py,) = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.M | re.S)  # the basket's backtests
+    (py,) = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.M | re.S)  # a basket: train, bundle, test
     r = subprocess.run([".venv/bin/python", "-"], input=py, cwd=tmp_path, env=env, capture_output=True, text=True,
-                       timeout=300)  # fmt: skip
+                       timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
-    assert [ln.split()[0] for ln in r.stdout.splitlines()] == ["oracle", "momentum", "equal"], r.stdout
+    rows = [ln for ln in r.stdout.splitlines() if "test net Sharpe" in ln]
+    assert [ln.split()[0] for ln in rows] == ["oracle", "basket", "momentum", "equal"], r.stdout
+    sharpe = {ln.split()[0]: float(ln.split("Sharpe")[1].split(",")[0]) for ln in rows}
+    assert sharpe["oracle"] > sharpe["equal"] > 0  # the planted rotation is there to be found, in the test split
+    manifest = json.loads((tmp_path / "runs/basket/bundle/manifest.json").read_text())
+    assert manifest["basket"]["instruments"] == ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
 
 
 def test_the_readmes_rule_file_is_valid_and_its_scenarios_are_the_defaults_it_names(tmp_path):
