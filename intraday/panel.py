@@ -142,15 +142,16 @@ def _plant(kind: int, r: np.ndarray, sd: np.ndarray, alpha: float, lookback: int
             acc[i] += 0.0 if np.isnan(x[i]) else x[i]
             if t >= lookback and not np.isnan(out[t - lookback, i]):
                 acc[i] -= out[t - lookback, i]
-        if kind == 0:  # lead-lag: asset 0 leads, the others follow its last move
-            s = 0.0 if np.isnan(x[0]) else np.sign(x[0])
+        if t + 1 < lookback:
+            pass
+        elif kind == 0:  # lead-lag: asset 0 leads, the others follow its run over the lookback
             for i in range(1, m):
-                z[t, i] = s
-        elif t + 1 >= lookback:
-            if kind == 1:  # reversal: against each asset's run relative to the basket
+                z[t, i] = np.sign(acc[0])
+        else:
+            if kind == 1:  # reversal: against each asset's run relative to the basket, set once per lookback
                 mean = acc.mean()
                 for i in range(m):
-                    z[t, i] = -np.sign(acc[i] - mean)
+                    z[t, i] = -np.sign(acc[i] - mean) if (t + 1) % lookback == 0 else z[t - 1, i]
             else:  # rotation: the strongest asset keeps going, the others lag
                 top = np.argmax(acc)
                 for i in range(m):
@@ -167,7 +168,7 @@ class Basket:
 
     kind: str  # one of KINDS
     alpha: float = 0.05  # planted information coefficient (0: the placebo)
-    lookback: int = 60  # bars of the run that reversal and rotation read
+    lookback: int = 60  # bars of the run each kind reads (and how long a reversal setting holds)
     betas: tuple[float, ...] = (1.0, 0.8, 1.2)  # each asset's loading on the market factor (one per symbol)
     idio: float = 0.8  # idiosyncratic moves, relative to the factor's
     symbols: tuple[str, ...] = ("AAA/USDT", "BBB/USDT", "CCC/USDT")
