@@ -464,9 +464,10 @@ class Wire:
         self.sub_ids = itertools.count()
 
     def stream_names(self) -> set[str]:
-        "The market stream names the venue serves."
-        sid = self.venue.spec.id.lower()
-        return {f"{sid}@trade", f"{sid}@kline_{self.venue.timeframe}"}
+        "The market stream names the venue serves: a trade and a kline stream per symbol."
+        return {
+            f"{sid.lower()}@{k}" for sid, m in self.venue.markets.items() for k in ("trade", f"kline_{m.timeframe}")
+        }
 
     def subscribed(self) -> int:
         "How many market streams and user data subscriptions the connections hold."
@@ -504,12 +505,13 @@ def __call__(self: Wire, kind: str, *args) -> None:
     "The venue's listener: an event of the venue in Binance's words."
     if not self.conns:
         return
-    v, sid = self.venue, self.venue.spec.id.lower()
-    if kind == "bar":
-        self.publish(f"{sid}@kline_{v.timeframe}", kline_event(v, args[0]))
+    v = self.venue
+    if kind == "bar":  # every symbol's bar closes at once (one clock)
+        for sid, m in v.markets.items():
+            self.publish(f"{sid.lower()}@kline_{m.timeframe}", kline_event(m, args[0]))
     elif kind == "fill":
         od, t = args
-        self.publish(f"{sid}@trade", trade_event(t))
+        self.publish(f"{od['symbol'].lower()}@trade", trade_event(t))
         if any(c.user is not None for c in list(self.conns.values())):
             twice = v.injector.next("WS", USER_STREAM)[0] == "duplicate_trade"
             self.publish_user(execution_report(v, od, "TRADE", t), 2 if twice else 1)
@@ -587,22 +589,22 @@ class Fault(NamedTuple):
 
 
 def symbol_of(
-    venue,  # the venue
+    venue,  # the venue (one symbol, or an `Exchange` of several)
     p: dict,  # request parameters
     required: bool = True,  # -1102 when absent
-) -> None:
-    "Check the `symbol` parameter names the venue's market."
+):
+    "The market (a `Venue`) the `symbol` parameter names; None when it is absent and not required."
     s = p.get("symbol")
     if s is None and required:
         raise mandatory("symbol")
-    if s is not None and s != venue.spec.id:
+    if s is not None and s not in venue.markets:
         raise err("bad_symbol")
+    return None if s is None else venue.markets[s]
 
 # %% ../nbs/10a_binance.ipynb #f9899137
 def klines(w: "Wire", p: dict, f: Fault | None = None) -> list[list]:
     "GET /api/v3/klines: the bars visible now."
-    v = w.venue
-    symbol_of(v, p)
+    v = symbol_of(w.venue, p)
     if p.get("interval") is None:
         raise mandatory("interval")
     if p["interval"] != v.timeframe:
@@ -638,8 +640,7 @@ def klines(w: "Wire", p: dict, f: Fault | None = None) -> list[list]:
 # %% ../nbs/10a_binance.ipynb #01321ca2
 def depth(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /api/v3/depth: the book synthesized around the current close."
-    v = w.venue
-    symbol_of(v, p)
+    v = symbol_of(w.venue, p)
     n = min(max(param_int(p, "limit", 100), 1), v.depth_levels)
     bid, ask, size, tick = *v.book(n), v.spec.tick_size
     return {
@@ -651,8 +652,7 @@ def depth(w: "Wire", p: dict, f: Fault | None = None) -> dict:
 # %% ../nbs/10a_binance.ipynb #cbf1d839
 def ticker(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "GET /api/v3/ticker/24hr: the 24 hours ending at the current bar."
-    v = w.venue
-    symbol_of(v, p)
+    v = symbol_of(w.venue, p)
     i = v.cursor
     j = int(np.searchsorted(v.ts, v.ts[i] + v.step_ms - 86_400_000, "left"))
     win = v.ohlcv[j : i + 1]
@@ -685,8 +685,7 @@ def ticker(w: "Wire", p: dict, f: Fault | None = None) -> dict:
 
 # %% ../nbs/10a_binance.ipynb #2789ddec
 def exchange_info(w: "Wire", p: dict, f: Fault | None = None) -> dict:
-    "GET /api/v3/exchangeInfo for the venue's one symbol."
-    s = w.venue.spec
+    "GET /api/v3/exchangeInfo: the venue's symbols and their filters."
     return {
         "timezone": "UTC",
         "serverTime": int(time.time() * 1000),
@@ -718,6 +717,7 @@ def exchange_info(w: "Wire", p: dict, f: Fault | None = None) -> dict:
                 "defaultSelfTradePreventionMode": "NONE",
                 "allowedSelfTradePreventionModes": ["NONE"],
             }
+            for s in (m.spec for m in w.venue.markets.values())
         ],
     }
 
@@ -738,7 +738,7 @@ def _window(rows: list[dict], p: dict, id_key: str, from_key: str) -> list[dict]
 # %% ../nbs/10a_binance.ipynb #31270f4b
 def _find(v, p: dict, visible: bool = True) -> dict:
     "The order named by orderId or origClientOrderId (-2013 when there is none; hidden ones too if `visible`)."
-    symbol_of(v, p)
+    v = symbol_of(v, p)
     oid, cid = param_int(p, "orderId"), p.get("origClientOrderId")
     if oid is None and not cid:
         raise mandatory("orderId")
@@ -771,8 +771,7 @@ def _order_args(p: dict) -> tuple[str, str, float | None, float | None, float | 
 # %% ../nbs/10a_binance.ipynb #c3c2cf8d
 def post_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "POST /api/v3/order: place an order (it fills from the next bar on)."
-    v = w.venue
-    symbol_of(v, p)
+    v = symbol_of(w.venue, p)
     side, typ, price, qty, quote_qty = _order_args(p)
     hide = f.params["invisible_ms"] if f and f.kind == "invisible" else 0.0
     od = v.new_order(side, typ, qty, price, p.get("newClientOrderId"), quote_qty=quote_qty, invisible_ms=hide)
@@ -786,7 +785,7 @@ def get_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
 
 def delete_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
     "DELETE /api/v3/order: cancel an open order (-2011 when it is unknown or closed)."
-    v = w.venue
+    v = symbol_of(w.venue, p)
     try:
         od = _find(v, p, visible=False)  # `invisible` hides an order from queries, not from a cancel
     except BinanceError as e:
@@ -800,22 +799,21 @@ def delete_order(w: "Wire", p: dict, f: Fault | None = None) -> dict:
 
 # %% ../nbs/10a_binance.ipynb #690e2c66
 def open_orders(w: "Wire", p: dict, f: Fault | None = None) -> list[dict]:
-    "GET /api/v3/openOrders (of the symbol, if given)."
-    symbol_of(w.venue, p, required=False)
-    return [order_view(od) for od in w.venue.open_orders()]
+    "GET /api/v3/openOrders (of the symbol, if given; else of every symbol)."
+    one = symbol_of(w.venue, p, required=False)
+    return [order_view(od) for m in ([one] if one else w.venue.markets.values()) for od in m.open_orders()]
 
 
 def all_orders(w: "Wire", p: dict, f: Fault | None = None) -> list[dict]:
     "GET /api/v3/allOrders: the order history of the symbol."
-    symbol_of(w.venue, p)
-    rows = [od for od in w.venue.orders if w.venue.visible(od)]
+    v = symbol_of(w.venue, p)
+    rows = [od for od in v.orders if v.visible(od)]
     return [order_view(od) for od in _window(rows, p, "orderId", "orderId")]
 
 
 def my_trades(w: "Wire", p: dict, f: Fault | None = None) -> list[dict]:
     "GET /api/v3/myTrades: the trade history of the symbol (of one order, if orderId is given)."
-    v = w.venue
-    symbol_of(v, p)
+    v = symbol_of(w.venue, p)
     oid = param_int(p, "orderId")
     rows = [t for t in v.trades if (oid is None or t["orderId"] == oid) and v.visible(v.orders[t["orderId"] - 1])]
     out = [trade_view(t) for t in _window(rows, p, "id", "fromId")]
@@ -825,11 +823,11 @@ def my_trades(w: "Wire", p: dict, f: Fault | None = None) -> list[dict]:
 
 # %% ../nbs/10a_binance.ipynb #3a5cef13
 def account(w: "Wire", p: dict, f: Fault | None = None) -> dict:
-    "GET /api/v3/account: commissions and balances."
-    v = w.venue
+    "GET /api/v3/account: commissions (the first symbol's) and balances (one account for every symbol)."
+    v, fm = w.venue, next(iter(w.venue.markets.values())).fm
     return {
-        "makerCommission": int(v.fm.maker_bps),
-        "takerCommission": int(v.fm.taker_bps),
+        "makerCommission": int(fm.maker_bps),
+        "takerCommission": int(fm.taker_bps),
         "buyerCommission": 0,
         "sellerCommission": 0,
         "canTrade": True,

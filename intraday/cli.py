@@ -318,11 +318,13 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 
 # %% ../nbs/14_cli.ipynb #6eac04cf
 def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
-    "Serve the paper venue over a bars file (default: the synthetic market) until interrupted."
+    "Serve the paper venue over a bars file or a basket file (default: the synthetic market) until interrupted."
     import threading
 
     from intraday.binance import serve
+    from intraday.exchange import Exchange
     from intraday.faults import FaultProfile
+    from intraday.panel import read_panel
     from intraday.venue import Venue
 
     v, s = settings.venue, settings.secrets
@@ -330,11 +332,17 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
         print("intraday: the venue needs credentials: set INTRADAY_API_KEY and INTRADAY_API_SECRET "
               "(or INTRADAY_SECRETS_FILE)", file=sys.stderr)  # fmt: skip
         return 2
-    d = settings.data
-    bars = read_bars(args.data, validate=True) if args.data else synth_from_settings(d)
+    d, panel = settings.data, None
+    if args.data and is_panel_file(args.data):  # a basket: every symbol of the file on one account
+        if args.symbol:
+            print(f"intraday: --symbol: {args.data} is a basket file; the venue serves its symbols", file=sys.stderr)
+            return 2
+        panel = read_panel(args.data)
+    bars = panel.bars[panel.symbols[0]] if panel else read_bars(args.data, validate=True) if args.data else \
+        synth_from_settings(d)  # fmt: skip
     stored = read_parquet_meta(args.data).get("symbol") if args.data and args.data.endswith(".parquet") else None
-    symbol = args.symbol or stored or d.symbol  # the file's own symbol before the [data] one
-    if len(symbol.split("/")) != 2 or not all(symbol.split("/")):
+    symbol = ", ".join(panel.symbols) if panel else args.symbol or stored or d.symbol  # the file's own first
+    if not panel and (len(symbol.split("/")) != 2 or not all(symbol.split("/"))):
         print(f"intraday: --symbol must be BASE/QUOTE (e.g. BTC/USDT), got {symbol!r}", file=sys.stderr)
         return 2
     keys = {s.api_key.get_secret_value(): s.api_secret.get_secret_value()}
@@ -356,7 +364,8 @@ def cmd_venue_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"intraday: --history {args.history:g} days is {start:,} bars; the market has {len(bars):,} (make it "
                   f"longer: INTRADAY__DATA__DAYS or --data)", file=sys.stderr)  # fmt: skip
             return 2
-    venue = Venue(bars, symbol=symbol, start=start, keys=keys, admin=admin, speed=speed, faults=faults)
+    kw = dict(start=start, keys=keys, admin=admin, speed=speed, faults=faults)
+    venue = Exchange(panel, **kw) if panel else Venue(bars, symbol=symbol, **kw)
     url, stop = serve(venue, v.host, v.port if args.port is None else args.port)
     print(f"paper venue for {symbol} ({len(bars):,} bars, current bar {start}) on {url}", flush=True)
     if speed > 0:
@@ -381,7 +390,8 @@ def _add_venue(sub: argparse._SubParsersAction) -> None:
     "The `venue serve` subcommand."
     venue = sub.add_parser("venue", help="the paper venue").add_subparsers(dest="cmd", required=True)
     vs = venue.add_parser("serve", help="serve the paper venue (Binance spot REST subset) until Ctrl-C")
-    vs.add_argument("--data", help="bars file to replay (default: the synthetic market of [data])")
+    vs.add_argument("--data", help="bars file to replay, or a basket file (several symbols on one account; "
+                    "default: the synthetic market of [data])")  # fmt: skip
     vs.add_argument("--symbol", help="symbol served, BASE/QUOTE (default: the one stored in the --data parquet "
                     "file, else the [data] symbol)")  # fmt: skip
     vs.add_argument("--port", type=int, help="TCP port (default [venue] port; 0 = any free port)")

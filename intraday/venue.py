@@ -84,6 +84,12 @@ def __repr__(self: Venue) -> str:
     return f"Venue({self.spec.symbol}, bar {self.cursor}/{len(self.ts)}, {len(self.orders)} orders)"
 
 
+@patch(as_prop=True)
+def markets(self: Venue) -> dict:
+    "The markets served, by Binance id: this one (an `Exchange` serves several on one account)."
+    return {self.spec.id: self}
+
+
 @patch
 def _emit(self: Venue, kind: str, *args) -> None:
     "Tell every listener: bar (position), fill (order, trade), order (order, execution type), balance."
@@ -392,10 +398,16 @@ def step(
                 f"cannot step {n} bar(s) from bar {self.cursor}: the replay ends at bar {len(self.ts) - 1}"
             )
         for _ in range(n):
-            self.cursor += 1
-            self._match()
+            self._advance()
             self._emit("bar", self.cursor)
         return self.cursor
+
+
+@patch
+def _advance(self: Venue) -> None:
+    "One bar on: the next bar is current, and the orders match in it."
+    self.cursor += 1
+    self._match()
 
 # %% ../nbs/10_venue.ipynb #e0c2beb5
 @patch
