@@ -418,7 +418,7 @@ def _check_instruments(m: dict, instruments: Sequence[str] | None) -> list[str]:
     if mine is None:
         if len(running) == 1:
             return []
-        return [f"manifest.json: basket: the bundle trades one instrument, the running pipeline {running}"]
+        return [f"manifest.json: basket: the bundle trades one instrument, the running pipeline has {running}"]
     if mine != running:
         how = "in another order" if sorted(mine) == sorted(running) else "other instruments"
         return [f"manifest.json: basket.instruments: the bundle trades {mine}, the running pipeline has {running} "
