@@ -167,7 +167,7 @@ class Basket:
     "A planted multi-asset market: its kind, signal strength and lookback, and its factor structure."
 
     kind: str  # one of KINDS
-    alpha: float = 0.05  # planted information coefficient (0: the placebo)
+    alpha: float = 0.1  # planted information coefficient (0: the placebo); 0.05 hardly pays its costs
     lookback: int = 60  # bars of the run each kind reads (and how long a reversal setting holds)
     betas: tuple[float, ...] = (1.0, 0.8, 1.2)  # each asset's loading on the market factor (one per symbol)
     idio: float = 0.8  # idiosyncratic moves, relative to the factor's
