@@ -89,3 +89,151 @@ def test_a_stalled_symbol_is_missing_after_the_grace_and_its_late_bars_are_never
     assert missed == {SYMS[0]: 0, SYMS[1]: 0, SYMS[2]: 2}
     assert after.ts == ms(START + 3) and after.missing == []
     assert [b.ts for b in after.late[SYMS[2]]] == [ms(START + 1), ms(START + 2)]  # features only, in order
+
+
+# ---------------------------------------------------------------------------------------------- the basket runner
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
+from stable_baselines3 import PPO  # noqa: E402
+
+from intraday.basket import build_basket_envs  # noqa: E402
+from intraday.basket_bundle import BundleWeights, export_basket_bundle  # noqa: E402
+from intraday.basket_live import BasketRunner, Slice  # noqa: E402
+from intraday.binance import MarketSpec  # noqa: E402
+from intraday.bundle import PolicyBundle  # noqa: E402
+from intraday.config import LiveSettings, RiskSettings, load_settings  # noqa: E402
+from intraday.fills import FillModel  # noqa: E402
+from intraday.journal import Journal  # noqa: E402
+from intraday.panel import make_panel  # noqa: E402
+from intraday.portfolio import PortfolioBacktester  # noqa: E402
+from intraday.risk import Risk, TradingState  # noqa: E402
+from intraday.router import Router  # noqa: E402
+from intraday.signing import Trust  # noqa: E402
+
+KEY = Ed25519PrivateKey.generate()
+RP = Basket("rotation", alpha=0.1).generate(days=6, seed=4)
+RP = make_panel({s: b.round(8) for s, b in RP.bars.items()})  # the venue's 8 decimals, for the backtest too
+FINE = {s: MarketSpec(symbol=s, step_size=1e-8, min_qty=1e-8, min_notional=1e-8, tick_size=1e-8, min_price=1e-8)
+        for s in RP.symbols}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def basket_bundle(tmp_path_factory):
+    torch.set_num_threads(1)
+    s = load_settings(environ={}, env={"episode_len": 240, "positions": [0.0, 1.0], "account": "spot"})
+    sp = build_basket_envs(s, RP)
+    model = PPO("MlpPolicy", sp.make_vec_env("train", 4, seed=0), n_steps=64, batch_size=64, seed=0, device="cpu")
+    model.learn(256)
+    return export_basket_bundle(model, sp, tmp_path_factory.mktemp("bk") / "basket", key=KEY)
+
+
+def _session(bundle_path, state_dir, bars, hook=None):
+    "A paper session of `bars` bars on the exchange; (exchange, runner, reconciliation, history length, start)."
+    b = PolicyBundle.load(bundle_path, trust=Trust.of(KEY))
+    fms = dict(zip(RP.symbols, [FillModel(**f) for f in b.manifest["basket"]["fill_models"]]))
+    n_hist = max(b.pipeline().warmup, 240) + 1
+    start = n_hist + 5
+    ex = Exchange(RP, start=start, keys={"k": "s"}, specs=FINE, fill_models=fms)
+    url, stop = serve(ex)
+
+    async def main():
+        client = connect(url, "k", "s", pro=True)
+        try:
+            live = LiveSettings(runner="bk", retry_base_s=0.02, unknown_grace_s=1.0)
+            routers = {s: Router(client, Journal(state_dir / s.replace("/", "-"), runner=f"bk-{s[:3]}"), s,
+                                 Risk(RiskSettings()), live) for s in RP.symbols}  # fmt: skip
+            feed = BasketFeed(client, RP.symbols, closed_only=True)
+            runner = BasketRunner(routers, feed, bundle_path, trust=Trust.of(KEY))
+            await runner.start()
+            for k in range(bars):
+                sl = await _next(feed, ex.step, settle=0.05)
+                await runner.on_slice(hook(k, sl) if hook else sl)
+            ex.step()  # the bar the last decision's orders fill in
+            for r in routers.values():
+                for od in list(r.journal.live_orders()):
+                    await r.sync(od)
+            rep = await runner.reconcile()
+            await feed.close()
+            return runner, rep
+        finally:
+            await client.close()
+
+    try:
+        runner, rep = asyncio.run(main())
+    finally:
+        stop()
+    return ex, runner, rep, n_hist, start, fms, b
+
+
+def test_a_three_symbol_paper_session_is_the_portfolio_backtest_fill_for_fill(basket_bundle, tmp_path):
+    k = 60
+    ex, runner, rep, n_hist, start, fms, b = _session(basket_bundle, tmp_path, k)
+    assert [rep[s]["mismatch"] for s in RP.symbols] + [rep["cash"]["mismatch"]] == [False] * 4
+    sub = make_panel({s: RP.bars[s].iloc[start - n_hist + 1 : start + k + 2] for s in RP.symbols})
+    res = PortfolioBacktester(fms, b.env_settings(), RiskSettings(), b.pipeline(), (60, 240)).run(
+        sub, BundleWeights(b, RP.symbols), start=n_hist, end=n_hist + k + 1
+    )
+    trades = sorted((t["time"], t["symbol"], t["qty"] * (1 if t["isBuyer"] else -1), t["price"])
+                    for t in ex.ledger()["trades"])  # fmt: skip
+    f = res.fills
+    want = sorted((int(ts.value // 10**6), sym.replace("/", ""), q, px)
+                  for ts, sym, q, px in zip(f.index, f.symbol, f.qty, f.price))  # fmt: skip
+    assert len(trades) > 30 and [t[:2] for t in trades] == [w[:2] for w in want]
+    np.testing.assert_allclose([t[2] for t in trades], [w[2] for w in want], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose([t[3] for t in trades], [w[3] for w in want], rtol=1e-9)
+    st, last = runner.state(), sub.index[-1]
+    held = {x: st["symbols"][x]["position"] for x in RP.symbols}
+    np.testing.assert_allclose(list(held.values()), res.positions.iloc[-1].to_numpy(), rtol=1e-6, atol=1e-7)
+    marked = st["cash"] + sum(q * RP.bars[x]["close"].loc[last] for x, q in held.items())
+    assert abs(marked - float(res.equity.iloc[-1])) < 0.01  # the books' account is the backtest's, at one mark
+
+
+def test_reconciliation_finds_a_mismatch_in_the_second_asset_and_halts_only_it(basket_bundle, tmp_path):
+    ex, runner, rep, *_ = _session(basket_bundle, tmp_path, 5)
+    assert not any(rep[s]["mismatch"] for s in RP.symbols)
+    ex.balances["BBB"][0] += 1.0  # the venue holds one BBB the books never saw (a deposit, a lost fill)
+    url, stop = serve(ex)
+
+    async def again():
+        client = connect(url, "k", "s", pro=True)
+        try:
+            for r in runner.routers.values():
+                r.client.ex = client  # the same routers, reconnected
+            await asyncio.sleep(1.5)  # past the grace in which orders just sent may explain a difference
+            return await runner.reconcile()
+        finally:
+            await client.close()
+
+    try:
+        rep = asyncio.run(again())
+    finally:
+        stop()
+    assert [rep[s]["mismatch"] for s in RP.symbols] == [False, True, False] and not rep["cash"]["mismatch"]
+    states = {s: r.risk.state for s, r in runner.routers.items()}
+    assert states == {"AAA/USDT": TradingState.ACTIVE, "BBB/USDT": TradingState.HALTED, "CCC/USDT": TradingState.ACTIVE}
+    ex.balances["USDT"][0] += 5.0  # cash the books never saw: the account itself is off, every symbol halts
+    url, stop = serve(ex)
+    try:
+        rep = asyncio.run(again())
+    finally:
+        stop()
+    assert rep["cash"]["mismatch"] and abs(rep["cash"]["venue"] - rep["cash"]["books"] - 5.0) < 1e-6
+    assert all(r.risk.state == TradingState.HALTED for r in runner.routers.values())
+    assert "cash mismatch" in runner.routers["AAA/USDT"].risk.reason
+
+
+def test_a_symbol_without_its_bar_is_held_while_the_others_trade(basket_bundle, tmp_path):
+    "The slices of the session lose CCC's bar (a stalled feed, after its grace): no order for CCC, the rest trade."
+
+    def drop_ccc(k, sl):
+        return Slice(sl.ts, {**sl.bars, "CCC/USDT": None}, sl.late) if k >= 2 else sl
+
+    ex, runner, rep, *_ = _session(basket_bundle, tmp_path, 40, hook=drop_ccc)
+    late = [d for d in runner.decisions[2:]]
+    assert all(d["missing"] == ["CCC/USDT"] for d in late)
+    assert not any(o["symbol"] == "CCC/USDT" for d in late for o in d["orders"])
+    assert any(o["symbol"] != "CCC/USDT" for d in late for o in d["orders"])
+    assert all(r.risk.state == TradingState.ACTIVE for r in runner.routers.values())
