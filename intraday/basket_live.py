@@ -6,9 +6,9 @@ Docs: https://intraday-workbench.github.io/intraday/basket_live.html.md"""
 
 # %% auto #0
 __all__ = ['CASH_MARGIN', 'Slice', 'BasketFeed', 'BasketRunner', 'observe', 'start', 'decide', 'send', 'on_slice', 'reconcile',
-           'state']
+           'state', 'run', 'kill', 'resume', 'stop']
 
-# %% ../nbs/13c_basket_live.ipynb #c8d8aa9c
+# %% ../nbs/13c_basket_live.ipynb #87ede2d4
 import asyncio
 import math
 import time
@@ -22,15 +22,17 @@ from loguru import logger
 
 from .basket_bundle import BundleWeights
 from .bundle import PolicyBundle
+from .client import TRANSIENT
 from .config import RiskSettings
 from .env import account_params, position_state
-from .live import Bar, BarFeed, PnL
-from .portfolio import ACCT, HOLD, basket_caps, gate_weights, new_book, place_weights
+from .live import AccountError, Bar, BarFeed, FeedGap, PnL
+from .monitor import Monitor
+from .portfolio import ACCT, CAPS, HOLD, basket_caps, gate_weights, new_book, place_weights
 from .risk import Intent, TradingState
 from .router import Router
 from .xfeatures import CROSS_NAMES, CrossStream
 
-# %% ../nbs/13c_basket_live.ipynb #a7f7edd2
+# %% ../nbs/13c_basket_live.ipynb #4abdd26e
 @dataclass
 class Slice:
     "One decision time of a basket: each symbol's bar (None: not closed within the grace) and the late bars."
@@ -44,7 +46,7 @@ class Slice:
         "Symbols whose bar for `ts` had not closed when the grace ended."
         return [s for s, b in self.bars.items() if b is None]
 
-# %% ../nbs/13c_basket_live.ipynb #a5fbf851
+# %% ../nbs/13c_basket_live.ipynb #354acdf1
 class BasketFeed:
     "Closed bars of several symbols, one time at a time: every symbol's bar, or after a grace the late ones missing."
 
@@ -69,7 +71,7 @@ class BasketFeed:
         self.last: int | None = None  # open time of the last slice handed out
         self._tasks: dict[str, asyncio.Task] = {}
 
-# %% ../nbs/13c_basket_live.ipynb #831477d0
+# %% ../nbs/13c_basket_live.ipynb #01204926
 def _take(self: BasketFeed, symbol: str, bar: Bar) -> None:
     "File a symbol's closed bar: pending for its time, or late (features only) if that time was handed out."
     if self.last is not None and bar.ts <= self.last:
@@ -96,7 +98,7 @@ def _deadline(self: BasketFeed, t: int) -> float:
 
 BasketFeed._take, BasketFeed._due, BasketFeed._deadline = _take, _due, _deadline
 
-# %% ../nbs/13c_basket_live.ipynb #0b03ef30
+# %% ../nbs/13c_basket_live.ipynb #43dd540d
 def _slice(self: BasketFeed, t: int) -> Slice:
     "Hand out time `t`: each symbol's bar or None, and every late bar so far (older pending bars are late too)."
     for s in self.symbols:  # a symbol's bars before t that never made a slice: features only
@@ -113,7 +115,7 @@ def _slice(self: BasketFeed, t: int) -> Slice:
 
 BasketFeed._slice = _slice
 
-# %% ../nbs/13c_basket_live.ipynb #0bbb9057
+# %% ../nbs/13c_basket_live.ipynb #03a1cd47
 async def _next(self: BasketFeed) -> Slice:
     "The next decision time of the basket (waits for it)."
     while (t := self._due()) is None:
@@ -146,7 +148,7 @@ async def _close(self: BasketFeed) -> None:
 
 BasketFeed.next, BasketFeed.history, BasketFeed.close = _next, _history, _close
 
-# %% ../nbs/13c_basket_live.ipynb #fa611690
+# %% ../nbs/13c_basket_live.ipynb #2b60440e
 class BasketRunner:
     "A basket bundle on one account: slices -> features -> a level per symbol -> weights -> a router per symbol."
 
@@ -157,8 +159,10 @@ class BasketRunner:
         bundle: str | Path,  # basket bundle folder (its instruments must be the routers', in order)
         risk: RiskSettings | None = None,  # [risk] max_weight and the basket caps, as in the portfolio backtester
         trust=None,  # signing.Trust the bundle must pass; default [bundle] trusted_keys
+        monitor: Monitor | None = None,  # metrics (/metrics, the feed's freshness for /readyz); default a fresh one
     ):
         self.symbols, self.routers, self.feed = list(routers), dict(routers), feed
+        self.monitor = monitor or Monitor()
         self.bundle = PolicyBundle.load(bundle, trust=trust, instruments=self.symbols)
         self.policy = BundleWeights(self.bundle, self.symbols)
         self.pipeline, self.risk = self.bundle.pipeline(), risk or RiskSettings()
@@ -166,17 +170,27 @@ class BasketRunner:
         self.cross = CrossStream(len(self.symbols), *self.policy.cross)
         env = self.bundle.env_settings()
         self.env, self.lat, self.caps = env, self.policy.lat, basket_caps(self.risk)
-        self.ap = account_params(env, self.bundle.fill_model(), feed.step_ms / 1000)
+        live = next(iter(self.routers.values())).settings  # [live]: the venue's account type and what shorts become
+        self.spot, shorts = live.account_type == "spot", [w for w in self.bundle.positions if w < 0]
+        if self.spot and shorts and live.shorts == "refuse":
+            raise AccountError(f"bundle {bundle} targets short positions {shorts} but the account is spot (no short "
+                               "selling): export a long-only bundle or set INTRADAY__LIVE__SHORTS=flat")  # fmt: skip
+        if self.spot and env.account != "spot":
+            logger.bind(bundle=str(bundle)).warning("bundle {} was backtested on a margin account; this account is "
+                                                    "spot: buys are capped by the cash", bundle)  # fmt: skip
+        self.ap = account_params(env, self.bundle.fill_model(), feed.step_ms / 1000, spot=self.spot or None)
         n, self.nf = len(self.symbols), len(self.pipeline.names)
         self.pb, self.acct, self.pending = new_book(n, 0.0, self.lat)  # a mirror of the portfolio book
         self.raw = np.full((n, self.nf + len(CROSS_NAMES)), np.nan)
+        self.denied = np.zeros(n)  # the last decision's basket-cap denials (1 + index in CAPS)
         self.last_close = np.full(n, np.nan)
         self.pnl = {s: PnL(cash=0.0) for s in self.symbols}  # per symbol; its cash is the symbol's quote flow
         self.cash0 = 0.0  # the quote balance at the start, less what the symbols' books hold of it
-        self.seen = self.steps = 0  # bars observed, decisions taken (the episode clock)
+        self.seen = self.steps = self.backlog = 0  # bars observed, bars decided on (the episode clock), caught up
         self.warmup = max(self.pipeline.warmup, self.policy.cross[1])  # bars before the features are all there
         self.decisions: list[dict] = []
         self.model_id = self.bundle.manifest["policy_sha256"][:12]
+        self._stop, self.stopped = asyncio.Event(), ""
         for s, r in self.routers.items():
             r.listeners.append(partial(self._on_router, s))
 
@@ -195,7 +209,7 @@ class BasketRunner:
         "Cash plus every position at its last mark."
         return self.cash + sum(p.qty * p.mark for p in self.pnl.values() if p.qty)
 
-# %% ../nbs/13c_basket_live.ipynb #fda0f59b
+# %% ../nbs/13c_basket_live.ipynb #3ec87f3b
 def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndarray:
     "Take one time's bars (symbol -> Bar or None) into the features and the marks; the closes (NaN: no bar)."
     nf = self.nf
@@ -219,7 +233,7 @@ def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndar
 
 BasketRunner.observe = observe
 
-# %% ../nbs/13c_basket_live.ipynb #c0f7d224
+# %% ../nbs/13c_basket_live.ipynb #c4d00fbb
 async def start(self: BasketRunner) -> dict:
     "Reconcile every router, read the account, warm the features from each symbol's history; a summary."
     for r in self.routers.values():
@@ -241,7 +255,7 @@ async def start(self: BasketRunner) -> dict:
 
 BasketRunner.start = start
 
-# %% ../nbs/13c_basket_live.ipynb #984641c4
+# %% ../nbs/13c_basket_live.ipynb #f472451c
 def _mirror(self: BasketRunner) -> None:
     "The portfolio book as the kernels read it, from the books: positions, entries, marks, cash, equity, in flight."
     for a, s in enumerate(self.symbols):
@@ -259,7 +273,7 @@ CASH_MARGIN = 1e-7  # of equity, kept out of the buys' sizing (0.001 on 10,000)
 
 BasketRunner._mirror = _mirror
 
-# %% ../nbs/13c_basket_live.ipynb #e393454c
+# %% ../nbs/13c_basket_live.ipynb #06f44b2a
 def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
     "One decision at the closes (NaN: a symbol without a bar, held): each symbol's signed order."
     n, L = len(self.symbols), self.env.episode_len
@@ -269,13 +283,15 @@ def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
                       for a, s in enumerate(self.symbols)])  # fmt: skip
     w = np.clip(np.asarray(self.policy(self.steps, None, self.raw.copy(), state), dtype=np.float64),
                 -self.risk.max_weight, self.risk.max_weight)  # fmt: skip
+    if self.spot:
+        w = np.where(np.isnan(w), w, np.maximum(w, 0.0))  # shorts = flat (refused at start otherwise)
     halted = any(r.risk.state == TradingState.HALTED for r in self.routers.values())
     if halted or (self.env.force_flat and steps >= L - self.lat):
         w = np.zeros(n)  # as the backtester: a halted account or an episode's end goes flat
     beta = np.ones(n)
     if self.risk.max_beta > 0:
         beta = np.nan_to_num(self.raw[:, self.nf + CROSS_NAMES.index("beta")], nan=1.0)
-    w = gate_weights(w, self.pb, self.acct, closes, beta, self.caps, np.zeros(n))
+    w = gate_weights(w, self.pb, self.acct, closes, beta, self.caps, self.denied)
     before = self.pending[:, -1].copy()
     place_weights(self.pb, self.acct, self.pending, w, closes, self.ap)
     self.steps += 1
@@ -284,7 +300,7 @@ def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
 
 BasketRunner.decide = decide
 
-# %% ../nbs/13c_basket_live.ipynb #fb61a0fe
+# %% ../nbs/13c_basket_live.ipynb #a7511792
 async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: int) -> list[dict]:
     "Each symbol's order through its router, sells first (their cash frees the buys'); what became of each."
     out = []
@@ -308,7 +324,7 @@ async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: i
 
 BasketRunner.send = send
 
-# %% ../nbs/13c_basket_live.ipynb #48aca3d4
+# %% ../nbs/13c_basket_live.ipynb #c8265fb8
 async def on_slice(self: BasketRunner, sl) -> dict:
     "One slice: the last decision's fills, the features and marks, then (once warm) a decision and its orders."
     for r in self.routers.values():
@@ -318,16 +334,25 @@ async def on_slice(self: BasketRunner, sl) -> dict:
     for r in self.routers.values():
         r.last_price = closes[self.symbols.index(r.symbol)]
         r.mark_equity(self.equity)
-    d = {"ts": sl.ts, "missing": sl.missing, "orders": []}
-    if self.seen > self.warmup:
-        d["orders"] = await self.send(self.decide(closes), closes, sl.ts)
+    self.monitor.mark_feed()
+    self.monitor.set_equity(self.equity)
+    d = {"ts": sl.ts, "missing": sl.missing, "orders": [], "denied": {}}
+    behind = any(f.ready for f in self.feed.feeds.values()) or any(self.feed.got.values())
+    if self.seen > self.warmup and behind:  # newer bars already closed (a slow start, a slow venue): no stale order
+        self.backlog, self.steps, d["status"] = self.backlog + 1, self.steps + 1, "caught up without a decision"
+    elif self.seen > self.warmup:
+        orders = self.decide(closes)
+        d["denied"] = {s: CAPS[int(c) - 1] for s, c in zip(self.symbols, self.denied) if c}  # each with its cap
+        if d["denied"]:
+            logger.bind(denied=d["denied"]).warning("basket caps denied new exposure: {}", d["denied"])
+        d["orders"] = await self.send(orders, closes, sl.ts)
     self.decisions.append(d)
     return d
 
 
 BasketRunner.on_slice = on_slice
 
-# %% ../nbs/13c_basket_live.ipynb #3510285d
+# %% ../nbs/13c_basket_live.ipynb #f4f2b8f9
 async def reconcile(self: BasketRunner) -> dict:
     "Every router's reconciliation, then the account's cash; a report per symbol and the cash's."
     rep = {s: await r.reconcile() for s, r in self.routers.items()}
@@ -344,7 +369,7 @@ async def reconcile(self: BasketRunner) -> dict:
 
 BasketRunner.reconcile = reconcile
 
-# %% ../nbs/13c_basket_live.ipynb #c480797d
+# %% ../nbs/13c_basket_live.ipynb #b7de5ca6
 def state(self: BasketRunner) -> dict:
     "Per symbol: trading state, position, entry, mark, PnL; the account's cash and equity; decisions."
     per = {s: {"trading_state": r.risk.state.value, "reason": r.risk.reason, "position": self.pnl[s].qty,
@@ -352,7 +377,88 @@ def state(self: BasketRunner) -> dict:
                "unrealized": self.pnl[s].unrealized, "fees": self.pnl[s].fees}
            for s, r in self.routers.items()}  # fmt: skip
     return {"symbols": per, "cash": self.cash, "equity": self.equity, "decisions": len(self.decisions),
+            "backlog_bars": self.backlog,
             "missed": dict(getattr(self.feed, "missed", {}))}  # fmt: skip
 
 
 BasketRunner.state = state
+
+# %% ../nbs/13c_basket_live.ipynb #b5944b1e
+def _halt(self: BasketRunner, reason: str, symbols=None) -> None:
+    "Halt the named symbols' routers (default every one) with `reason`, said once."
+    for s in symbols or self.symbols:
+        r = self.routers[s]
+        if r.risk.state != TradingState.HALTED:
+            r.set_state(TradingState.HALTED, reason)
+    logger.bind(symbols=list(symbols or self.symbols)).error("trading halted: {}", reason)
+
+
+async def _next_slice(self: BasketRunner, timeout: float | None):
+    "The next slice; None when a stop was asked or the timeout passed."
+    nxt, stop = asyncio.ensure_future(self.feed.next()), asyncio.ensure_future(self._stop.wait())
+    done, _ = await asyncio.wait({nxt, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if nxt in done:
+        return nxt.result()
+    nxt.cancel()
+    return None
+
+
+BasketRunner._halt, BasketRunner._next_slice = _halt, _next_slice
+
+# %% ../nbs/13c_basket_live.ipynb #fcd7790c
+async def run(self: BasketRunner, duration: float | None = None, bars: int | None = None) -> dict:
+    "The session: slices until the duration, the bar count or a stop; the final state (also logged)."
+    t0, n = time.time(), 0
+    while (duration is None or time.time() - t0 < duration) and (bars is None or n < bars):
+        timeout = None if duration is None else max(duration - (time.time() - t0), 0.01)
+        try:
+            sl = await self._next_slice(timeout)
+        except FeedGap as e:  # one symbol's bars are missing for good: that symbol halts, the others go on
+            sym = next((s for s in self.symbols if str(e).startswith(s)), None)
+            self._halt(f"feed gap: {e}", [sym] if sym else None)
+            for s in [sym] if sym else self.symbols:
+                self.feed.feeds[s].restart()
+            continue
+        except TRANSIENT as e:
+            logger.warning("feed error: {}", e)
+            await asyncio.sleep(next(iter(self.routers.values())).settings.retry_base_s)
+            continue
+        if sl is None:
+            break
+        n += 1
+        try:
+            await self.on_slice(sl)
+        except TRANSIENT as e:  # the venue is unreachable: the next slice tries again, nothing is resent blindly
+            logger.bind(bar=sl.ts).error("slice not handled: {}", e)
+        except Exception as e:  # storage or a bug: halted with the reason, never an exit holding positions
+            self._halt(f"fault at bar {sl.ts}: {type(e).__name__}: {e}")
+    final = self.state()
+    logger.bind(equity=final["equity"], decisions=final["decisions"]).info(
+        "basket session ended ({}): {} decisions, equity {:.2f}", self.stopped or "end reached", final["decisions"],
+        final["equity"])  # fmt: skip
+    return final
+
+
+def kill(self: BasketRunner, reason: str = "control endpoint") -> dict:
+    "The kill switch for the basket: every router halted at once, its cancels (and flatten) under way; the state."
+    for r in self.routers.values():
+        r.kill_soon(reason)
+    return self.state()
+
+
+async def resume(self: BasketRunner, reason: str = "resumed by the operator") -> dict:
+    "Lift every router's halt and reconcile the basket; the state."
+    for r in self.routers.values():
+        await r.resume(reason)
+    await self.reconcile()
+    return self.state()
+
+
+def stop(self: BasketRunner, reason: str = "stop requested") -> None:
+    "End the session after the slice in hand (SIGTERM / SIGINT)."
+    self.stopped = reason
+    self._stop.set()
+
+
+BasketRunner.run, BasketRunner.kill, BasketRunner.resume, BasketRunner.stop = run, kill, resume, stop

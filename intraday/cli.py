@@ -1078,6 +1078,62 @@ async def _live_session(
     finally:
         await ex.close()
 
+# %% ../nbs/14_cli.ipynb #892aecc2
+async def _basket_session(args: argparse.Namespace, settings: Settings, state: Path, key: str, secret: str) -> dict:
+    "A basket bundle's session: a router and journal per symbol on one client, the basket's slices, /state; trade."
+    import asyncio
+    import signal
+
+    from intraday.basket_live import BasketFeed, BasketRunner
+    from intraday.bundle import PolicyBundle
+    from intraday.control import ControlServer
+    from intraday.journal import Journal
+    from intraday.monitor import Monitor
+    from intraday.risk import Risk
+    from intraday.router import Router
+
+    trust, lv = _trust(args, settings), settings.live
+    symbols = PolicyBundle.load(args.bundle, trust=trust).instruments
+    if args.venue == "paper":
+        from intraday.binance import connect
+
+        ex = connect(args.url or f"http://{settings.venue.host}:{settings.venue.port}", key, secret, pro=True)
+    else:
+        import ccxt.pro
+
+        ex = ccxt.pro.binance({"apiKey": key, "secret": secret, "enableRateLimit": True})
+    try:
+        routers = {s: Router(ex, Journal(state / s.replace("/", "-"), lv.account, f"{lv.runner}-{s.split('/')[0]}",
+                                         lv.synchronous), s, Risk(settings.risk), lv) for s in symbols}  # fmt: skip
+        feed = BasketFeed(ex, symbols, settings.data.timeframe, closed_only=args.venue == "paper")
+        monitor = Monitor()
+        runner = BasketRunner(routers, feed, args.bundle, settings.risk, trust, monitor)
+        control = ControlServer(monitor, state=runner.state, port=args.metrics_port, host=lv.control_host,
+                                kill=lambda reason: runner.kill(reason or "control endpoint"),
+                                resume=lambda reason: runner.resume(reason or "control endpoint"))  # fmt: skip
+        await control.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the slice in hand, log the summary
+            loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
+        print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr, flush=True)
+        try:
+            started = await runner.start()
+            logger.bind(**started).info("basket of {} warm: {} bars each", ", ".join(symbols), started["warm_bars"])
+            return await runner.run(args.duration, args.bars)
+        finally:
+            await control.stop()
+            await feed.close()
+    finally:
+        await ex.close()
+
+# %% ../nbs/14_cli.ipynb #abe153ac
+def _manifest_of(folder: str) -> dict:
+    "A bundle's manifest as plain data, unverified ({} when unreadable: the load that follows says why)."
+    try:
+        return json.loads((Path(folder) / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
 # %% ../nbs/14_cli.ipynb #fe7c853c
 def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     "Trade a bundle on the paper venue (or, with --live, on Binance) until --duration or --bars."
@@ -1096,8 +1152,13 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
     key, secret = sec.api_key.get_secret_value(), sec.api_secret.get_secret_value()
     state = Path(args.state_dir or settings.live.state_dir)
     symbol = args.symbol or settings.data.symbol
+    basket = bool(args.bundle) and "basket" in _manifest_of(args.bundle)
     try:
         with StateLock(state):
+            if basket:  # a basket bundle: every symbol it trades, on one account
+                final = asyncio.run(_basket_session(args, settings, state, key, secret))
+                print(json.dumps({k: final[k] for k in ("symbols", "cash", "equity", "decisions")}, indent=1))
+                return 0
             final = asyncio.run(_live_session(args, settings, state, symbol, key, secret))
     except (ReconcileError, StateLockError, FeedGap, AccountError) as e:  # the runner refuses to trade: say why, once
         print(f"intraday: {e}", file=sys.stderr)

@@ -1,15 +1,36 @@
-"""The basket's decision times (issue 23, item 6, the feed): every symbol's bars from one ccxt.pro client on the paper
-venue for several symbols; a symbol whose feed stalls is stated missing after the grace (the others go on), and
-its bars that close later come as late bars, never decided on."""
+"""Trading a basket (issue 23, item 6). The decision times: every symbol's bars from one ccxt.pro client on the paper
+venue for several symbols; a symbol whose feed stalls is stated missing after the grace (the others go on), and its
+bars that close later come as late bars, never decided on. The runner: a 3-symbol paper session is the portfolio
+backtest fill for fill; reconciliation finds a mismatch in the second asset and halts only it (the cash, all); a
+symbol without its bar is held while the others trade; `intraday live run` trades a basket bundle."""
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
-from intraday.basket_live import BasketFeed
-from intraday.binance import connect, serve
+import numpy as np
+import pytest
+import torch
+from stable_baselines3 import PPO
+
+from intraday.basket import build_basket_envs
+from intraday.basket_bundle import BundleWeights, export_basket_bundle
+from intraday.basket_live import BasketFeed, BasketRunner, Slice
+from intraday.binance import MarketSpec, connect, serve
+from intraday.bundle import PolicyBundle
+from intraday.config import LiveSettings, RiskSettings, load_settings
 from intraday.exchange import Exchange
+from intraday.fills import FillModel
+from intraday.journal import Journal
 from intraday.live import BarFeed
-from intraday.panel import Basket
+from intraday.panel import Basket, make_panel, write_panel
+from intraday.portfolio import PortfolioBacktester
+from intraday.risk import Risk, TradingState
+from intraday.router import Router
 
 START = 300
 PANEL = Basket("rotation", alpha=0.1).generate(days=1, seed=5)
@@ -91,29 +112,9 @@ def test_a_stalled_symbol_is_missing_after_the_grace_and_its_late_bars_are_never
     assert [b.ts for b in after.late[SYMS[2]]] == [ms(START + 1), ms(START + 2)]  # features only, in order
 
 
-# ---------------------------------------------------------------------------------------------- the basket runner
+# the basket runner -------------------------------------------------------------------------------------------
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-import torch  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
-from stable_baselines3 import PPO  # noqa: E402
 
-from intraday.basket import build_basket_envs  # noqa: E402
-from intraday.basket_bundle import BundleWeights, export_basket_bundle  # noqa: E402
-from intraday.basket_live import BasketRunner, Slice  # noqa: E402
-from intraday.binance import MarketSpec  # noqa: E402
-from intraday.bundle import PolicyBundle  # noqa: E402
-from intraday.config import LiveSettings, RiskSettings, load_settings  # noqa: E402
-from intraday.fills import FillModel  # noqa: E402
-from intraday.journal import Journal  # noqa: E402
-from intraday.panel import make_panel  # noqa: E402
-from intraday.portfolio import PortfolioBacktester  # noqa: E402
-from intraday.risk import Risk, TradingState  # noqa: E402
-from intraday.router import Router  # noqa: E402
-from intraday.signing import Trust  # noqa: E402
-
-KEY = Ed25519PrivateKey.generate()
 RP = Basket("rotation", alpha=0.1).generate(days=6, seed=4)
 RP = make_panel({s: b.round(8) for s, b in RP.bars.items()})  # the venue's 8 decimals, for the backtest too
 FINE = {s: MarketSpec(symbol=s, step_size=1e-8, min_qty=1e-8, min_notional=1e-8, tick_size=1e-8, min_price=1e-8)
@@ -127,12 +128,12 @@ def basket_bundle(tmp_path_factory):
     sp = build_basket_envs(s, RP)
     model = PPO("MlpPolicy", sp.make_vec_env("train", 4, seed=0), n_steps=64, batch_size=64, seed=0, device="cpu")
     model.learn(256)
-    return export_basket_bundle(model, sp, tmp_path_factory.mktemp("bk") / "basket", key=KEY)
+    return export_basket_bundle(model, sp, tmp_path_factory.mktemp("bk") / "basket")  # the workbench key
 
 
 def _session(bundle_path, state_dir, bars, hook=None):
     "A paper session of `bars` bars on the exchange; (exchange, runner, reconciliation, history length, start)."
-    b = PolicyBundle.load(bundle_path, trust=Trust.of(KEY))
+    b = PolicyBundle.load(bundle_path, trust=None)
     fms = dict(zip(RP.symbols, [FillModel(**f) for f in b.manifest["basket"]["fill_models"]]))
     n_hist = max(b.pipeline().warmup, 240) + 1
     start = n_hist + 5
@@ -146,7 +147,7 @@ def _session(bundle_path, state_dir, bars, hook=None):
             routers = {s: Router(client, Journal(state_dir / s.replace("/", "-"), runner=f"bk-{s[:3]}"), s,
                                  Risk(RiskSettings()), live) for s in RP.symbols}  # fmt: skip
             feed = BasketFeed(client, RP.symbols, closed_only=True)
-            runner = BasketRunner(routers, feed, bundle_path, trust=Trust.of(KEY))
+            runner = BasketRunner(routers, feed, bundle_path, trust=None)
             await runner.start()
             for k in range(bars):
                 sl = await _next(feed, ex.step, settle=0.05)
@@ -237,3 +238,26 @@ def test_a_symbol_without_its_bar_is_held_while_the_others_trade(basket_bundle, 
     assert not any(o["symbol"] == "CCC/USDT" for d in late for o in d["orders"])
     assert any(o["symbol"] != "CCC/USDT" for d in late for o in d["orders"])
     assert all(r.risk.state == TradingState.ACTIVE for r in runner.routers.values())
+
+
+def test_live_run_trades_a_basket_bundle_on_the_paper_venue(basket_bundle, tmp_path):
+    "The commands a user types: `venue serve` on a basket file, `live run` on a basket bundle; the JSON summary."
+    path = write_panel(RP, tmp_path / "basket.parquet")
+    env = os.environ | {"INTRADAY_API_KEY": "keykeykey1", "INTRADAY_API_SECRET": "secretsecret1"}
+    cli = str(Path(sys.executable).parent / "intraday")
+    serve_cmd = [cli, "venue", "serve", "--data", str(path), "--port", "0", "--speed", "60", "--history", "2"]
+    venue = subprocess.Popen(serve_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = venue.stdout.readline().split(" on ")[1].strip()
+        r = subprocess.run([cli, "live", "run", "--bundle", str(basket_bundle), "--url", url, "--duration", "25",
+                            "--state-dir", str(tmp_path / "state")], env=env, capture_output=True, text=True,
+                           timeout=180)  # fmt: skip
+    finally:
+        venue.terminate()
+        venue.wait(10)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    out = json.loads(r.stdout)
+    assert sorted(out["symbols"]) == RP.symbols and out["decisions"] >= 15
+    assert all(x["trading_state"] == "ACTIVE" for x in out["symbols"].values())
+    assert all((tmp_path / "state" / s.replace("/", "-") / "journal.sqlite").is_file() for s in RP.symbols)
+    assert "basket session ended" in r.stderr
