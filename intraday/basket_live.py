@@ -1,4 +1,4 @@
-"""Live trading of a basket, first part: the bars of several symbols as decision times. One `BarFeed` per symbol on one ccxt.pro client; a time is handed out when every symbol's bar for it has closed, or after a grace with the late symbols' bars stated missing (hold, don't guess).
+"""Live trading of a basket: the bars of several symbols as decision times (one `BarFeed` per symbol on one ccxt.pro client; a time goes out when every symbol's bar has closed, or after a grace with the late ones stated missing: hold, don't guess), and `BasketRunner`, which trades a basket bundle on them with a router and journal per symbol on one account.
 
 Docs: https://intraday-workbench.github.io/intraday/basket_live.html.md"""
 
@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/basket_live.html.md"""
 __all__ = ['CASH_MARGIN', 'Slice', 'BasketFeed', 'BasketRunner', 'observe', 'start', 'decide', 'send', 'on_slice', 'reconcile',
            'state', 'run', 'kill', 'resume', 'stop']
 
-# %% ../nbs/13c_basket_live.ipynb #87ede2d4
+# %% ../nbs/13c_basket_live.ipynb #5871a0a0
 import asyncio
 import math
 import time
@@ -32,7 +32,7 @@ from .risk import Intent, TradingState
 from .router import Router
 from .xfeatures import CROSS_NAMES, CrossStream
 
-# %% ../nbs/13c_basket_live.ipynb #4abdd26e
+# %% ../nbs/13c_basket_live.ipynb #99bcabdf
 @dataclass
 class Slice:
     "One decision time of a basket: each symbol's bar (None: not closed within the grace) and the late bars."
@@ -46,7 +46,7 @@ class Slice:
         "Symbols whose bar for `ts` had not closed when the grace ended."
         return [s for s, b in self.bars.items() if b is None]
 
-# %% ../nbs/13c_basket_live.ipynb #354acdf1
+# %% ../nbs/13c_basket_live.ipynb #cd053731
 class BasketFeed:
     "Closed bars of several symbols, one time at a time: every symbol's bar, or after a grace the late ones missing."
 
@@ -71,7 +71,7 @@ class BasketFeed:
         self.last: int | None = None  # open time of the last slice handed out
         self._tasks: dict[str, asyncio.Task] = {}
 
-# %% ../nbs/13c_basket_live.ipynb #01204926
+# %% ../nbs/13c_basket_live.ipynb #63fb9455
 def _take(self: BasketFeed, symbol: str, bar: Bar) -> None:
     "File a symbol's closed bar: pending for its time, or late (features only) if that time was handed out."
     if self.last is not None and bar.ts <= self.last:
@@ -98,7 +98,7 @@ def _deadline(self: BasketFeed, t: int) -> float:
 
 BasketFeed._take, BasketFeed._due, BasketFeed._deadline = _take, _due, _deadline
 
-# %% ../nbs/13c_basket_live.ipynb #43dd540d
+# %% ../nbs/13c_basket_live.ipynb #40609ac7
 def _slice(self: BasketFeed, t: int) -> Slice:
     "Hand out time `t`: each symbol's bar or None, and every late bar so far (older pending bars are late too)."
     for s in self.symbols:  # a symbol's bars before t that never made a slice: features only
@@ -115,7 +115,7 @@ def _slice(self: BasketFeed, t: int) -> Slice:
 
 BasketFeed._slice = _slice
 
-# %% ../nbs/13c_basket_live.ipynb #03a1cd47
+# %% ../nbs/13c_basket_live.ipynb #3d4d9ad1
 async def _next(self: BasketFeed) -> Slice:
     "The next decision time of the basket (waits for it)."
     while (t := self._due()) is None:
@@ -148,7 +148,7 @@ async def _close(self: BasketFeed) -> None:
 
 BasketFeed.next, BasketFeed.history, BasketFeed.close = _next, _history, _close
 
-# %% ../nbs/13c_basket_live.ipynb #2b60440e
+# %% ../nbs/13c_basket_live.ipynb #611e0412
 class BasketRunner:
     "A basket bundle on one account: slices -> features -> a level per symbol -> weights -> a router per symbol."
 
@@ -209,7 +209,7 @@ class BasketRunner:
         "Cash plus every position at its last mark."
         return self.cash + sum(p.qty * p.mark for p in self.pnl.values() if p.qty)
 
-# %% ../nbs/13c_basket_live.ipynb #3ec87f3b
+# %% ../nbs/13c_basket_live.ipynb #f344fa28
 def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndarray:
     "Take one time's bars (symbol -> Bar or None) into the features and the marks; the closes (NaN: no bar)."
     nf = self.nf
@@ -233,7 +233,7 @@ def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndar
 
 BasketRunner.observe = observe
 
-# %% ../nbs/13c_basket_live.ipynb #c4d00fbb
+# %% ../nbs/13c_basket_live.ipynb #0d4871a7
 async def start(self: BasketRunner) -> dict:
     "Reconcile every router, read the account, warm the features from each symbol's history; a summary."
     for r in self.routers.values():
@@ -255,7 +255,7 @@ async def start(self: BasketRunner) -> dict:
 
 BasketRunner.start = start
 
-# %% ../nbs/13c_basket_live.ipynb #f472451c
+# %% ../nbs/13c_basket_live.ipynb #0b323329
 def _mirror(self: BasketRunner) -> None:
     "The portfolio book as the kernels read it, from the books: positions, entries, marks, cash, equity, in flight."
     for a, s in enumerate(self.symbols):
@@ -273,7 +273,7 @@ CASH_MARGIN = 1e-7  # of equity, kept out of the buys' sizing (0.001 on 10,000)
 
 BasketRunner._mirror = _mirror
 
-# %% ../nbs/13c_basket_live.ipynb #06f44b2a
+# %% ../nbs/13c_basket_live.ipynb #e107956a
 def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
     "One decision at the closes (NaN: a symbol without a bar, held): each symbol's signed order."
     n, L = len(self.symbols), self.env.episode_len
@@ -300,7 +300,7 @@ def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
 
 BasketRunner.decide = decide
 
-# %% ../nbs/13c_basket_live.ipynb #a7511792
+# %% ../nbs/13c_basket_live.ipynb #ae4eb211
 async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: int) -> list[dict]:
     "Each symbol's order through its router, sells first (their cash frees the buys'); what became of each."
     out = []
@@ -324,7 +324,7 @@ async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: i
 
 BasketRunner.send = send
 
-# %% ../nbs/13c_basket_live.ipynb #c8265fb8
+# %% ../nbs/13c_basket_live.ipynb #f5242369
 async def on_slice(self: BasketRunner, sl) -> dict:
     "One slice: the last decision's fills, the features and marks, then (once warm) a decision and its orders."
     for r in self.routers.values():
@@ -352,7 +352,7 @@ async def on_slice(self: BasketRunner, sl) -> dict:
 
 BasketRunner.on_slice = on_slice
 
-# %% ../nbs/13c_basket_live.ipynb #f4f2b8f9
+# %% ../nbs/13c_basket_live.ipynb #c4e63b81
 async def reconcile(self: BasketRunner) -> dict:
     "Every router's reconciliation, then the account's cash; a report per symbol and the cash's."
     rep = {s: await r.reconcile() for s, r in self.routers.items()}
@@ -369,7 +369,7 @@ async def reconcile(self: BasketRunner) -> dict:
 
 BasketRunner.reconcile = reconcile
 
-# %% ../nbs/13c_basket_live.ipynb #b7de5ca6
+# %% ../nbs/13c_basket_live.ipynb #6c3cc5a6
 def state(self: BasketRunner) -> dict:
     "Per symbol: trading state, position, entry, mark, PnL; the account's cash and equity; decisions."
     per = {s: {"trading_state": r.risk.state.value, "reason": r.risk.reason, "position": self.pnl[s].qty,
@@ -383,7 +383,7 @@ def state(self: BasketRunner) -> dict:
 
 BasketRunner.state = state
 
-# %% ../nbs/13c_basket_live.ipynb #b5944b1e
+# %% ../nbs/13c_basket_live.ipynb #7ad6dfc3
 def _halt(self: BasketRunner, reason: str, symbols=None) -> None:
     "Halt the named symbols' routers (default every one) with `reason`, said once."
     for s in symbols or self.symbols:
@@ -406,7 +406,7 @@ async def _next_slice(self: BasketRunner, timeout: float | None):
 
 BasketRunner._halt, BasketRunner._next_slice = _halt, _next_slice
 
-# %% ../nbs/13c_basket_live.ipynb #fcd7790c
+# %% ../nbs/13c_basket_live.ipynb #a853b07a
 async def run(self: BasketRunner, duration: float | None = None, bars: int | None = None) -> dict:
     "The session: slices until the duration, the bar count or a stop; the final state (also logged)."
     t0, n = time.time(), 0

@@ -66,7 +66,7 @@ def test_the_readme_is_short_and_names_its_blocks():
     assert len(text.splitlines()) < 250
     bs = blocks(text)
     assert [c.split()[:2] for c in bs[0]] == [["make", "demo"], ["make", "test"]]
-    assert len(bs) == 5 and all(bs)  # the two commands, then research, promote, trade, a basket
+    assert len(bs) == 6 and all(bs)  # the two commands, then research, promote, trade, a basket, its paper session
 
 
 def test_the_block_parser_joins_lines_and_keeps_refusals(tmp_path):
@@ -94,7 +94,8 @@ def test_the_readme_loops_run_as_written(tmp_path):
     (tmp_path / "nbs").symlink_to(ROOT / "nbs")  # the job notebook `intraday train` runs
     shutil.copy(ROOT / "settings.ini", tmp_path / "settings.ini")
     env = {k: v for k, v in os.environ.items() if not k.startswith("INTRADAY__REGISTRY")} | SMALL
-    cmds = [c for b in blocks(README.read_text())[1:] for c in b]
+    bs = blocks(README.read_text())
+    cmds = [c for b in bs[1:5] for c in b]  # the basket's paper session (bs[5]) needs the bundle its Python makes
     (tmp_path / "readme.sh").write_text(script(cmds))
     t0 = time.time()
     r = subprocess.run(["bash", "readme.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
@@ -128,6 +129,13 @@ def test_the_readme_loops_run_as_written(tmp_path):
     assert sharpe["oracle"] > sharpe["equal"] > 0  # the planted rotation is there to be found, in the test split
     manifest = json.loads((tmp_path / "runs/basket/bundle/manifest.json").read_text())
     assert manifest["basket"]["instruments"] == ["AAA/USDT", "BBB/USDT", "CCC/USDT"]
+    same_shell = [c for c in bs[3] if c.startswith("export ")] + bs[5]  # the trade loop's exports are still set
+    (tmp_path / "basket.sh").write_text(script(same_shell))
+    r = subprocess.run(["bash", "basket.sh"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    summary, _ = json.JSONDecoder().raw_decode(r.stdout[r.stdout.index("{") :])
+    assert sorted(summary["symbols"]) == ["AAA/USDT", "BBB/USDT", "CCC/USDT"] and summary["decisions"] >= 10
+    assert all(x["trading_state"] == "ACTIVE" for x in summary["symbols"].values())
 
 
 def test_the_readmes_rule_file_is_valid_and_its_scenarios_are_the_defaults_it_names(tmp_path):
