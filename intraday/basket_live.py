@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/basket_live.html.md"""
 __all__ = ['CASH_MARGIN', 'Slice', 'BasketFeed', 'BasketRunner', 'observe', 'start', 'decide', 'send', 'on_slice', 'reconcile',
            'state', 'run', 'kill', 'resume', 'stop']
 
-# %% ../nbs/13c_basket_live.ipynb #5871a0a0
+# %% ../nbs/13c_basket_live.ipynb #ad66a842
 import asyncio
 import math
 import time
@@ -32,7 +32,7 @@ from .risk import Intent, TradingState
 from .router import Router
 from .xfeatures import CROSS_NAMES, CrossStream
 
-# %% ../nbs/13c_basket_live.ipynb #99bcabdf
+# %% ../nbs/13c_basket_live.ipynb #8eeca23b
 @dataclass
 class Slice:
     "One decision time of a basket: each symbol's bar (None: not closed within the grace) and the late bars."
@@ -46,7 +46,7 @@ class Slice:
         "Symbols whose bar for `ts` had not closed when the grace ended."
         return [s for s, b in self.bars.items() if b is None]
 
-# %% ../nbs/13c_basket_live.ipynb #cd053731
+# %% ../nbs/13c_basket_live.ipynb #a8f6915b
 class BasketFeed:
     "Closed bars of several symbols, one time at a time: every symbol's bar, or after a grace the late ones missing."
 
@@ -71,7 +71,7 @@ class BasketFeed:
         self.last: int | None = None  # open time of the last slice handed out
         self._tasks: dict[str, asyncio.Task] = {}
 
-# %% ../nbs/13c_basket_live.ipynb #63fb9455
+# %% ../nbs/13c_basket_live.ipynb #aa4553f9
 def _take(self: BasketFeed, symbol: str, bar: Bar) -> None:
     "File a symbol's closed bar: pending for its time, or late (features only) if that time was handed out."
     if self.last is not None and bar.ts <= self.last:
@@ -98,7 +98,7 @@ def _deadline(self: BasketFeed, t: int) -> float:
 
 BasketFeed._take, BasketFeed._due, BasketFeed._deadline = _take, _due, _deadline
 
-# %% ../nbs/13c_basket_live.ipynb #40609ac7
+# %% ../nbs/13c_basket_live.ipynb #6a37658b
 def _slice(self: BasketFeed, t: int) -> Slice:
     "Hand out time `t`: each symbol's bar or None, and every late bar so far (older pending bars are late too)."
     for s in self.symbols:  # a symbol's bars before t that never made a slice: features only
@@ -115,7 +115,7 @@ def _slice(self: BasketFeed, t: int) -> Slice:
 
 BasketFeed._slice = _slice
 
-# %% ../nbs/13c_basket_live.ipynb #3d4d9ad1
+# %% ../nbs/13c_basket_live.ipynb #625c430a
 async def _next(self: BasketFeed) -> Slice:
     "The next decision time of the basket (waits for it)."
     while (t := self._due()) is None:
@@ -148,7 +148,7 @@ async def _close(self: BasketFeed) -> None:
 
 BasketFeed.next, BasketFeed.history, BasketFeed.close = _next, _history, _close
 
-# %% ../nbs/13c_basket_live.ipynb #611e0412
+# %% ../nbs/13c_basket_live.ipynb #0b8fe51d
 class BasketRunner:
     "A basket bundle on one account: slices -> features -> a level per symbol -> weights -> a router per symbol."
 
@@ -209,7 +209,7 @@ class BasketRunner:
         "Cash plus every position at its last mark."
         return self.cash + sum(p.qty * p.mark for p in self.pnl.values() if p.qty)
 
-# %% ../nbs/13c_basket_live.ipynb #f344fa28
+# %% ../nbs/13c_basket_live.ipynb #60ff9f1f
 def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndarray:
     "Take one time's bars (symbol -> Bar or None) into the features and the marks; the closes (NaN: no bar)."
     nf = self.nf
@@ -233,7 +233,7 @@ def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndar
 
 BasketRunner.observe = observe
 
-# %% ../nbs/13c_basket_live.ipynb #0d4871a7
+# %% ../nbs/13c_basket_live.ipynb #270039b7
 async def start(self: BasketRunner) -> dict:
     "Reconcile every router, read the account, warm the features from each symbol's history; a summary."
     for r in self.routers.values():
@@ -255,7 +255,7 @@ async def start(self: BasketRunner) -> dict:
 
 BasketRunner.start = start
 
-# %% ../nbs/13c_basket_live.ipynb #0b323329
+# %% ../nbs/13c_basket_live.ipynb #9b45c512
 def _mirror(self: BasketRunner) -> None:
     "The portfolio book as the kernels read it, from the books: positions, entries, marks, cash, equity, in flight."
     for a, s in enumerate(self.symbols):
@@ -273,7 +273,7 @@ CASH_MARGIN = 1e-7  # of equity, kept out of the buys' sizing (0.001 on 10,000)
 
 BasketRunner._mirror = _mirror
 
-# %% ../nbs/13c_basket_live.ipynb #e107956a
+# %% ../nbs/13c_basket_live.ipynb #d251e3ac
 def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
     "One decision at the closes (NaN: a symbol without a bar, held): each symbol's signed order."
     n, L = len(self.symbols), self.env.episode_len
@@ -285,9 +285,10 @@ def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
                 -self.risk.max_weight, self.risk.max_weight)  # fmt: skip
     if self.spot:
         w = np.where(np.isnan(w), w, np.maximum(w, 0.0))  # shorts = flat (refused at start otherwise)
-    halted = any(r.risk.state == TradingState.HALTED for r in self.routers.values())
-    if halted or (self.env.force_flat and steps >= L - self.lat):
-        w = np.zeros(n)  # as the backtester: a halted account or an episode's end goes flat
+    if self.env.force_flat and steps >= L - self.lat:
+        w = np.zeros(n)  # the episode's end goes flat, as in the backtester
+    halted = np.array([r.halted() for r in self.routers.values()])
+    w[halted] = np.nan  # a halted symbol holds (as a halted single runner does); the others trade on
     beta = np.ones(n)
     if self.risk.max_beta > 0:
         beta = np.nan_to_num(self.raw[:, self.nf + CROSS_NAMES.index("beta")], nan=1.0)
@@ -300,7 +301,7 @@ def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
 
 BasketRunner.decide = decide
 
-# %% ../nbs/13c_basket_live.ipynb #ae4eb211
+# %% ../nbs/13c_basket_live.ipynb #21381677
 async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: int) -> list[dict]:
     "Each symbol's order through its router, sells first (their cash frees the buys'); what became of each."
     out = []
@@ -309,6 +310,9 @@ async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: i
         if q == 0.0 or math.isnan(closes[a]):
             continue
         r = self.routers[s]
+        if r.halted():  # its target stands; no DENIED order per halted bar: /state says it once
+            out.append({"symbol": s, "order_qty": q, "status": f"halted: {r.risk.reason}"})
+            continue
         qty, held = r.tradable(abs(q), closes[a])
         if held is not None:  # a remainder below the market's minimum is no order
             out.append({"symbol": s, "order_qty": q, "status": f"held: {held}"})
@@ -324,7 +328,7 @@ async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: i
 
 BasketRunner.send = send
 
-# %% ../nbs/13c_basket_live.ipynb #f5242369
+# %% ../nbs/13c_basket_live.ipynb #bae246a3
 async def on_slice(self: BasketRunner, sl) -> dict:
     "One slice: the last decision's fills, the features and marks, then (once warm) a decision and its orders."
     for r in self.routers.values():
@@ -352,7 +356,7 @@ async def on_slice(self: BasketRunner, sl) -> dict:
 
 BasketRunner.on_slice = on_slice
 
-# %% ../nbs/13c_basket_live.ipynb #c4e63b81
+# %% ../nbs/13c_basket_live.ipynb #de65a712
 async def reconcile(self: BasketRunner) -> dict:
     "Every router's reconciliation, then the account's cash; a report per symbol and the cash's."
     rep = {s: await r.reconcile() for s, r in self.routers.items()}
@@ -369,7 +373,7 @@ async def reconcile(self: BasketRunner) -> dict:
 
 BasketRunner.reconcile = reconcile
 
-# %% ../nbs/13c_basket_live.ipynb #6c3cc5a6
+# %% ../nbs/13c_basket_live.ipynb #b284d178
 def state(self: BasketRunner) -> dict:
     "Per symbol: trading state, position, entry, mark, PnL; the account's cash and equity; decisions."
     per = {s: {"trading_state": r.risk.state.value, "reason": r.risk.reason, "position": self.pnl[s].qty,
@@ -383,7 +387,7 @@ def state(self: BasketRunner) -> dict:
 
 BasketRunner.state = state
 
-# %% ../nbs/13c_basket_live.ipynb #7ad6dfc3
+# %% ../nbs/13c_basket_live.ipynb #3dc95f0c
 def _halt(self: BasketRunner, reason: str, symbols=None) -> None:
     "Halt the named symbols' routers (default every one) with `reason`, said once."
     for s in symbols or self.symbols:
@@ -406,7 +410,7 @@ async def _next_slice(self: BasketRunner, timeout: float | None):
 
 BasketRunner._halt, BasketRunner._next_slice = _halt, _next_slice
 
-# %% ../nbs/13c_basket_live.ipynb #a853b07a
+# %% ../nbs/13c_basket_live.ipynb #08e6ce9f
 async def run(self: BasketRunner, duration: float | None = None, bars: int | None = None) -> dict:
     "The session: slices until the duration, the bar count or a stop; the final state (also logged)."
     t0, n = time.time(), 0

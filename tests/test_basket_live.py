@@ -151,7 +151,7 @@ def _session(bundle_path, state_dir, bars, hook=None):
             await runner.start()
             for k in range(bars):
                 sl = await _next(feed, ex.step, settle=0.05)
-                await runner.on_slice(hook(k, sl) if hook else sl)
+                await runner.on_slice(hook(k, sl, runner) if hook else sl)
             ex.step()  # the bar the last decision's orders fill in
             for r in routers.values():
                 for od in list(r.journal.live_orders()):
@@ -229,7 +229,7 @@ def test_reconciliation_finds_a_mismatch_in_the_second_asset_and_halts_only_it(b
 def test_a_symbol_without_its_bar_is_held_while_the_others_trade(basket_bundle, tmp_path):
     "The slices of the session lose CCC's bar (a stalled feed, after its grace): no order for CCC, the rest trade."
 
-    def drop_ccc(k, sl):
+    def drop_ccc(k, sl, runner):
         return Slice(sl.ts, {**sl.bars, "CCC/USDT": None}, sl.late) if k >= 2 else sl
 
     ex, runner, rep, *_ = _session(basket_bundle, tmp_path, 40, hook=drop_ccc)
@@ -261,3 +261,25 @@ def test_live_run_trades_a_basket_bundle_on_the_paper_venue(basket_bundle, tmp_p
     assert all(x["trading_state"] == "ACTIVE" for x in out["symbols"].values())
     assert all((tmp_path / "state" / s.replace("/", "-") / "journal.sqlite").is_file() for s in RP.symbols)
     assert "basket session ended" in r.stderr
+
+
+def test_a_halted_symbol_holds_while_the_others_trade(basket_bundle, tmp_path):
+    "BBB's router halts at the third slice (as a mismatch or a circuit breaker halts it): BBB holds, AAA and CCC trade."
+    held = {}
+
+    def halt_bbb(k, sl, runner):
+        if k == 3:
+            runner.routers["BBB/USDT"].set_state(TradingState.HALTED, "test: BBB halted")
+        if k == 4:  # the orders sent before the halt have filled (synced at slice 3)
+            held["BBB"] = runner.pnl["BBB/USDT"].qty
+        return sl
+
+    ex, runner, rep, *_ = _session(basket_bundle, tmp_path, 40, hook=halt_bbb)
+    after = runner.decisions[3:]
+    bbb = [o for d in after for o in d["orders"] if o["symbol"] == "BBB/USDT"]
+    assert all(o["status"].startswith("halted: test: BBB halted") for o in bbb)  # never sent
+    assert runner.pnl["BBB/USDT"].qty == held["BBB"]  # its position stands
+    others = [o for d in after for o in d["orders"] if o["symbol"] != "BBB/USDT"]
+    assert others and all(not o["status"].startswith("halted") for o in others)
+    assert [r.risk.state for r in runner.routers.values()] == [TradingState.ACTIVE, TradingState.HALTED,
+                                                               TradingState.ACTIVE]  # fmt: skip
