@@ -1067,7 +1067,8 @@ async def _live_session(
         for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the bar in hand, log the summary
             loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
         logger.bind(url=control.url).info("control and metrics on {}", control.url)
-        print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr, flush=True)
+        sys.stderr.write(f"metrics and control: {control.url}/metrics /healthz /readyz /state\n")  # one write: the
+        sys.stderr.flush()  # log sink's thread writes to stderr too, and print's two writes let a record in between
         try:
             await runner.start()
             runner.record_start({k: v for k, v, _ in settings.rows()})  # what changed since this runner's last start
@@ -1115,7 +1116,8 @@ async def _basket_session(args: argparse.Namespace, settings: Settings, state: P
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the slice in hand, log the summary
             loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
-        print(f"metrics and control: {control.url}/metrics /healthz /readyz /state", file=sys.stderr, flush=True)
+        sys.stderr.write(f"metrics and control: {control.url}/metrics /healthz /readyz /state\n")  # one write: the
+        sys.stderr.flush()  # log sink's thread writes to stderr too, and print's two writes let a record in between
         try:
             started = await runner.start()
             logger.bind(**started).info("basket of {} warm: {} bars each", ", ".join(symbols), started["warm_bars"])
