@@ -8,7 +8,7 @@ Docs: https://intraday-workbench.github.io/intraday/basket_live.html.md"""
 __all__ = ['CASH_MARGIN', 'Slice', 'BasketFeed', 'BasketRunner', 'observe', 'start', 'decide', 'send', 'on_slice', 'reconcile',
            'state', 'run', 'kill', 'resume', 'stop']
 
-# %% ../nbs/13c_basket_live.ipynb #ad66a842
+# %% ../nbs/13c_basket_live.ipynb #50946e0a
 import asyncio
 import math
 import time
@@ -25,14 +25,14 @@ from .bundle import PolicyBundle
 from .client import TRANSIENT
 from .config import RiskSettings
 from .env import account_params, position_state
-from .live import AccountError, Bar, BarFeed, FeedGap, PnL
+from .live import AccountError, Bar, BarFeed, FeedGap, LiveRunner, PnL
 from .monitor import Monitor
 from .portfolio import ACCT, CAPS, HOLD, basket_caps, gate_weights, new_book, place_weights
 from .risk import Intent, TradingState
 from .router import Router
 from .xfeatures import CROSS_NAMES, CrossStream
 
-# %% ../nbs/13c_basket_live.ipynb #8eeca23b
+# %% ../nbs/13c_basket_live.ipynb #ad23f112
 @dataclass
 class Slice:
     "One decision time of a basket: each symbol's bar (None: not closed within the grace) and the late bars."
@@ -46,7 +46,7 @@ class Slice:
         "Symbols whose bar for `ts` had not closed when the grace ended."
         return [s for s, b in self.bars.items() if b is None]
 
-# %% ../nbs/13c_basket_live.ipynb #a8f6915b
+# %% ../nbs/13c_basket_live.ipynb #d9bef245
 class BasketFeed:
     "Closed bars of several symbols, one time at a time: every symbol's bar, or after a grace the late ones missing."
 
@@ -71,7 +71,7 @@ class BasketFeed:
         self.last: int | None = None  # open time of the last slice handed out
         self._tasks: dict[str, asyncio.Task] = {}
 
-# %% ../nbs/13c_basket_live.ipynb #aa4553f9
+# %% ../nbs/13c_basket_live.ipynb #13527b6a
 def _take(self: BasketFeed, symbol: str, bar: Bar) -> None:
     "File a symbol's closed bar: pending for its time, or late (features only) if that time was handed out."
     if self.last is not None and bar.ts <= self.last:
@@ -98,7 +98,7 @@ def _deadline(self: BasketFeed, t: int) -> float:
 
 BasketFeed._take, BasketFeed._due, BasketFeed._deadline = _take, _due, _deadline
 
-# %% ../nbs/13c_basket_live.ipynb #6a37658b
+# %% ../nbs/13c_basket_live.ipynb #3fe572ec
 def _slice(self: BasketFeed, t: int) -> Slice:
     "Hand out time `t`: each symbol's bar or None, and every late bar so far (older pending bars are late too)."
     for s in self.symbols:  # a symbol's bars before t that never made a slice: features only
@@ -115,7 +115,7 @@ def _slice(self: BasketFeed, t: int) -> Slice:
 
 BasketFeed._slice = _slice
 
-# %% ../nbs/13c_basket_live.ipynb #625c430a
+# %% ../nbs/13c_basket_live.ipynb #d7813fdd
 async def _next(self: BasketFeed) -> Slice:
     "The next decision time of the basket (waits for it)."
     while (t := self._due()) is None:
@@ -148,7 +148,7 @@ async def _close(self: BasketFeed) -> None:
 
 BasketFeed.next, BasketFeed.history, BasketFeed.close = _next, _history, _close
 
-# %% ../nbs/13c_basket_live.ipynb #0b8fe51d
+# %% ../nbs/13c_basket_live.ipynb #6a2bae7e
 class BasketRunner:
     "A basket bundle on one account: slices -> features -> a level per symbol -> weights -> a router per symbol."
 
@@ -209,7 +209,7 @@ class BasketRunner:
         "Cash plus every position at its last mark."
         return self.cash + sum(p.qty * p.mark for p in self.pnl.values() if p.qty)
 
-# %% ../nbs/13c_basket_live.ipynb #60ff9f1f
+# %% ../nbs/13c_basket_live.ipynb #fae762e4
 def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndarray:
     "Take one time's bars (symbol -> Bar or None) into the features and the marks; the closes (NaN: no bar)."
     nf = self.nf
@@ -233,7 +233,7 @@ def observe(self: BasketRunner, bars: dict, late: dict | None = None) -> np.ndar
 
 BasketRunner.observe = observe
 
-# %% ../nbs/13c_basket_live.ipynb #270039b7
+# %% ../nbs/13c_basket_live.ipynb #cb5ec883
 async def start(self: BasketRunner) -> dict:
     "Reconcile every router, read the account, warm the features from each symbol's history; a summary."
     for r in self.routers.values():
@@ -255,7 +255,7 @@ async def start(self: BasketRunner) -> dict:
 
 BasketRunner.start = start
 
-# %% ../nbs/13c_basket_live.ipynb #9b45c512
+# %% ../nbs/13c_basket_live.ipynb #674867cc
 def _mirror(self: BasketRunner) -> None:
     "The portfolio book as the kernels read it, from the books: positions, entries, marks, cash, equity, in flight."
     for a, s in enumerate(self.symbols):
@@ -273,7 +273,7 @@ CASH_MARGIN = 1e-7  # of equity, kept out of the buys' sizing (0.001 on 10,000)
 
 BasketRunner._mirror = _mirror
 
-# %% ../nbs/13c_basket_live.ipynb #d251e3ac
+# %% ../nbs/13c_basket_live.ipynb #895cc51c
 def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
     "One decision at the closes (NaN: a symbol without a bar, held): each symbol's signed order."
     n, L = len(self.symbols), self.env.episode_len
@@ -301,7 +301,7 @@ def decide(self: BasketRunner, closes: np.ndarray) -> np.ndarray:
 
 BasketRunner.decide = decide
 
-# %% ../nbs/13c_basket_live.ipynb #21381677
+# %% ../nbs/13c_basket_live.ipynb #7ddfa4b5
 async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: int) -> list[dict]:
     "Each symbol's order through its router, sells first (their cash frees the buys'); what became of each."
     out = []
@@ -328,7 +328,7 @@ async def send(self: BasketRunner, orders: np.ndarray, closes: np.ndarray, ts: i
 
 BasketRunner.send = send
 
-# %% ../nbs/13c_basket_live.ipynb #bae246a3
+# %% ../nbs/13c_basket_live.ipynb #16b693e0
 async def on_slice(self: BasketRunner, sl) -> dict:
     "One slice: the last decision's fills, the features and marks, then (once warm) a decision and its orders."
     for r in self.routers.values():
@@ -356,7 +356,7 @@ async def on_slice(self: BasketRunner, sl) -> dict:
 
 BasketRunner.on_slice = on_slice
 
-# %% ../nbs/13c_basket_live.ipynb #de65a712
+# %% ../nbs/13c_basket_live.ipynb #d521c047
 async def reconcile(self: BasketRunner) -> dict:
     "Every router's reconciliation, then the account's cash; a report per symbol and the cash's."
     rep = {s: await r.reconcile() for s, r in self.routers.items()}
@@ -373,7 +373,7 @@ async def reconcile(self: BasketRunner) -> dict:
 
 BasketRunner.reconcile = reconcile
 
-# %% ../nbs/13c_basket_live.ipynb #b284d178
+# %% ../nbs/13c_basket_live.ipynb #ae8366a9
 def state(self: BasketRunner) -> dict:
     "Per symbol: trading state, position, entry, mark, PnL; the account's cash and equity; decisions."
     per = {s: {"trading_state": r.risk.state.value, "reason": r.risk.reason, "position": self.pnl[s].qty,
@@ -387,7 +387,7 @@ def state(self: BasketRunner) -> dict:
 
 BasketRunner.state = state
 
-# %% ../nbs/13c_basket_live.ipynb #3dc95f0c
+# %% ../nbs/13c_basket_live.ipynb #29e2105a
 def _halt(self: BasketRunner, reason: str, symbols=None) -> None:
     "Halt the named symbols' routers (default every one) with `reason`, said once."
     for s in symbols or self.symbols:
@@ -397,20 +397,11 @@ def _halt(self: BasketRunner, reason: str, symbols=None) -> None:
     logger.bind(symbols=list(symbols or self.symbols)).error("trading halted: {}", reason)
 
 
-async def _next_slice(self: BasketRunner, timeout: float | None):
-    "The next slice; None when a stop was asked or the timeout passed."
-    nxt, stop = asyncio.ensure_future(self.feed.next()), asyncio.ensure_future(self._stop.wait())
-    done, _ = await asyncio.wait({nxt, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-    stop.cancel()
-    if nxt in done:
-        return nxt.result()
-    nxt.cancel()
-    return None
+BasketRunner._halt = _halt
+# the single runner's wait, one owner: the feed's next item (a slice here), None on a stop, TimeoutError at the end
+BasketRunner._next_slice = LiveRunner._next_bar
 
-
-BasketRunner._halt, BasketRunner._next_slice = _halt, _next_slice
-
-# %% ../nbs/13c_basket_live.ipynb #08e6ce9f
+# %% ../nbs/13c_basket_live.ipynb #2a93beae
 async def run(self: BasketRunner, duration: float | None = None, bars: int | None = None) -> dict:
     "The session: slices until the duration, the bar count or a stop; the final state (also logged)."
     t0, n = time.time(), 0
@@ -418,6 +409,8 @@ async def run(self: BasketRunner, duration: float | None = None, bars: int | Non
         timeout = None if duration is None else max(duration - (time.time() - t0), 0.01)
         try:
             sl = await self._next_slice(timeout)
+        except TimeoutError:  # the duration is over
+            break
         except FeedGap as e:  # one symbol's bars are missing for good: that symbol halts, the others go on
             sym = next((s for s in self.symbols if str(e).startswith(s)), None)
             self._halt(f"feed gap: {e}", [sym] if sym else None)
