@@ -6,7 +6,7 @@ Docs: https://intraday-workbench.github.io/intraday/basket_live.html.md"""
 
 # %% auto #0
 __all__ = ['CASH_MARGIN', 'Slice', 'BasketFeed', 'BasketRunner', 'observe', 'start', 'decide', 'send', 'on_slice', 'reconcile',
-           'state', 'run', 'kill', 'resume', 'stop']
+           'reconcile_loop', 'readiness', 'state', 'run', 'kill', 'resume', 'stop']
 
 # %% ../nbs/13c_basket_live.ipynb #50946e0a
 import asyncio
@@ -24,12 +24,23 @@ from .basket_bundle import BundleWeights
 from .bundle import PolicyBundle
 from .client import TRANSIENT
 from .config import RiskSettings
+from .control import Refused
 from .env import account_params, position_state
-from .live import AccountError, Bar, BarFeed, FeedGap, LiveRunner, PnL
+from intraday.live import (
+    STORAGE_ERRORS,
+    AccountError,
+    Bar,
+    BarFeed,
+    FeedGap,
+    LiveRunner,
+    PnL,
+    fault_reason,
+    pnl_from_journal,
+)
 from .monitor import Monitor
 from .portfolio import ACCT, CAPS, HOLD, basket_caps, gate_weights, new_book, place_weights
 from .risk import Intent, TradingState
-from .router import Router
+from .router import ReconcileError, Router
 from .xfeatures import CROSS_NAMES, CrossStream
 
 # %% ../nbs/13c_basket_live.ipynb #ad23f112
@@ -159,10 +170,14 @@ class BasketRunner:
         bundle: str | Path,  # basket bundle folder (its instruments must be the routers', in order)
         risk: RiskSettings | None = None,  # [risk] max_weight and the basket caps, as in the portfolio backtester
         trust=None,  # signing.Trust the bundle must pass; default [bundle] trusted_keys
-        monitor: Monitor | None = None,  # metrics (/metrics, the feed's freshness for /readyz); default a fresh one
+        monitor: Monitor | None = None,  # metrics labelled by symbol (`Monitor(symbols=...)`); default a fresh one
+        reconcile_every_s: float | None = None,  # default [live] reconcile_every_s
     ):
         self.symbols, self.routers, self.feed = list(routers), dict(routers), feed
-        self.monitor = monitor or Monitor()
+        self.monitor = monitor or Monitor(symbols=self.symbols)
+        if self.monitor.symbols != self.symbols:
+            raise ValueError(f"the monitor's symbols {self.monitor.symbols} are not the basket's {self.symbols}: pass "
+                             "Monitor(symbols=...) with the routers' symbols, in order")  # fmt: skip
         self.bundle = PolicyBundle.load(bundle, trust=trust, instruments=self.symbols)
         self.policy = BundleWeights(self.bundle, self.symbols)
         self.pipeline, self.risk = self.bundle.pipeline(), risk or RiskSettings()
@@ -170,7 +185,7 @@ class BasketRunner:
         self.cross = CrossStream(len(self.symbols), *self.policy.cross)
         env = self.bundle.env_settings()
         self.env, self.lat, self.caps = env, self.policy.lat, basket_caps(self.risk)
-        live = next(iter(self.routers.values())).settings  # [live]: the venue's account type and what shorts become
+        self.live = live = next(iter(self.routers.values())).settings  # [live]: account type, shorts, reconciling
         self.spot, shorts = live.account_type == "spot", [w for w in self.bundle.positions if w < 0]
         if self.spot and shorts and live.shorts == "refuse":
             raise AccountError(f"bundle {bundle} targets short positions {shorts} but the account is spot (no short "
@@ -191,11 +206,19 @@ class BasketRunner:
         self.decisions: list[dict] = []
         self.model_id = self.bundle.manifest["policy_sha256"][:12]
         self._stop, self.stopped = asyncio.Event(), ""
+        self._lock = asyncio.Lock()  # slices, reconciliations and a kill's cancels take turns
+        self.reconcile_every_s = reconcile_every_s or live.reconcile_every_s
+        self._reconciled_at, self.reconciled_ok_at, self.slice_at = time.time(), 0.0, time.time()
+        self.last_ts: int | None = None  # the last slice's bar time
+        self.fault: dict | None = None  # a storage or internal fault that halted the basket (until a resume)
         for s, r in self.routers.items():
             r.listeners.append(partial(self._on_router, s))
+            r.lock = self._lock
+        self.monitor.set_bundle(self.bundle.manifest["policy_sha256"], str(bundle))
 
     def _on_router(self, symbol: str, kind: str, od, info: dict) -> None:
-        "A symbol's router events: its fills move that symbol's PnL."
+        "A symbol's router events: its fills move that symbol's PnL; the metrics count them under its label."
+        self.monitor.on_router(kind, od, info, symbol)
         if kind == "fill":
             self.pnl[symbol].fill(od.sign * info["qty"], info["price"], info.get("fee", 0.0))
 
@@ -240,16 +263,16 @@ async def start(self: BasketRunner) -> dict:
         await r.start()
     first = next(iter(self.routers.values()))
     bal = await first.client.balance()
-    for s, r in self.routers.items():
-        self.pnl[s] = PnL(cash=0.0, qty=bal.total(r.market["base"]))
     self.cash0 = bal.total(first.market["quote"])
-    hist = await self.feed.history(self.warmup + 1)
+    hist = await first.retry.call("history", self.feed.history, self.warmup + 1)  # 429s and 5xx at start too
     times = sorted({b.ts for bars in hist.values() for b in bars})
     by = {s: {b.ts: b for b in bars} for s, bars in hist.items()}
     for t in times:
         self.observe({s: by[s].get(t) for s in self.symbols})
-    for p in self.pnl.values():
-        p.avg = p.mark if p.qty else 0.0  # a position from before the session: marked at the last close
+    for s, r in self.routers.items():  # a restart keeps each symbol's realised PnL, fees and entry (its journal's)
+        self.pnl[s] = pnl_from_journal(r.journal, 0.0, bal.total(r.market["base"]), self.pnl[s].mark)
+    # each router reconciled at its start (a mismatch left it not ready) and the cash is the venue's: reconciled now
+    self._reconciled_at = self.reconciled_ok_at = time.time()
     return {"warm_bars": len(times), "cash": self.cash0, "positions": {s: p.qty for s, p in self.pnl.items()}}
 
 
@@ -330,16 +353,21 @@ BasketRunner.send = send
 
 # %% ../nbs/13c_basket_live.ipynb #16b693e0
 async def on_slice(self: BasketRunner, sl) -> dict:
-    "One slice: the last decision's fills, the features and marks, then (once warm) a decision and its orders."
+    "One slice: a kill file, the last decision's fills, the features and marks, then (once warm) a decision, orders."
+    m, self.slice_at, self.last_ts = self.monitor, time.time(), sl.ts
     for r in self.routers.values():
+        await r.check_kill_file()  # `intraday live kill --state-dir` from another process: the basket's one file
         for od in list(r.journal.live_orders()):
             await r.sync(od)
     closes = self.observe(sl.bars, sl.late)
-    for r in self.routers.values():
-        r.last_price = closes[self.symbols.index(r.symbol)]
+    for s, r in self.routers.items():
+        r.last_price = closes[self.symbols.index(s)]
         r.mark_equity(self.equity)
-    self.monitor.mark_feed()
-    self.monitor.set_equity(self.equity)
+        p = self.pnl[s]
+        m.set_position(p.qty, symbol=s)
+        m.set_pnl(realized=p.realized, unrealized=p.unrealized, fees=p.fees, symbol=s)
+    m.mark_feed()
+    m.set_equity(self.equity)
     d = {"ts": sl.ts, "missing": sl.missing, "orders": [], "denied": {}}
     behind = any(f.ready for f in self.feed.feeds.values()) or any(self.feed.got.values())
     if self.seen > self.warmup and behind:  # newer bars already closed (a slow start, a slow venue): no stale order
@@ -359,7 +387,11 @@ BasketRunner.on_slice = on_slice
 # %% ../nbs/13c_basket_live.ipynb #d521c047
 async def reconcile(self: BasketRunner) -> dict:
     "Every router's reconciliation, then the account's cash; a report per symbol and the cash's."
+    self._reconciled_at = time.time()
     rep = {s: await r.reconcile() for s, r in self.routers.items()}
+    for s in self.symbols:
+        if rep[s].get("mismatch"):  # that router halted itself, saying why
+            self.monitor.count_mismatch(symbol=s)
     first = next(iter(self.routers.values()))
     venue_cash = (await first.client.balance()).total(first.market["quote"])
     ok = abs(venue_cash - self.cash) <= 1e-6 * max(abs(venue_cash), 1.0)
@@ -368,32 +400,82 @@ async def reconcile(self: BasketRunner) -> dict:
             r.alert(f"cash mismatch: books {self.cash:.8g}, venue {venue_cash:.8g} {first.market['quote']}; the "
                     "basket is halted")  # fmt: skip
     rep["cash"] = {"books": self.cash, "venue": venue_cash, "mismatch": not ok}
+    if ok and not any(rep[s].get("mismatch") or rep[s].get("deferred") for s in self.symbols):
+        self.reconciled_ok_at = time.time()
     return rep
 
 
 BasketRunner.reconcile = reconcile
 
+# %% ../nbs/13c_basket_live.ipynb #d393a242
+async def reconcile_loop(self: BasketRunner) -> None:
+    "Reconcile every `reconcile_every_s`, slices or not: a venue that lost the books is found within one period."
+    while True:
+        await asyncio.sleep(max(0.05, self._reconciled_at + self.reconcile_every_s - time.time()))
+        if self.fault is not None or time.time() - self._reconciled_at < self.reconcile_every_s:
+            continue
+        async with self._lock:
+            try:
+                await self.reconcile()
+            except ReconcileError as e:  # the venue did not answer: that router denies orders until one completes
+                self._reconciled_at = time.time()
+                logger.error("{}", e)
+            except Exception as e:  # storage or a bug: halted with the reason, never an exit holding positions
+                self._reconciled_at = time.time()
+                self._fault(e, "reconciliation")
+
+
+BasketRunner.reconcile_loop = reconcile_loop
+
 # %% ../nbs/13c_basket_live.ipynb #ae8366a9
+def readiness(self: BasketRunner) -> dict[str, bool]:
+    "Readiness checks: every router reconciled recently, the features warm, a slice handled recently."
+    now, step_s = time.time(), self.feed.step_ms / 1000
+    return {
+        "reconciled": all(r.ready for r in self.routers.values())
+        and now - self.reconciled_ok_at < 3 * self.reconcile_every_s,
+        "warm": self.seen > self.warmup,
+        "slices": now - self.slice_at < self.live.ready_bars * step_s,
+        "no_fault": self.fault is None,
+    }
+
+
+BasketRunner.readiness = readiness
+
+# %% ../nbs/13c_basket_live.ipynb #9bc48774
 def state(self: BasketRunner) -> dict:
-    "Per symbol: trading state, position, entry, mark, PnL; the account's cash and equity; decisions."
+    "What /state shows: the basket's trading state (its worst symbol's), readiness, orders, a kill; each symbol's book."
     per = {s: {"trading_state": r.risk.state.value, "reason": r.risk.reason, "position": self.pnl[s].qty,
                "avg_price": self.pnl[s].avg, "mark": self.pnl[s].mark, "realized": self.pnl[s].realized,
                "unrealized": self.pnl[s].unrealized, "fees": self.pnl[s].fees}
            for s, r in self.routers.items()}  # fmt: skip
-    return {"symbols": per, "cash": self.cash, "equity": self.equity, "decisions": len(self.decisions),
-            "backlog_bars": self.backlog,
-            "missed": dict(getattr(self.feed, "missed", {}))}  # fmt: skip
+    order, checks = list(TradingState), self.readiness()
+    worst = max(self.routers.values(), key=lambda r: order.index(r.risk.state))
+    kills = [k for r in self.routers.values() if (k := r.kill_task) is not None]
+    return {"trading_state": worst.risk.state.value, "reason": worst.risk.reason, "ready": all(checks.values()),
+            "fault": self.fault,
+            "checks": checks, "warm": checks["warm"],
+            "last_bar": None if self.last_ts is None else {"ts": self.last_ts},
+            "open_orders": [{"symbol": s, "client_id": o.client_id, "side": o.side, "qty": o.qty, "filled": o.filled,
+                             "status": o.status.value}
+                            for s, r in self.routers.items() for o in r.journal.live_orders()],
+            "kill": None if not kills else {"running": any(not k.done() for k in kills)},
+            "symbols": per, "cash": self.cash, "equity": self.equity, "decisions": len(self.decisions),
+            "backlog_bars": self.backlog, "missed": dict(getattr(self.feed, "missed", {}))}  # fmt: skip
 
 
 BasketRunner.state = state
 
 # %% ../nbs/13c_basket_live.ipynb #29e2105a
 def _halt(self: BasketRunner, reason: str, symbols=None) -> None:
-    "Halt the named symbols' routers (default every one) with `reason`, said once."
+    "Halt the named symbols' routers (default all) with `reason`, said once (in memory if it cannot be journaled)."
     for s in symbols or self.symbols:
         r = self.routers[s]
         if r.risk.state != TradingState.HALTED:
-            r.set_state(TradingState.HALTED, reason)
+            try:
+                r.set_state(TradingState.HALTED, reason)  # in memory first; journaling it may fail the same way
+            except STORAGE_ERRORS as again:
+                logger.bind(symbol=s, error=str(again)).error("the halt itself could not be journaled")
     logger.bind(symbols=list(symbols or self.symbols)).error("trading halted: {}", reason)
 
 
@@ -401,10 +483,41 @@ BasketRunner._halt = _halt
 # the single runner's wait, one owner: the feed's next item (a slice here), None on a stop, TimeoutError at the end
 BasketRunner._next_slice = LiveRunner._next_bar
 
+# %% ../nbs/13c_basket_live.ipynb #069ba3a0
+def _fault(self: BasketRunner, e: BaseException, where: str) -> None:
+    "A storage or internal fault: every symbol HALTED, one line naming the file and cause; slices only feed features."
+    state_dir = next(iter(self.routers.values())).journal.dir.parent  # a SQLite error's file: one of its journals
+    kind, reason = fault_reason(e, where, state_dir)
+    first, self.fault = self.fault is None, {"reason": reason, "since": time.time()}
+    self._halt(reason)
+    if first and kind == "internal fault":
+        logger.opt(exception=e).error("{}", reason)
+
+
+BasketRunner._fault = _fault
+
 # %% ../nbs/13c_basket_live.ipynb #2a93beae
 async def run(self: BasketRunner, duration: float | None = None, bars: int | None = None) -> dict:
     "The session: slices until the duration, the bar count or a stop; the final state (also logged)."
-    t0, n = time.time(), 0
+    t0 = time.time()
+    loop = asyncio.ensure_future(self.reconcile_loop())
+    try:
+        await self._slices(t0, duration, bars)
+    finally:
+        loop.cancel()
+        kills = [k for r in self.routers.values() if (k := r.kill_task) is not None and not k.done()]
+        if kills:  # a kill under way finishes its cancels (and flatten) first
+            await asyncio.wait(kills, timeout=60)
+    final = self.state()
+    logger.bind(equity=final["equity"], decisions=final["decisions"], trading_state=final["trading_state"]).info(
+        "basket session ended ({}): {} decisions, equity {:.2f}, state {}", self.stopped or "end reached",
+        final["decisions"], final["equity"], final["trading_state"])  # fmt: skip
+    return final
+
+
+async def _slices(self: BasketRunner, t0: float, duration: float | None, bars: int | None) -> None:
+    "The slices of a session, each handled under the lock, until the duration, the bar count or a stop."
+    n = 0
     while (duration is None or time.time() - t0 < duration) and (bars is None or n < bars):
         timeout = None if duration is None else max(duration - (time.time() - t0), 0.01)
         try:
@@ -424,19 +537,21 @@ async def run(self: BasketRunner, duration: float | None = None, bars: int | Non
         if sl is None:
             break
         n += 1
-        try:
-            await self.on_slice(sl)
-        except TRANSIENT as e:  # the venue is unreachable: the next slice tries again, nothing is resent blindly
-            logger.bind(bar=sl.ts).error("slice not handled: {}", e)
-        except Exception as e:  # storage or a bug: halted with the reason, never an exit holding positions
-            self._halt(f"fault at bar {sl.ts}: {type(e).__name__}: {e}")
-    final = self.state()
-    logger.bind(equity=final["equity"], decisions=final["decisions"]).info(
-        "basket session ended ({}): {} decisions, equity {:.2f}", self.stopped or "end reached", final["decisions"],
-        final["equity"])  # fmt: skip
-    return final
+        async with self._lock:
+            try:
+                if self.fault is not None:  # halted by a fault: keep the features and the marks, touch no file
+                    self.observe(sl.bars, sl.late)
+                else:
+                    await self.on_slice(sl)
+            except TRANSIENT as e:  # the venue is unreachable: the next slice tries again, nothing is resent blindly
+                logger.bind(bar=sl.ts).error("slice not handled: {}", e)
+            except Exception as e:  # storage or a bug: halted with the reason, never an exit holding positions
+                self._fault(e, f"bar {sl.ts}")
 
 
+BasketRunner.run, BasketRunner._slices = run, _slices
+
+# %% ../nbs/13c_basket_live.ipynb #62c8ff0e
 def kill(self: BasketRunner, reason: str = "control endpoint") -> dict:
     "The kill switch for the basket: every router halted at once, its cancels (and flatten) under way; the state."
     for r in self.routers.values():
@@ -446,9 +561,17 @@ def kill(self: BasketRunner, reason: str = "control endpoint") -> dict:
 
 async def resume(self: BasketRunner, reason: str = "resumed by the operator") -> dict:
     "Lift every router's halt and reconcile the basket; the state."
-    for r in self.routers.values():
-        await r.resume(reason)
-    await self.reconcile()
+    if any((k := r.kill_task) is not None and not k.done() for r in self.routers.values()):
+        raise Refused("the kill's cancels and flatten are still running; resume once they end")
+    async with self._lock:
+        self.fault = None
+        try:
+            for r in self.routers.values():
+                await r.resume(reason)
+            await self.reconcile()
+        except STORAGE_ERRORS as e:  # still failing: halted again, saying why
+            self._fault(e, "resume")
+            raise
     return self.state()
 
 
@@ -458,4 +581,4 @@ def stop(self: BasketRunner, reason: str = "stop requested") -> None:
     self._stop.set()
 
 
-BasketRunner.run, BasketRunner.kill, BasketRunner.resume, BasketRunner.stop = run, kill, resume, stop
+BasketRunner.kill, BasketRunner.resume, BasketRunner.stop = kill, resume, stop

@@ -980,10 +980,25 @@ def cmd_live(args: argparse.Namespace, settings: Settings) -> int:
     state = Path(args.state_dir or settings.live.state_dir)
     if args.action == "kill":
         return _live_kill(state, args, settings)
+    if dirs := _basket_dirs(state):  # a basket runner's: a journal per symbol, one kill file (the state dir's)
+        rc = 0
+        for d in dirs:
+            j = Journal.open(d)
+            rc |= _live_resume(state, j, args, settings) if args.action == "resume" else _live_status(state, j)
+        return rc
     j = Journal.open(state)
     if args.action == "resume":
         return _live_resume(state, j, args, settings)
     return _live_status(state, j)
+
+
+def _basket_dirs(state: Path) -> list[Path]:
+    "The per-symbol journal folders of a basket runner's state dir ([] for a single runner's, or a new dir)."
+    from intraday.journal import JOURNAL_FILE
+
+    if (state / JOURNAL_FILE).is_file():
+        return []
+    return sorted(p.parent for p in state.glob(f"*/{JOURNAL_FILE}"))
 
 # %% ../nbs/14_cli.ipynb #557f3fb6
 def _live_run_refusal(args: argparse.Namespace, settings: Settings) -> str | None:
@@ -1091,7 +1106,7 @@ async def _basket_session(args: argparse.Namespace, settings: Settings, state: P
     from intraday.journal import Journal
     from intraday.monitor import Monitor
     from intraday.risk import Risk
-    from intraday.router import Router
+    from intraday.router import KILL_FILE, Router
 
     trust, lv = _trust(args, settings), settings.live
     symbols = PolicyBundle.load(args.bundle, trust=trust).instruments
@@ -1104,16 +1119,26 @@ async def _basket_session(args: argparse.Namespace, settings: Settings, state: P
 
         ex = ccxt.pro.binance({"apiKey": key, "secret": secret, "enableRateLimit": True})
     try:
+        # a journal per symbol under the state dir; one kill file, the state dir's, which `live kill` writes
         routers = {s: Router(ex, Journal(state / s.replace("/", "-"), lv.account, f"{lv.runner}-{s.split('/')[0]}",
-                                         lv.synchronous), s, Risk(settings.risk), lv) for s in symbols}  # fmt: skip
+                                         lv.synchronous), s, Risk(settings.risk), lv, kill_file=state / KILL_FILE)
+                   for s in symbols}  # fmt: skip
         feed = BasketFeed(ex, symbols, settings.data.timeframe, closed_only=args.venue == "paper")
-        monitor = Monitor()
+        monitor = Monitor(symbols=symbols)
         runner = BasketRunner(routers, feed, args.bundle, settings.risk, trust, monitor)
-        control = ControlServer(monitor, state=runner.state, port=args.metrics_port, host=lv.control_host,
-                                kill=lambda reason: runner.kill(reason or "control endpoint"),
+        if urls := settings.alerts.url_list():  # halts and router alerts reach a person, each naming its symbol
+            from intraday.alerts import Alerter, watch_router
+
+            alerter = Alerter(urls, settings.alerts.repeat_s, settings.alerts.per_minute)
+            for r in routers.values():
+                watch_router(alerter, r, f"{r.symbol} ({lv.account}/{r.journal.runner})")
+        checks = {name: (lambda n=name: runner.readiness()[n]) for name in runner.readiness()}
+        control = ControlServer(monitor, state=runner.state, checks=checks, port=args.metrics_port,
+                                host=lv.control_host, kill=lambda reason: runner.kill(reason or "control endpoint"),
                                 resume=lambda reason: runner.resume(reason or "control endpoint"))  # fmt: skip
         await control.start()
         loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, runner.kill, "signal SIGUSR1")  # the kill switch by signal
         for sig in (signal.SIGTERM, signal.SIGINT):  # an explicit stop: finish the slice in hand, log the summary
             loop.add_signal_handler(sig, runner.stop, f"signal {signal.Signals(sig).name}")
         sys.stderr.write(f"metrics and control: {control.url}/metrics /healthz /readyz /state\n")  # one write: the

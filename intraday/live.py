@@ -6,7 +6,7 @@ Docs: https://intraday-workbench.github.io/intraday/live.html.md"""
 
 # %% auto #0
 __all__ = ['HOOKS', 'STORAGE_ERRORS', 'DRIFT_EVERY', 'Bar', 'FeedGap', 'VenueClockError', 'CloseTracker', 'BarFeed', 'PnL',
-           'pnl_from_journal', 'AccountError', 'LiveRunner']
+           'pnl_from_journal', 'AccountError', 'LiveRunner', 'fault_reason']
 
 # %% ../nbs/13_live.ipynb #41681e04
 import asyncio
@@ -476,20 +476,13 @@ def _hook(self: LiveRunner, name: str, *args) -> None:
 @patch
 def _on_router(self: LiveRunner, kind: str, od, info: dict) -> None:
     "Router events: fills move the PnL; metrics and hooks see everything."
-    m = self.monitor
+    self.monitor.on_router(kind, od, info)
     if kind == "fill":
         self.pnl.fill(od.sign * info["qty"], info["price"], info.get("fee", 0.0))
-        m.count_fill()
         logger.bind(client_id=od.client_id, **info).info("fill {} {} @ {}", od.side, info["qty"], info["price"])
         self._hook("on_fill", od, info)
     elif kind in ("order", "deny", "reject", "absent"):
-        if od is not None and (od.terminal or kind != "order"):
-            m.count_order(od.status.value)
-        if kind == "reject":
-            m.count_reject(info.get("reason", "?"))
         self._hook("on_order", od, info)
-    elif kind == "state":
-        m.set_state(info["state"])
     elif kind == "alert":
         self._hook("on_error", info.get("msg"))
 
@@ -858,18 +851,27 @@ def _task_error(task: asyncio.Task) -> str | None:
     return f"{type(e).__name__}: {e}"
 
 # %% ../nbs/13_live.ipynb #81d6376c
-@patch
-def halt_on_fault(self: LiveRunner, e: BaseException, where: str) -> None:
-    "A storage or internal fault: HALTED with one line naming the file (if any) and the cause; the process stays up."
-    r = self.router
+def fault_reason(
+    e: BaseException,  # what was raised
+    where: str,  # what was being done ("bar 2024-01-01 00:05", "reconciliation")
+    journal: Path,  # the journal file a SQLite error is about
+) -> tuple[str, str]:
+    "A fault's kind (storage or internal) and the halt's one-line reason, naming the file when there is one."
     if isinstance(e, sqlite3.Error):
-        cause = f"{r.journal.path}: {type(e).__name__}: {e}"
+        cause = f"{journal}: {type(e).__name__}: {e}"
     elif isinstance(e, OSError) and e.filename:
         cause = f"{e.filename}: {e.strerror or e}"
     else:
         cause = f"{type(e).__name__}: {e}"
     kind = "storage fault" if isinstance(e, STORAGE_ERRORS) else "internal fault"
-    reason = f"{kind} in {where}: {cause}"
+    return kind, f"{kind} in {where}: {cause}"
+
+
+@patch
+def halt_on_fault(self: LiveRunner, e: BaseException, where: str) -> None:
+    "A storage or internal fault: HALTED with one line naming the file (if any) and the cause; the process stays up."
+    r = self.router
+    kind, reason = fault_reason(e, where, r.journal.path)
     first = self.fault is None
     self.fault = {"reason": reason, "since": time.time()}
     try:

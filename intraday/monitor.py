@@ -137,6 +137,7 @@ class Monitor:
         buckets: Iterable[float] = LATENCY_BUCKETS,  # histogram bucket upper bounds, seconds
         registry: CollectorRegistry | None = None,  # where the metrics live (None: a fresh one)
         clock: Callable[[], float] = time.monotonic,  # seconds, for windows and staleness; tests pass a fake
+        symbols: Iterable[str] | None = None,  # a basket's symbols: its per-symbol series carry a `symbol` label
     ):
         thresholds = DEFAULT_THRESHOLDS if thresholds is None else thresholds
         unknown = sorted(set(thresholds) - set(STAGES))
@@ -152,41 +153,11 @@ class Monitor:
         self._windows = {s: RollingWindow(window, window_seconds, clock) for s in STAGES}
         self._breached = dict.fromkeys(STAGES, False)
         self._last_feed: float | None = None
-        self.state = TRADING_STATES[0]
+        self.state = TRADING_STATES[0]  # a basket's: its most severe symbol's
         self.bundle: dict[str, str] = {}
-
-        r = self.registry = registry if registry is not None else make_registry()
-        self._hist = {
-            s: latency_histogram(f"intraday_{s}_seconds", f"Latency {what}, seconds", r, buckets=buckets)
-            for s, what in STAGES.items()
-        }
-        self._orders = Counter("intraday_orders_total", "Orders by final status", ["status"], registry=r)
-        for s in sorted(TERMINAL):
-            self._orders.labels(str(s))  # every final status is a series from the start, at 0
-        self._fills = Counter("intraday_fills_total", "Fills (trades) received", registry=r)
-        self._rejects = Counter("intraday_rejects_total", "Orders rejected, by reason", ["reason"], registry=r)
-        self._retries = Counter("intraday_retries_total", "Retried requests, by operation", ["op"], registry=r)
-        self._faults = Counter("intraday_faults_total", "Faults seen, by kind", ["kind"], registry=r)
-        self._mismatch = Counter(
-            "intraday_position_mismatch_total", "Reconciliations whose position disagreed with the venue", registry=r
-        )
-        self._swaps = Counter("intraday_bundle_swaps_total", "Bundle hot swaps, by result", ["result"], registry=r)
-        self._position = Gauge("intraday_position", "Position, base units (negative: short)", registry=r)
-        self._equity = Gauge("intraday_equity", "Equity, quote units", registry=r)
-        self._psi = Gauge("intraday_feature_psi", "Drift: PSI of a feature's live window against training", ["feature"],
-                          registry=r)  # fmt: skip
-        self._pnl = Gauge("intraday_pnl", "PnL, quote units, by kind", ["kind"], registry=r)
-        for k in ("realized", "unrealized", "fees"):
-            self._pnl.labels(k)
-        self._state = Gauge("intraday_trading_state", "Trading state: 0 active, 1 reducing, 2 halted", registry=r)
-        self._status = Enum(
-            "intraday_trading_status", "Trading state as a state set", states=list(TRADING_STATES), registry=r
-        )
-        self._staleness = Gauge(
-            "intraday_feed_staleness_seconds", "Seconds since the last feed message (+Inf: none yet)", registry=r
-        )
-        self._staleness.set_function(self.staleness)
-        self._bundle = Info("intraday_bundle", "Policy bundle in use", registry=r)
+        self.symbols = list(symbols) if symbols else None
+        self.states = dict.fromkeys(self.symbols or (), TRADING_STATES[0])  # a basket's, per symbol
+        self._register(registry if registry is not None else make_registry(), buckets)
 
     def staleness(self) -> float:
         "Seconds since the last `mark_feed` (+Inf before the first)."
@@ -195,6 +166,61 @@ class Monitor:
     def metrics_text(self) -> str:
         "The registry in Prometheus text format (what /metrics serves)."
         return metrics_text(self.registry)
+
+# %% ../nbs/13a_monitor.ipynb #f62ab9fd
+@patch
+def _register(self: Monitor, r: CollectorRegistry, buckets: Iterable[float]) -> None:
+    "Create the metrics in `r`: what is a symbol's own (orders, fills, position, PnL, state) labelled on a basket."
+    self.registry, sym = r, ["symbol"] if self.symbols else []
+    self._hist = {
+        s: latency_histogram(f"intraday_{s}_seconds", f"Latency {what}, seconds", r, buckets=buckets)
+        for s, what in STAGES.items()
+    }
+    self._orders = Counter("intraday_orders_total", "Orders by final status", ["status", *sym], registry=r)
+    self._fills = Counter("intraday_fills_total", "Fills (trades) received", sym, registry=r)
+    self._rejects = Counter("intraday_rejects_total", "Orders rejected, by reason", ["reason", *sym], registry=r)
+    self._retries = Counter("intraday_retries_total", "Retried requests, by operation", ["op"], registry=r)
+    self._faults = Counter("intraday_faults_total", "Faults seen, by kind", ["kind"], registry=r)
+    self._mismatch = Counter(
+        "intraday_position_mismatch_total",
+        "Reconciliations whose position disagreed with the venue",
+        sym,
+        registry=r,
+    )
+    self._swaps = Counter("intraday_bundle_swaps_total", "Bundle hot swaps, by result", ["result"], registry=r)
+    self._position = Gauge("intraday_position", "Position, base units (negative: short)", sym, registry=r)
+    self._equity = Gauge("intraday_equity", "Equity, quote units", registry=r)
+    self._psi = Gauge("intraday_feature_psi", "Drift: PSI of a feature's live window against training", ["feature"],
+                      registry=r)  # fmt: skip
+    self._pnl = Gauge("intraday_pnl", "PnL, quote units, by kind", ["kind", *sym], registry=r)
+    self._state = Gauge("intraday_trading_state", "Trading state: 0 active, 1 reducing, 2 halted", sym, registry=r)
+    self._status = Enum(
+        "intraday_trading_status", "Trading state as a state set", sym, states=list(TRADING_STATES), registry=r
+    )
+    for symbol in self.symbols or [None]:  # every series exists from the start, at 0 (a symbol's too)
+        for s in sorted(TERMINAL):
+            self._series(self._orders, str(s), symbol=symbol)
+        for k in ("realized", "unrealized", "fees"):
+            self._series(self._pnl, k, symbol=symbol)
+        for m in (self._fills, self._mismatch, self._position, self._state):
+            self._series(m, symbol=symbol)
+    self._staleness = Gauge(
+        "intraday_feed_staleness_seconds", "Seconds since the last feed message (+Inf: none yet)", registry=r
+    )
+    self._staleness.set_function(self.staleness)
+    self._bundle = Info("intraday_bundle", "Policy bundle in use", registry=r)
+
+
+@patch
+def _series(self: Monitor, metric, *values: str, symbol: str | None = None):
+    "The series of `metric` at label `values`, and at `symbol` on a basket's monitor (which needs one)."
+    if self.symbols is not None:
+        if symbol not in self.symbols:
+            raise ValueError(f"symbol {symbol!r} is not one of this monitor's ({', '.join(self.symbols)})")
+        values = (*values, symbol)
+    elif symbol is not None:
+        raise ValueError(f"a single runner's monitor has no symbol label (got {symbol!r}); pass symbols=")
+    return metric.labels(*values) if values else metric
 
 # %% ../nbs/13a_monitor.ipynb #441b8232
 @patch
@@ -275,21 +301,35 @@ def time(
 
 # %% ../nbs/13a_monitor.ipynb #4585a4a5
 @patch
-def count_order(self: Monitor, status: Any) -> None:
-    "Count an order reaching its final status (an OrderStatus or its name)."
-    self._orders.labels(str(status)).inc()
+def count_order(self: Monitor, status: Any, symbol: str | None = None) -> None:
+    "Count an order reaching its final status (an OrderStatus or its name), of `symbol` on a basket."
+    self._series(self._orders, str(status), symbol=symbol).inc()
 
 
 @patch
-def count_fill(self: Monitor, n: int = 1) -> None:
-    "Count `n` fills (trades)."
-    self._fills.inc(n)
+def count_fill(self: Monitor, n: int = 1, symbol: str | None = None) -> None:
+    "Count `n` fills (trades), of `symbol` on a basket."
+    self._series(self._fills, symbol=symbol).inc(n)
 
 
 @patch
-def count_reject(self: Monitor, reason: Any) -> None:
+def count_reject(self: Monitor, reason: Any, symbol: str | None = None) -> None:
     "Count a rejected order by reason (an error code or short name; keep the set of reasons small)."
-    self._rejects.labels(str(reason)).inc()
+    self._series(self._rejects, str(reason), symbol=symbol).inc()
+
+
+@patch
+def on_router(self: Monitor, kind: str, od: Any, info: Mapping, symbol: str | None = None) -> None:
+    "Count a router event (a router listener's arguments): a fill, a final status, a rejection, the trading state."
+    if kind == "fill":
+        self.count_fill(symbol=symbol)
+    elif kind in ("order", "deny", "reject", "absent"):
+        if od is not None and (od.terminal or kind != "order"):
+            self.count_order(od.status.value, symbol=symbol)
+        if kind == "reject":
+            self.count_reject(info.get("reason", "?"), symbol=symbol)
+    elif kind == "state":
+        self.set_state(info["state"], symbol=symbol)
 
 # %% ../nbs/13a_monitor.ipynb #8e1324fa
 @patch
@@ -305,9 +345,9 @@ def count_fault(self: Monitor, kind: str) -> None:
 
 
 @patch
-def count_mismatch(self: Monitor) -> None:
-    "Count a reconciliation whose position disagreed with the venue's."
-    self._mismatch.inc()
+def count_mismatch(self: Monitor, symbol: str | None = None) -> None:
+    "Count a reconciliation whose position disagreed with the venue's (`symbol`'s, on a basket)."
+    self._series(self._mismatch, symbol=symbol).inc()
 
 
 @patch
@@ -317,9 +357,9 @@ def count_swap(self: Monitor, accepted: bool) -> None:
 
 # %% ../nbs/13a_monitor.ipynb #a650c24d
 @patch
-def set_position(self: Monitor, quantity: float) -> None:
-    "Set the position (base units, negative when short)."
-    self._position.set(quantity)
+def set_position(self: Monitor, quantity: float, symbol: str | None = None) -> None:
+    "Set the position (base units, negative when short), of `symbol` on a basket."
+    self._series(self._position, symbol=symbol).set(quantity)
 
 
 @patch
@@ -341,20 +381,24 @@ def set_pnl(
     realized: float | None = None,  # realised PnL, quote units
     unrealized: float | None = None,  # unrealised PnL at the last price
     fees: float | None = None,  # fees paid so far
+    symbol: str | None = None,  # whose, on a basket's monitor
 ) -> None:
     "Set the PnL gauges given (the others keep their values)."
     for kind, v in (("realized", realized), ("unrealized", unrealized), ("fees", fees)):
         if v is not None:
-            self._pnl.labels(kind).set(v)
+            self._series(self._pnl, kind, symbol=symbol).set(v)
 
 # %% ../nbs/13a_monitor.ipynb #decb40a7
 @patch
-def set_state(self: Monitor, state: Any) -> str:
-    "Set the trading state (ACTIVE/REDUCING/HALTED as enum, name or 0/1/2); returns its name."
+def set_state(self: Monitor, state: Any, symbol: str | None = None) -> str:
+    "Set the trading state (ACTIVE/REDUCING/HALTED as enum, name or 0/1/2), `symbol`'s on a basket; returns its name."
     name = trading_state_name(state)
+    self._series(self._state, symbol=symbol).set(TRADING_STATES.index(name))
+    self._series(self._status, symbol=symbol).state(name)
+    if symbol is not None:  # the basket's state is its most severe symbol's
+        self.states[symbol] = name
+        name = max(self.states.values(), key=TRADING_STATES.index)
     self.state = name
-    self._state.set(TRADING_STATES.index(name))
-    self._status.state(name)
     return name
 
 

@@ -88,8 +88,10 @@ class Router:
         risk: Risk | None = None,  # pre-trade checks; default Risk(RiskSettings())
         settings: LiveSettings | None = None,  # [live]; default LiveSettings()
         crash_at: str | None = None,  # SIGKILL at this point (fault tests); default $INTRADAY_CRASH_AT
+        kill_file: str | Path | None = None,  # the kill file; default KILL beside the journal (a basket's: one shared)
     ):
         self.journal, self.symbol = journal, symbol
+        self._kill_file = Path(kill_file) if kill_file is not None else journal.dir / KILL_FILE
         self.settings = s = settings or LiveSettings()
         self.risk = risk or Risk(RiskSettings())
         exchange.timeout = s.timeout_ms  # [live] timeout_ms applies to whatever client the router is given
@@ -122,7 +124,7 @@ class Router:
     @property
     def kill_file(self) -> Path:
         "The file whose presence means: killed (it survives restarts)."
-        return self.journal.dir / KILL_FILE
+        return self._kill_file
 
     def _emit(self, kind: str, order: Order | None = None, **info) -> None:
         for fn in self.listeners:

@@ -2,14 +2,18 @@
 venue for several symbols; a symbol whose feed stalls is stated missing after the grace (the others go on), and its
 bars that close later come as late bars, never decided on. The runner: a 3-symbol paper session is the portfolio
 backtest fill for fill; reconciliation finds a mismatch in the second asset and halts only it (the cash, all); a
-symbol without its bar is held while the others trade; `intraday live run` trades a basket bundle."""
+symbol without its bar is held while the others trade; `intraday live run` trades a basket bundle, and an operator
+reads its metrics by symbol, kills it with `live kill`, reads `live status` and resumes it with `live resume`."""
 
 import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +287,86 @@ def test_a_halted_symbol_holds_while_the_others_trade(basket_bundle, tmp_path):
     assert others and all(not o["status"].startswith("halted") for o in others)
     assert [r.risk.state for r in runner.routers.values()] == [TradingState.ACTIVE, TradingState.HALTED,
                                                                TradingState.ACTIVE]  # fmt: skip
+
+
+def _get(url: str):
+    "(status, body) of a GET; status None when the runner does not answer yet."
+    try:
+        with urllib.request.urlopen(url, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError:
+        return None, ""
+
+
+def _until(fn, timeout: float, what: str):
+    "fn()'s first truthy value within `timeout` seconds."
+    end = time.time() + timeout
+    while time.time() < end:
+        if v := fn():
+            return v
+        time.sleep(0.3)
+    raise AssertionError(f"not within {timeout} s: {what}")
+
+
+def test_an_operator_reads_kills_and_resumes_a_basket_runner(basket_bundle, tmp_path):
+    "As an operator does: /metrics by symbol and /readyz; `live kill` halts every symbol; SIGTERM; status; resume."
+    path = write_panel(RP, tmp_path / "basket.parquet")
+    env = os.environ | {"INTRADAY_API_KEY": "keykeykey1", "INTRADAY_API_SECRET": "secretsecret1"}
+    cli, state = str(Path(sys.executable).parent / "intraday"), tmp_path / "state"
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    serve_cmd = [cli, "venue", "serve", "--data", str(path), "--port", "0", "--speed", "60", "--history", "2"]
+    venue = subprocess.Popen(serve_cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = None
+    try:
+        url = venue.stdout.readline().split(" on ")[1].strip()
+        run = subprocess.Popen([cli, "live", "run", "--bundle", str(basket_bundle), "--url", url, "--duration", "120",
+                                "--state-dir", str(state), "--metrics-port", str(port)], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        base = f"http://127.0.0.1:{port}"
+
+        def state_json():
+            code, body = _get(base + "/state")
+            return json.loads(body) if code == 200 else None
+
+        _until(lambda: (st := state_json()) and st["decisions"] >= 5, 120, "five decisions")
+        assert _get(base + "/readyz")[0] == 200  # reconciled, warm, slices arriving
+        metrics = _get(base + "/metrics")[1]
+        for s in RP.symbols:  # what is a symbol's own is labelled with it, every symbol from the start
+            assert f'intraday_trading_state{{symbol="{s}"}} 0.0' in metrics
+            assert f'intraday_position{{symbol="{s}"}}' in metrics
+            assert f'intraday_orders_total{{status="FILLED",symbol="{s}"}}' in metrics
+        kill = subprocess.run([cli, "live", "kill", "--state-dir", str(state), "--reason", "operator test"], env=env,
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert kill.returncode == 0, kill.stderr
+        st = _until(lambda: (st := state_json()) and st["trading_state"] == "HALTED"
+                    and all(x["trading_state"] == "HALTED" for x in st["symbols"].values()) and st, 60,
+                    "every symbol halted by the kill file")  # fmt: skip
+        assert all("killed: operator test" in x["reason"] for x in st["symbols"].values())
+        metrics = _get(base + "/metrics")[1]
+        assert all(f'intraday_trading_state{{symbol="{s}"}} 2.0' in metrics for s in RP.symbols)
+        run.send_signal(signal.SIGTERM)  # an explicit stop: the slice in hand, then the summary
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run is not None and run.poll() is None:
+            run.kill()
+        venue.terminate()
+        venue.wait(10)
+    assert run.returncode == 0 and "Traceback" not in err, err[-3000:]
+    summary = json.loads(out)
+    assert all(x["trading_state"] == "HALTED" for x in summary["symbols"].values())
+    status = subprocess.run([cli, "live", "status", "--state-dir", str(state)], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.count("kill file      present") == 3 and status.stdout.count("trading state  HALTED") == 3
+    assert all(s.replace("/", "-") in status.stdout for s in RP.symbols)
+    resume = subprocess.run([cli, "live", "resume", "--state-dir", str(state), "--reason", "checked"], env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert resume.returncode == 0, resume.stderr
+    assert not (state / "KILL").exists()
+    status = subprocess.run([cli, "live", "status", "--state-dir", str(state)], env=env, capture_output=True,
+                            text=True, timeout=60)  # fmt: skip
+    assert status.stdout.count("trading state  ACTIVE") == 3, status.stdout

@@ -75,7 +75,8 @@ class Config:
     resume_after: int = 10  # bars a halt lasts before the harness resumes the runner (POST /resume)
     reconcile_s: float = 5.0  # the runner's [live] reconcile_every_s (the venue restart is found at a reconciliation)
     rebase_bars: int = 30  # the restarted venue's clock starts this many bars after the old one's
-    bundles: Path | None = None  # reuse the bundles of an earlier run (folder with mlp/, hold/, flip/)
+    bundles: Path | None = None  # reuse the bundles of an earlier run (folder with mlp/, hold/, flip/; basket/)
+    basket: bool = False  # a basket bundle on a basket file (tests/soak/basket.py)
 
 
 def fault_profile(seed: int) -> dict:
@@ -215,6 +216,7 @@ class Segment:
     state: Path
     ledgers: list = field(default_factory=list)  # ledgers of venues this journal traded on (captured)
     cut_seq: int | None = None  # journal events up to this seq are audited (the venue was lost after it)
+    cut_seqs: dict = field(default_factory=dict)  # a basket's: journal folder -> its cut_seq
 
 
 class Soak:
@@ -271,16 +273,21 @@ class Soak:
         n_days = (WARM + c.bars + 4 * c.rebase_bars + 600) / 1440 + 1
         bars = synth_market(days=n_days, seed=c.seed)
         self.data = write_bars(bars, self.out / "bars.parquet", meta={"symbol": SYMBOL, "timeframe": "1m"})
-        (self.out / "faults.json").write_text(json.dumps(fault_profile(c.seed), indent=1))
         t = time.time()
         if c.bundles and all((Path(c.bundles) / k / MANIFEST_FILE).is_file() for k in ("mlp", "hold", "flip")):
             self.bundles = {k: Path(c.bundles) / k for k in ("mlp", "hold", "flip")}
         else:
             self.bundles = make_bundles(self.out / "bundles", c.seed)
-        self.live_bundle = self.out / "live-bundle"
-        shutil.rmtree(self.live_bundle, ignore_errors=True)
+        self.prepare_common()
         shutil.copytree(self.bundles["hold"], self.live_bundle)
         self.note("bundles", seconds=round(time.time() - t, 1), **{k: str(v) for k, v in self.bundles.items()})
+
+    def prepare_common(self) -> None:
+        "The fault profile, the live bundle's folder (empty), the state root on a tmpfs, the port, the first segment."
+        c = self.cfg
+        (self.out / "faults.json").write_text(json.dumps(fault_profile(c.seed), indent=1))
+        self.live_bundle = self.out / "live-bundle"
+        shutil.rmtree(self.live_bundle, ignore_errors=True)
         self.state_root = self.out / "state"
         if os.path.ismount(self.state_root):
             subprocess.run(["umount", str(self.state_root)], check=False)
@@ -317,7 +324,7 @@ class Soak:
     def start_venue(self, start: int) -> None:
         self.n_venue += 1
         args = [exe(), "venue", "serve", "--data", str(self.data), "--port", str(self.port), "--step",
-                "--symbol", SYMBOL]  # fmt: skip
+                *self.market_args()]  # fmt: skip
         if self.cfg.faults:
             args += ["--faults", str(self.out / "faults.json"), "--seed", str(self.cfg.seed + self.n_venue)]
         self.venue = Proc(f"venue-{self.n_venue}", args, self.env(INTRADAY__VENUE__START=start), self.logs)
@@ -340,6 +347,14 @@ class Soak:
             raise RuntimeError(f"no ledger from the venue: {ledger}")
         return ledger
 
+    def market_args(self) -> list[str]:
+        "What the venue and the runner are told of the market: its symbol (a basket's file and bundle say it)."
+        return ["--symbol", SYMBOL]
+
+    def journal_dirs(self, seg: Segment) -> list[Path]:
+        "The segment's journal folders (a basket's: one per symbol)."
+        return [seg.state]
+
     # runner
     def start_runner(self) -> None:
         seg = self.segments[-1]
@@ -348,7 +363,7 @@ class Soak:
                        INTRADAY__OBS__LOG_FILE=self.logs / f"runner-{self.n_runner:03d}.jsonl",
                        INTRADAY__OBS__LOG_LEVEL="INFO")  # fmt: skip
         args = [exe(), "live", "--bundle", str(self.live_bundle), "--url", self.url, "--state-dir", str(seg.state),
-                "--metrics-port", "0", "--symbol", SYMBOL]  # fmt: skip
+                "--metrics-port", "0", *self.market_args()]  # fmt: skip
         self.runner = Proc(f"runner-{self.n_runner:03d}", args, env, self.logs)
         self.runner.segment = seg.name
         self.halted_since = None
@@ -501,7 +516,8 @@ class Soak:
             self.check_exit()
         self.runner = None
         seg = self.segments[-1]
-        path = seg.state / JOURNAL_FILE
+        jdir = self.journal_dirs(seg)[0]  # a basket's first symbol's: the runner opens every journal at its start
+        path = jdir / JOURNAL_FILE
         if not path.is_file():
             self.note("corrupt skipped: no journal yet")
             return
@@ -512,7 +528,7 @@ class Soak:
         backup = self.out / f"journal-backup-{seg.name}"
         shutil.rmtree(backup, ignore_errors=True)
         backup.mkdir()
-        for f in seg.state.glob(JOURNAL_FILE + "*"):
+        for f in jdir.glob(JOURNAL_FILE + "*"):
             shutil.copy2(f, backup / f.name)
         pages = path.stat().st_size // page
         at = max(1, pages // 2)
@@ -537,10 +553,10 @@ class Soak:
             time.sleep(0.2)
         self.note("corrupted journal", outcome=outcome)
         self.corruption = outcome
-        for f in seg.state.glob(JOURNAL_FILE + "*"):
+        for f in jdir.glob(JOURNAL_FILE + "*"):
             f.unlink()
         for f in backup.iterdir():
-            shutil.copy2(f, seg.state / f.name)
+            shutil.copy2(f, jdir / f.name)
         self.note("journal restored from the copy taken before the corruption")
         self.runner = None
         self.start_runner()
@@ -554,13 +570,16 @@ class Soak:
         seg = self.segments[-1]
         ledger = self.capture_venue()
         seg.ledgers.append(ledger)
-        with sqlite3.connect(f"file:{seg.state / JOURNAL_FILE}?mode=ro", uri=True) as db:
-            seg.cut_seq = db.execute("SELECT max(seq) FROM events").fetchone()[0]
-        db.close()
+        for d in self.journal_dirs(seg):
+            with sqlite3.connect(f"file:{d / JOURNAL_FILE}?mode=ro", uri=True) as db:
+                seg.cut_seqs[d.name] = db.execute("SELECT max(seq) FROM events").fetchone()[0]
+            db.close()
+        seg.cut_seq = seg.cut_seqs[seg.state.name] if seg.state.name in seg.cut_seqs else None
         cursor = ledger["cursor"]
         self.venue.kill9()
         held = (st or {}).get("position")
-        self.note("venue killed", cursor=cursor, runner_position=held, venue_position=ledger["balances"][BASE]["total"])
+        self.note("venue killed", cursor=cursor, runner_position=held,
+                  venue_balances={k: v["total"] for k, v in ledger["balances"].items()})  # fmt: skip
         self.start_venue(cursor + self.cfg.rebase_bars)
         time.sleep(self.cfg.reconcile_s + 1)  # the runner's next bar reconciles
         self.hold_resume = True
@@ -711,10 +730,14 @@ class Soak:
                 info = {"runner": r.stem, "rc": None, "traceback": last_traceback(text), "bar": None}
                 self.crashes.append(info)
                 self.note("CRASH (traceback on stderr of a runner stopped by the harness)", **info)
-        audits = [self.audit(s) for s in self.segments]
+        audits = [a for s in self.segments for a in self.audits(s)]
         return self.summary(audits)
 
-    def audit(self, seg: Segment) -> dict:
+    def audits(self, seg: Segment) -> list[dict]:
+        "The audits of a segment: its journal's (a basket's: each symbol's)."
+        return [self.audit(seg)]
+
+    def audit(self, seg: Segment, base: str = BASE) -> dict:
         "ledger_audit of a segment's journal (cut at the venue's loss, if any) against its venue's ledger."
         copy = self.out / "journals" / seg.name
         shutil.rmtree(copy, ignore_errors=True)
@@ -738,7 +761,7 @@ class Soak:
         for later in seg.ledgers[1:]:  # orders this journal's runner sent to a later venue (same client prefix)
             ledger["orders"] = ledger["orders"] + [o for o in later["orders"]
                                                    if o["clientOrderId"].startswith(j.prefix + "-")]  # fmt: skip
-        a = ledger_audit(ledger, j, BASE)
+        a = ledger_audit(ledger, j, base)
         halts = []
         for e in Journal.open(seg.state if seg.state.exists() else copy).events():
             risk = e["data"].get("risk") if e["kind"] == "state" else None
@@ -858,10 +881,11 @@ def parse(argv=None) -> Config:
     ap.add_argument("--no-faults", action="store_true", help="no fault profile on the venue")
     ap.add_argument("--out", type=Path, help="work folder (default reports/soak/<UTC time>)")
     ap.add_argument("--bundles", type=Path, help="reuse bundles made by an earlier run (<out>/bundles)")
+    ap.add_argument("--basket", action="store_true", help="a basket of 3 symbols on one account (tests/soak/basket.py)")
     a = ap.parse_args(argv)
     short = {"bars": 1440, "step_s": 0.15, "kills": 3} if a.short else {}
     out = a.out or ROOT / "reports" / "soak" / time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    cfg = Config(out=out, seed=a.seed, faults=not a.no_faults, bundles=a.bundles, **short)
+    cfg = Config(out=out, seed=a.seed, faults=not a.no_faults, bundles=a.bundles, basket=a.basket, **short)
     for k in ("bars", "step_s", "kills"):
         if getattr(a, k) is not None:
             setattr(cfg, k, getattr(a, k))
@@ -870,7 +894,12 @@ def parse(argv=None) -> Config:
 
 def main(argv=None) -> int:
     cfg = parse(argv)
-    soak = Soak(cfg)
+    if cfg.basket:
+        from basket import BasketSoak
+
+        soak = BasketSoak(cfg)
+    else:
+        soak = Soak(cfg)
     try:
         s = soak.run()
     finally:
