@@ -273,7 +273,8 @@ class TrainSettings(Section):
     n_steps: int = Field(1024, ge=8)  # PPO/A2C rollout length per env
     gae_lambda: float = Field(0.95, ge=0, le=1)  # PPO/A2C GAE: advantages look about 1 / (1 - gamma lambda) bars ahead
     batch_size: int = Field(256, ge=8)  # PPO/DQN minibatch size
-    ent_coef: float = Field(0.01, ge=0)  # PPO/A2C entropy bonus
+    ent_coef: float = Field(0.01, ge=0)  # PPO/A2C entropy bonus (at the start, with ent_coef_end)
+    ent_coef_end: float | None = Field(None, ge=0)  # anneal linearly to this by the budget's end (None: fixed)
     normalize_reward: bool = True  # scale rewards by a running std of returns (VecNormalize) while training
     total_timesteps: int = Field(1_000_000, ge=1)  # training budget, in env steps (all envs together)
     n_envs: int = Field(8, ge=1, le=1024)  # environments stepped together
