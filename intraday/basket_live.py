@@ -460,6 +460,8 @@ def state(self: BasketRunner) -> dict:
                              "status": o.status.value}
                             for s, r in self.routers.items() for o in r.journal.live_orders()],
             "kill": None if not kills else {"running": any(not k.done() for k in kills)},
+            "pnl": {k: sum(x[k] for x in per.values()) for k in ("realized", "unrealized", "fees")},
+            "bundle": {"path": str(self.bundle.path), "sha256": self.bundle.manifest["policy_sha256"]},
             "symbols": per, "cash": self.cash, "equity": self.equity, "decisions": len(self.decisions),
             "backlog_bars": self.backlog, "missed": dict(getattr(self.feed, "missed", {}))}  # fmt: skip
 

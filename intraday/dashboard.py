@@ -463,7 +463,8 @@ def live_rows(
         "orders by state": ", ".join(f"{k} {v}" for k, v in sorted((state.get("orders") or {}).items())) or "none",
         "open orders": str(len(state.get("open_orders") or [])),
         "decisions": str(state.get("decisions", 0)),
-        "last bar (open time)": f"{pd.Timestamp(bar['ts'], unit='ms', tz='UTC')}, close {bar['close']:g}"
+        "last bar (open time)": f"{pd.Timestamp(bar['ts'], unit='ms', tz='UTC')}"
+        + (f", close {bar['close']:g}" if "close" in bar else "")
         if bar
         else "none yet",
         "feed staleness": "no bar yet" if stale is None else f"{stale:.1f} s",
@@ -472,6 +473,11 @@ def live_rows(
         "bundle": f"{Path((state.get('bundle') or {}).get('path', '?')).name} "
         f"({str((state.get('bundle') or {}).get('sha256', ''))[:12]})",
     }
+    if per := state.get("symbols"):  # a basket runner: its symbols' states and books instead of one position
+        del rows["position"]
+        for s, x in per.items():
+            rows[s] = (f"{x['trading_state']}, {x['position']:g} @ {x['avg_price']:,.4f}, PnL {x['realized']:,.2f} / "
+                       f"{x['unrealized']:,.2f} / {x['fees']:,.2f}")  # fmt: skip
     for stage, q in lat.items():
         if (q or {}).get("count"):
             p50, p99 = q.get("p50"), q.get("p99")

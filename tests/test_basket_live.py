@@ -27,6 +27,7 @@ from intraday.basket_live import BasketFeed, BasketRunner, Slice
 from intraday.binance import MarketSpec, connect, serve
 from intraday.bundle import PolicyBundle
 from intraday.config import LiveSettings, RiskSettings, load_settings
+from intraday.dashboard import live_rows
 from intraday.exchange import Exchange
 from intraday.fills import FillModel
 from intraday.journal import Journal
@@ -334,6 +335,8 @@ def test_an_operator_reads_kills_and_resumes_a_basket_runner(basket_bundle, tmp_
 
         _until(lambda: (st := state_json()) and st["decisions"] >= 5, 120, "five decisions")
         assert _get(base + "/readyz")[0] == 200  # reconciled, warm, slices arriving
+        card = live_rows(state_json())  # the dashboard's Live card reads the basket's /state
+        assert all(card[s].startswith("ACTIVE, ") for s in RP.symbols) and card["ready"] == "yes"
         metrics = _get(base + "/metrics")[1]
         for s in RP.symbols:  # what is a symbol's own is labelled with it, every symbol from the start
             assert f'intraday_trading_state{{symbol="{s}"}} 0.0' in metrics
