@@ -323,6 +323,8 @@ def on_router(self: Monitor, kind: str, od: Any, info: Mapping, symbol: str | No
     "Count a router event (a router listener's arguments): a fill, a final status, a rejection, the trading state."
     if kind == "fill":
         self.count_fill(symbol=symbol)
+        if od is not None and od.status.value == "FILLED":  # the completing fill: the final status (no "order" follows;
+            self.count_order("FILLED", symbol=symbol)  # a repeated trade is dropped by id, a late one keeps CANCELED)
     elif kind in ("order", "deny", "reject", "absent"):
         if od is not None and (od.terminal or kind != "order"):
             self.count_order(od.status.value, symbol=symbol)
