@@ -393,8 +393,13 @@ async def reconcile(self: BasketRunner) -> dict:
         if rep[s].get("mismatch"):  # that router halted itself, saying why
             self.monitor.count_mismatch(symbol=s)
     first = next(iter(self.routers.values()))
+    if any(r.journal.live_orders() for r in self.routers.values()):  # one may fill while the others reconcile:
+        rep["cash"] = {"books": self.cash, "venue": None, "mismatch": False, "deferred": True}  # checked next time
+        return rep
     venue_cash = (await first.client.balance()).total(first.market["quote"])
-    ok = abs(venue_cash - self.cash) <= 1e-6 * max(abs(venue_cash), 1.0)
+    # the books read 8-decimal reports (about 1e-8 off per fill, hundreds of fills a day): a tolerance on equity,
+    # not on the cash, which is near 0 when the basket is fully invested
+    ok = abs(venue_cash - self.cash) <= 1e-6 * max(abs(venue_cash), abs(self.equity), 1.0)
     if not ok:
         for r in self.routers.values():
             r.alert(f"cash mismatch: books {self.cash:.8g}, venue {venue_cash:.8g} {first.market['quote']}; the "

@@ -1184,8 +1184,8 @@ def cmd_live_run(args: argparse.Namespace, settings: Settings) -> int:
         with StateLock(state):
             if basket:  # a basket bundle: every symbol it trades, on one account
                 final = asyncio.run(_basket_session(args, settings, state, key, secret))
-                print(json.dumps({k: final[k] for k in ("trading_state", "symbols", "cash", "equity", "pnl", "decisions")},
-                                 indent=1))  # fmt: skip
+                keys = ("trading_state", "symbols", "cash", "equity", "pnl", "decisions")
+                print(json.dumps({k: final[k] for k in keys}, indent=1))
                 return 0
             final = asyncio.run(_live_session(args, settings, state, symbol, key, secret))
     except (ReconcileError, StateLockError, FeedGap, AccountError) as e:  # the runner refuses to trade: say why, once
