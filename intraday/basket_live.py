@@ -6,7 +6,7 @@ Docs: https://intraday-workbench.github.io/intraday/basket_live.html.md"""
 
 # %% auto #0
 __all__ = ['CASH_MARGIN', 'Slice', 'BasketFeed', 'BasketRunner', 'observe', 'start', 'decide', 'send', 'on_slice', 'reconcile',
-           'reconcile_loop', 'readiness', 'state', 'run', 'kill', 'resume', 'stop']
+           'readiness', 'state', 'halt_on_fault', 'run', 'kill', 'stop', 'resume']
 
 # %% ../nbs/13c_basket_live.ipynb #50946e0a
 import asyncio
@@ -40,7 +40,7 @@ from intraday.live import (
 from .monitor import Monitor
 from .portfolio import ACCT, CAPS, HOLD, basket_caps, gate_weights, new_book, place_weights
 from .risk import Intent, TradingState
-from .router import ReconcileError, Router
+from .router import Router
 from .xfeatures import CROSS_NAMES, CrossStream
 
 # %% ../nbs/13c_basket_live.ipynb #ad23f112
@@ -413,24 +413,9 @@ async def reconcile(self: BasketRunner) -> dict:
 BasketRunner.reconcile = reconcile
 
 # %% ../nbs/13c_basket_live.ipynb #d393a242
-async def reconcile_loop(self: BasketRunner) -> None:
-    "Reconcile every `reconcile_every_s`, slices or not: a venue that lost the books is found within one period."
-    while True:
-        await asyncio.sleep(max(0.05, self._reconciled_at + self.reconcile_every_s - time.time()))
-        if self.fault is not None or time.time() - self._reconciled_at < self.reconcile_every_s:
-            continue
-        async with self._lock:
-            try:
-                await self.reconcile()
-            except ReconcileError as e:  # the venue did not answer: that router denies orders until one completes
-                self._reconciled_at = time.time()
-                logger.error("{}", e)
-            except Exception as e:  # storage or a bug: halted with the reason, never an exit holding positions
-                self._reconciled_at = time.time()
-                self._fault(e, "reconciliation")
-
-
-BasketRunner.reconcile_loop = reconcile_loop
+# the single runner's loop, one owner: every `reconcile_every_s` under the lock (none while a fault holds), a failure
+# to reconcile logged (that router denies orders until one completes), anything else a halt through halt_on_fault
+BasketRunner.reconcile_loop = LiveRunner.reconcile_loop
 
 # %% ../nbs/13c_basket_live.ipynb #ae8366a9
 def readiness(self: BasketRunner) -> dict[str, bool]:
@@ -491,7 +476,7 @@ BasketRunner._halt = _halt
 BasketRunner._next_slice = LiveRunner._next_bar
 
 # %% ../nbs/13c_basket_live.ipynb #069ba3a0
-def _fault(self: BasketRunner, e: BaseException, where: str) -> None:
+def halt_on_fault(self: BasketRunner, e: BaseException, where: str) -> None:
     "A storage or internal fault: every symbol HALTED, one line naming the file and cause; slices only feed features."
     state_dir = next(iter(self.routers.values())).journal.dir.parent  # a SQLite error's file: one of its journals
     kind, reason = fault_reason(e, where, state_dir)
@@ -501,7 +486,7 @@ def _fault(self: BasketRunner, e: BaseException, where: str) -> None:
         logger.opt(exception=e).error("{}", reason)
 
 
-BasketRunner._fault = _fault
+BasketRunner.halt_on_fault = halt_on_fault
 
 # %% ../nbs/13c_basket_live.ipynb #2a93beae
 async def run(self: BasketRunner, duration: float | None = None, bars: int | None = None) -> dict:
@@ -553,7 +538,7 @@ async def _slices(self: BasketRunner, t0: float, duration: float | None, bars: i
             except TRANSIENT as e:  # the venue is unreachable: the next slice tries again, nothing is resent blindly
                 logger.bind(bar=sl.ts).error("slice not handled: {}", e)
             except Exception as e:  # storage or a bug: halted with the reason, never an exit holding positions
-                self._fault(e, f"bar {sl.ts}")
+                self.halt_on_fault(e, f"bar {sl.ts}")
 
 
 BasketRunner.run, BasketRunner._slices = run, _slices
@@ -566,6 +551,15 @@ def kill(self: BasketRunner, reason: str = "control endpoint") -> dict:
     return self.state()
 
 
+def stop(self: BasketRunner, reason: str = "stop requested") -> None:
+    "End the session after the slice in hand (SIGTERM / SIGINT)."
+    self.stopped = reason
+    self._stop.set()
+
+
+BasketRunner.kill, BasketRunner.stop = kill, stop
+
+# %% ../nbs/13c_basket_live.ipynb #667ae6b8
 async def resume(self: BasketRunner, reason: str = "resumed by the operator") -> dict:
     "Lift every router's halt and reconcile the basket; the state."
     if any((k := r.kill_task) is not None and not k.done() for r in self.routers.values()):
@@ -577,15 +571,9 @@ async def resume(self: BasketRunner, reason: str = "resumed by the operator") ->
                 await r.resume(reason)
             await self.reconcile()
         except STORAGE_ERRORS as e:  # still failing: halted again, saying why
-            self._fault(e, "resume")
+            self.halt_on_fault(e, "resume")
             raise
     return self.state()
 
 
-def stop(self: BasketRunner, reason: str = "stop requested") -> None:
-    "End the session after the slice in hand (SIGTERM / SIGINT)."
-    self.stopped = reason
-    self._stop.set()
-
-
-BasketRunner.kill, BasketRunner.resume, BasketRunner.stop = kill, resume, stop
+BasketRunner.resume = resume
