@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 from bundles import make_bundles  # noqa: E402  (run as a script or as tests.soak: the folder is on the path)
 
 from intraday.bundle import MANIFEST_FILE, SIGNED_FILES  # noqa: E402
+from intraday.config import LiveSettings  # noqa: E402
 from intraday.data import synth_market, write_bars  # noqa: E402
 from intraday.journal import JOURNAL_FILE, Journal  # noqa: E402
 from intraday.router import ledger_audit  # noqa: E402
@@ -584,8 +585,11 @@ class Soak:
         time.sleep(self.cfg.reconcile_s + 1)  # the runner's next bar reconciles
         self.hold_resume = True
         self.stepper.paused.clear()
-        t0, reason = self.bar, None
-        while self.bar - t0 < 60:
+        t0, reason, wall = self.bar, None, time.time()
+        # the runner may put a difference down to orders sent within [live] unknown_grace_s, for at most twice that
+        # (a runner trading every bar always has one): wait for that bound and a reconciliation after it
+        bound = 2 * LiveSettings().unknown_grace_s + self.cfg.reconcile_s + 5
+        while self.bar - t0 < 60 or time.time() - wall < bound:
             if self.runner is not None and not self.runner.alive():
                 self.check_exit()
                 self.ensure_ready()
