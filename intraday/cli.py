@@ -520,7 +520,7 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
     )
     print(f"4/5 leakage audit ({args.audit_timesteps:,} steps per training) ...")
     audit_settings = job.settings.model_copy(
-        update={"train": job.settings.train.model_copy(update={"total_timesteps": args.audit_timesteps})}
+        update={"train": job.settings.train.model_copy(update={"total_timesteps": args.audit_timesteps, "restarts": 1})}
     )
     report = audit(audit_settings, bars)
     path = backtest_report(results, bars, out / "report.html", "intraday demo: out-of-sample backtest", report, bundle,

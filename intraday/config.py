@@ -279,6 +279,7 @@ class TrainSettings(Section):
     total_timesteps: int = Field(1_000_000, ge=1)  # training budget, in env steps (all envs together)
     n_envs: int = Field(8, ge=1, le=1024)  # environments stepped together
     seed: int = Field(0, ge=0)  # seed of weights, exploration and episode starts
+    restarts: int = Field(1, ge=1, le=64)  # train so many seeds (seed, seed + 7919, ...); keep the best on validation
     eval_every: int = Field(50_000, ge=1)  # validation evaluation every so many timesteps
     patience: int = Field(8, ge=0)  # stop after so many evaluations without improvement (0 = never)
     checkpoint_every: int = Field(50_000, ge=1)  # checkpoint every so many timesteps

@@ -113,9 +113,67 @@ def test_resume_after_sigkill(tmp_path):
     assert m["num_timesteps"] >= 60_000 and m["resumed_from"] and m["resumed_from"][0] >= state["steps"]
 
 
+def test_restarts_keep_the_seed_best_on_validation(tmp_path, bars):
+    "[train] restarts = 3 on given environments (one after another): the run is the restart with the best validation."
+    s = small_settings(tmp_path, restarts=3, seed=2)
+    splits = Trainer(s, bars, tmp_path / "envs").splits
+    run = Trainer(s, bars, tmp_path / "run", splits=splits)
+    run.fit()
+    m = run.finish()
+    members = {
+        int(d.name[4:]): json.loads((d / "state.json").read_text()) for d in (tmp_path / "run" / "restarts").iterdir()
+    }
+    assert sorted(members) == [2, 7921, 15840]
+    best_seed = max(members, key=lambda k: (members[k]["best"], -k))
+    assert [r["seed"] for r in m["restarts"] if r["chosen"]] == [best_seed]
+    assert [r["score"] for r in m["restarts"]] == [members[k]["best"] for k in (2, 7921, 15840)]
+    assert (tmp_path / "run" / "best.pt").read_bytes() == (
+        tmp_path / "run" / "restarts" / f"seed{best_seed}" / "best.pt"
+    ).read_bytes()
+    assert m["history"] == members[best_seed]["history"] and m["val"]["sharpe"] == pytest.approx(
+        members[best_seed]["best"]
+    )
+    # the chosen restart alone, same seed and data: the same best model
+    alone = Trainer(small_settings(tmp_path, seed=best_seed), bars, tmp_path / "alone", splits=splits)
+    alone.fit()
+    assert alone.state.best == members[best_seed]["best"]
+
+
+def test_restarts_in_processes_resume_after_sigkill(tmp_path):
+    "A run of 2 restarts in 2 processes, killed with its workers mid-training, resumes every restart where it stopped."
+    overrides = ('{"train": {"checkpoint_every": 1000, "eval_every": 4000, "n_envs": 2, "n_steps": 64, '
+                 '"batch_size": 64, "restarts": 2}, "env": {"episode_len": 240}}')  # fmt: skip
+    args = ["-p", "days", "8", "-p", "total_timesteps", "16000", "-p", "output_dir", str(tmp_path),
+            "-p", "run_id", "killed", "-p", "overrides", overrides]  # fmt: skip
+    exe = str(Path(sys.executable).with_name("intraday"))
+    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini")}
+    proc = subprocess.Popen([exe, "train", "--direct", *args], cwd=tmp_path, env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    run = tmp_path / "killed"
+    deadline = time.time() + 240
+    while (
+        time.time() < deadline
+        and sum(len(list(d.glob("checkpoints/ckpt_*.pt"))) >= 2 for d in run.glob("restarts/seed*")) < 2
+    ):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its restart workers
+    proc.wait()
+    steps = {d.name: json.loads((d / "state.json").read_text())["steps"] for d in run.glob("restarts/seed*")}
+    assert len(steps) == 2 and all(0 < n < 16_000 for n in steps.values()), steps
+    r = subprocess.run([exe, "train", "--resume", str(run), *args], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    m = json.loads((run / "metrics.json").read_text())
+    assert [x["seed"] for x in m["restarts"]] == [0, 7919] and sum(x["chosen"] for x in m["restarts"]) == 1
+    for name, n in steps.items():
+        state = json.loads((run / "restarts" / name / "state.json").read_text())
+        assert state["steps"] >= 16_000 and state["resumed_from"][0] >= n
+
+
 def test_tune_runs_trials_into_storage(tmp_path, bars):
     search = {"timesteps": 1024, "storage": f"sqlite:///{tmp_path}/t.db", "n_trials": 2}
-    train = {**SMALL, "runs_dir": str(tmp_path)}
+    train = {**SMALL, "runs_dir": str(tmp_path), "restarts": 3}  # a trial trains one seed all the same
     tracking = {"tracking_uri": f"sqlite:///{tmp_path}/mlflow.db", "artifact_root": str(tmp_path / "mlartifacts")}
     settings = load_settings(environ={}, env={"episode_len": 240}, train=train, tune=search, registry=tracking)
     study = tune(settings, bars)
@@ -123,6 +181,7 @@ def test_tune_runs_trials_into_storage(tmp_path, bars):
     again = tune(settings, bars, n_trials=1)  # the same study continues from the database
     assert len(again.trials) == 3
     assert {"learning_rate", "gamma", "ent_coef", "net_arch"} <= again.trials[0].params.keys()
+    assert not any((Path(t.user_attrs["run_dir"]) / "restarts").exists() for t in again.trials)
     # every trial is a run of the tune experiment (a real SQLite-backed MLflow store): its hyperparameters, score
     from intraday.registry import mlflow_module, tracking_uri
 

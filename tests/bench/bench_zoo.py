@@ -1,12 +1,14 @@
 """The learning table over the zoo: oracle, RL (PPO) and the supervised baseline out of sample, with placebos.
 
 Run: .venv/bin/python tests/bench/bench_zoo.py [--days 180] [--seed 1] [--seeds 5] [--markets trend,flow]
-     [--timesteps N] [--learners rl,linear,mlp] [--jobs 2]
+     [--timesteps N] [--learners rl,linear,mlp] [--restarts K] [--jobs 2]
 For each zoo market (intraday.markets.MARKETS) at its default alpha and at alpha = 0 (its placebo), on the test
 split (the last 20 % after the embargo) under the default settings and costs:
 - the oracle (the planted signal's sign): net Sharpe, t-statistic of its mean per-bar log return, trades;
 - PPO at the [train] defaults (budget: [train] total_timesteps unless --timesteps), its best validation model:
   net Sharpe, ratio to the oracle, t, trades, seconds of training, and its last update's explained variance;
+  with --restarts K, the [train] restarts rule: K training seeds (intraday.train.restart_seeds), the one whose best
+  checkpoint validates best is scored (intraday.train.choose_restart), every seed's validation and test recorded;
 - the supervised baseline (intraday.supervised.select_supervised: horizon and entry threshold chosen on the
   validation split), linear and MLP: the same columns.
 Market i, repeat k uses seed + i + 1000 k for its draw and its training (alpha and placebo alike): the placebos
@@ -56,11 +58,30 @@ def ppo_row(settings, bars, timesteps: int | None = None, seed: int | None = Non
     last = [r for r in rows if r.get("train/explained_variance")]
     diag = {k: float(last[-1][f"train/{k}"]) for k in ("explained_variance", "entropy_loss")} if last else {}
     vals = [float(r["val/sharpe"]) for r in rows if r.get("val/sharpe")]
-    return {**out, "seconds": seconds, **diag, "val_history": vals, "steps": trainer.state.steps}
+    return {**out, "seconds": seconds, **diag, "val_history": vals, "val_best": trainer.state.best,
+            "steps": trainer.state.steps}  # fmt: skip
+
+
+def restarts_row(settings, bars, timesteps: int | None, seed: int, k: int) -> dict:
+    "[train] restarts = k, one seed after another: each seed's row, and the scored one is the best on validation."
+    from intraday.train import restart_seeds
+
+    members = [{"train_seed": s, **ppo_row(settings, bars, timesteps, s)} for s in restart_seeds(seed, k)]
+    return choose_members(members)
+
+
+def choose_members(members: list[dict]) -> dict:
+    "The chosen restart's row, with every restart's seed, validation, test Sharpe and t under 'restarts'."
+    from intraday.train import choose_restart
+
+    i = choose_restart([m["val_best"] for m in members])
+    keys = ("train_seed", "val_best", "sharpe", "t", "trades", "seconds")
+    return {**members[i], "seconds": sum(m["seconds"] for m in members),
+            "restarts": [{k: m[k] for k in keys} for m in members]}  # fmt: skip
 
 
 def zoo_row(name: str, alpha: float, days: float, seed: int, learners=("rl", "linear", "mlp"),
-            timesteps: int | None = None) -> dict:  # fmt: skip
+            timesteps: int | None = None, restarts: int = 1) -> dict:  # fmt: skip
     "Oracle and each learner on one zoo market (alpha 0 = its placebo), scored on the test split."
     torch.set_num_threads(1)
     settings = load_settings()
@@ -72,7 +93,11 @@ def zoo_row(name: str, alpha: float, days: float, seed: int, learners=("rl", "li
     for learner in learners:
         t0 = time.perf_counter()
         if learner == "rl":
-            row["rl"] = ppo_row(settings, bars, timesteps, seed)
+            row["rl"] = (
+                restarts_row(settings, bars, timesteps, seed, restarts)
+                if restarts > 1
+                else ppo_row(settings, bars, timesteps, seed)
+            )
         else:
             fit = select_supervised(splits, SupervisedConfig(model=learner, seed=seed))
             row[learner] = {**fit.score("test"), "seconds": time.perf_counter() - t0, "k": fit.config.horizon}
@@ -93,6 +118,7 @@ def main() -> None:
     ap.add_argument("--markets", default=",".join(MARKETS))
     ap.add_argument("--learners", default="rl,linear,mlp")
     ap.add_argument("--timesteps", type=int, default=None, help="PPO budget (default: [train] total_timesteps)")
+    ap.add_argument("--restarts", type=int, default=1, help="PPO training seeds per cell, the best on validation kept")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument(
         "--store",
@@ -107,7 +133,8 @@ def main() -> None:
     print(f"zoo on {platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"{args.jobs} jobs, torch threads 1): {args.days:g} days per market, {args.seeds} seeds per cell "
           f"({args.seed} + i + 1000 k), test split, "
-          f"default costs; PPO {budget:,} steps, gamma {t.gamma}, n_steps {t.n_steps}, {t.n_envs} envs")  # fmt: skip
+          f"default costs; PPO {budget:,} steps, best of {args.restarts} seed(s) on validation, gamma {t.gamma}, "
+          f"n_steps {t.n_steps}, {t.n_envs} envs")  # fmt: skip
     head = f"{'market':9} {'alpha':>5} | {'oracle':>7} {'t':>5} {'trd':>5} |" + "".join(
         f" {lr:>7} {'/orc|t':>7} {'trd':>5} {'s':>4} |" for lr in learners
     )
@@ -115,8 +142,10 @@ def main() -> None:
     tasks = [(n, a, args.seed + i + 1000 * k) for k in range(args.seeds) for i, n in enumerate(names)
              for a in (MARKETS[n].alpha, 0.0)]  # fmt: skip
     config = {"days": args.days, "timesteps": budget, "learners": learners}
+    if args.restarts > 1:
+        config["restarts"] = args.restarts
     t0 = time.perf_counter()
-    kw = {"days": args.days, "learners": learners, "timesteps": args.timesteps}
+    kw = {"days": args.days, "learners": learners, "timesteps": args.timesteps, "restarts": args.restarts}
     rows = run_cells(zoo_row, tasks, kw, config, args.store, args.jobs, lambda r: _line(r, learners))
     print(f"all rows in {time.perf_counter() - t0:.0f} s")
     for lr in learners:
