@@ -522,6 +522,12 @@ def _keep_best(self: Trainer, members: list[Trainer]) -> BaseAlgorithm:
     self.model = self.load_weights(self.run_dir / self.state.checkpoint, env)
     return self.model
 
+
+@patch
+def model_seed(self: Trainer) -> int:
+    "The seed that trained the kept model: the chosen restart's, else [train] seed."
+    return next((r["seed"] for r in self.state.restarts if r["chosen"]), self.settings.train.seed)
+
 # %% ../nbs/06_train.ipynb #552d82dc
 @patch
 def _fit_restarts(self: Trainer, resume: bool = False) -> BaseAlgorithm:

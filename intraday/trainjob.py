@@ -28,7 +28,7 @@ from .data import BarStore, planted_signal, read_bars, synth_market, validate_ba
 from .lineage import atomic_write, bars_fingerprint, run_id
 from .markets import MARKETS, make_market, targets_policy
 from .supervised import SupervisedConfig, export_supervised, select_supervised
-from .train import Trainer, _write_json, model_policy, signal_policy
+from .train import RunState, Trainer, _write_json, model_policy, signal_policy
 from .train import evaluate as evaluate_policy  # the job's own `evaluate` step is a method
 
 # %% ../nbs/07a_trainjob.ipynb #44054ce1
@@ -253,9 +253,14 @@ def figures(self: TrainJob) -> list[go.Figure]:
         val.update_layout(title=f"supervised fit (best epoch {self.metrics['best_epoch']})", xaxis_title="epoch",
                           template="plotly_white", height=360)  # fmt: skip
         return [eq, val]
+    kept = f"val Sharpe, seed {self.trainer.model_seed()} (kept)" if self.trainer.state.restarts else "val Sharpe"
     if len(hist):
-        val.add_trace(go.Scatter(x=hist.steps, y=hist.sharpe, name="val Sharpe", mode="lines+markers"))
+        val.add_trace(go.Scatter(x=hist.steps, y=hist.sharpe, name=kept, mode="lines+markers"))
         val.add_trace(go.Bar(x=hist.steps, y=hist.trades, name="val trades", opacity=0.3), secondary_y=True)
+    for r in (r for r in self.trainer.state.restarts if not r["chosen"]):  # the restarts not kept, for comparison
+        h = RunState.load(self.run_dir / "restarts" / f"seed{r['seed']}" / "state.json").history
+        val.add_trace(go.Scatter(x=[m["steps"] for m in h], y=[m["sharpe"] for m in h], mode="lines",
+                                 name=f"val Sharpe, seed {r['seed']}", line={"dash": "dot"}))  # fmt: skip
     val.update_layout(title="validation during training", xaxis_title="timesteps", template="plotly_white",
                       height=360)  # fmt: skip
     return [eq, val]
@@ -265,7 +270,8 @@ def figures(self: TrainJob) -> list[go.Figure]:
 def publish(self: TrainJob) -> Path:
     "Export the published learner (and an RL run's supervised baseline) as verified bundles; write the final metrics."
     t, splits = self.settings.train, self.trainer.splits
-    meta = {"hyperparameters": t.model_dump(mode="json"), "seed": t.seed,
+    restarts = {"restarts": self.trainer.state.restarts} if self.trainer.state.restarts else {}
+    meta = {"hyperparameters": t.model_dump(mode="json"), "seed": self.trainer.model_seed(), **restarts,
             "metrics": {"val": self.metrics.get("val"), "test": self.metrics.get("test")},
             **bars_fingerprint(splits.bars["train"]), "git_revision": self.trainer.lineage()["git_revision"],
             "selected_until": splits.bars["val"].index[-1].isoformat(),  # the gate's window starts after it

@@ -85,8 +85,19 @@ def test_verify_names_tampering(papermill_run, tmp_path, capsys):
 
 
 def test_direct_run_and_failure_publishes_nothing(tmp_path, capsys):
-    assert main(["train", "--direct", *job_args(tmp_path, "direct")]) == 0
+    two = [
+        SMALL.replace('"n_envs": 4', '"n_envs": 4, "restarts": 2') if a == SMALL else a
+        for a in job_args(tmp_path, "direct")
+    ]
+    assert main(["train", "--direct", *two]) == 0  # best of 2 training seeds
     assert (tmp_path / "runs" / "direct" / "bundle" / "policy.pt").is_file()
+    restarts = json.loads((tmp_path / "runs" / "direct" / "metrics.json").read_text())["restarts"]
+    kept = [r["seed"] for r in restarts if r["chosen"]]
+    assert [r["seed"] for r in restarts] == [0, 7919] and len(kept) == 1
+    manifest = PolicyBundle.load(tmp_path / "runs" / "direct" / "bundle").manifest
+    assert (
+        manifest["seed"] == kept[0] and manifest["restarts"] == restarts
+    )  # the lineage names the seed that trained it
     assert (tmp_path / "runs" / "direct" / "report.html").is_file()
     out = capsys.readouterr().out
     assert "planted-signal oracle" in out and "bundle:" in out
