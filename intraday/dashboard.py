@@ -146,17 +146,18 @@ RUN_COLUMNS = ["run", "kind", "status", "progress", "updated", "test_sharpe", "n
 
 
 def _run_status(d: Path, now: float, stale_s: float) -> tuple[str, float | None]:
-    "A run folder's status and progress (0..1, None when unknown) from the files it holds."
-    state, _ = _read_json(d / "state.json")
-    config, _ = _read_json(d / "config.json")
-    total = ((config or {}).get("train") or {}).get("total_timesteps")
-    steps = (state or {}).get("steps")
-    progress = min(1.0, steps / total) if steps is not None and total else None
+    "A run folder's status and progress (0..1, None when unknown), from its state or, training, its restarts' states."
     if (d / "metrics.json").is_file():
         return "done", 1.0
-    if state is None:
-        return "started", progress
-    fresh = now - (d / "state.json").stat().st_mtime < stale_s
+    config, _ = _read_json(d / "config.json")
+    total = ((config or {}).get("train") or {}).get("total_timesteps")
+    # a run of [train] restarts writes its own state.json only once its restarts are done
+    files = [d / "state.json"] if (d / "state.json").is_file() else sorted(d.glob("restarts/*/state.json"))
+    steps = [(_read_json(f)[0] or {}).get("steps") for f in files]
+    if not files or None in steps:
+        return "started", None
+    progress = min(1.0, sum(steps) / (total * len(steps))) if total else None
+    fresh = now - max(f.stat().st_mtime for f in files) < stale_s
     return ("running" if fresh else "stopped"), progress
 
 # %% ../nbs/15_dashboard.ipynb #d94a8d90
