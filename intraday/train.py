@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
@@ -529,6 +529,14 @@ def model_seed(self: Trainer) -> int:
     return next((r["seed"] for r in self.state.restarts if r["chosen"]), self.settings.train.seed)
 
 # %% ../nbs/06_train.ipynb #552d82dc
+def _checkpointed_steps(run_dir: Path) -> int:
+    "Steps of a run folder's last checkpoint (0 before the first)."
+    try:
+        return int(json.loads((run_dir / "state.json").read_text())["steps"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 @patch
 def _fit_restarts(self: Trainer, resume: bool = False) -> BaseAlgorithm:
     "[train] restarts > 1: train every restart seed (in processes when it can), keep the best on validation."
@@ -541,21 +549,29 @@ def _fit_restarts(self: Trainer, resume: bool = False) -> BaseAlgorithm:
     parallel = self.own_envs and self.warm_start is None  # given environments and bundles do not cross processes
     n = min(t.restarts, self.restart_workers or available_cores()) if parallel else 1
     logger.info("restarts", seeds=[m.settings.train.seed for m in members], processes=n, run=str(self.run_dir))
-    with tqdm(total=len(members), desc="restarts", disable=not self.progress) as bar:
-        if n > 1:
-            ctx = get_context("forkserver")  # a clean server imports the package once; workers fork from it
-            ctx.set_forkserver_preload(["intraday.train"])
-            from intraday.train import _member_job as job  # the package's: a notebook's own function does not pickle
+    if n == 1:
+        for m in members:
+            m.progress = self.progress  # each restart's own bar over its steps
+            m.fit(resume=resume)
+        return self._keep_best(members)
+    ctx = get_context("forkserver")  # a clean server imports the package once; workers fork from it
+    ctx.set_forkserver_preload(["intraday.train"])
+    from intraday.train import _member_job as job  # the package's: a notebook's own function does not pickle
 
-            with ProcessPoolExecutor(n, mp_context=ctx) as ex:
-                jobs = [ex.submit(job, (m.settings, self.bars, m.run_dir, resume)) for m in members]
-                for job in as_completed(jobs):
-                    job.result()
-                    bar.update()
-        else:
-            for m in members:
-                m.fit(resume=resume)
-                bar.update()
+    with ProcessPoolExecutor(n, mp_context=ctx) as ex, tqdm(total=t.total_timesteps * len(members), unit="step",
+                                                             desc=f"{len(members)} restarts",
+                                                             disable=not self.progress) as bar:  # fmt: skip
+        pending = {ex.submit(job, (m.settings, self.bars, m.run_dir, resume)) for m in members}
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=2.0, return_when=FIRST_COMPLETED)
+                for f in done:
+                    f.result()  # a restart's error, raised here
+                bar.n = sum(_checkpointed_steps(m.run_dir) for m in members)  # the workers' checkpoints
+                bar.refresh()
+        except BaseException:
+            ex.shutdown(wait=False, cancel_futures=True)  # restarts not started never start
+            raise
     return self._keep_best(members)
 
 # %% ../nbs/06_train.ipynb #23e672f3

@@ -268,3 +268,13 @@ def test_a_run_warm_started_from_a_bundle_starts_from_its_policy_and_says_so(tmp
     wide = Trainer(small_settings(tmp_path, algo=algo, net_arch=[16]), new, tmp_path / "wide", warm_start=champion)
     with pytest.raises(BundleError, match=r"net_arch"):
         wide._start_model(wide.splits.make_vec_env("train", 2, seed=1), resume=False)
+
+
+def test_a_failing_restart_fails_the_run_with_its_error(tmp_path, bars):
+    "A restart whose folder cannot be made (a stray file in its place): the run raises that restart's error."
+    s = small_settings(tmp_path, restarts=2, seed=3)
+    (tmp_path / "run" / "restarts").mkdir(parents=True)
+    (tmp_path / "run" / "restarts" / "seed7922").write_text("not a folder")
+    with pytest.raises(FileExistsError, match="seed7922"):
+        Trainer(s, bars, tmp_path / "run", restart_workers=2).fit()
+    assert not (tmp_path / "run" / "best.pt").exists()  # nothing kept from a run that failed
