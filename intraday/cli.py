@@ -500,9 +500,10 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
     rows = [("validation", "passed (Bars contract)"), *_bars_summary(bars)]
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     write_report([fig], out / "market.html", "intraday demo: the synthetic market", f"<table>{table}</table>")
-    print(f"2/5 training {settings.train.algo} for {args.timesteps:,} steps ...")
-    job = TrainJob({"total_timesteps": args.timesteps, "output_dir": str(out / "runs"), "run_id": "demo",
-                    "market": m}, args.settings, progress=sys.stderr.isatty())  # fmt: skip
+    print(f"2/5 training {settings.train.algo} for {args.timesteps:,} steps, {args.restarts} seeds (the best on "
+          "validation kept) ...")  # fmt: skip
+    job = TrainJob({"total_timesteps": args.timesteps, "restarts": args.restarts, "output_dir": str(out / "runs"),
+                    "run_id": "demo", "market": m}, args.settings, progress=sys.stderr.isatty())  # fmt: skip
     job.bars = bars
     job.train()
     job.evaluate()
@@ -549,7 +550,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     "The `demo` subcommand."
     demo = sub.add_parser("demo", help="the research flow on the synthetic market: train, backtest, audit, report")
     demo.add_argument("--out", default="reports/demo", help="output folder (default: reports/demo)")
-    demo.add_argument("--timesteps", type=int, default=300_000, help="training budget (default 300000)")
+    demo.add_argument("--timesteps", type=int, default=600_000, help="training budget (default 600000)")
+    demo.add_argument("--restarts", type=int, default=3, help="training seeds, the best on validation kept (default 3)")
     demo.add_argument("--audit-timesteps", type=int, default=100_000, help="budget of each audit training")
     demo.add_argument("--market", default="schedule", choices=list(MARKETS), help="the zoo market to run on (default "
                       "schedule: a time-of-day drift a moving-average crossover cannot follow; trend is the default "

@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field, fields
 from multiprocessing import get_context
 from pathlib import Path
@@ -569,8 +570,13 @@ def _fit_restarts(self: Trainer, resume: bool = False) -> BaseAlgorithm:
                     f.result()  # a restart's error, raised here
                 bar.n = sum(_checkpointed_steps(m.run_dir) for m in members)  # the workers' checkpoints
                 bar.refresh()
-        except BaseException:
+        except BaseException as e:
             ex.shutdown(wait=False, cancel_futures=True)  # restarts not started never start
+            if isinstance(e, BrokenProcessPool):  # the worker's own traceback went to its stderr
+                raise RuntimeError(f"{self.run_dir}: a restart's worker process died. A script that trains with "
+                                   "[train] restarts > 1 needs `if __name__ == '__main__':` around its code (Python "
+                                   "starts the workers by importing the script); a worker the kernel killed for "
+                                   "memory dies the same way") from None  # fmt: skip
             raise
     return self._keep_best(members)
 

@@ -50,6 +50,7 @@ class JobParams:
     algorithm: str = ""  # PPO | A2C | DQN (default [train] algo)
     total_timesteps: int = 0  # budget (default [train] total_timesteps)
     seed: int | None = None  # seed (default [train] seed)
+    restarts: int = 0  # training seeds from seed, the best on validation kept (default [train] restarts)
     output_dir: str = ""  # runs folder (default [train] runs_dir)
     run_id: str = ""  # run folder name (default: time-algo-seed-datahash)
     walk_forward: bool = False  # also run the [walkforward] evaluation into <run>/walkforward (intraday.walkforward)
@@ -74,9 +75,10 @@ def settings(self: JobParams, settings_path: str | None = None) -> Settings:
                            ("exchange", "data", "exchange"), ("days", "data", "days"), ("alpha", "data", "alpha"),
                            ("learner", "train", "learner"), ("algorithm", "train", "algo"),
                            ("total_timesteps", "train", "total_timesteps"), ("seed", "train", "seed"),
+                           ("restarts", "train", "restarts"),
                            ("output_dir", "train", "runs_dir")):  # fmt: skip
         val = getattr(self, key)
-        unset = val is None or val == "" or (key in ("days", "total_timesteps") and val == 0)
+        unset = val is None or val == "" or (key in ("days", "total_timesteps", "restarts") and val == 0)
         if not unset:
             put(sec, name, val)
     if self.source == "synthetic" and self.start:

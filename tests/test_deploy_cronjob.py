@@ -42,6 +42,10 @@ def test_cronjob_command_produces_the_run(tmp_path):
     assert metrics["num_timesteps"] >= 2000 and Path(metrics["bundle"]) == Path(
         "reports/runs/intraday-train-29000000/bundle"
     )
+    # the ConfigMap's restarts: 3 training seeds, one kept, the bundle naming it
+    kept = [r["seed"] for r in metrics["restarts"] if r["chosen"]]
+    assert len(metrics["restarts"]) == 3 and len(kept) == 1
+    assert json.loads((run_dir / "bundle" / "manifest.json").read_text())["seed"] == kept[0]
 
 
 @pytest.mark.slow

@@ -278,3 +278,16 @@ def test_a_failing_restart_fails_the_run_with_its_error(tmp_path, bars):
     with pytest.raises(FileExistsError, match="seed7922"):
         Trainer(s, bars, tmp_path / "run", restart_workers=2).fit()
     assert not (tmp_path / "run" / "best.pt").exists()  # nothing kept from a run that failed
+
+
+def test_restarts_from_a_script_without_a_main_guard_say_so(tmp_path):
+    "Python starts the restarts' workers by importing the main script: one without the guard gets told, by name."
+    script = tmp_path / "noguard.py"
+    script.write_text(
+        "from intraday.config import load_settings\nfrom intraday.data import synth_market\n"
+        "from intraday.train import Trainer\n"
+        f"s = load_settings(environ={{}}, env={{'episode_len': 240}}, train={{**{SMALL!r}, 'restarts': 2}})\n"
+        f"Trainer(s, synth_market(days=10, seed=4), {str(tmp_path / 'run')!r}).fit()\n"
+    )
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "needs `if __name__ == '__main__':`" in r.stderr.splitlines()[-1], r.stderr[-2000:]
