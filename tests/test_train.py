@@ -87,30 +87,36 @@ def test_evaluate_policies(tmp_path, bars):
     assert oracle["episodes"] == len(splits.bars["test"]) // 240 or oracle["episodes"] >= 1
 
 
-def test_resume_after_sigkill(tmp_path):
-    "A run killed with SIGKILL mid-training resumes from its last checkpoint and reaches the requested timesteps."
-    overrides = ('{"train": {"checkpoint_every": 1000, "eval_every": 100000, "n_envs": 2, "n_steps": 64, '
-                 '"batch_size": 64}, "env": {"episode_len": 240}}')  # fmt: skip
-    args = ["-p", "days", "8", "-p", "total_timesteps", "60000", "-p", "output_dir", str(tmp_path),
+def kill_then_resume(tmp_path, train: dict, steps: int, ready) -> tuple[Path, dict]:
+    "`intraday train --direct` killed (SIGKILL to its process group) once `ready(run)`, then `--resume`d: run, metrics."
+    overrides = json.dumps({"train": {"checkpoint_every": 1000, "n_envs": 2, "n_steps": 64, "batch_size": 64, **train},
+                            "env": {"episode_len": 240}})  # fmt: skip
+    args = ["-p", "days", "8", "-p", "total_timesteps", str(steps), "-p", "output_dir", str(tmp_path),
             "-p", "run_id", "killed", "-p", "overrides", overrides]  # fmt: skip
     exe = str(Path(sys.executable).with_name("intraday"))
     env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini")}
-    proc = subprocess.Popen([exe, "train", "--direct", *args], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([exe, "train", "--direct", *args], cwd=tmp_path, env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    ckpts = tmp_path / "killed" / "checkpoints"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(ckpts.glob("ckpt_*.pt"))) < 2:
+    run, deadline = tmp_path / "killed", time.time() + 240
+    while time.time() < deadline and not ready(run):
         assert proc.poll() is None, proc.stderr.read().decode()
         time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the run and any restart workers it started
     proc.wait()
-    state = json.loads((tmp_path / "killed" / "state.json").read_text())
-    assert 0 < state["steps"] < 60_000
-    r = subprocess.run([exe, "train", "--resume", str(tmp_path / "killed"), *args], cwd=tmp_path, env=env,
+    before = {p.parent.name: json.loads(p.read_text())["steps"] for p in run.rglob("state.json")}
+    assert before and all(0 < n < steps for n in before.values()), before
+    r = subprocess.run([exe, "train", "--resume", str(run), *args], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stderr
-    m = json.loads((tmp_path / "killed" / "metrics.json").read_text())
-    assert m["num_timesteps"] >= 60_000 and m["resumed_from"] and m["resumed_from"][0] >= state["steps"]
+    return run, before
+
+
+def test_resume_after_sigkill(tmp_path):
+    "A run killed with SIGKILL mid-training resumes from its last checkpoint and reaches the requested timesteps."
+    run, before = kill_then_resume(tmp_path, {"eval_every": 100_000}, 60_000,
+                                   lambda run: len(list(run.glob("checkpoints/ckpt_*.pt"))) >= 2)  # fmt: skip
+    m = json.loads((run / "metrics.json").read_text())
+    assert m["num_timesteps"] >= 60_000 and m["resumed_from"] and m["resumed_from"][0] >= before["killed"]
 
 
 def test_restarts_keep_the_seed_best_on_validation(tmp_path, bars):
@@ -141,32 +147,12 @@ def test_restarts_keep_the_seed_best_on_validation(tmp_path, bars):
 
 def test_restarts_in_processes_resume_after_sigkill(tmp_path):
     "A run of 2 restarts in 2 processes, killed with its workers mid-training, resumes every restart where it stopped."
-    overrides = ('{"train": {"checkpoint_every": 1000, "eval_every": 4000, "n_envs": 2, "n_steps": 64, '
-                 '"batch_size": 64, "restarts": 2}, "env": {"episode_len": 240}}')  # fmt: skip
-    args = ["-p", "days", "8", "-p", "total_timesteps", "16000", "-p", "output_dir", str(tmp_path),
-            "-p", "run_id", "killed", "-p", "overrides", overrides]  # fmt: skip
-    exe = str(Path(sys.executable).with_name("intraday"))
-    env = {**os.environ, "INTRADAY_SETTINGS": str(ROOT / "settings.ini")}
-    proc = subprocess.Popen([exe, "train", "--direct", *args], cwd=tmp_path, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
-    run = tmp_path / "killed"
-    deadline = time.time() + 240
-    while (
-        time.time() < deadline
-        and sum(len(list(d.glob("checkpoints/ckpt_*.pt"))) >= 2 for d in run.glob("restarts/seed*")) < 2
-    ):
-        assert proc.poll() is None, proc.stderr.read().decode()
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the parent and its restart workers
-    proc.wait()
-    steps = {d.name: json.loads((d / "state.json").read_text())["steps"] for d in run.glob("restarts/seed*")}
-    assert len(steps) == 2 and all(0 < n < 16_000 for n in steps.values()), steps
-    r = subprocess.run([exe, "train", "--resume", str(run), *args], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    ready = lambda run: sum(len(list(d.glob("checkpoints/ckpt_*.pt"))) >= 2 for d in run.glob("restarts/seed*")) == 2  # noqa: E731
+    run, before = kill_then_resume(tmp_path, {"eval_every": 4000, "restarts": 2}, 16_000, ready)
+    assert sorted(before) == ["seed0", "seed7919"]  # the run's own state.json comes only when its restarts are done
     m = json.loads((run / "metrics.json").read_text())
     assert [x["seed"] for x in m["restarts"]] == [0, 7919] and sum(x["chosen"] for x in m["restarts"]) == 1
-    for name, n in steps.items():
+    for name, n in before.items():
         state = json.loads((run / "restarts" / name / "state.json").read_text())
         assert state["steps"] >= 16_000 and state["resumed_from"][0] >= n
 
