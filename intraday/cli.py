@@ -480,10 +480,21 @@ def _strategy_rules(bundle, results: dict) -> dict[str, str]:
     return {"every strategy": common} | {n: f"{own.get(n, sup)} ({len(r.fills):,} fills)" for n, r in results.items()}
 
 # %% ../nbs/14_cli.ipynb #f0a7fa0c
+def _audit_job(settings: Settings, bars: pd.DataFrame):
+    "The leakage audit in a worker process, logging warnings only (the demo prints its verdicts)."
+    from intraday.audit import audit
+
+    setup_logging("WARNING", settings=settings)
+    return audit(settings, bars)
+
+
 def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict:
     "The demo's steps, writing into `out`; returns what the summary prints."
-    from intraday.audit import audit
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from intraday.bundle import PolicyBundle
+    from intraday.cli import _audit_job  # the package's: a notebook's own function does not pickle
     from intraday.markets import make_market
     from intraday.report import backtest_report
     from intraday.trainjob import TrainJob, oracle_policy
@@ -500,12 +511,24 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
     rows = [("validation", "passed (Bars contract)"), *_bars_summary(bars)]
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     write_report([fig], out / "market.html", "intraday demo: the synthetic market", f"<table>{table}</table>")
-    print(f"2/5 training {settings.train.algo} for {args.timesteps:,} steps, {args.restarts} seeds (the best on "
-          "validation kept) ...")  # fmt: skip
+    print(
+        f"2/5 training {settings.train.algo} for {args.timesteps:,} steps, {args.restarts} seeds (the best on "
+        f"validation kept); the leakage audit beside it ({args.audit_timesteps:,} steps per training) ..."
+    )
     job = TrainJob({"total_timesteps": args.timesteps, "restarts": args.restarts, "output_dir": str(out / "runs"),
                     "run_id": "demo", "market": m}, args.settings, progress=sys.stderr.isatty())  # fmt: skip
     job.bars = bars
-    job.train()
+    # the audit retrains its own recipe (one seed: it compares pipelines) in a process of its own, on the core the
+    # restarts leave idle once fewer remain than cores
+    audit_settings = job.settings.model_copy(
+        update={"train": job.settings.train.model_copy(update={"total_timesteps": args.audit_timesteps, "restarts": 1})}
+    )
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(["intraday.audit"])
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        audited = pool.submit(_audit_job, audit_settings, bars)
+        job.train()
+        report = audited.result()
     job.evaluate()
     bundle_path = job.publish()
     bundle = PolicyBundle.load(bundle_path)
@@ -519,11 +542,7 @@ def _demo_build(out: Path, args: argparse.Namespace, settings: Settings) -> dict
     results = _backtest_all(
         bundle, bars, settings, start, others, oracle_policy(bars, bundle.env_settings().positions, m)
     )
-    print(f"4/5 leakage audit ({args.audit_timesteps:,} steps per training) ...")
-    audit_settings = job.settings.model_copy(
-        update={"train": job.settings.train.model_copy(update={"total_timesteps": args.audit_timesteps, "restarts": 1})}
-    )
-    report = audit(audit_settings, bars)
+    print("4/5 leakage audit: done beside the training")
     path = backtest_report(results, bars, out / "report.html", "intraday demo: out-of-sample backtest", report, bundle,
                            rules=_strategy_rules(bundle, results), main="policy")  # fmt: skip
     return {"results": results, "report": report, "bundle_path": bundle_path, "path": path}
